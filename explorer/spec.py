@@ -1,0 +1,511 @@
+"""The experiment spec: YAML in, a frozen and fully validated `Spec` out.
+
+A bad spec never starts anything. `load_spec` reports every problem it finds,
+one per line, as ``FILE:LINE: path.to.key: what is wrong (got VALUE)``, by
+raising `SpecError`; the CLI prints those lines and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+import types
+import typing
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+)
+
+from explorer.arch import BlockForm, Template, content_key, stage_bottleneck_widths
+
+SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+# Classes of the datasets whose size is known without reading them, so a space
+# can be enumerated (its head's size counted) before any data exists.
+KNOWN_NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000, "digits": 10, "synthetic": 10}
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Range(Frozen):
+    """A range to sample an axis from (random and optuna search)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    low: PositiveFloat
+    high: PositiveFloat
+    log: bool = False
+    integer: bool = Field(default=True, alias="int")
+
+
+def _axis_kind(value: Any) -> str:
+    return "range" if isinstance(value, dict) else "list"
+
+
+def _axis(item: Any) -> Any:
+    """An axis: a non-empty list of values (a grid axis) or a Range to sample."""
+    values = Annotated[tuple[item, ...], Field(min_length=1)]
+    return Annotated[
+        Union[Annotated[values, Tag("list")], Annotated[Range, Tag("range")]],  # noqa: UP007
+        Discriminator(_axis_kind),
+    ]
+
+
+def _list_axis(item: Any) -> Any:
+    return Annotated[tuple[item, ...], Field(min_length=1)]
+
+
+Sizes = Annotated[tuple[PositiveInt, ...], Field(min_length=1)]
+
+# The tags pydantic puts into an error's location for the axis union.
+_UNION_TAGS = {"list", "range"}
+
+
+class Axes(Frozen):
+    """Fields of the base model to vary; each present one is an axis."""
+
+    cardinality: _axis(PositiveInt) | None = None  # type: ignore[valid-type]
+    bottleneck_width: _axis(PositiveInt) | None = None  # type: ignore[valid-type]
+    stem_width: _axis(PositiveInt) | None = None  # type: ignore[valid-type]
+    depths: _list_axis(Sizes) | None = None  # type: ignore[valid-type]
+    widths: _list_axis(Sizes) | None = None  # type: ignore[valid-type]
+    block: _list_axis(Literal["grouped", "concat", "split"]) | None = None  # type: ignore[valid-type]
+
+    def present(self) -> dict[str, Any]:
+        return {k: v for k, v in self if v is not None}
+
+
+SolvableField = Literal["bottleneck_width", "cardinality", "stem_width"]
+
+
+class Solve(Frozen):
+    """Choose `field` per candidate so that `preserve` matches the base model."""
+
+    field: SolvableField = "bottleneck_width"
+    preserve: Literal["params", "flops"] = "params"
+    tolerance: PositiveFloat = 0.05
+    low: PositiveInt = 1
+    high: PositiveInt = 4096
+
+
+class SpaceSpec(Frozen):
+    axes: Axes = Axes()
+    solve: Solve | None = None
+
+
+Band = tuple[NonNegativeFloat | None, NonNegativeFloat | None]
+
+
+class Constraints(Frozen):
+    """Absolute bands [low, high] (null: unbounded), applied before training."""
+
+    flops: Band | None = None
+    params: Band | None = None
+    acts: Band | None = None
+
+
+class ModelSpec(Frozen):
+    family: Literal["resnext"] = "resnext"
+    template: Template = "cifar"
+    depths: Sizes = (3, 3, 3)
+    stem_width: PositiveInt = 64
+    widths: Sizes = (256, 512, 1024)
+    cardinality: PositiveInt = 1
+    bottleneck_width: PositiveInt = 64
+    block: BlockForm = "grouped"
+
+
+Dataset = Literal["cifar10", "cifar100", "imagenet", "imagefolder", "digits", "synthetic"]
+
+
+class DataSpec(Frozen):
+    dataset: Dataset = "digits"
+    num_classes: PositiveInt | None = None
+    root: str = "~/.cache/explorer"
+    download: bool = True
+    resolution: PositiveInt = 32
+    train_subset: PositiveInt | None = None
+    test_subset: PositiveInt | None = None
+
+
+class TrainSpec(Frozen):
+    epochs: PositiveInt = 30
+    batch_size: PositiveInt = 128
+    lr: PositiveFloat = 0.1
+    momentum: NonNegativeFloat = 0.9
+    nesterov: bool = False
+    weight_decay: NonNegativeFloat = 5.0e-4
+    schedule: Literal["cosine", "step"] = "cosine"
+    warmup_epochs: NonNegativeInt = 0
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
+    channels_last: bool = True
+    compile: bool = False
+    augment: bool | None = None
+    seeds: Annotated[tuple[NonNegativeInt, ...], Field(min_length=1)] = (0,)
+
+
+class SearchSpec(Frozen):
+    strategy: Literal["grid", "random", "optuna"] = "grid"
+    n_trials: PositiveInt | None = None
+    objectives: Annotated[
+        tuple[Literal["test_error", "test_top5_error", "flops", "params", "acts"], ...],
+        Field(min_length=1),
+    ] = ("test_error",)
+    early_stopping: Literal["none", "asha"] = "none"
+    seed: NonNegativeInt = 0
+
+
+class ResourcesSpec(Frozen):
+    cpus_per_trial: PositiveFloat = 1
+    gpus_per_trial: NonNegativeFloat = 0
+    max_concurrent: PositiveInt | None = None
+    max_failures: NonNegativeInt = 1
+    address: str | None = None
+
+
+class Spec(Frozen):
+    name: Annotated[str, Field(pattern=SAFE_NAME)]
+    description: str = ""
+    model: ModelSpec = ModelSpec()
+    spaces: Annotated[dict[Annotated[str, Field(pattern=SAFE_NAME)], SpaceSpec], Field(min_length=1)]
+    constraints: Constraints = Constraints()
+    data: DataSpec = DataSpec()
+    train: TrainSpec = TrainSpec()
+    search: SearchSpec = SearchSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+
+    @property
+    def num_classes(self) -> int:
+        if self.data.num_classes is not None:
+            return self.data.num_classes
+        return KNOWN_NUM_CLASSES[self.data.dataset]
+
+    @property
+    def hash(self) -> str:
+        """Content hash of the validated spec: equal hashes, equal experiments."""
+        return content_key(self.model_dump(mode="json", by_alias=True))
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int
+    path: str
+    message: str
+    value: str | None = None
+
+    def __str__(self) -> str:
+        got = f" (got {self.value})" if self.value is not None else ""
+        return f"{self.file}:{self.line}: {self.path}: {self.message}{got}"
+
+
+class SpecError(Exception):
+    """A spec that cannot run; `problems` holds one entry per problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems, key=lambda p: (p.line, p.path))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """YAML data with the line of every key and item (1-based)."""
+
+    data: Any
+    lines: dict[Loc, int]
+    duplicates: list[tuple[Loc, int]]
+
+
+def parse_yaml(text: str) -> Parsed:
+    """Parse YAML keeping lines, and noting duplicate keys (yaml.safe_load keeps the last)."""
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    lines: dict[Loc, int] = {(): 1}
+    duplicates: list[tuple[Loc, int]] = []
+    if root is None:
+        return Parsed(None, lines, duplicates)
+    constructor = yaml.SafeLoader("")
+
+    def build(node: yaml.Node, loc: Loc) -> Any:
+        lines.setdefault(loc, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = constructor.construct_object(key_node, deep=True)
+                child = (*loc, key if isinstance(key, str | int) else str(key))
+                if key in out:
+                    duplicates.append((child, key_node.start_mark.line + 1))
+                    continue
+                lines[child] = key_node.start_mark.line + 1
+                out[key] = build(value_node, child)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [build(item, (*loc, i)) for i, item in enumerate(node.value)]
+        return constructor.construct_object(node, deep=True)
+
+    return Parsed(build(root, ()), lines, duplicates)
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a spec file; raises SpecError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise SpecError([Problem(str(path), 0, "(file)", f"cannot read the spec: {reason}")]) from None
+    return parse_spec(text, str(path))
+
+
+def parse_spec(text: str, filename: str = "<spec>") -> Spec:
+    """Validate spec text; `filename` names it in the problems reported."""
+    try:
+        parsed = parse_yaml(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = mark.line + 1 if mark else 0
+        reason = err.problem or "invalid YAML"
+        raise SpecError([Problem(filename, line, "(yaml)", f"YAML syntax error: {reason}")]) from None
+    except yaml.YAMLError as err:
+        raise SpecError([Problem(filename, 0, "(yaml)", f"YAML syntax error: {err}")]) from None
+    problems = list(_check(parsed, filename))
+    if problems:
+        raise SpecError(problems)
+    return Spec.model_validate(parsed.data)
+
+
+def _check(parsed: Parsed, filename: str) -> Iterator[Problem]:
+    def at(loc: Loc, message: str, value: Any = None, show_value: bool = True) -> Problem:
+        return Problem(filename, _line_of(parsed.lines, loc), _dotted(loc), message,
+                       _show(value) if show_value else None)
+
+    for loc, line in parsed.duplicates:
+        yield Problem(filename, line, _dotted(loc), "duplicate key; each key may appear once")
+    data = parsed.data
+    if not isinstance(data, dict):
+        yield at((), "a spec is a YAML mapping of keys (name, model, spaces, ...)", data)
+        return
+    try:
+        Spec.model_validate(data)
+    except ValidationError as err:
+        for e in err.errors():
+            loc = tuple(x for x in e["loc"] if x not in _UNION_TAGS)
+            yield at(loc, _message(e, loc), e.get("input"), show_value=e["type"] != "missing")
+    yield from _check_semantics(data, at)
+
+
+def _check_semantics(data: dict[str, Any], at: Any) -> Iterator[Problem]:
+    """Rules across fields, checked on whichever fields are valid on their own."""
+    model = _valid(ModelSpec, data.get("model"))
+    if model is not None:
+        yield from _check_model(model, at)
+    search = _valid(SearchSpec, data.get("search"))
+    if search is not None and search.strategy in ("random", "optuna") and search.n_trials is None:
+        yield at(("search", "n_trials"), f"{search.strategy} search needs n_trials", None, False)
+    spaces = data.get("spaces")
+    for name, raw in spaces.items() if isinstance(spaces, dict) else ():
+        raw = raw if isinstance(raw, dict) else {}
+        axes, solve = _valid(Axes, raw.get("axes")), _valid(Solve, raw.get("solve"))
+        if axes is not None and model is not None:
+            yield from _check_space(str(name), axes, solve if raw.get("solve") else None, model, at)
+        if axes is not None and search is not None and search.strategy == "grid":
+            for axis, values in vars(axes).items():
+                if isinstance(values, Range):
+                    yield at(("spaces", name, "axes", axis), "grid search needs a list of values, "
+                             "not a range; use search.strategy random or optuna", None, False)
+    constraints = _valid(Constraints, data.get("constraints"))
+    for field, band in vars(constraints).items() if constraints is not None else ():
+        if band and band[0] is not None and band[1] is not None and band[0] > band[1]:
+            yield at(("constraints", field), "low bound is above high bound", list(band))
+    dataset = _valid(DataSpec, data.get("data"))
+    if dataset is not None and dataset.num_classes is None and \
+            dataset.dataset is not None and dataset.dataset not in KNOWN_NUM_CLASSES:
+        yield at(("data", "num_classes"), f"{dataset.dataset} needs num_classes "
+                 "(the space is enumerated before any data is read)", None, False)
+
+
+def _check_model(model: Any, at: Any) -> Iterator[Problem]:
+    if model.depths is None or model.widths is None:
+        return
+    if len(model.depths) != len(model.widths):
+        yield at(("model", "widths"), f"needs one width per stage: depths has "
+                 f"{len(model.depths)} stages, widths {len(model.widths)}", list(model.widths))
+    elif model.bottleneck_width is not None:
+        yield from _check_d(model.bottleneck_width, model.widths, ("model", "bottleneck_width"), at)
+
+
+def _check_space(name: str, axes: Any, solve: Any, model: Any, at: Any) -> Iterator[Problem]:
+    present = {k: v for k, v in vars(axes).items() if v is not None}
+    base = ("spaces", name)
+    if solve is not None and solve.field is not None:
+        if solve.field in present:
+            yield at((*base, "solve", "field"), "is solved for, so it cannot also be an axis",
+                     solve.field)
+        if solve.low is not None and solve.high is not None and solve.low > solve.high:
+            yield at((*base, "solve", "low"), "is above solve.high", solve.low)
+    if model.depths is None or model.widths is None:
+        return
+    for key, other in (("depths", "widths"), ("widths", "depths")):
+        if other in present:
+            continue
+        n_stages = len(getattr(model, other))
+        for i, sizes in enumerate(present.get(key, ())):
+            if len(sizes) != n_stages:
+                yield at((*base, "axes", key, i), f"needs {n_stages} stages like the model's "
+                         f"{other}, has {len(sizes)}", list(sizes))
+    d_axis = present.get("bottleneck_width")
+    if isinstance(d_axis, tuple):
+        for widths in present.get("widths", (model.widths,)):
+            for i, d in enumerate(d_axis):
+                yield from _check_d(d, widths, (*base, "axes", "bottleneck_width", i), at)
+
+
+def _check_d(d: int, widths: tuple[int, ...], loc: Loc, at: Any) -> Iterator[Problem]:
+    ds = stage_bottleneck_widths(d, widths)
+    if 0 in ds:
+        stage = ds.index(0)
+        yield at(loc, f"stage {stage + 1}'s bottleneck width d·{widths[stage]}/{widths[0]} "
+                 "rounds to 0; use a larger d or wider later stages", d)
+
+
+def _valid(model: type[BaseModel], data: Any) -> Any:
+    """The section's fields, each validated on its own (None where invalid).
+
+    Checking fields one by one lets the rules across fields run even when an
+    unrelated key of the same section is wrong, so every problem is reported.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        return None
+    values: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        if key not in data:
+            values[name] = info.get_default(call_default_factory=True)
+            continue
+        try:
+            values[name] = _adapter(model, name).validate_python(data[key])
+        except ValidationError:
+            values[name] = None
+    return types.SimpleNamespace(**values)
+
+
+@functools.cache
+def _adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
+    info = model.model_fields[name]
+    if not info.metadata:
+        return TypeAdapter(info.annotation)
+    return TypeAdapter(Annotated[info.annotation, *info.metadata])  # type: ignore[misc]
+
+
+def _message(error: Any, loc: Loc) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        guess = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"; did you mean '{guess[0]}'?" if guess else f"; known keys: {', '.join(allowed)}"
+        return f"unknown key{hint}"
+    if kind == "missing":
+        return "is required"
+    if kind == "string_pattern_mismatch":
+        return ("must be a safe folder name: letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit, at most 64 characters")
+    if kind == "too_short":
+        return "must not be empty"
+    return str(error["msg"]).replace("Input should be", "should be").replace("Value error, ", "")
+
+
+def _allowed_keys(loc: Loc) -> list[str]:
+    """The keys a mapping at `loc` may have, following the Spec's field types."""
+    hint: Any = Spec
+    for part in loc:
+        hint = _field_type(hint, part)
+        if hint is None:
+            return []
+    model = _model_in(hint)
+    if model is None:
+        return []
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _field_type(hint: Any, part: str | int) -> Any:
+    model = _model_in(hint)
+    if model is not None and isinstance(part, str) and part in model.model_fields:
+        return model.model_fields[part].annotation
+    origin = typing.get_origin(_strip(hint))
+    if origin is dict:
+        return typing.get_args(_strip(hint))[1]
+    return None
+
+
+def _model_in(hint: Any) -> type[BaseModel] | None:
+    hint = _strip(hint)
+    if isinstance(hint, type) and issubclass(hint, BaseModel):
+        return hint
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            found = _model_in(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _strip(hint: Any) -> Any:
+    while typing.get_origin(hint) is Annotated:
+        hint = typing.get_args(hint)[0]
+    return hint
+
+
+def _line_of(lines: dict[Loc, int], loc: Loc) -> int:
+    """The line of the key at `loc`, or of its nearest parent that exists."""
+    while loc not in lines:
+        loc = loc[:-1]
+    return lines[loc]
+
+
+def _dotted(loc: Iterable[str | int]) -> str:
+    parts = [str(p) for p in loc]
+    return ".".join(parts) if parts else "(top level)"
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of the spec, for editor completion and validation."""
+    schema = Spec.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "explorer spec"
+    return schema
+
+
+def with_overrides(spec: Spec, **sections: dict[str, Any]) -> Spec:
+    """A copy of `spec` with some fields of its sections replaced, revalidated."""
+    data = spec.model_dump(by_alias=True)
+    for section, values in sections.items():
+        data[section] = {**data[section], **values}
+    return Spec.model_validate(data)
