@@ -42,7 +42,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "imagenet", "imagefolder", "digits", "synthetic")
+DATASETS: tuple[str, ...] = (
+    "cifar10", "cifar100", "imagenet", "imagefolder", "digits", "synthetic",
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -152,7 +154,8 @@ def load_dataset(
     if name in ("cifar10", "cifar100"):
         ds = load_cifar(root, name, download=cfg.download, fetch=fetch)
     elif name in ("imagenet", "imagefolder"):
-        ds = load_imagefolder(root, cfg.resolution, cache_dir=cache_dir, imagenet=name == "imagenet")
+        imagenet = name == "imagenet"
+        ds = load_imagefolder(root, cfg.resolution, cache_dir=cache_dir, imagenet=imagenet)
     elif name == "digits":
         ds = load_digits(cfg.resolution)
     else:
@@ -167,8 +170,9 @@ def load_dataset(
             f"data.num_classes is {cfg.num_classes} but {name} at {root} has "
             f"{ds.num_classes} classes; set num_classes: null or fix the data"
         )
-    ds = resize_dataset(ds, cfg.resolution)
-    return subset_dataset(ds, cfg.train_subset, cfg.test_subset, seed=subset_seed)
+    # Subset first: the indices depend on labels only, and resizing fewer images is cheaper.
+    ds = subset_dataset(ds, cfg.train_subset, cfg.test_subset, seed=subset_seed)
+    return resize_dataset(ds, cfg.resolution)
 
 
 # ---------------------------------------------------------------------------
@@ -326,7 +330,10 @@ def read_cifar_folder(folder: Path, name: str) -> Dataset:
     """Read an extracted CIFAR folder (no network, no writes)."""
     train_files, test_files, meta_file, label_key, names_key = _CIFAR_FILES[name]
     meta = _unpickle(folder / meta_file, folder)
-    classes = tuple(str(c) for c in meta[names_key])
+    names = meta.get(names_key)
+    if not isinstance(names, list):
+        raise DatasetError(f"{folder / meta_file} has no {names_key} list")
+    classes = tuple(str(c) for c in names)
     train_x, train_y = _read_cifar_batches(folder, train_files, label_key)
     test_x, test_y = _read_cifar_batches(folder, test_files, label_key)
     mean, std = channel_stats(train_x)
@@ -519,7 +526,10 @@ def make_synthetic(
 # Whole-dataset transforms: statistics, resizing, stratified subsets
 
 
-def channel_stats(images: torch.Tensor) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+RGB = tuple[float, float, float]
+
+
+def channel_stats(images: torch.Tensor) -> tuple[RGB, RGB]:
     """Per-channel mean and (population) std in 0..1 units, in float64 chunks."""
     total = torch.zeros(3, dtype=torch.float64)
     total_sq = torch.zeros(3, dtype=torch.float64)
@@ -590,14 +600,17 @@ def subset_dataset(
     ds: Dataset, train_subset: int | None, test_subset: int | None, *, seed: int = 0
 ) -> Dataset:
     """Stratified, seeded subsets of either split (None keeps the split whole)."""
-    train_x, train_y, test_x, test_y = ds.train_images, ds.train_labels, ds.test_images, ds.test_labels
+    train_x, train_y = ds.train_images, ds.train_labels
+    test_x, test_y = ds.test_images, ds.test_labels
     if train_subset is not None and train_subset != train_y.numel():
         idx = stratified_subset(train_y, train_subset, seed=seed)
         train_x, train_y = train_x[idx], train_y[idx]
     if test_subset is not None and test_subset != test_y.numel():
         idx = stratified_subset(test_y, test_subset, seed=seed)
         test_x, test_y = test_x[idx], test_y[idx]
-    return Dataset(ds.name, train_x, train_y, test_x, test_y, ds.classes, ds.mean, ds.std, ds.augment)
+    return Dataset(
+        ds.name, train_x, train_y, test_x, test_y, ds.classes, ds.mean, ds.std, ds.augment
+    )
 
 
 # ---------------------------------------------------------------------------
