@@ -1,0 +1,788 @@
+"""One trial: a candidate trained with one recipe and one seed, checkpointed each epoch.
+
+The whole (sub)set is resident on the trial's device as uint8; each step
+gathers a batch, crops and flips it in one indexing op and normalises it in
+one fused op (see `explorer.data`). There is no per-sample Python and no
+DataLoader, which is what makes small-image training fast.
+
+Reproducibility: all randomness comes from the trial's seed. The model is
+initialised from torch's global RNG inside `torch.random.fork_rng` (seeded
+with a value derived from the seed), so the caller's global RNG state is left
+as it was. Data order and augmentation come from one explicit CPU
+`torch.Generator`, checkpointed with the model, so a resumed trial continues
+the exact random stream. On CPU the trial runs with
+`torch.use_deterministic_algorithms(True)`; every global flag set here is
+restored on exit.
+
+This module does not import Ray: the sweep wraps `train_trial` in a worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from explorer.arch import Arch
+from explorer.data import (
+    DataConfigLike,
+    Dataset,
+    Normalizer,
+    eval_batches,
+    load_dataset,
+    steps_per_epoch,
+    train_batches,
+)
+
+Precision = Literal["fp32", "bf16", "fp16"]
+Schedule = Literal["cosine", "step"]
+Status = Literal["finished", "failed"]
+
+PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "fp16")
+SCHEDULES: tuple[Schedule, ...] = ("cosine", "step")
+REFERENCE_BATCH = 128
+CHECKPOINT_NAME = "last.pt"
+CHECKPOINT_FORMAT = 1
+EVAL_BATCH = 512
+NONFINITE_CHECK_EVERY = 50
+
+ModelBuilder = Callable[[Arch, int], nn.Module]
+EpochCallback = Callable[["EpochMetrics"], None]
+StepCallback = Callable[[int, int], None]
+
+
+class TrialError(Exception):
+    """A trial that cannot start as asked; the message is one line for a person."""
+
+
+class RecipeLike(Protocol):
+    """The spec's ``train:`` block; satisfied by the spec's TrainSpec or `Recipe`."""
+
+    @property
+    def epochs(self) -> int: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def lr(self) -> float: ...
+    @property
+    def momentum(self) -> float: ...
+    @property
+    def nesterov(self) -> bool: ...
+    @property
+    def weight_decay(self) -> float: ...
+    @property
+    def schedule(self) -> str: ...
+    @property
+    def warmup_epochs(self) -> float: ...
+    @property
+    def label_smoothing(self) -> float: ...
+    @property
+    def precision(self) -> str: ...
+    @property
+    def channels_last(self) -> bool: ...
+    @property
+    def compile(self) -> bool: ...
+    @property
+    def seeds(self) -> Sequence[int]: ...
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The training recipe; defaults are the spec's.
+
+    `lr` is for batch 128 and scales linearly with `batch_size` (Goyal et al.).
+    `augment` None means the dataset's default (crop+flip for natural images,
+    none for digits). Weight decay applies to every parameter, batch-norm
+    affine included, as in the paper's code.
+    """
+
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5.0e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 0
+    label_smoothing: float = 0.0
+    precision: str = "bf16"
+    channels_last: bool = True
+    compile: bool = False
+    augment: bool | None = None
+    seeds: tuple[int, ...] = (0,)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"epochs must be at least 1 (got {self.epochs})")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be at least 1 (got {self.batch_size})")
+        if not self.lr > 0:
+            problems.append(f"lr must be positive (got {self.lr})")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule must be one of {SCHEDULES} (got {self.schedule!r})")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {PRECISIONS} (got {self.precision!r})")
+        if not 0 <= self.label_smoothing < 1:
+            problems.append(f"label_smoothing must be in [0, 1) (got {self.label_smoothing})")
+        if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
+            problems.append(f"warmup_epochs must be in [0, epochs] (got {self.warmup_epochs})")
+        if problems:
+            raise TrialError("; ".join(problems))
+
+    @classmethod
+    def from_like(cls, recipe: RecipeLike | Recipe) -> Recipe:
+        """Copy any object with the ``train:`` attributes (e.g. the spec's TrainSpec)."""
+        if isinstance(recipe, Recipe):
+            return recipe
+        fields = {f.name for f in dataclasses.fields(cls)} - {"augment", "seeds"}
+        values: dict[str, Any] = {name: getattr(recipe, name) for name in fields}
+        values["augment"] = getattr(recipe, "augment", None)
+        values["seeds"] = tuple(int(s) for s in recipe.seeds)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Recipe:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def peak_lr(self) -> float:
+        return self.lr * self.batch_size / REFERENCE_BATCH
+
+    def record(self) -> dict[str, Any]:
+        """What identifies the training (for checkpoints): everything but the seed list."""
+        record = asdict(self)
+        del record["seeds"]
+        return record
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """One epoch's report. Errors are in percent; `peak_memory_bytes` is None on CPU.
+
+    `train_loss` and `train_error` are over the epoch's (augmented) batches as
+    the model was updated, the usual running figures; `seconds` covers
+    training and evaluation, `train_images_per_sec` training only.
+    """
+
+    epoch: int
+    train_loss: float
+    train_error: float
+    test_error: float
+    test_top5_error: float
+    lr: float
+    seconds: float
+    train_images_per_sec: float
+    peak_memory_bytes: int | None
+    steps: int
+
+    def same_result(self, other: EpochMetrics) -> bool:
+        """Equal in everything a rerun must reproduce (not the timings)."""
+        keys = ("epoch", "train_loss", "train_error", "test_error", "test_top5_error", "lr")
+        return all(getattr(self, k) == getattr(other, k) for k in keys)
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """How a trial ended. `metrics` is the last completed epoch's, if any."""
+
+    status: Status
+    error: str | None
+    metrics: EpochMetrics | None
+    history: tuple[EpochMetrics, ...]
+    epochs_completed: int
+    steps: int
+    device: str
+    precision: str
+    seed: int
+    resumed_from_epoch: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class NonFiniteLoss(Exception):
+    """The training loss became NaN or infinite: the trial has diverged."""
+
+
+# ---------------------------------------------------------------------------
+# Schedule, precision, device
+
+
+def lr_at(step: int, steps_in_epoch: int, recipe: Recipe) -> float:
+    """Learning rate for optimizer step `step` (0-based), set per step.
+
+    Linear warm-up over `warmup_epochs`, then cosine to zero, or ×0.1 at 50%
+    and 75% of the epochs (the paper's epochs 150 and 225 of 300).
+    """
+    peak = recipe.peak_lr
+    total = recipe.epochs * steps_in_epoch
+    warm = round(recipe.warmup_epochs * steps_in_epoch)
+    if step < warm:
+        return peak * (step + 1) / warm
+    if recipe.schedule == "cosine":
+        progress = (step - warm) / max(1, total - warm)
+        return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    epoch = step // steps_in_epoch
+    milestones = [m for m in (recipe.epochs // 2, (3 * recipe.epochs) // 4) if m > 0]
+    return peak * 0.1 ** sum(epoch >= m for m in milestones)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without one is a clear error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TrialError("device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
+    return dev
+
+
+def resolve_precision(
+    precision: str, device: torch.device, *, cpu_low_precision: bool = False
+) -> Precision:
+    """fp32 on CPU unless `cpu_low_precision`: CPU autocast is often slower, and
+    the spec's default (bf16) is chosen for GPUs. fp16 on CPU is always fp32."""
+    if precision not in PRECISIONS:
+        raise TrialError(f"precision must be one of {PRECISIONS} (got {precision!r})")
+    if device.type == "cpu" and (not cpu_low_precision or precision == "fp16"):
+        return "fp32"
+    return precision  # type: ignore[return-value]
+
+
+_DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
+}
+
+
+def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager[Any]:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+
+
+def derive_seed(seed: int, purpose: str) -> int:
+    """Independent streams from one trial seed (init vs data), stable across runs."""
+    tag = int.from_bytes(purpose.encode()[:8].ljust(8, b"\0"), "little")
+    return int(np.random.SeedSequence([seed, tag]).generate_state(1)[0])
+
+
+@contextlib.contextmanager
+def trial_settings(device: torch.device) -> Iterator[None]:
+    """Global torch flags a trial wants, restored afterwards.
+
+    CPU: deterministic algorithms (bitwise-reproducible resumes). CUDA: cuDNN
+    autotuning and TF32 matmuls (speed; GPU runs are seeded, not bitwise).
+    """
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+    )
+    try:
+        if device.type == "cpu":
+            torch.use_deterministic_algorithms(True)
+        elif device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark = saved[2]
+        torch.backends.cuda.matmul.allow_tf32 = saved[3]
+        torch.backends.cudnn.allow_tf32 = saved[4]
+
+
+def default_builder(arch: Arch, num_classes: int) -> nn.Module:
+    from explorer.models import build_model
+
+    return build_model(arch, num_classes)
+
+
+def build_seeded(build: ModelBuilder, arch: Arch, num_classes: int, seed: int) -> nn.Module:
+    """Build a model from a seeded global RNG without changing the caller's RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "init"))
+        return build(arch, num_classes)
+
+
+# ---------------------------------------------------------------------------
+# The trial's state, and checkpoints
+
+
+@dataclass
+class _State:
+    """Everything that changes during a trial and goes into a checkpoint."""
+
+    model: nn.Module
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    optimizer: torch.optim.SGD
+    scaler: torch.amp.GradScaler | None
+    generator: torch.Generator
+    step: int = 0
+    epoch: int = 0
+    resumed_from: int = 0
+    history: list[EpochMetrics] = dataclasses.field(default_factory=list)
+
+
+def _fingerprint(
+    arch: Arch, num_classes: int, data: Dataset, recipe: Recipe, seed: int, augment: bool,
+    precision: Precision,
+) -> dict[str, Any]:
+    return {
+        "arch": arch.key,
+        "num_classes": num_classes,
+        "data": data.describe(),
+        "recipe": recipe.record(),
+        "seed": seed,
+        "augment": augment,
+        "precision": precision,
+    }
+
+
+def save_checkpoint(path: Path, state: _State, fingerprint: dict[str, Any]) -> None:
+    """Write atomically (temp file + os.replace): a crash leaves the previous one intact."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "fingerprint": fingerprint,
+        "epoch": state.epoch,
+        "step": state.step,
+        "model": state.model.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "scaler": None if state.scaler is None else state.scaler.state_dict(),
+        "generator": state.generator.get_state(),
+        "history": [asdict(m) for m in state.history],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".last-", suffix=".pt.tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(
+    path: Path, state: _State, fingerprint: dict[str, Any], device: torch.device
+) -> None:
+    """Restore `state` from `path`, refusing a checkpoint of a different trial."""
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:
+        raise TrialError(
+            f"{path} is not a readable checkpoint ({type(exc).__name__}); delete it to start over"
+        ) from exc
+    if payload.get("format") != CHECKPOINT_FORMAT:
+        raise TrialError(f"{path} has checkpoint format {payload.get('format')}; delete it")
+    theirs = payload["fingerprint"]
+    if theirs != fingerprint:
+        diff = sorted(k for k in fingerprint if theirs.get(k) != fingerprint[k])
+        raise TrialError(
+            f"{path} belongs to a different trial ({', '.join(diff)} differ); use another "
+            f"checkpoint directory or delete it"
+        )
+    state.model.load_state_dict(payload["model"])
+    state.optimizer.load_state_dict(payload["optimizer"])
+    if state.scaler is not None and payload["scaler"] is not None:
+        state.scaler.load_state_dict(payload["scaler"])
+    state.generator.set_state(payload["generator"].cpu())
+    state.epoch = int(payload["epoch"])
+    state.step = int(payload["step"])
+    state.history = [EpochMetrics(**m) for m in payload["history"]]
+
+
+# ---------------------------------------------------------------------------
+# The loop
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What stays fixed during a trial."""
+
+    recipe: Recipe
+    device: torch.device
+    precision: Precision
+    augment: bool
+    normalize: Normalizer
+    loss_fn: nn.Module
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    steps_in_epoch: int
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _train_epoch(
+    setup: _Setup, state: _State, max_steps: int | None, on_step: StepCallback | None
+) -> tuple[float, float, int, float, float]:
+    """One pass over the training set: (loss, error %, images, lr, seconds).
+
+    Loss and correct counts accumulate on the device and are read once per
+    epoch (and every few dozen steps for the divergence check), so the GPU
+    never waits for the host within an epoch.
+    """
+    dev = setup.device
+    loss_sum = torch.zeros((), device=dev, dtype=torch.float32)
+    correct = torch.zeros((), device=dev, dtype=torch.int64)
+    images = 0
+    lr = 0.0
+    start = time.perf_counter()
+    batches = train_batches(
+        setup.train_images, setup.train_labels, setup.recipe.batch_size, state.generator,
+        setup.normalize, augment=setup.augment,
+    )
+    for i, (x, y) in enumerate(batches):
+        if max_steps is not None and state.step >= max_steps:
+            break
+        lr = lr_at(state.step, setup.steps_in_epoch, setup.recipe)
+        for group in state.optimizer.param_groups:
+            group["lr"] = lr
+        loss, hits = _train_step(setup, state, x, y)
+        loss_sum += loss.float() * y.numel()
+        correct += hits
+        images += y.numel()
+        state.step += 1
+        if state.step % NONFINITE_CHECK_EVERY == 0:
+            _check_finite(loss_sum, state)
+        if on_step is not None:
+            on_step(i + 1, setup.steps_in_epoch)
+    _sync(dev)
+    seconds = time.perf_counter() - start
+    _check_finite(loss_sum, state)
+    images = max(images, 1)
+    return float(loss_sum) / images, 100.0 * (1 - int(correct) / images), images, lr, seconds
+
+
+def _train_step(
+    setup: _Setup, state: _State, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    with autocast(setup.device, setup.precision):
+        logits = state.forward(x)
+        loss = setup.loss_fn(logits.float(), y)
+    state.optimizer.zero_grad(set_to_none=True)
+    if state.scaler is not None:
+        state.scaler.scale(loss).backward()
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+    else:
+        loss.backward()
+        state.optimizer.step()
+    return loss.detach(), (logits.detach().argmax(dim=1) == y).sum()
+
+
+def _check_finite(loss_sum: torch.Tensor, state: _State) -> None:
+    if not torch.isfinite(loss_sum):
+        lr = state.optimizer.param_groups[0]["lr"]
+        raise NonFiniteLoss(
+            f"non-finite training loss ({float(loss_sum)}) by step {state.step} of epoch "
+            f"{state.epoch + 1} at lr {lr:g}; lower the learning rate or use fp32"
+        )
+
+
+@torch.no_grad()
+def evaluate(setup: _Setup, state: _State) -> tuple[float, float]:
+    """Top-1 and top-5 error (%) on the test split, batch norm in eval mode."""
+    state.model.eval()
+    wrong1 = torch.zeros((), device=setup.device, dtype=torch.int64)
+    wrong5 = torch.zeros((), device=setup.device, dtype=torch.int64)
+    for x, y in eval_batches(setup.test_images, setup.test_labels, EVAL_BATCH, setup.normalize):
+        with autocast(setup.device, setup.precision):
+            logits = state.forward(x)
+        top = logits.float().topk(min(5, logits.shape[1]), dim=1).indices
+        hit = top == y[:, None]
+        wrong1 += (~hit[:, 0]).sum()
+        wrong5 += (~hit.any(dim=1)).sum()
+    state.model.train()
+    n = max(1, setup.test_labels.numel())
+    return 100.0 * int(wrong1) / n, 100.0 * int(wrong5) / n
+
+
+def _run_epoch(
+    setup: _Setup, state: _State, max_steps: int | None, on_step: StepCallback | None
+) -> EpochMetrics:
+    dev = setup.device
+    start = time.perf_counter()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    loss, error, images, lr, train_seconds = _train_epoch(setup, state, max_steps, on_step)
+    test_error, test_top5 = evaluate(setup, state)
+    peak = int(torch.cuda.max_memory_allocated(dev)) if dev.type == "cuda" else None
+    return EpochMetrics(
+        epoch=state.epoch + 1,
+        train_loss=loss,
+        train_error=error,
+        test_error=test_error,
+        test_top5_error=test_top5,
+        lr=lr,
+        seconds=time.perf_counter() - start,
+        train_images_per_sec=images / max(train_seconds, 1e-9),
+        peak_memory_bytes=peak,
+        steps=state.step,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Public entry points
+
+
+def train_trial(
+    arch: Arch,
+    data: Dataset | DataConfigLike,
+    recipe: RecipeLike | Recipe,
+    *,
+    seed: int,
+    device: str | torch.device = "cpu",
+    num_classes: int | None = None,
+    checkpoint_dir: str | Path | None = None,
+    max_steps: int | None = None,
+    on_epoch: EpochCallback | None = None,
+    on_step: StepCallback | None = None,
+    cpu_low_precision: bool = False,
+    build: ModelBuilder | None = None,
+) -> TrialResult:
+    """Train `arch` on `data` with `recipe` and `seed`; resume from `checkpoint_dir`.
+
+    A checkpoint is written after every complete epoch, before `on_epoch`
+    runs, so a callback that raises (to stop a trial) loses nothing. A rerun
+    with the same directory resumes after the last complete epoch and ends
+    with the same metrics as an uninterrupted run (bitwise on CPU).
+    `max_steps` caps the optimizer steps of the whole trial (tests,
+    benchmarks); an epoch it cuts short is evaluated and reported but not
+    checkpointed, so a later run without the cap redoes it.
+
+    A diverged loss or an out-of-memory error ends the trial as "failed"
+    with the reason; other exceptions (bugs, a bad checkpoint, a callback's)
+    propagate.
+    """
+    dev = resolve_device(device)
+    rec = Recipe.from_like(recipe)
+    ds = data if isinstance(data, Dataset) else load_dataset(data)
+    classes = num_classes if num_classes is not None else ds.num_classes
+    if classes < ds.num_classes:
+        raise TrialError(f"num_classes {classes} is less than the dataset's {ds.num_classes}")
+    precision = resolve_precision(rec.precision, dev, cpu_low_precision=cpu_low_precision)
+    augment = ds.augment if rec.augment is None else rec.augment
+    fingerprint = _fingerprint(arch, classes, ds, rec, seed, augment, precision)
+    ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT_NAME
+    states: list[_State] = []
+    failure: str | None = None
+    with trial_settings(dev):
+        try:
+            # `_attempt` holds the device tensors in its own frame, so they are
+            # freed as soon as a failure has been caught.
+            _attempt(arch, classes, ds, rec, seed, dev, precision, augment, build, ckpt,
+                     fingerprint, max_steps, on_epoch, on_step, states)
+        except NonFiniteLoss as exc:
+            failure = str(exc)
+        except torch.OutOfMemoryError as exc:
+            failure = f"out of memory at batch size {rec.batch_size}: {str(exc).splitlines()[0]}"
+    result = _result(states[0] if states else None, failure, dev, precision, seed)
+    if failure is not None:
+        states.clear()
+        _release_memory(dev)
+    return result
+
+
+def _attempt(
+    arch: Arch, classes: int, ds: Dataset, rec: Recipe, seed: int, dev: torch.device,
+    precision: Precision, augment: bool, build: ModelBuilder | None, ckpt: Path | None,
+    fingerprint: dict[str, Any], max_steps: int | None, on_epoch: EpochCallback | None,
+    on_step: StepCallback | None, states: list[_State],
+) -> None:
+    setup = _make_setup(ds, rec, dev, precision, augment)
+    state = _make_state(arch, classes, rec, seed, dev, precision, build)
+    states.append(state)
+    if ckpt is not None and ckpt.is_file():
+        load_checkpoint(ckpt, state, fingerprint, dev)
+        state.resumed_from = state.epoch
+    _loop(setup, state, ckpt, fingerprint, max_steps, on_epoch, on_step)
+
+
+def _make_setup(
+    ds: Dataset, rec: Recipe, dev: torch.device, precision: Precision, augment: bool
+) -> _Setup:
+    # The input is produced directly in the autocast dtype: half the bytes, and
+    # the first convolution would cast it anyway.
+    normalize = Normalizer(
+        ds.mean, ds.std, dtype=_DTYPES[precision], device=dev, channels_last=rec.channels_last
+    )
+    return _Setup(
+        recipe=rec,
+        device=dev,
+        precision=precision,
+        augment=augment,
+        normalize=normalize,
+        loss_fn=nn.CrossEntropyLoss(label_smoothing=rec.label_smoothing),
+        train_images=ds.train_images.to(dev),
+        train_labels=ds.train_labels.to(dev),
+        test_images=ds.test_images.to(dev),
+        test_labels=ds.test_labels.to(dev),
+        steps_in_epoch=steps_per_epoch(ds.train_labels.numel(), rec.batch_size),
+    )
+
+
+def _make_state(
+    arch: Arch, classes: int, rec: Recipe, seed: int, dev: torch.device, precision: Precision,
+    build: ModelBuilder | None,
+) -> _State:
+    model = build_seeded(build or default_builder, arch, classes, seed).to(dev)
+    if rec.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model.train()
+    forward: Callable[[torch.Tensor], torch.Tensor] = (
+        torch.compile(model) if rec.compile else model  # type: ignore[assignment]
+    )
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=rec.peak_lr, momentum=rec.momentum, nesterov=rec.nesterov,
+        weight_decay=rec.weight_decay,
+    )
+    scaler = torch.amp.GradScaler(dev.type) if precision == "fp16" else None
+    generator = torch.Generator().manual_seed(derive_seed(seed, "data"))
+    return _State(model, forward, optimizer, scaler, generator)
+
+
+def _loop(
+    setup: _Setup,
+    state: _State,
+    ckpt: Path | None,
+    fingerprint: dict[str, Any],
+    max_steps: int | None,
+    on_epoch: EpochCallback | None,
+    on_step: StepCallback | None,
+) -> None:
+    while state.epoch < setup.recipe.epochs:
+        if max_steps is not None and state.step >= max_steps:
+            return
+        before = state.step
+        metrics = _run_epoch(setup, state, max_steps, on_step)
+        state.history.append(metrics)
+        if state.step - before < setup.steps_in_epoch:
+            if on_epoch is not None:
+                on_epoch(metrics)
+            return
+        state.epoch += 1
+        if ckpt is not None:
+            save_checkpoint(ckpt, state, fingerprint)
+        if on_epoch is not None:
+            on_epoch(metrics)
+
+
+def _result(
+    state: _State | None, failure: str | None, dev: torch.device, precision: Precision,
+    seed: int,
+) -> TrialResult:
+    history = tuple(state.history) if state else ()
+    return TrialResult(
+        status="failed" if failure else "finished",
+        error=failure,
+        metrics=history[-1] if history else None,
+        history=history,
+        epochs_completed=state.epoch if state else 0,
+        steps=state.step if state else 0,
+        device=str(dev),
+        precision=precision,
+        seed=seed,
+        resumed_from_epoch=state.resumed_from if state else 0,
+    )
+
+
+def _release_memory(dev: torch.device) -> None:
+    """Give cached blocks back after a failure, so the next trial on the GPU can use them."""
+    gc.collect()
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def train_with_progress(
+    arch: Arch,
+    data: Dataset | DataConfigLike,
+    recipe: RecipeLike | Recipe,
+    *,
+    seed: int | None = None,
+    epochs: int | None = None,
+    device: str | torch.device = "auto",
+    checkpoint_dir: str | Path | None = None,
+    max_steps: int | None = None,
+    console: Any = None,
+    title: str | None = None,
+) -> TrialResult:
+    """`train_trial` with a rich progress bar: what ``explorer train`` runs.
+
+    `seed` defaults to the recipe's first; `epochs` overrides the recipe's
+    (a different recipe, so a different trial). One line per epoch is
+    printed above the bar so a finished run leaves its history on screen.
+    """
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    out: Console = console or Console(stderr=True)
+    rec = Recipe.from_like(recipe)
+    if epochs is not None:
+        rec = rec.replace(epochs=epochs, warmup_epochs=min(rec.warmup_epochs, epochs))
+    trial_seed = rec.seeds[0] if seed is None else seed
+    if not isinstance(data, Dataset):
+        with out.status(f"loading {data.dataset}…"):
+            data = load_dataset(data)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=out, transient=True,
+    )
+    name = title or arch.label()
+
+    with progress:
+        task = progress.add_task(f"{name} epoch 1/{rec.epochs}", total=None, info="")
+
+        def step(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        def epoch_done(m: EpochMetrics) -> None:
+            info = (
+                f"loss {m.train_loss:.3f}  train err {m.train_error:.1f}%  "
+                f"test err {m.test_error:.2f}%  {m.train_images_per_sec:,.0f} img/s"
+            )
+            out.print(f"epoch {m.epoch}/{rec.epochs}  {info}  ({m.seconds:.1f}s)")
+            progress.update(
+                task, description=f"{name} epoch {min(m.epoch + 1, rec.epochs)}/{rec.epochs}",
+                completed=0, info=info,
+            )
+
+        result = train_trial(
+            arch, data, rec, seed=trial_seed, device=device, checkpoint_dir=checkpoint_dir,
+            max_steps=max_steps, on_epoch=epoch_done, on_step=step,
+        )
+    if result.resumed_from_epoch:
+        out.print(f"resumed from epoch {result.resumed_from_epoch} in {checkpoint_dir}")
+    if result.status == "failed":
+        out.print(f"[red]trial failed:[/red] {result.error}")
+    return result
