@@ -7,6 +7,7 @@ Exit codes: 0 success; 2 a bad spec, bad arguments or a set-up problem
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -166,6 +167,203 @@ def _short(value: Any) -> str:
 
 
 # --- commands of later stages are added below this line ---
+
+RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where results, checkpoints and logs live.")]
+StoreOpt = Annotated[
+    str | None, typer.Option("--store", help="A SQLAlchemy URL; default SQLite at RUNS_DIR/explorer.db.")
+]
+
+
+@app.command()
+def run(
+    spec: SpecArg,
+    runs_dir: RunsDir = Path("runs"),
+    address: Annotated[
+        str | None, typer.Option("--address", help="Join a Ray cluster: 'auto' or ray://host:port.")
+    ] = None,
+    store: StoreOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan and record, train nothing.")] = False,
+    new_version: Annotated[
+        bool, typer.Option("--new-version", help="Keep a changed spec beside the old as a new version.")
+    ] = False,
+    num_cpus: Annotated[
+        int | None, typer.Option("--num-cpus", help="CPUs Ray may use on this machine.")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", hidden=True)] = None,
+) -> None:
+    """Train every trial of SPEC on Ray; the same command again resumes.
+
+    Exit 0 when every trial finished, 3 when some failed, 2 for a bad spec or set-up.
+    """
+    from explorer.experiment import RunRequest, run_experiment
+    from explorer.store import SpecChanged, StoreError
+    from explorer.sweep import SetupError
+
+    parsed = read_spec(spec)
+    preflight_data(parsed)
+    request = RunRequest(
+        spec=parsed, spec_text=spec.read_text(encoding="utf-8"), runs_dir=runs_dir,
+        store_url=store, address=address, new_version=new_version, dry_run=dry_run,
+        max_steps=max_steps, num_cpus=num_cpus,
+    )
+    try:
+        summary = run_experiment(request, out)
+    except SpecChanged as changed:
+        keys = ", ".join(changed.differing_keys[:8]) or "(formatting)"
+        fail(f"experiment {parsed.name!r} already exists in the store with a different spec "
+             f"(differs at: {keys}); rename it, or pass --new-version to keep both")
+    except (SetupError, StoreError) as problem:
+        fail(str(problem))
+    for key, reason in summary.failed:
+        err.print(f"[red]failed[/] trial {key}: {reason}", highlight=False)
+    out.print(f"{summary.experiment} v{summary.version}: {summary.finished} finished, "
+              f"{len(summary.failed)} failed this run, {summary.seconds:.1f} s", highlight=False)
+    if summary.failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def preflight_data(spec: Spec) -> None:
+    """A missing dataset is found before Ray starts, not in every trial."""
+    if spec.data.dataset in ("imagenet", "imagefolder"):
+        root = Path(spec.data.root).expanduser()
+        if not (root / "train").is_dir():
+            fail(f"data.root {root} has no train/ folder of class subfolders; "
+                 "point data.root at the dataset")
+        return
+    from explorer.data import DatasetError, load_dataset
+
+    try:
+        load_dataset(spec.data)
+    except DatasetError as problem:
+        fail(str(problem))
+
+
+@app.command()
+def status(
+    experiment: Annotated[str | None, typer.Argument(help="One experiment; all when left out.")] = None,
+    runs_dir: RunsDir = Path("runs"),
+    store: StoreOpt = None,
+) -> None:
+    """How far each experiment is: trials finished, running, failed and pending."""
+    frame = open_reader(runs_dir, store).trials_frame([experiment] if experiment else None)
+    if frame.empty:
+        fail(f"no experiment {experiment!r} in the store" if experiment else "the store is empty")
+    table = Table(title="experiments")
+    for column in ("experiment", "version", "trials", "finished", "running", "failed", "pending",
+                   "best test error %"):
+        table.add_column(column, justify="left" if column == "experiment" else "right")
+    trials = frame.drop_duplicates(["experiment", "version", "trial_key"])
+    for (name, version), group in trials.groupby(["experiment", "version"], sort=True):
+        counts = group["status"].value_counts()
+        best = group.loc[group["status"] == "finished", "test_error"].min()
+        table.add_row(str(name), str(version), str(len(group)),
+                      *(str(int(counts.get(s, 0))) for s in ("finished", "running", "failed",
+                                                               "pending")),
+                      "–" if best != best else f"{best:.2f}")  # NaN when nothing finished
+    out.print(table)
+
+
+@app.command()
+def export(
+    experiment: Annotated[str, typer.Argument(help="The experiment's name.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="FILE.csv, .parquet or .json")],
+    runs_dir: RunsDir = Path("runs"),
+    store: StoreOpt = None,
+    epochs: Annotated[bool, typer.Option("--epochs", help="One row per trial and epoch.")] = False,
+) -> None:
+    """Write an experiment's trials (or their epochs) to a table file."""
+    from explorer.tables import write_table
+
+    check_output_suffix(output, (".csv", ".parquet", ".json"))
+    reader = open_reader(runs_dir, store)
+    trials = reader.trials_frame([experiment])
+    if trials.empty:
+        fail(f"no experiment {experiment!r} in the store; `explorer status` lists them")
+    frame = reader.epochs_frame(experiment_names=[experiment]) if epochs else trials
+    write_table(frame, output)
+    out.print(f"wrote {len(frame)} rows to {output}", highlight=False)
+
+
+def open_reader(runs_dir: Path, url: str | None) -> Any:
+    from explorer.experiment import store_url
+    from explorer.store import Store, StoreError
+
+    try:
+        return Store.open(store_url(runs_dir, url), readonly=True)
+    except StoreError as problem:
+        fail(str(problem))
+
+
+@app.command()
+def train(
+    spec: SpecArg,
+    key: Annotated[str, typer.Option("--key", help="The candidate's key (see `explorer enumerate`).")],
+    seed: Annotated[int | None, typer.Option("--seed", help="Default: the spec's first seed.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Override the spec's epochs.")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after N steps.")] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option("--checkpoint-dir", help="Checkpoint here and resume from here.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Final metrics as JSON on the last line.")] = False,
+) -> None:
+    """Train one candidate without a scheduler, with a progress bar."""
+    from explorer.space import enumerate_spec
+    from explorer.train import train_with_progress
+
+    parsed = read_spec(spec)
+    if device not in ("cpu", "cuda", "auto"):
+        fail(f"--device {device!r}: use cpu, cuda or auto")
+    matches = [c for c in enumerate_spec(parsed).candidates if c.key.startswith(key)]
+    if len({c.key for c in matches}) != 1:
+        what = "no candidate" if not matches else "several candidates"
+        fail(f"{what} of {spec} has a key starting with {key!r}; `explorer enumerate {spec}` "
+             "lists the keys")
+    preflight_data(parsed)
+    result = train_with_progress(
+        matches[0].arch, parsed.data, parsed.train, seed=seed, epochs=epochs, device=device,
+        checkpoint_dir=checkpoint_dir, max_steps=max_steps, console=err,
+        title=f"{matches[0].arch.label()} {matches[0].key}",
+    )
+    final = dataclasses.asdict(result.metrics) if result.metrics is not None else {}
+    summary = {**final, "status": result.status, "error": result.error,
+               "epochs_completed": result.epochs_completed, "device": result.device,
+               "key": matches[0].key, "seed": result.seed}
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        out.print(summary)
+    if result.status != "finished":
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def cost(
+    spec: SpecArg,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write a table file.")] = None,
+) -> None:
+    """Measure every candidate: latency at batch 1, training images/s, peak memory."""
+    import pandas as pd
+
+    from explorer.cost import measure_costs
+    from explorer.space import enumerate_spec
+    from explorer.tables import write_table
+
+    parsed = read_spec(spec)
+    if output is not None:
+        check_output_suffix(output, (".csv", ".parquet", ".json"))
+    candidates = enumerate_spec(parsed).candidates
+    if device not in ("cpu", "cuda", "auto"):
+        fail(f"--device {device!r}: use cpu, cuda or auto")
+    rows = measure_costs(
+        [(c.key, c.arch) for c in candidates], parsed.train, num_classes=parsed.num_classes,
+        resolution=parsed.data.resolution, device=device, console=err,
+    )
+    frame = pd.DataFrame([r.to_dict() for r in rows])
+    out.print(frame.to_string(index=False))
+    if output is not None:
+        write_table(frame, output)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

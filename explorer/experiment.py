@@ -1,0 +1,222 @@
+"""`explorer run`: plan an experiment's trials, skip or reuse the finished ones,
+sweep the rest on Ray, and record everything in the store as it happens.
+
+This is where the stages meet: the sweep reports events to a `Sink`, and the
+`StoreSink` here writes them to the database and the live status display.
+Only the driver writes; it does so idempotently, so the same command run
+again after a crash continues where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from explorer.plan import TrialPlan, candidates_for, plan_trials
+from explorer.space import Candidate, enumerate_spec
+from explorer.spec import Spec
+from explorer.store import Store, environment_info
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    spec: Spec
+    spec_text: str
+    runs_dir: Path
+    store_url: str | None = None
+    address: str | None = None
+    new_version: bool = False
+    dry_run: bool = False
+    max_steps: int | None = None
+    num_cpus: int | None = None
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    experiment: str
+    version: int
+    planned: int
+    skipped: int
+    reused: int
+    finished: int
+    failed: tuple[tuple[str, str], ...]
+    seconds: float
+
+
+def store_url(runs_dir: Path, url: str | None) -> str:
+    """The store's SQLAlchemy URL: the one given, or SQLite under the runs folder."""
+    return url or f"sqlite:///{(runs_dir / 'explorer.db').resolve()}"
+
+
+@dataclass
+class LiveStatus:
+    """Counts and timings for the live display, updated by the sink."""
+
+    name: str
+    total: int
+    concurrency: int
+    started: float = field(default_factory=time.monotonic)
+    done: int = 0
+    failed: int = 0
+    running: set[str] = field(default_factory=set)
+    best: float | None = None
+    durations: list[float] = field(default_factory=list)
+    began: dict[str, float] = field(default_factory=dict)
+
+    def render(self) -> Table:
+        pending = max(self.total - self.done - self.failed - len(self.running), 0)
+        elapsed = time.monotonic() - self.started
+        table = Table.grid(padding=(0, 2))
+        table.add_row(
+            Text(f"{self.name}", style="bold"),
+            Text(f"done {self.done}", style="green"),
+            Text(f"running {len(self.running)}", style="cyan"),
+            Text(f"failed {self.failed}", style="red" if self.failed else "dim"),
+            Text(f"pending {pending}"),
+            Text("best test error " + (f"{self.best:.2f}%" if self.best is not None else "–")),
+            Text(f"elapsed {_clock(elapsed)}"),
+            Text(f"ETA {self.eta(pending)}"),
+        )
+        return table
+
+    def eta(self, pending: int) -> str:
+        if not self.durations:
+            return "–"
+        mean = sum(self.durations) / len(self.durations)
+        left = (pending + len(self.running) / 2) * mean / max(self.concurrency, 1)
+        return _clock(left)
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+class StoreSink:
+    """Writes a sweep's events to the store and refreshes the live display."""
+
+    def __init__(self, store: Store, experiment_id: int, live: LiveStatus,
+                 display: Live | None) -> None:
+        self.store = store
+        self.experiment_id = experiment_id
+        self.live = live
+        self.display = display
+        self.failed: dict[str, str] = {}
+
+    def trial_planned(self, plan: TrialPlan, candidate: Candidate | None) -> None:
+        if candidate is not None:
+            self.store.add_candidates(self.experiment_id, [candidate.row()])
+        self.store.add_trials(self.experiment_id, [(plan.trial_key, plan.candidate_key, plan.seed)])
+
+    def trial_started(self, trial_key: str, node: str, device: str) -> None:
+        self.store.mark_running(self.experiment_id, trial_key, f"{device}@{node[:8]}")
+        self.live.running.add(trial_key)
+        self.live.began[trial_key] = time.monotonic()
+        self.tick()
+
+    def epoch(self, trial_key: str, metrics: Mapping[str, Any]) -> None:
+        self.store.record_epoch(self.experiment_id, trial_key, metrics)
+        self.tick()
+
+    def trial_ended(self, trial_key: str, status: str, metrics: Mapping[str, Any],
+                    error: str | None, history: Sequence[Mapping[str, Any]]) -> None:
+        # The whole history again: epochs reported before a crash of the
+        # driver were lost with it; recording is idempotent per epoch.
+        for row in history:
+            self.store.record_epoch(self.experiment_id, trial_key, row)
+        self.store.finish_trial(self.experiment_id, trial_key, status, metrics, error)
+        self.live.running.discard(trial_key)
+        if trial_key in self.live.began:
+            self.live.durations.append(time.monotonic() - self.live.began.pop(trial_key))
+        if status == "finished":
+            self.live.done += 1
+            err = metrics.get("test_error")
+            if err is not None and (self.live.best is None or err < self.live.best):
+                self.live.best = float(err)
+        else:
+            self.live.failed += 1
+            self.failed[trial_key] = error or "failed"
+        self.tick()
+
+    def tick(self) -> None:
+        if self.display is not None:
+            self.display.update(self.live.render())
+
+
+def run_experiment(request: RunRequest, console: Console) -> RunSummary:
+    """Run (or continue) an experiment; returns what happened."""
+    from explorer.sweep import SweepOptions, run_sweep
+
+    spec = request.spec
+    started = time.monotonic()
+    store = Store.open(store_url(request.runs_dir, request.store_url))
+    record = store.create_or_get_experiment(
+        spec.name, request.spec_text, spec.hash, json.dumps(spec.model_dump(mode="json")),
+        new_version=request.new_version, environment=environment_info(),
+    )
+    exp_dir = request.runs_dir / spec.name
+    candidates = candidates_for(spec, enumerate_spec(spec)) if spec.search.strategy != "optuna" \
+        else []
+    by_key = {c.key: c for c in candidates}
+    store.add_candidates(record.id, [c.row() for c in candidates])
+    plans = plan_trials(spec, candidates)
+    store.add_trials(record.id, [(p.trial_key, p.candidate_key, p.seed) for p in plans])
+    finished = store.finished_trial_keys(record.id)
+    todo, reused = [], 0
+    for plan in plans:
+        if plan.trial_key in finished:
+            continue
+        source = store.find_finished(plan.trial_key)
+        if source is not None:
+            store.copy_finished(record.id, plan.trial_key, source)
+            reused += 1
+        else:
+            todo.append(plan)
+    optuna_trials = 0
+    known: dict[str, dict[str, Any]] = {}
+    if spec.search.strategy == "optuna":
+        assert spec.search.n_trials is not None
+        known = store.finished_results(record.id)
+        optuna_trials = max(spec.search.n_trials - len(known), 0)
+    total = len(todo) + optuna_trials
+    console.print(f"{spec.name} v{record.version}: {len(plans) or spec.search.n_trials} trials "
+                  f"planned, {len(plans) - len(todo) - reused if plans else len(known)} already "
+                  f"finished, {reused} reused from other experiments, {total} to run",
+                  highlight=False)
+    failed: dict[str, str] = {}
+    if total and not request.dry_run:
+        resources = spec.resources
+        options = SweepOptions(
+            runs_dir=request.runs_dir, experiment=spec.name, address=request.address
+            or resources.address, cpus_per_trial=resources.cpus_per_trial,
+            gpus_per_trial=resources.gpus_per_trial, max_concurrent=resources.max_concurrent,
+            max_failures=resources.max_failures, early_stopping=spec.search.early_stopping,
+            max_steps=request.max_steps, num_cpus=request.num_cpus,
+            log_file=exp_dir / "ray.log",
+        )
+        live = LiveStatus(spec.name, total, resources.max_concurrent or 1)
+        display_console = Console(file=console.file, width=console.width)
+        with Live(live.render(), console=display_console, refresh_per_second=4,
+                  transient=False) as display:
+            sink = StoreSink(store, record.id, live, display)
+            run_sweep(spec, todo, by_key, sink, options, optuna_trials=optuna_trials,
+                      known=known)
+            display.update(Group(live.render()))
+        failed = sink.failed
+    counts = store.status_counts(record.id)
+    return RunSummary(
+        experiment=spec.name, version=record.version, planned=len(plans) or total,
+        skipped=len(plans) - len(todo) - reused if plans else len(known), reused=reused,
+        finished=counts.get("finished", 0), failed=tuple(failed.items()),
+        seconds=time.monotonic() - started,
+    )

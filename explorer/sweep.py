@@ -1,0 +1,472 @@
+"""Ray Tune orchestration of trials: the only module that imports ray.
+
+The sweep knows nothing of the database. It runs `TrialPlan`s (grid and
+random) or asks Optuna for them, and tells a `Sink` what happens: a trial
+starts, reports an epoch, finishes or fails. The experiment runner plugs the
+store in as that sink. Every trial checkpoints under
+``<runs_dir>/checkpoints/<trial_key>`` and resumes from there, whether Tune
+retries it after a lost worker or a later `explorer run` picks it up again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import ray
+from ray import tune
+from ray.tune.search import ConcurrencyLimiter, Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from explorer.plan import TrialPlan, recipe_record, trial_key
+from explorer.space import AXIS_FIELDS, Candidate, Dropped, base_candidate, realise
+from explorer.spec import Range, Spec
+
+# Tune's own result loggers (CSV, JSON, TensorBoard) duplicate the store.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+FINAL = "final"
+EPOCH = "epoch"
+
+
+class SetupError(Exception):
+    """The sweep cannot start (no cluster, storage not shared, no GPU); one line for people."""
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    runs_dir: Path
+    experiment: str
+    address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int | None = None
+    max_failures: int = 1
+    early_stopping: str = "none"
+    max_steps: int | None = None
+    num_cpus: int | None = None
+    log_file: Path | None = None
+
+    @property
+    def checkpoint_root(self) -> Path:
+        return self.runs_dir / "checkpoints"
+
+
+class Sink(Protocol):
+    """Where a sweep's events go; the runner's implementation writes the store."""
+
+    def trial_planned(self, plan: TrialPlan, candidate: Candidate | None) -> None: ...
+
+    def trial_started(self, trial_key: str, node: str, device: str) -> None: ...
+
+    def epoch(self, trial_key: str, metrics: Mapping[str, Any]) -> None: ...
+
+    def trial_ended(self, trial_key: str, status: str, metrics: Mapping[str, Any],
+                    error: str | None, history: Sequence[Mapping[str, Any]]) -> None: ...
+
+    def tick(self) -> None: ...
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """The Tune trainable: train one planned trial, reporting each epoch and the end."""
+    from explorer.train import train_trial
+
+    plan = TrialPlan.from_config(config["plan"])
+    device = "cuda" if ray.get_gpu_ids() else "cpu"
+    node = ray.get_runtime_context().get_node_id()
+    tune.report({"kind": "start", "node": node, "device": device, "epoch": 0})
+
+    def on_epoch(metrics: Any) -> None:
+        tune.report({"kind": EPOCH, **_plain(metrics)})
+
+    result = train_trial(
+        plan.arch, plan.data, plan.train, seed=plan.seed, device=device,
+        num_classes=plan.num_classes,
+        checkpoint_dir=Path(config["checkpoint_root"]) / plan.trial_key,
+        max_steps=config.get("max_steps"), on_epoch=on_epoch,
+    )
+    final = _plain(result.metrics) if result.metrics is not None else {}
+    tune.report({
+        **final, "kind": FINAL, "status": result.status, "error": result.error or "",
+        "epochs_completed": result.epochs_completed, "device": result.device,
+        "history": json.dumps([_plain(m) for m in result.history]),
+        "flops": config.get("flops", 0), "params": config.get("params", 0),
+        "test_error": final.get("test_error", 100.0),
+    })
+
+
+def _plain(metrics: Any) -> dict[str, Any]:
+    return dataclasses.asdict(metrics) if dataclasses.is_dataclass(metrics) else dict(metrics)
+
+
+class _Events(tune.Callback):
+    """Forwards Tune's trial events, in the driver, to the sink."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.ended: set[str] = set()
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.sink.trial_planned(TrialPlan.from_config(_plan_config(trial)), None)
+
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any,
+                        result: dict[str, Any], **info: Any) -> None:
+        key = _plan_config(trial)["trial_key"]
+        kind = result.get("kind")
+        if kind == "start":
+            self.sink.trial_started(key, str(result["node"]), str(result["device"]))
+        elif kind == EPOCH:
+            self.sink.epoch(key, _epoch_fields(result))
+        elif kind == FINAL and key not in self.ended:
+            self.ended.add(key)
+            history = json.loads(result.get("history") or "[]")
+            status = "finished" if result.get("status") == "finished" else "failed"
+            self.sink.trial_ended(key, status, _final_fields(result), result.get("error") or None,
+                                  history)
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        # A trial stopped early by ASHA never sends its final report.
+        key = _plan_config(trial)["trial_key"]
+        last = trial.last_result or {}
+        if key not in self.ended and last.get("kind") == EPOCH:
+            self.ended.add(key)
+            self.sink.trial_ended(key, "finished", _final_fields(last), None, [])
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        key = _plan_config(trial)["trial_key"]
+        if key in self.ended:
+            return
+        self.ended.add(key)
+        error = _error_text(trial)
+        self.sink.trial_ended(key, "failed", _final_fields(trial.last_result or {}), error, [])
+
+    def on_step(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        self.sink.tick()
+
+
+def _plan_config(trial: Any) -> dict[str, Any]:
+    """Grid trials carry their config under "trial", Optuna's at the top."""
+    config = trial.config.get("trial", trial.config)
+    return config["plan"]  # type: ignore[no-any-return]
+
+
+EPOCH_FIELDS = ("epoch", "train_loss", "train_error", "test_error", "test_top5_error", "lr",
+                "seconds", "train_images_per_sec", "peak_memory_bytes")
+FINAL_FIELDS = (*EPOCH_FIELDS, "epochs_completed", "device")
+
+
+def _epoch_fields(result: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: result[k] for k in EPOCH_FIELDS if k in result}
+
+
+def _final_fields(result: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: result[k] for k in FINAL_FIELDS if k in result}
+
+
+def _error_text(trial: Any) -> str:
+    """The last line of the worker's exception, for the store and the summary."""
+    path = getattr(trial, "error_file", None)
+    with contextlib.suppress(OSError, TypeError):
+        if path:
+            lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
+            if lines:
+                return lines[-1][:2000]
+    return "the trial's worker failed (see the Ray log under runs/)"
+
+
+# --- searchers -------------------------------------------------------------------
+
+
+class FeasibleOptuna(OptunaSearch):  # type: ignore[misc]
+    """Ray Tune's Optuna search, turning each suggestion into a candidate first.
+
+    An infeasible suggestion (outside the tolerance or the complexity
+    constraints) is told to Optuna as failed and replaced, so it never trains;
+    one already trained is told its known result and replaced as well.
+    """
+
+    def __init__(self, spec: Spec, options: SweepOptions, known: Mapping[str, Mapping[str, Any]],
+                 n_trials: int, **kwargs: Any) -> None:
+        self.spec = spec
+        self.options = options
+        self.known = known
+        self.remaining = n_trials
+        self.base = base_candidate(spec)
+        self.recipe = recipe_record(spec)
+        self.infeasible = 0
+        super().__init__(space=self._define, **kwargs)
+
+    def _define(self, trial: Any) -> None:
+        names = list(self.spec.spaces)
+        space = trial.suggest_categorical("space", names) if len(names) > 1 else names[0]
+        axes = self.spec.spaces[space].axes.present()
+        for name in AXIS_FIELDS:
+            if name not in axes:
+                continue
+            axis = axes[name]
+            param = f"{space}.{name}"
+            if isinstance(axis, Range) and axis.integer:
+                trial.suggest_int(param, int(axis.low), int(axis.high), log=axis.log)
+            elif isinstance(axis, Range):
+                trial.suggest_float(param, axis.low, axis.high, log=axis.log)
+            else:
+                trial.suggest_categorical(param, list(range(len(axis))))
+
+    def _point(self, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        names = list(self.spec.spaces)
+        space = str(params.get("space", names[0]))
+        axes = self.spec.spaces[space].axes.present()
+        point: dict[str, Any] = {}
+        for name, axis in axes.items():
+            value = params[f"{space}.{name}"]
+            point[name] = value if isinstance(axis, Range) else axis[int(value)]
+        return space, point
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        for attempt in range(1000):
+            if self.remaining <= 0:
+                return Searcher.FINISHED  # type: ignore[no-any-return]
+            tag = f"{trial_id}/{attempt}"
+            params = super().suggest(tag)
+            if params is None or params == Searcher.FINISHED:
+                return params  # type: ignore[no-any-return]
+            space, point = self._point(_flatten(params))
+            result = realise(self.spec, space, point, self.base)
+            if isinstance(result, Dropped):
+                self.infeasible += 1
+                super().on_trial_complete(tag, None, error=True)
+                continue
+            seed = self.spec.train.seeds[0]
+            key = trial_key(result.arch, self.recipe, seed)
+            if key in self.known:
+                super().on_trial_complete(tag, dict(self.known[key]))
+                self.remaining -= 1
+                continue
+            self._ot_trials[trial_id] = self._ot_trials.pop(tag)
+            self.remaining -= 1
+            plan = TrialPlan(key, result.key, (space,), result.arch, seed, self.spec.num_classes,
+                             self.spec.data, self.spec.train)
+            return trial_config(plan, result, self.options)
+        raise SetupError("optuna suggested 1000 infeasible candidates in a row; widen the "
+                         "axes or loosen the constraints")
+
+
+def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in params.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            flat.update(_flatten(v, f"{name}."))
+        else:
+            flat[name] = v
+    return flat
+
+
+def trial_config(plan: TrialPlan, candidate: Candidate | None, options: SweepOptions) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "plan": plan.to_config(),
+        "checkpoint_root": str(options.checkpoint_root.resolve()),
+        "max_steps": options.max_steps,
+    }
+    if candidate is not None:
+        config["flops"] = candidate.complexity.flops
+        config["params"] = candidate.complexity.params
+    return config
+
+
+# --- running ---------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def ray_session(options: SweepOptions) -> Iterator[None]:
+    """Ray on this machine (started and stopped here) or an existing cluster.
+
+    A Ray already started by the caller (a test session) is used and left running.
+    """
+    if ray.is_initialized():
+        yield
+        return
+    log = _quiet_ray_logging(options.log_file)
+    kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING,
+                              "configure_logging": False, "include_dashboard": False}
+    try:
+        if options.address:
+            ray.init(address=options.address, **kwargs)
+        else:
+            ray.init(num_cpus=options.num_cpus, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as problem:
+        where = options.address or "this machine"
+        raise SetupError(f"cannot start or reach Ray at {where}: {str(problem).splitlines()[0]}"
+                         " (start one with `ray start --head`, or leave --address out)") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        if log is not None:
+            log.close()
+
+
+def _quiet_ray_logging(log_file: Path | None) -> logging.Handler | None:
+    """Send Ray's and Tune's log records to a file instead of the terminal."""
+    if log_file is None:
+        return None
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    for name in ("ray", "ray.tune", "ray.train", "ray.air"):
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
+        logger.propagate = False
+    return handler
+
+
+def check_cluster(options: SweepOptions) -> None:
+    """Fail early if trials could never be placed or could not share checkpoints."""
+    resources = ray.cluster_resources()
+    if options.gpus_per_trial > 0 and resources.get("GPU", 0) < options.gpus_per_trial:
+        raise SetupError(f"resources.gpus_per_trial is {options.gpus_per_trial:g} but the Ray "
+                         f"cluster has {resources.get('GPU', 0):g} GPUs; set it to 0 to train on CPUs")
+    if resources.get("CPU", 0) < options.cpus_per_trial:
+        raise SetupError(f"resources.cpus_per_trial is {options.cpus_per_trial:g} but the Ray "
+                         f"cluster has {resources.get('CPU', 0):g} CPUs")
+    if options.address:
+        check_shared_storage(options.runs_dir)
+
+
+def check_shared_storage(runs_dir: Path) -> None:
+    """Every node must see the runs folder, where checkpoints live."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    marker = runs_dir / f".shared-check-{uuid.uuid4().hex}"
+    marker.write_text("explorer")
+
+    @ray.remote(num_cpus=0)
+    def sees(path: str) -> bool:
+        return Path(path).exists()
+
+    try:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        checks = [
+            sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+            .remote(str(marker.resolve()))
+            for n in nodes
+        ]
+        blind = [n["NodeManagerAddress"] for n, ok in zip(nodes, ray.get(checks), strict=True)
+                 if not ok]
+    finally:
+        marker.unlink(missing_ok=True)
+    if blind:
+        raise SetupError(f"the runs folder {runs_dir.resolve()} is not visible on Ray node(s) "
+                         f"{', '.join(blind)}; pass --runs-dir on storage every node shares")
+
+
+def run_sweep(
+    spec: Spec,
+    plans: Sequence[TrialPlan],
+    candidates: Mapping[str, Candidate],
+    sink: Sink,
+    options: SweepOptions,
+    *,
+    optuna_trials: int = 0,
+    known: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
+    """Train `plans` (grid, random), or `optuna_trials` suggestions, reporting to `sink`."""
+    for plan in plans:
+        sink.trial_planned(plan, candidates.get(plan.candidate_key))
+    if not plans and optuna_trials <= 0:
+        return
+    with ray_session(options):
+        check_cluster(options)
+        tuner = _tuner(spec, plans, candidates, sink, options, optuna_trials, known or {})
+        started = time.monotonic()
+        with _stdout_to(options.log_file):
+            tuner.fit()
+        logging.getLogger(__name__).info("sweep took %.1f s", time.monotonic() - started)
+
+
+def _tuner(spec: Spec, plans: Sequence[TrialPlan], candidates: Mapping[str, Candidate],
+           sink: Sink, options: SweepOptions, optuna_trials: int,
+           known: Mapping[str, Mapping[str, Any]]) -> tune.Tuner:
+    resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
+    scheduler = None
+    if options.early_stopping == "asha":
+        scheduler = tune.schedulers.ASHAScheduler(
+            time_attr="epoch", metric="test_error", mode="min",
+            max_t=spec.train.epochs, grace_period=1)
+    if optuna_trials > 0:
+        search: Any = _optuna(spec, options, known, optuna_trials)
+        param_space: dict[str, Any] = {}
+        num_samples = optuna_trials
+        trainable = tune.with_resources(run_trial, resources)
+    else:
+        search = None
+        configs = [trial_config(p, candidates.get(p.candidate_key), options) for p in plans]
+        param_space = {"trial": tune.grid_search(configs)}
+        trainable = tune.with_resources(_unwrap(run_trial), resources)
+        num_samples = 1
+    tune_config = tune.TuneConfig(
+        num_samples=num_samples, search_alg=search, scheduler=scheduler,
+        max_concurrent_trials=options.max_concurrent if search is None else None,
+        reuse_actors=False,
+    )
+    run_config = tune.RunConfig(
+        name=f"{options.experiment}-{uuid.uuid4().hex[:8]}",
+        storage_path=str((options.runs_dir / "ray").resolve()),
+        failure_config=tune.FailureConfig(max_failures=options.max_failures),
+        callbacks=[_Events(sink)], verbose=0, log_to_file=True,
+    )
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
+                      run_config=run_config)
+
+
+def _unwrap(trainable: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    """Grid configs arrive nested under "trial"; give the trainable the inner config."""
+
+    def run(config: dict[str, Any]) -> None:
+        trainable(config["trial"])
+
+    run.__name__ = "explorer_trial"
+    return run
+
+
+def _optuna(spec: Spec, options: SweepOptions, known: Mapping[str, Mapping[str, Any]],
+            n_trials: int) -> Any:
+    import optuna
+
+    objectives = list(spec.search.objectives)
+    if len(objectives) > 1:
+        sampler: Any = optuna.samplers.NSGAIISampler(seed=spec.search.seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=spec.search.seed)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    searcher = FeasibleOptuna(
+        spec, options, known, n_trials, metric=objectives if len(objectives) > 1 else objectives[0],
+        mode=["min"] * len(objectives) if len(objectives) > 1 else "min", sampler=sampler,
+        seed=spec.search.seed,
+    )
+    if options.max_concurrent:
+        return ConcurrencyLimiter(searcher, max_concurrent=options.max_concurrent)
+    return searcher
+
+
+@contextlib.contextmanager
+def _stdout_to(log_file: Path | None) -> Iterator[None]:
+    """Tune prints progress banners; they belong in the log, not over the live display."""
+    if log_file is None:
+        yield
+        return
+    with open(log_file, "a", encoding="utf-8") as stream, \
+            contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+        yield
+
