@@ -325,7 +325,7 @@ def build_seeded(build: ModelBuilder, arch: Arch, num_classes: int, seed: int) -
 
 
 @dataclass
-class _State:
+class TrialState:
     """Everything that changes during a trial and goes into a checkpoint."""
 
     model: nn.Module
@@ -354,7 +354,7 @@ def _fingerprint(
     }
 
 
-def save_checkpoint(path: Path, state: _State, fingerprint: dict[str, Any]) -> None:
+def save_checkpoint(path: Path, state: TrialState, fingerprint: dict[str, Any]) -> None:
     """Write atomically (temp file + os.replace): a crash leaves the previous one intact."""
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -381,7 +381,7 @@ def save_checkpoint(path: Path, state: _State, fingerprint: dict[str, Any]) -> N
 
 
 def load_checkpoint(
-    path: Path, state: _State, fingerprint: dict[str, Any], device: torch.device
+    path: Path, state: TrialState, fingerprint: dict[str, Any], device: torch.device
 ) -> None:
     """Restore `state` from `path`, refusing a checkpoint of a different trial."""
     try:
@@ -414,7 +414,7 @@ def load_checkpoint(
 
 
 @dataclass(frozen=True)
-class _Setup:
+class TrialSetup:
     """What stays fixed during a trial."""
 
     recipe: Recipe
@@ -430,13 +430,13 @@ class _Setup:
     steps_in_epoch: int
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def _train_epoch(
-    setup: _Setup, state: _State, max_steps: int | None, on_step: StepCallback | None
+    setup: TrialSetup, state: TrialState, max_steps: int | None, on_step: StepCallback | None
 ) -> tuple[float, float, int, float, float]:
     """One pass over the training set: (loss, error %, images, lr, seconds).
 
@@ -460,7 +460,7 @@ def _train_epoch(
         lr = lr_at(state.step, setup.steps_in_epoch, setup.recipe)
         for group in state.optimizer.param_groups:
             group["lr"] = lr
-        loss, hits = _train_step(setup, state, x, y)
+        loss, hits = train_step(setup, state, x, y)
         loss_sum += loss.float() * y.numel()
         correct += hits
         images += y.numel()
@@ -469,15 +469,15 @@ def _train_epoch(
             _check_finite(loss_sum, state)
         if on_step is not None:
             on_step(i + 1, setup.steps_in_epoch)
-    _sync(dev)
+    synchronize(dev)
     seconds = time.perf_counter() - start
     _check_finite(loss_sum, state)
     images = max(images, 1)
     return float(loss_sum) / images, 100.0 * (1 - int(correct) / images), images, lr, seconds
 
 
-def _train_step(
-    setup: _Setup, state: _State, x: torch.Tensor, y: torch.Tensor
+def train_step(
+    setup: TrialSetup, state: TrialState, x: torch.Tensor, y: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     with autocast(setup.device, setup.precision):
         logits = state.forward(x)
@@ -493,7 +493,7 @@ def _train_step(
     return loss.detach(), (logits.detach().argmax(dim=1) == y).sum()
 
 
-def _check_finite(loss_sum: torch.Tensor, state: _State) -> None:
+def _check_finite(loss_sum: torch.Tensor, state: TrialState) -> None:
     if not torch.isfinite(loss_sum):
         lr = state.optimizer.param_groups[0]["lr"]
         raise NonFiniteLoss(
@@ -503,7 +503,7 @@ def _check_finite(loss_sum: torch.Tensor, state: _State) -> None:
 
 
 @torch.no_grad()
-def evaluate(setup: _Setup, state: _State) -> tuple[float, float]:
+def evaluate(setup: TrialSetup, state: TrialState) -> tuple[float, float]:
     """Top-1 and top-5 error (%) on the test split, batch norm in eval mode."""
     state.model.eval()
     wrong1 = torch.zeros((), device=setup.device, dtype=torch.int64)
@@ -521,7 +521,7 @@ def evaluate(setup: _Setup, state: _State) -> tuple[float, float]:
 
 
 def _run_epoch(
-    setup: _Setup, state: _State, max_steps: int | None, on_step: StepCallback | None
+    setup: TrialSetup, state: TrialState, max_steps: int | None, on_step: StepCallback | None
 ) -> EpochMetrics:
     dev = setup.device
     start = time.perf_counter()
@@ -587,7 +587,7 @@ def train_trial(
     augment = ds.augment if rec.augment is None else rec.augment
     fingerprint = _fingerprint(arch, classes, ds, rec, seed, augment, precision)
     ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT_NAME
-    states: list[_State] = []
+    states: list[TrialState] = []
     failure: str | None = None
     with trial_settings(dev):
         try:
@@ -602,7 +602,7 @@ def train_trial(
     result = _result(states[0] if states else None, failure, dev, precision, seed)
     if failure is not None:
         states.clear()
-        _release_memory(dev)
+        release_memory(dev)
     return result
 
 
@@ -610,10 +610,10 @@ def _attempt(
     arch: Arch, classes: int, ds: Dataset, rec: Recipe, seed: int, dev: torch.device,
     precision: Precision, augment: bool, build: ModelBuilder | None, ckpt: Path | None,
     fingerprint: dict[str, Any], max_steps: int | None, on_epoch: EpochCallback | None,
-    on_step: StepCallback | None, states: list[_State],
+    on_step: StepCallback | None, states: list[TrialState],
 ) -> None:
-    setup = _make_setup(ds, rec, dev, precision, augment)
-    state = _make_state(arch, classes, rec, seed, dev, precision, build)
+    setup = make_setup(ds, rec, dev, precision, augment)
+    state = make_state(arch, classes, rec, seed, dev, precision, build)
     states.append(state)
     if ckpt is not None and ckpt.is_file():
         load_checkpoint(ckpt, state, fingerprint, dev)
@@ -621,15 +621,15 @@ def _attempt(
     _loop(setup, state, ckpt, fingerprint, max_steps, on_epoch, on_step)
 
 
-def _make_setup(
+def make_setup(
     ds: Dataset, rec: Recipe, dev: torch.device, precision: Precision, augment: bool
-) -> _Setup:
+) -> TrialSetup:
     # The input is produced directly in the autocast dtype: half the bytes, and
     # the first convolution would cast it anyway.
     normalize = Normalizer(
         ds.mean, ds.std, dtype=_DTYPES[precision], device=dev, channels_last=rec.channels_last
     )
-    return _Setup(
+    return TrialSetup(
         recipe=rec,
         device=dev,
         precision=precision,
@@ -644,10 +644,10 @@ def _make_setup(
     )
 
 
-def _make_state(
+def make_state(
     arch: Arch, classes: int, rec: Recipe, seed: int, dev: torch.device, precision: Precision,
     build: ModelBuilder | None,
-) -> _State:
+) -> TrialState:
     model = build_seeded(build or default_builder, arch, classes, seed).to(dev)
     if rec.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -661,12 +661,12 @@ def _make_state(
     )
     scaler = torch.amp.GradScaler(dev.type) if precision == "fp16" else None
     generator = torch.Generator().manual_seed(derive_seed(seed, "data"))
-    return _State(model, forward, optimizer, scaler, generator)
+    return TrialState(model, forward, optimizer, scaler, generator)
 
 
 def _loop(
-    setup: _Setup,
-    state: _State,
+    setup: TrialSetup,
+    state: TrialState,
     ckpt: Path | None,
     fingerprint: dict[str, Any],
     max_steps: int | None,
@@ -691,7 +691,7 @@ def _loop(
 
 
 def _result(
-    state: _State | None, failure: str | None, dev: torch.device, precision: Precision,
+    state: TrialState | None, failure: str | None, dev: torch.device, precision: Precision,
     seed: int,
 ) -> TrialResult:
     history = tuple(state.history) if state else ()
@@ -709,7 +709,7 @@ def _result(
     )
 
 
-def _release_memory(dev: torch.device) -> None:
+def release_memory(dev: torch.device) -> None:
     """Give cached blocks back after a failure, so the next trial on the GPU can use them."""
     gc.collect()
     if dev.type == "cuda":

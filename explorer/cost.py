@@ -1,0 +1,214 @@
+"""Measured cost of a candidate on the current device: latency, throughput, memory.
+
+Complexity counts (flops, params) predict cost only roughly: grouped
+convolutions, for one, run far below their flop rate on most hardware. So
+the explorer also measures, on the device at hand:
+
+- latency: forward of one image (batch 1, eval mode, no grad), median of
+  `repeats` timed runs after `warmup` untimed ones;
+- training throughput: images/s of full SGD steps at the recipe's batch
+  size, precision and memory format, including the trainer's on-device
+  augmentation and normalisation (the same code path as `train_trial`);
+- peak memory: CUDA ``max_memory_allocated`` over the training steps. On CPU
+  it is None: the process RSS high-water mark cannot be reset between
+  candidates, and its deltas mostly measure the allocator, not the model.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from explorer.arch import Arch
+from explorer.data import crop_pad, make_synthetic, random_crop_flip
+from explorer.train import (
+    ModelBuilder,
+    Recipe,
+    RecipeLike,
+    TrialSetup,
+    TrialState,
+    autocast,
+    make_setup,
+    make_state,
+    release_memory,
+    resolve_device,
+    resolve_precision,
+    synchronize,
+    train_step,
+    trial_settings,
+)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """One candidate's measured cost; `peak_memory_bytes` is None on CPU."""
+
+    device: str
+    resolution: int
+    batch_size: int
+    precision: str
+    latency_ms: float
+    train_images_per_sec: float
+    peak_memory_bytes: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CostRow:
+    """A measured (or failed) candidate, as ``explorer cost`` lists them."""
+
+    key: str
+    label: str
+    cost: Cost | None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "label": self.label,
+            "error": self.error,
+            **(self.cost.to_dict() if self.cost else {}),
+        }
+
+
+def measure_cost(
+    arch: Arch,
+    recipe: RecipeLike | Recipe,
+    *,
+    num_classes: int = 10,
+    resolution: int = 32,
+    device: str | torch.device = "auto",
+    warmup: int = 3,
+    repeats: int = 20,
+    train_steps: int = 5,
+    seed: int = 0,
+    cpu_low_precision: bool = False,
+    build: ModelBuilder | None = None,
+) -> Cost:
+    """Measure `arch` on `device` with the recipe's batch size, precision and layout.
+
+    Uses synthetic uint8 data of the right shape: cost does not depend on
+    pixel values, and no dataset has to be present.
+    """
+    dev = resolve_device(device)
+    rec = Recipe.from_like(recipe)
+    precision = resolve_precision(rec.precision, dev, cpu_low_precision=cpu_low_precision)
+    data = make_synthetic(
+        num_classes=num_classes, resolution=resolution, train_size=rec.batch_size, test_size=1,
+        seed=seed,
+    )
+    with trial_settings(dev):
+        try:
+            # The model and its data live only in this call's frame.
+            setup = make_setup(data, rec, dev, precision, augment=True)
+            state = make_state(arch, num_classes, rec, seed, dev, precision, build)
+            throughput, peak = _train_throughput(setup, state, warmup, train_steps)
+            latency = _latency_ms(setup, state, warmup, repeats)
+            del setup, state
+        finally:
+            release_memory(dev)
+    return Cost(
+        device=str(dev),
+        resolution=resolution,
+        batch_size=rec.batch_size,
+        precision=precision,
+        latency_ms=latency,
+        train_images_per_sec=throughput,
+        peak_memory_bytes=peak,
+    )
+
+
+def _train_throughput(
+    setup: TrialSetup, state: TrialState, warmup: int, steps: int
+) -> tuple[float, int | None]:
+    """Images/s over `steps` SGD steps after `warmup` untimed ones (same batch each time)."""
+    dev = setup.device
+    pad = crop_pad(setup.train_images.shape[-1])
+    images, labels = setup.train_images, setup.train_labels
+
+    def step() -> None:
+        x = setup.normalize(random_crop_flip(images, pad, state.generator))
+        train_step(setup, state, x, labels)
+
+    for _ in range(max(1, warmup)):
+        step()
+    synchronize(dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(dev)
+    seconds = time.perf_counter() - start
+    peak = int(torch.cuda.max_memory_allocated(dev)) if dev.type == "cuda" else None
+    return steps * labels.numel() / seconds, peak
+
+
+@torch.no_grad()
+def _latency_ms(setup: TrialSetup, state: TrialState, warmup: int, repeats: int) -> float:
+    """Median batch-1 forward time in milliseconds, eval mode."""
+    dev = setup.device
+    state.model.eval()
+    x = setup.normalize(setup.test_images[:1])
+    times = []
+    for i in range(warmup + repeats):
+        synchronize(dev)
+        start = time.perf_counter()
+        with autocast(dev, setup.precision):
+            state.forward(x)
+        synchronize(dev)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    state.model.train()
+    return 1000.0 * statistics.median(times)
+
+
+def measure_costs(
+    items: Sequence[tuple[str, Arch]],
+    recipe: RecipeLike | Recipe,
+    *,
+    num_classes: int = 10,
+    resolution: int = 32,
+    device: str | torch.device = "auto",
+    warmup: int = 3,
+    repeats: int = 20,
+    train_steps: int = 5,
+    console: Any = None,
+) -> list[CostRow]:
+    """Measure several candidates with a rich progress bar: what ``explorer cost`` runs.
+
+    Candidates are measured one after another in one process (never
+    concurrently: they would compete for the device). One that runs out of
+    memory is reported as a row with the error and the rest continue.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    out: Console = console or Console(stderr=True)
+    rows: list[CostRow] = []
+    progress = Progress(
+        TextColumn("[bold]cost"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.description}"), TimeElapsedColumn(), console=out, transient=True,
+    )
+    with progress:
+        task = progress.add_task("", total=len(items))
+        for key, arch in items:
+            progress.update(task, description=f"{key} {arch.label()}")
+            try:
+                cost = measure_cost(
+                    arch, recipe, num_classes=num_classes, resolution=resolution,
+                    device=device, warmup=warmup, repeats=repeats, train_steps=train_steps,
+                )
+                rows.append(CostRow(key, arch.label(), cost))
+            except torch.OutOfMemoryError as exc:
+                first = str(exc).splitlines()[0] if str(exc) else "out of memory"
+                rows.append(CostRow(key, arch.label(), None, f"out of memory: {first}"))
+            progress.advance(task)
+    return rows
