@@ -1,0 +1,217 @@
+"""One trial: it learns, resumes exactly, fails cleanly, and leaves global state alone."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from explorer.arch import Arch, make_arch
+from explorer.data import DataConfig, Dataset, load_dataset
+from explorer.train import (
+    CHECKPOINT_NAME,
+    EpochMetrics,
+    Recipe,
+    TrialError,
+    lr_at,
+    train_trial,
+    train_with_progress,
+)
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+HAVE_CIFAR10 = (SHARED_DATA / "cifar-10-batches-py" / "data_batch_1").is_file()
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from a second thread, and on a busy shared machine
+    OpenMP threads waiting for a descheduled partner make a test 10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Arch:
+    return make_arch(
+        template="cifar", stem_width=8, depths=(1, 1), widths=(16, 32), cardinality=2,
+        bottleneck_width=4,
+    )
+
+
+@pytest.fixture(scope="module")
+def digits() -> Dataset:
+    return load_dataset(DataConfig(dataset="digits", resolution=16))
+
+
+@pytest.fixture(scope="module")
+def small_digits() -> Dataset:
+    return load_dataset(
+        DataConfig(dataset="digits", resolution=8, train_subset=256, test_subset=100)
+    )
+
+
+def _recipe(**changes: object) -> Recipe:
+    base = Recipe(epochs=2, batch_size=64, lr=0.2, precision="fp32", channels_last=False)
+    return base.replace(**changes)
+
+
+def test_tiny_candidate_learns_digits(tiny: Arch, digits: Dataset) -> None:
+    seen: list[EpochMetrics] = []
+    result = train_trial(tiny, digits, _recipe(epochs=6), seed=0, on_epoch=seen.append)
+    assert result.status == "finished" and result.error is None
+    assert result.epochs_completed == 6 and len(result.history) == 6
+    assert tuple(seen) == result.history
+    assert result.history[-1].train_loss < 0.6 * result.history[0].train_loss
+    # Chance is 90%; measured 8-15% over seeds 0-2.
+    assert result.metrics is not None and result.metrics.test_error < 50.0
+    assert result.metrics.test_top5_error <= result.metrics.test_error
+    assert result.metrics.peak_memory_bytes is None  # CPU
+    assert result.device == "cpu" and result.precision == "fp32"
+
+
+@pytest.mark.skipif(not HAVE_CIFAR10, reason=f"CIFAR-10 not found under {SHARED_DATA}")
+def test_tiny_candidate_learns_cifar10_subset(tiny: Arch) -> None:
+    data = load_dataset(
+        DataConfig(
+            dataset="cifar10", root=SHARED_DATA, download=False, resolution=16,
+            train_subset=2000, test_subset=500,
+        )
+    )
+    result = train_trial(tiny, data, _recipe(epochs=6), seed=0)
+    assert result.status == "finished"
+    assert result.history[-1].train_loss < result.history[0].train_loss - 0.3
+    # Chance is 90%; measured 66-69% over seeds 0-2 (6 epochs, 16x16, crop+flip).
+    assert result.metrics is not None and result.metrics.test_error < 77.0
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(
+    tiny: Arch, small_digits: Dataset, tmp_path: Path
+) -> None:
+    recipe = _recipe(epochs=3, channels_last=True, augment=True)
+    uninterrupted = train_trial(tiny, small_digits, recipe, seed=3)
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_first(m: EpochMetrics) -> None:
+        if m.epoch == 1:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_trial(tiny, small_digits, recipe, seed=3, checkpoint_dir=tmp_path,
+                    on_epoch=stop_after_first)
+    assert (tmp_path / CHECKPOINT_NAME).is_file()
+    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_NAME]  # no temp files
+    resumed = train_trial(tiny, small_digits, recipe, seed=3, checkpoint_dir=tmp_path)
+    assert resumed.resumed_from_epoch == 1 and resumed.epochs_completed == 3
+    assert resumed.steps == uninterrupted.steps
+    assert len(resumed.history) == len(uninterrupted.history) == 3
+    for a, b in zip(resumed.history, uninterrupted.history, strict=True):
+        assert a.same_result(b), (a, b)
+
+    # A finished trial rerun with its directory does no more work.
+    calls: list[EpochMetrics] = []
+    again = train_trial(tiny, small_digits, recipe, seed=3, checkpoint_dir=tmp_path,
+                        on_epoch=calls.append)
+    assert calls == [] and again.resumed_from_epoch == 3
+    assert again.metrics is not None and uninterrupted.metrics is not None
+    assert again.metrics.same_result(uninterrupted.metrics)
+
+
+def test_checkpoint_of_another_trial_is_refused(
+    tiny: Arch, small_digits: Dataset, tmp_path: Path
+) -> None:
+    train_trial(tiny, small_digits, _recipe(epochs=1), seed=0, checkpoint_dir=tmp_path)
+    with pytest.raises(TrialError, match=r"different trial .*seed"):
+        train_trial(tiny, small_digits, _recipe(epochs=1), seed=1, checkpoint_dir=tmp_path)
+
+
+def test_same_seed_same_result_other_seed_differs(tiny: Arch, small_digits: Dataset) -> None:
+    a = train_trial(tiny, small_digits, _recipe(epochs=1), seed=5)
+    b = train_trial(tiny, small_digits, _recipe(epochs=1), seed=5)
+    c = train_trial(tiny, small_digits, _recipe(epochs=1), seed=6)
+    assert a.metrics and b.metrics and c.metrics
+    assert a.metrics.same_result(b.metrics)
+    assert a.metrics.train_loss != c.metrics.train_loss
+
+
+def test_divergence_ends_the_trial_as_failed(tiny: Arch, small_digits: Dataset) -> None:
+    # A real divergence: an absurd learning rate with weight decay blows the weights up.
+    result = train_trial(tiny, small_digits, _recipe(epochs=3, lr=1e6), seed=0)
+    assert result.status == "failed"
+    assert result.error is not None and "non-finite training loss" in result.error
+    assert "\n" not in result.error
+    assert result.epochs_completed == 0 and result.metrics is None
+
+
+def test_max_steps_cuts_short_without_checkpointing_the_partial_epoch(
+    tiny: Arch, small_digits: Dataset, tmp_path: Path
+) -> None:
+    # 256 images at batch 64: 4 steps an epoch; 6 steps end half-way through epoch 2.
+    result = train_trial(tiny, small_digits, _recipe(epochs=3), seed=0, max_steps=6,
+                         checkpoint_dir=tmp_path)
+    assert result.status == "finished" and result.steps == 6
+    assert result.epochs_completed == 1 and len(result.history) == 2
+    payload = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    assert payload["epoch"] == 1 and payload["step"] == 4
+
+
+def test_global_state_is_left_as_found(tiny: Arch, small_digits: Dataset) -> None:
+    torch.manual_seed(1234)
+    rng = torch.get_rng_state()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    train_trial(tiny, small_digits, _recipe(epochs=1), seed=0)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert torch.are_deterministic_algorithms_enabled() == deterministic
+
+
+def test_spec_blocks_are_accepted(tiny: Arch) -> None:
+    spec = pytest.importorskip("explorer.spec")
+    data = spec.DataSpec(dataset="digits", resolution=8, train_subset=128, test_subset=50)
+    train = spec.TrainSpec(epochs=1, batch_size=64, precision="bf16", seeds=(7,))
+    recipe = Recipe.from_like(train)
+    assert recipe.seeds == (7,) and recipe.epochs == 1
+    result = train_trial(tiny, data, train, seed=7)
+    assert result.status == "finished" and result.precision == "fp32"  # fp32 on CPU
+
+
+def test_lr_schedules() -> None:
+    cosine = Recipe(epochs=4, batch_size=256, lr=0.1, schedule="cosine")
+    assert lr_at(0, 10, cosine) == pytest.approx(0.2)  # scaled for batch 256
+    assert lr_at(20, 10, cosine) == pytest.approx(0.1)
+    assert lr_at(39, 10, cosine) < 0.001
+    step = Recipe(epochs=300, batch_size=128, lr=0.1, schedule="step")
+    assert lr_at(149 * 10 + 9, 10, step) == pytest.approx(0.1)
+    assert lr_at(150 * 10, 10, step) == pytest.approx(0.01)  # the paper's epoch 150
+    assert lr_at(225 * 10, 10, step) == pytest.approx(0.001)  # and 225
+    warm = Recipe(epochs=4, batch_size=128, lr=0.1, warmup_epochs=1)
+    assert lr_at(0, 10, warm) == pytest.approx(0.01)
+    assert lr_at(9, 10, warm) == pytest.approx(0.1)
+    assert lr_at(10, 10, warm) == pytest.approx(0.1)
+    assert math.isclose(lr_at(25, 10, warm), 0.05)
+
+
+def test_bad_recipe_is_one_clear_line() -> None:
+    with pytest.raises(TrialError, match="schedule must be one of") as info:
+        Recipe(schedule="linear", epochs=0)
+    assert "epochs must be at least 1" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_train_with_progress_reports_each_epoch(tiny: Arch, small_digits: Dataset) -> None:
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=120, force_terminal=False)
+    result = train_with_progress(
+        tiny, small_digits, _recipe(epochs=3, seeds=(2,)), epochs=2, device="cpu",
+        console=console,
+    )
+    assert result.status == "finished" and result.seed == 2 and result.epochs_completed == 2
+    text = buffer.getvalue()
+    assert "epoch 1/2" in text and "epoch 2/2" in text and "img/s" in text
