@@ -1,6 +1,6 @@
 """The `explorer` command: the only reader of argv and the environment.
 
-Exit codes: 0 success; 2 a bad spec, bad arguments or a set-up problem
+Exit codes: 0 success; 1 an internal error (a bug); 2 a bad spec, bad arguments or a set-up problem
 (missing dataset, busy port, unreachable cluster); 3 some trials failed;
 130 interrupted.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -190,6 +191,7 @@ def run(
         int | None, typer.Option("--num-cpus", help="CPUs Ray may use on this machine.")
     ] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", hidden=True)] = None,
+    fail_trial: Annotated[str | None, typer.Option("--fail-trial", hidden=True)] = None,
 ) -> None:
     """Train every trial of SPEC on Ray; the same command again resumes.
 
@@ -204,7 +206,7 @@ def run(
     request = RunRequest(
         spec=parsed, spec_text=spec.read_text(encoding="utf-8"), runs_dir=runs_dir,
         store_url=store, address=address, new_version=new_version, dry_run=dry_run,
-        max_steps=max_steps, num_cpus=num_cpus,
+        max_steps=max_steps, num_cpus=num_cpus, fail_trial=fail_trial,
     )
     try:
         summary = run_experiment(request, out)
@@ -371,8 +373,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         app(args=list(argv) if argv is not None else None, standalone_mode=True)
     except KeyboardInterrupt:
-        err.print("interrupted")
+        err.print("interrupted; the same command again resumes")
         sys.exit(EXIT_INTERRUPTED)
+    except Exception as problem:  # a bug: one line for people, the traceback on request
+        if os.environ.get("EXPLORER_DEBUG"):
+            raise
+        err.print(f"[bold red]internal error:[/] {type(problem).__name__}: {problem} "
+                  "(set EXPLORER_DEBUG=1 for the traceback, and please report it)",
+                  highlight=False, soft_wrap=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ class RunRequest:
     dry_run: bool = False
     max_steps: int | None = None
     num_cpus: int | None = None
+    fail_trial: str | None = None
 
 
 @dataclass(frozen=True)
@@ -155,8 +156,6 @@ class StoreSink:
 
 def run_experiment(request: RunRequest, console: Console) -> RunSummary:
     """Run (or continue) an experiment; returns what happened."""
-    from explorer.sweep import SweepOptions, run_sweep
-
     spec = request.spec
     started = time.monotonic()
     store = Store.open(store_url(request.runs_dir, request.store_url))
@@ -165,6 +164,7 @@ def run_experiment(request: RunRequest, console: Console) -> RunSummary:
         new_version=request.new_version, environment=environment_info(),
     )
     exp_dir = request.runs_dir / spec.name
+    store.requeue_running(record.id)  # left 'running' by a driver that died
     candidates = candidates_for(spec, enumerate_spec(spec)) if spec.search.strategy != "optuna" \
         else []
     by_key = {c.key: c for c in candidates}
@@ -176,7 +176,7 @@ def run_experiment(request: RunRequest, console: Console) -> RunSummary:
     for plan in plans:
         if plan.trial_key in finished:
             continue
-        source = store.find_finished(plan.trial_key)
+        source = store.find_finished(plan.trial_key, exclude_experiment_id=record.id)
         if source is not None:
             store.copy_finished(record.id, plan.trial_key, source)
             reused += 1
@@ -195,13 +195,15 @@ def run_experiment(request: RunRequest, console: Console) -> RunSummary:
                   highlight=False)
     failed: dict[str, str] = {}
     if total and not request.dry_run:
+        from explorer.sweep import SweepOptions, run_sweep  # ray loads only when there is work
+
         resources = spec.resources
         options = SweepOptions(
             runs_dir=request.runs_dir, experiment=spec.name, address=request.address
             or resources.address, cpus_per_trial=resources.cpus_per_trial,
             gpus_per_trial=resources.gpus_per_trial, max_concurrent=resources.max_concurrent,
             max_failures=resources.max_failures, early_stopping=spec.search.early_stopping,
-            max_steps=request.max_steps, num_cpus=request.num_cpus,
+            max_steps=request.max_steps, num_cpus=request.num_cpus, fail_trial=request.fail_trial,
             log_file=exp_dir / "ray.log",
         )
         live = LiveStatus(spec.name, total, resources.max_concurrent or 1)
@@ -212,6 +214,7 @@ def run_experiment(request: RunRequest, console: Console) -> RunSummary:
             run_sweep(spec, todo, by_key, sink, options, optuna_trials=optuna_trials,
                       known=known)
             display.update(Group(live.render()))
+        console.line()
         failed = sink.failed
     counts = store.status_counts(record.id)
     return RunSummary(

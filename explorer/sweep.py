@@ -56,6 +56,7 @@ class SweepOptions:
     max_steps: int | None = None
     num_cpus: int | None = None
     log_file: Path | None = None
+    fail_trial: str | None = None
 
     @property
     def checkpoint_root(self) -> Path:
@@ -77,6 +78,26 @@ class Sink(Protocol):
     def tick(self) -> None: ...
 
 
+class _NullSink:
+    """What an unpickled copy of the event forwarder reports to: nothing."""
+
+    def trial_planned(self, plan: TrialPlan, candidate: Candidate | None) -> None:
+        pass
+
+    def trial_started(self, trial_key: str, node: str, device: str) -> None:
+        pass
+
+    def epoch(self, trial_key: str, metrics: Mapping[str, Any]) -> None:
+        pass
+
+    def trial_ended(self, trial_key: str, status: str, metrics: Mapping[str, Any],
+                    error: str | None, history: Sequence[Mapping[str, Any]]) -> None:
+        pass
+
+    def tick(self) -> None:
+        pass
+
+
 def run_trial(config: dict[str, Any]) -> None:
     """The Tune trainable: train one planned trial, reporting each epoch and the end."""
     from explorer.train import train_trial
@@ -89,20 +110,33 @@ def run_trial(config: dict[str, Any]) -> None:
     def on_epoch(metrics: Any) -> None:
         tune.report({"kind": EPOCH, **_plain(metrics)})
 
+    poison = config.get("fail_trial")
     result = train_trial(
         plan.arch, plan.data, plan.train, seed=plan.seed, device=device,
         num_classes=plan.num_classes,
         checkpoint_dir=Path(config["checkpoint_root"]) / plan.trial_key,
         max_steps=config.get("max_steps"), on_epoch=on_epoch,
+        build=_diverging_builder if poison and plan.trial_key.startswith(poison) else None,
     )
     final = _plain(result.metrics) if result.metrics is not None else {}
     tune.report({
         **final, "kind": FINAL, "status": result.status, "error": result.error or "",
         "epochs_completed": result.epochs_completed, "device": result.device,
+        "resumed_from_epoch": result.resumed_from_epoch,
         "history": json.dumps([_plain(m) for m in result.history]),
         "flops": config.get("flops", 0), "params": config.get("params", 0),
         "test_error": final.get("test_error", 100.0),
     })
+
+
+def _diverging_builder(arch: Any, num_classes: int) -> Any:
+    """Fault injection (`explorer run --fail-trial KEY`): the model's outputs turn NaN,
+    so the trainer's own divergence check fails the trial, as a real blow-up would."""
+    from explorer.models import build_model
+
+    model = build_model(arch, num_classes)
+    model.register_forward_hook(lambda module, inputs, output: output * float("nan"))
+    return model
 
 
 def _plain(metrics: Any) -> dict[str, Any]:
@@ -115,6 +149,14 @@ class _Events(tune.Callback):
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
         self.ended: set[str] = set()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its run config into the experiment state; the sink (a
+        # database engine, a live display) stays with the driver's object.
+        return {"ended": self.ended}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, sink=_NullSink())
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self.sink.trial_planned(TrialPlan.from_config(_plan_config(trial)), None)
@@ -162,7 +204,7 @@ def _plan_config(trial: Any) -> dict[str, Any]:
 
 EPOCH_FIELDS = ("epoch", "train_loss", "train_error", "test_error", "test_top5_error", "lr",
                 "seconds", "train_images_per_sec", "peak_memory_bytes")
-FINAL_FIELDS = (*EPOCH_FIELDS, "epochs_completed", "device")
+FINAL_FIELDS = (*EPOCH_FIELDS, "epochs_completed", "device", "resumed_from_epoch")
 
 
 def _epoch_fields(result: Mapping[str, Any]) -> dict[str, Any]:
@@ -277,6 +319,7 @@ def trial_config(plan: TrialPlan, candidate: Candidate | None, options: SweepOpt
         "plan": plan.to_config(),
         "checkpoint_root": str(options.checkpoint_root.resolve()),
         "max_steps": options.max_steps,
+        "fail_trial": options.fail_trial,
     }
     if candidate is not None:
         config["flops"] = candidate.complexity.flops
@@ -386,12 +429,11 @@ def run_sweep(
         sink.trial_planned(plan, candidates.get(plan.candidate_key))
     if not plans and optuna_trials <= 0:
         return
-    with ray_session(options):
+    with _stdout_to(options.log_file), ray_session(options):
         check_cluster(options)
         tuner = _tuner(spec, plans, candidates, sink, options, optuna_trials, known or {})
         started = time.monotonic()
-        with _stdout_to(options.log_file):
-            tuner.fit()
+        tuner.fit()
         logging.getLogger(__name__).info("sweep took %.1f s", time.monotonic() - started)
 
 
@@ -418,7 +460,7 @@ def _tuner(spec: Spec, plans: Sequence[TrialPlan], candidates: Mapping[str, Cand
     tune_config = tune.TuneConfig(
         num_samples=num_samples, search_alg=search, scheduler=scheduler,
         max_concurrent_trials=options.max_concurrent if search is None else None,
-        reuse_actors=False,
+        reuse_actors=False, trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
     )
     run_config = tune.RunConfig(
         name=f"{options.experiment}-{uuid.uuid4().hex[:8]}",
@@ -428,6 +470,10 @@ def _tuner(spec: Spec, plans: Sequence[TrialPlan], candidates: Mapping[str, Cand
     )
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
                       run_config=run_config)
+
+
+def _trial_name(trial: Any) -> str:
+    return f"{_plan_config(trial)['trial_key']}-{trial.trial_id}"
 
 
 def _unwrap(trainable: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
@@ -466,6 +512,7 @@ def _stdout_to(log_file: Path | None) -> Iterator[None]:
     if log_file is None:
         yield
         return
+    log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "a", encoding="utf-8") as stream, \
             contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
         yield
