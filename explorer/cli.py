@@ -76,10 +76,14 @@ def schema() -> None:
 def enumerate_command(
     spec: SpecArg,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the table as .csv, .parquet or .json.")
+        Path | None,
+        typer.Option("--output", "-o", help="Write the table as .csv, .parquet or .json."),
     ] = None,
     verify_fvcore: Annotated[
-        bool, typer.Option("--verify-fvcore", help="Build every candidate and check the counts with fvcore.")
+        bool,
+        typer.Option(
+            "--verify-fvcore", help="Build every candidate and check the counts with fvcore."
+        ),
     ] = False,
     space: Annotated[
         list[str] | None, typer.Option("--space", help="Only this space (repeatable).")
@@ -100,8 +104,12 @@ def enumerate_command(
     out.print(candidates_table(frame, parsed, result.base.complexity))
     for dropped in result.dropped:
         values = ", ".join(f"{k}={_short(v)}" for k, v in dropped.values.items()) or "base"
-        out.print(f"[yellow]dropped[/] {dropped.space} ({values}): {dropped.reason}", highlight=False)
-    out.print(f"{len(result.candidates)} candidates, {len(result.dropped)} dropped", highlight=False)
+        out.print(
+            f"[yellow]dropped[/] {dropped.space} ({values}): {dropped.reason}", highlight=False
+        )
+    out.print(
+        f"{len(result.candidates)} candidates, {len(result.dropped)} dropped", highlight=False
+    )
     if verify_fvcore:
         verify_with_fvcore(result.candidates, parsed)
     if output is not None:
@@ -111,11 +119,34 @@ def enumerate_command(
 
 def candidates_table(frame: Any, spec: Spec, base: Any) -> Table:
     table = Table(title=f"{spec.name}: base model {base.params:,} params, {base.flops:,} flops")
-    columns = ["space", "key", "depths", "widths", "cardinality", "bottleneck_width",
-               "group_widths", "params", "flops", "acts", "params_deviation_pct",
-               "flops_deviation_pct"]
-    headers = ["space", "key", "depths", "widths", "C", "d", "C·d per stage", "params",
-               "flops", "acts", "Δparams %", "Δflops %"]
+    columns = [
+        "space",
+        "key",
+        "depths",
+        "widths",
+        "cardinality",
+        "bottleneck_width",
+        "group_widths",
+        "params",
+        "flops",
+        "acts",
+        "params_deviation_pct",
+        "flops_deviation_pct",
+    ]
+    headers = [
+        "space",
+        "key",
+        "depths",
+        "widths",
+        "C",
+        "d",
+        "C·d per stage",
+        "params",
+        "flops",
+        "acts",
+        "Δparams %",
+        "Δflops %",
+    ]
     numeric = {"C", "d", "params", "flops", "acts", "Δparams %", "Δflops %"}
     for header in headers:
         exact = header in numeric or header == "key"
@@ -136,7 +167,9 @@ def verify_with_fvcore(candidates: Sequence[Any], spec: Spec) -> None:
     for c in track(candidates, description="fvcore", console=err, transient=True):
         measured = measure(build_model(c.arch, spec.num_classes), spec.data.resolution)
         if (measured.params, measured.flops, measured.acts) != (
-            c.complexity.params, c.complexity.flops, c.complexity.acts
+            c.complexity.params,
+            c.complexity.flops,
+            c.complexity.acts,
         ):
             mismatches.append((c.key, measured, c.complexity))
     for key, measured, formula in mismatches:
@@ -148,7 +181,9 @@ def verify_with_fvcore(candidates: Sequence[Any], spec: Spec) -> None:
 
 def check_output_suffix(path: Path, allowed: tuple[str, ...]) -> None:
     if path.suffix.lower() not in allowed:
-        fail(f"--output {path}: unknown format {path.suffix or '(none)'!r}; use {', '.join(allowed)}")
+        fail(
+            f"--output {path}: unknown format {path.suffix or '(none)'!r}; use {', '.join(allowed)}"
+        )
 
 
 def _cell(value: Any) -> str:
@@ -169,9 +204,12 @@ def _short(value: Any) -> str:
 
 # --- commands of later stages are added below this line ---
 
-RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where results, checkpoints and logs live.")]
+RunsDir = Annotated[
+    Path, typer.Option("--runs-dir", help="Where results, checkpoints and logs live.")
+]
 StoreOpt = Annotated[
-    str | None, typer.Option("--store", help="A SQLAlchemy URL; default SQLite at RUNS_DIR/explorer.db.")
+    str | None,
+    typer.Option("--store", help="A SQLAlchemy URL; default SQLite at RUNS_DIR/explorer.db."),
 ]
 
 
@@ -183,9 +221,12 @@ def run(
         str | None, typer.Option("--address", help="Join a Ray cluster: 'auto' or ray://host:port.")
     ] = None,
     store: StoreOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan and record, train nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Plan and record, train nothing.")
+    ] = False,
     new_version: Annotated[
-        bool, typer.Option("--new-version", help="Keep a changed spec beside the old as a new version.")
+        bool,
+        typer.Option("--new-version", help="Keep a changed spec beside the old as a new version."),
     ] = False,
     num_cpus: Annotated[
         int | None, typer.Option("--num-cpus", help="CPUs Ray may use on this machine.")
@@ -204,22 +245,34 @@ def run(
     parsed = read_spec(spec)
     preflight_data(parsed)
     request = RunRequest(
-        spec=parsed, spec_text=spec.read_text(encoding="utf-8"), runs_dir=runs_dir,
-        store_url=store, address=address, new_version=new_version, dry_run=dry_run,
-        max_steps=max_steps, num_cpus=num_cpus, fail_trial=fail_trial,
+        spec=parsed,
+        spec_text=spec.read_text(encoding="utf-8"),
+        runs_dir=runs_dir,
+        store_url=store,
+        address=address,
+        new_version=new_version,
+        dry_run=dry_run,
+        max_steps=max_steps,
+        num_cpus=num_cpus,
+        fail_trial=fail_trial,
     )
     try:
         summary = run_experiment(request, out)
     except SpecChanged as changed:
         keys = ", ".join(changed.differing_keys[:8]) or "(formatting)"
-        fail(f"experiment {parsed.name!r} already exists in the store with a different spec "
-             f"(differs at: {keys}); rename it, or pass --new-version to keep both")
+        fail(
+            f"experiment {parsed.name!r} already exists in the store with a different spec "
+            f"(differs at: {keys}); rename it, or pass --new-version to keep both"
+        )
     except (SetupError, StoreError) as problem:
         fail(str(problem))
     for key, reason in summary.failed:
         err.print(f"[red]failed[/] trial {key}: {reason}", highlight=False)
-    out.print(f"{summary.experiment} v{summary.version}: {summary.finished} finished, "
-              f"{len(summary.failed)} failed this run, {summary.seconds:.1f} s", highlight=False)
+    out.print(
+        f"{summary.experiment} v{summary.version}: {summary.finished} finished, "
+        f"{len(summary.failed)} failed this run, {summary.seconds:.1f} s",
+        highlight=False,
+    )
     if summary.failed:
         raise typer.Exit(EXIT_FAILED)
 
@@ -229,8 +282,10 @@ def preflight_data(spec: Spec) -> None:
     if spec.data.dataset in ("imagenet", "imagefolder"):
         root = Path(spec.data.root).expanduser()
         if not (root / "train").is_dir():
-            fail(f"data.root {root} has no train/ folder of class subfolders; "
-                 "point data.root at the dataset")
+            fail(
+                f"data.root {root} has no train/ folder of class subfolders; "
+                "point data.root at the dataset"
+            )
         return
     from explorer.data import DatasetError, load_dataset
 
@@ -242,7 +297,9 @@ def preflight_data(spec: Spec) -> None:
 
 @app.command()
 def status(
-    experiment: Annotated[str | None, typer.Argument(help="One experiment; all when left out.")] = None,
+    experiment: Annotated[
+        str | None, typer.Argument(help="One experiment; all when left out.")
+    ] = None,
     runs_dir: RunsDir = Path("runs"),
     store: StoreOpt = None,
 ) -> None:
@@ -251,17 +308,28 @@ def status(
     if frame.empty:
         fail(f"no experiment {experiment!r} in the store" if experiment else "the store is empty")
     table = Table(title="experiments")
-    for column in ("experiment", "version", "trials", "finished", "running", "failed", "pending",
-                   "best test error %"):
+    for column in (
+        "experiment",
+        "version",
+        "trials",
+        "finished",
+        "running",
+        "failed",
+        "pending",
+        "best test error %",
+    ):
         table.add_column(column, justify="left" if column == "experiment" else "right")
     trials = frame.drop_duplicates(["experiment", "version", "trial_key"])
     for (name, version), group in trials.groupby(["experiment", "version"], sort=True):
         counts = group["status"].value_counts()
         best = group.loc[group["status"] == "finished", "test_error"].min()
-        table.add_row(str(name), str(version), str(len(group)),
-                      *(str(int(counts.get(s, 0))) for s in ("finished", "running", "failed",
-                                                               "pending")),
-                      "–" if best != best else f"{best:.2f}")  # NaN when nothing finished
+        table.add_row(
+            str(name),
+            str(version),
+            str(len(group)),
+            *(str(int(counts.get(s, 0))) for s in ("finished", "running", "failed", "pending")),
+            "–" if best != best else f"{best:.2f}",
+        )  # NaN when nothing finished
     out.print(table)
 
 
@@ -299,15 +367,25 @@ def open_reader(runs_dir: Path, url: str | None) -> Any:
 @app.command()
 def train(
     spec: SpecArg,
-    key: Annotated[str, typer.Option("--key", help="The candidate's key (see `explorer enumerate`).")],
-    seed: Annotated[int | None, typer.Option("--seed", help="Default: the spec's first seed.")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Override the spec's epochs.")] = None,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after N steps.")] = None,
+    key: Annotated[
+        str, typer.Option("--key", help="The candidate's key (see `explorer enumerate`).")
+    ],
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Default: the spec's first seed.")
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", help="Override the spec's epochs.")
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", help="Stop after N steps.")
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
     checkpoint_dir: Annotated[
         Path | None, typer.Option("--checkpoint-dir", help="Checkpoint here and resume from here.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Final metrics as JSON on the last line.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Final metrics as JSON on the last line.")
+    ] = False,
 ) -> None:
     """Train one candidate without a scheduler, with a progress bar."""
     from explorer.space import enumerate_spec
@@ -319,18 +397,33 @@ def train(
     matches = [c for c in enumerate_spec(parsed).candidates if c.key.startswith(key)]
     if len({c.key for c in matches}) != 1:
         what = "no candidate" if not matches else "several candidates"
-        fail(f"{what} of {spec} has a key starting with {key!r}; `explorer enumerate {spec}` "
-             "lists the keys")
+        fail(
+            f"{what} of {spec} has a key starting with {key!r}; `explorer enumerate {spec}` "
+            "lists the keys"
+        )
     preflight_data(parsed)
     result = train_with_progress(
-        matches[0].arch, parsed.data, parsed.train, seed=seed, epochs=epochs, device=device,
-        checkpoint_dir=checkpoint_dir, max_steps=max_steps, console=err,
+        matches[0].arch,
+        parsed.data,
+        parsed.train,
+        seed=seed,
+        epochs=epochs,
+        device=device,
+        checkpoint_dir=checkpoint_dir,
+        max_steps=max_steps,
+        console=err,
         title=f"{matches[0].arch.label()} {matches[0].key}",
     )
     final = dataclasses.asdict(result.metrics) if result.metrics is not None else {}
-    summary = {**final, "status": result.status, "error": result.error,
-               "epochs_completed": result.epochs_completed, "device": result.device,
-               "key": matches[0].key, "seed": result.seed}
+    summary = {
+        **final,
+        "status": result.status,
+        "error": result.error,
+        "epochs_completed": result.epochs_completed,
+        "device": result.device,
+        "key": matches[0].key,
+        "seed": result.seed,
+    }
     if as_json:
         print(json.dumps(summary))
     else:
@@ -343,7 +436,9 @@ def train(
 def cost(
     spec: SpecArg,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write a table file.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write a table file.")
+    ] = None,
 ) -> None:
     """Measure every candidate: latency at batch 1, training images/s, peak memory."""
     import pandas as pd
@@ -359,8 +454,12 @@ def cost(
     if device not in ("cpu", "cuda", "auto"):
         fail(f"--device {device!r}: use cpu, cuda or auto")
     rows = measure_costs(
-        [(c.key, c.arch) for c in candidates], parsed.train, num_classes=parsed.num_classes,
-        resolution=parsed.data.resolution, device=device, console=err,
+        [(c.key, c.arch) for c in candidates],
+        parsed.train,
+        num_classes=parsed.num_classes,
+        resolution=parsed.data.resolution,
+        device=device,
+        console=err,
     )
     frame = pd.DataFrame([r.to_dict() for r in rows])
     out.print(frame.to_string(index=False))
@@ -378,9 +477,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     except Exception as problem:  # a bug: one line for people, the traceback on request
         if os.environ.get("EXPLORER_DEBUG"):
             raise
-        err.print(f"[bold red]internal error:[/] {type(problem).__name__}: {problem} "
-                  "(set EXPLORER_DEBUG=1 for the traceback, and please report it)",
-                  highlight=False, soft_wrap=True)
+        err.print(
+            f"[bold red]internal error:[/] {type(problem).__name__}: {problem} "
+            "(set EXPLORER_DEBUG=1 for the traceback, and please report it)",
+            highlight=False,
+            soft_wrap=True,
+        )
         sys.exit(1)
 
 

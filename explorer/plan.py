@@ -116,7 +116,7 @@ def draw(axis: Range, rng: np.random.Generator) -> int | float:
         value = float(np.exp(rng.uniform(np.log(axis.low), np.log(axis.high))))
     else:
         value = float(rng.uniform(axis.low, axis.high))
-    return int(round(value)) if axis.integer else value
+    return round(value) if axis.integer else value
 
 
 def sample_candidates(

@@ -38,7 +38,13 @@ SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 # Classes of the datasets whose size is known without reading them, so a space
 # can be enumerated (its head's size counted) before any data exists.
-KNOWN_NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000, "digits": 10, "synthetic": 10}
+KNOWN_NUM_CLASSES = {
+    "cifar10": 10,
+    "cifar100": 100,
+    "imagenet": 1000,
+    "digits": 10,
+    "synthetic": 10,
+}
 
 
 class Frozen(BaseModel):
@@ -186,7 +192,9 @@ class Spec(Frozen):
     name: Annotated[str, Field(pattern=SAFE_NAME)]
     description: str = ""
     model: ModelSpec = ModelSpec()
-    spaces: Annotated[dict[Annotated[str, Field(pattern=SAFE_NAME)], SpaceSpec], Field(min_length=1)]
+    spaces: Annotated[
+        dict[Annotated[str, Field(pattern=SAFE_NAME)], SpaceSpec], Field(min_length=1)
+    ]
     constraints: Constraints = Constraints()
     data: DataSpec = DataSpec()
     train: TrainSpec = TrainSpec()
@@ -274,7 +282,9 @@ def load_spec(path: str | Path) -> Spec:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         reason = getattr(err, "strerror", None) or str(err)
-        raise SpecError([Problem(str(path), 0, "(file)", f"cannot read the spec: {reason}")]) from None
+        raise SpecError(
+            [Problem(str(path), 0, "(file)", f"cannot read the spec: {reason}")]
+        ) from None
     return parse_spec(text, str(path))
 
 
@@ -286,7 +296,9 @@ def parse_spec(text: str, filename: str = "<spec>") -> Spec:
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark else 0
         reason = err.problem or "invalid YAML"
-        raise SpecError([Problem(filename, line, "(yaml)", f"YAML syntax error: {reason}")]) from None
+        raise SpecError(
+            [Problem(filename, line, "(yaml)", f"YAML syntax error: {reason}")]
+        ) from None
     except yaml.YAMLError as err:
         raise SpecError([Problem(filename, 0, "(yaml)", f"YAML syntax error: {err}")]) from None
     problems = list(_check(parsed, filename))
@@ -297,8 +309,13 @@ def parse_spec(text: str, filename: str = "<spec>") -> Spec:
 
 def _check(parsed: Parsed, filename: str) -> Iterator[Problem]:
     def at(loc: Loc, message: str, value: Any = None, show_value: bool = True) -> Problem:
-        return Problem(filename, _line_of(parsed.lines, loc), _dotted(loc), message,
-                       _show(value) if show_value else None)
+        return Problem(
+            filename,
+            _line_of(parsed.lines, loc),
+            _dotted(loc),
+            message,
+            _show(value) if show_value else None,
+        )
 
     for loc, line in parsed.duplicates:
         yield Problem(filename, line, _dotted(loc), "duplicate key; each key may appear once")
@@ -332,25 +349,43 @@ def _check_semantics(data: dict[str, Any], at: Any) -> Iterator[Problem]:
         if axes is not None and search is not None and search.strategy == "grid":
             for axis, values in vars(axes).items():
                 if isinstance(values, Range):
-                    yield at(("spaces", name, "axes", axis), "grid search needs a list of values, "
-                             "not a range; use search.strategy random or optuna", None, False)
+                    yield at(
+                        ("spaces", name, "axes", axis),
+                        "grid search needs a list of values, "
+                        "not a range; use search.strategy random or optuna",
+                        None,
+                        False,
+                    )
     constraints = _valid(Constraints, data.get("constraints"))
     for field, band in vars(constraints).items() if constraints is not None else ():
         if band and band[0] is not None and band[1] is not None and band[0] > band[1]:
             yield at(("constraints", field), "low bound is above high bound", list(band))
     dataset = _valid(DataSpec, data.get("data"))
-    if dataset is not None and dataset.num_classes is None and \
-            dataset.dataset is not None and dataset.dataset not in KNOWN_NUM_CLASSES:
-        yield at(("data", "num_classes"), f"{dataset.dataset} needs num_classes "
-                 "(the space is enumerated before any data is read)", None, False)
+    if (
+        dataset is not None
+        and dataset.num_classes is None
+        and dataset.dataset is not None
+        and dataset.dataset not in KNOWN_NUM_CLASSES
+    ):
+        yield at(
+            ("data", "num_classes"),
+            f"{dataset.dataset} needs num_classes "
+            "(the space is enumerated before any data is read)",
+            None,
+            False,
+        )
 
 
 def _check_model(model: Any, at: Any) -> Iterator[Problem]:
     if model.depths is None or model.widths is None:
         return
     if len(model.depths) != len(model.widths):
-        yield at(("model", "widths"), f"needs one width per stage: depths has "
-                 f"{len(model.depths)} stages, widths {len(model.widths)}", list(model.widths))
+        yield at(
+            ("model", "widths"),
+            f"needs one width per stage: depths has "
+            f"{len(model.depths)} stages, widths {len(model.widths)}",
+            list(model.widths),
+        )
     elif model.bottleneck_width is not None:
         yield from _check_d(model.bottleneck_width, model.widths, ("model", "bottleneck_width"), at)
 
@@ -360,8 +395,11 @@ def _check_space(name: str, axes: Any, solve: Any, model: Any, at: Any) -> Itera
     base = ("spaces", name)
     if solve is not None and solve.field is not None:
         if solve.field in present:
-            yield at((*base, "solve", "field"), "is solved for, so it cannot also be an axis",
-                     solve.field)
+            yield at(
+                (*base, "solve", "field"),
+                "is solved for, so it cannot also be an axis",
+                solve.field,
+            )
         if solve.low is not None and solve.high is not None and solve.low > solve.high:
             yield at((*base, "solve", "low"), "is above solve.high", solve.low)
     if model.depths is None or model.widths is None:
@@ -372,8 +410,11 @@ def _check_space(name: str, axes: Any, solve: Any, model: Any, at: Any) -> Itera
         n_stages = len(getattr(model, other))
         for i, sizes in enumerate(present.get(key, ())):
             if len(sizes) != n_stages:
-                yield at((*base, "axes", key, i), f"needs {n_stages} stages like the model's "
-                         f"{other}, has {len(sizes)}", list(sizes))
+                yield at(
+                    (*base, "axes", key, i),
+                    f"needs {n_stages} stages like the model's {other}, has {len(sizes)}",
+                    list(sizes),
+                )
     d_axis = present.get("bottleneck_width")
     if isinstance(d_axis, tuple):
         for widths in present.get("widths", (model.widths,)):
@@ -385,8 +426,12 @@ def _check_d(d: int, widths: tuple[int, ...], loc: Loc, at: Any) -> Iterator[Pro
     ds = stage_bottleneck_widths(d, widths)
     if 0 in ds:
         stage = ds.index(0)
-        yield at(loc, f"stage {stage + 1}'s bottleneck width d·{widths[stage]}/{widths[0]} "
-                 "rounds to 0; use a larger d or wider later stages", d)
+        yield at(
+            loc,
+            f"stage {stage + 1}'s bottleneck width d·{widths[stage]}/{widths[0]} "
+            "rounds to 0; use a larger d or wider later stages",
+            d,
+        )
 
 
 def _valid(model: type[BaseModel], data: Any) -> Any:
@@ -417,7 +462,7 @@ def _adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
     info = model.model_fields[name]
     if not info.metadata:
         return TypeAdapter(info.annotation)
-    return TypeAdapter(Annotated[info.annotation, *info.metadata])  # type: ignore[misc]
+    return TypeAdapter(Annotated[(info.annotation, *info.metadata)])  # type: ignore[misc]
 
 
 def _message(error: Any, loc: Loc) -> str:
@@ -430,8 +475,10 @@ def _message(error: Any, loc: Loc) -> str:
     if kind == "missing":
         return "is required"
     if kind == "string_pattern_mismatch":
-        return ("must be a safe folder name: letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit, at most 64 characters")
+        return (
+            "must be a safe folder name: letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit, at most 64 characters"
+        )
     if kind == "too_short":
         return "must not be empty"
     return str(error["msg"]).replace("Input should be", "should be").replace("Value error, ", "")

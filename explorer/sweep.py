@@ -140,7 +140,9 @@ def _diverging_builder(arch: Any, num_classes: int) -> Any:
 
 
 def _plain(metrics: Any) -> dict[str, Any]:
-    return dataclasses.asdict(metrics) if dataclasses.is_dataclass(metrics) else dict(metrics)
+    if dataclasses.is_dataclass(metrics) and not isinstance(metrics, type):
+        return dataclasses.asdict(metrics)
+    return dict(metrics)
 
 
 class _Events(tune.Callback):
@@ -277,11 +279,11 @@ class FeasibleOptuna(OptunaSearch):  # type: ignore[misc]
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         for attempt in range(1000):
             if self.remaining <= 0:
-                return Searcher.FINISHED  # type: ignore[no-any-return]
+                return Searcher.FINISHED  # type: ignore[return-value]
             tag = f"{trial_id}/{attempt}"
             params = super().suggest(tag)
             if params is None or params == Searcher.FINISHED:
-                return params  # type: ignore[no-any-return]
+                return params  # type: ignore[no-any-return,return-value]
             space, point = self._point(_flatten(params))
             result = realise(self.spec, space, point, self.base)
             if isinstance(result, Dropped):
@@ -314,7 +316,9 @@ def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def trial_config(plan: TrialPlan, candidate: Candidate | None, options: SweepOptions) -> dict[str, Any]:
+def trial_config(
+    plan: TrialPlan, candidate: Candidate | None, options: SweepOptions
+) -> dict[str, Any]:
     config: dict[str, Any] = {
         "plan": plan.to_config(),
         "checkpoint_root": str(options.checkpoint_root.resolve()),
@@ -378,7 +382,8 @@ def check_cluster(options: SweepOptions) -> None:
     resources = ray.cluster_resources()
     if options.gpus_per_trial > 0 and resources.get("GPU", 0) < options.gpus_per_trial:
         raise SetupError(f"resources.gpus_per_trial is {options.gpus_per_trial:g} but the Ray "
-                         f"cluster has {resources.get('GPU', 0):g} GPUs; set it to 0 to train on CPUs")
+                         f"cluster has {resources.get('GPU', 0):g} GPUs; "
+                         "set it to 0 to train on CPUs")
     if resources.get("CPU", 0) < options.cpus_per_trial:
         raise SetupError(f"resources.cpus_per_trial is {options.cpus_per_trial:g} but the Ray "
                          f"cluster has {resources.get('CPU', 0):g} CPUs")
@@ -400,11 +405,9 @@ def check_shared_storage(runs_dir: Path) -> None:
 
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
-        checks = [
-            sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-            .remote(str(marker.resolve()))
-            for n in nodes
-        ]
+        on_node = [NodeAffinitySchedulingStrategy(n["NodeID"], soft=False) for n in nodes]
+        checks = [sees.options(scheduling_strategy=where).remote(str(marker.resolve()))
+                  for where in on_node]
         blind = [n["NodeManagerAddress"] for n, ok in zip(nodes, ray.get(checks), strict=True)
                  if not ok]
     finally:
