@@ -1,0 +1,492 @@
+"""explorer.store: schema, idempotent writes, reuse across experiments, read-only
+readers, and one writer with polling readers in other processes on one SQLite file.
+
+The backend-neutral tests (those taking `url` or `store`) run on SQLite, and also
+on PostgreSQL when EXPLORER_TEST_POSTGRES_URL names a database they may empty,
+e.g. ``postgresql+psycopg://postgres@/scratch?host=/tmp/pgsock&port=55432``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fixtures_store import make_fixture_store
+
+from explorer.arch import resnext29
+from explorer.complexity import count
+from explorer.space import Candidate
+from explorer.store import (
+    DB_FILENAME,
+    SCHEMA_VERSION,
+    SpecChanged,
+    Store,
+    StoreError,
+    differing_keys,
+    environment_info,
+    git_revision,
+    package_versions,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC: dict[str, Any] = {"name": "exp", "train": {"epochs": 3, "lr": 0.1, "seeds": [0]},
+        "spaces": {"preserved": {"axes": {"cardinality": [1, 2]}}}}
+ENV = {"git_revision": None, "package_versions": {"explorer": "0.1.0"}}
+POSTGRES = os.environ.get("EXPLORER_TEST_POSTGRES_URL")
+BACKENDS = ["sqlite", *(["postgresql"] if POSTGRES else [])]
+
+
+def candidate(space: str, c: int = 8, d: int = 64) -> Candidate:
+    arch = resnext29(c, d)
+    cost = count(arch, 32, 10)
+    return Candidate(space, arch, cost, cost)
+
+
+def experiment(store: Store, name: str = "exp", spec: dict[str, Any] | None = None,
+               **kwargs: Any) -> int:
+    spec = spec or SPEC
+    record = store.create_or_get_experiment(name, f"name: {name}\n", json.dumps(spec), spec,
+                                            environment=ENV, **kwargs)
+    return record.id
+
+
+def _empty_database(url: str) -> None:
+    engine = sa.create_engine(url)
+    tables = sa.MetaData()
+    tables.reflect(engine)
+    tables.drop_all(engine)
+    engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database: a runs directory, or the PostgreSQL test database emptied."""
+    if request.param == "sqlite":
+        return str(tmp_path / "runs")
+    assert POSTGRES is not None
+    _empty_database(POSTGRES)
+    return POSTGRES
+
+
+@pytest.fixture
+def store(url: str) -> Any:
+    with Store.open(url) as opened:
+        yield opened
+
+
+# --- opening and schema -------------------------------------------------------------------
+
+
+def test_writer_creates_the_schema_in_wal_mode(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "runs") as store:
+        assert store.where == str(tmp_path / "runs" / DB_FILENAME)
+        tables = set(sa.inspect(store.engine).get_table_names())
+        assert {"experiments", "candidates", "trials", "epochs", "schema_version"} <= tables
+        assert store.schema_version() == SCHEMA_VERSION
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    # Opening again (a resumed run) keeps the one schema_version row.
+    with Store.open(f"sqlite:///{tmp_path / 'runs' / DB_FILENAME}") as again, \
+            again.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM schema_version")).scalar() == 1
+
+
+def test_an_explicit_file_path_is_the_database(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "results.sqlite") as store:
+        assert store.where == str(tmp_path / "results.sqlite")
+    assert (tmp_path / "results.sqlite").is_file()
+
+
+def test_readonly_open_of_a_missing_database_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(StoreError) as caught:
+        Store.open(tmp_path / "runs", readonly=True)
+    message = str(caught.value)
+    assert str(tmp_path / "runs" / DB_FILENAME) in message and "explorer run" in message
+    assert "\n" not in message
+    assert list(tmp_path.iterdir()) == []  # nothing created
+
+
+def test_readonly_open_of_something_else_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "empty.db").write_bytes(b"")
+    with pytest.raises(StoreError, match="not an explorer results database"):
+        Store.open(tmp_path / "empty.db", readonly=True)
+    (tmp_path / "junk.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match=r"junk\.db"):
+        Store.open(tmp_path / "junk.db", readonly=True)
+
+
+def test_readonly_store_cannot_write(url: str) -> None:
+    with Store.open(url) as writer:
+        experiment(writer)
+    with Store.open(url, readonly=True) as reader:
+        with pytest.raises(sa.exc.DBAPIError, match=r"(?i)read-?only"), \
+                reader.engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO schema_version VALUES (99, '2020-01-01')"))
+        with pytest.raises(StoreError, match="read-only"):
+            reader.add_trials(1, [("t", "k", 0)])
+        assert reader.experiments()["experiment"].tolist() == ["exp"]
+    with Store.open(url, readonly=True) as reader:  # after the writer closed (no -shm on SQLite)
+        assert reader.schema_version() == SCHEMA_VERSION
+
+
+@pytest.mark.skipif(POSTGRES is None, reason="EXPLORER_TEST_POSTGRES_URL is not set")
+def test_readonly_postgres_never_creates_tables() -> None:
+    assert POSTGRES is not None
+    _empty_database(POSTGRES)
+    with pytest.raises(StoreError, match="explorer run"):
+        Store.open(POSTGRES, readonly=True)
+    engine = sa.create_engine(POSTGRES)
+    assert sa.inspect(engine).get_table_names() == []
+    engine.dispose()
+
+
+def test_in_memory_store_for_quick_use() -> None:
+    with Store.open("sqlite://") as store:
+        exp = experiment(store)
+        store.add_trials(exp, [("t", "k", 0)])
+        assert store.status_counts(exp)["pending"] == 1
+    with pytest.raises(StoreError, match="in-memory"):
+        Store.open("sqlite://", readonly=True)
+
+
+# --- experiments --------------------------------------------------------------------------
+
+
+def test_same_spec_returns_the_existing_experiment(store: Store) -> None:
+    first = experiment(store)
+    assert experiment(store) == first
+    assert store.experiments()["version"].tolist() == [1]
+
+
+def test_spec_changed_names_the_differing_keys(store: Store) -> None:
+    experiment(store)
+    changed = json.loads(json.dumps(SPEC))
+    changed["train"]["epochs"] = 30
+    changed["spaces"]["preserved"]["axes"]["cardinality"] = [1, 2, 4]
+    changed["data"] = {"dataset": "cifar100"}
+    with pytest.raises(SpecChanged) as caught:
+        experiment(store, spec=changed)
+    assert caught.value.name == "exp"
+    assert caught.value.differing_keys == ["data", "spaces.preserved.axes.cardinality",
+                                           "train.epochs"]
+    assert "train.epochs" in str(caught.value) and "--new-version" in str(caught.value)
+    assert isinstance(caught.value, StoreError)
+
+
+def test_differing_keys_recurses_into_objects_only() -> None:
+    old = {"a": {"b": 1, "c": [1, 2]}, "d": 1}
+    assert differing_keys(old, {"a": {"b": 2, "c": [1, 3]}, "e": 1}) == ["a.b", "a.c", "d", "e"]
+    assert differing_keys(old, old) == []
+
+
+def test_new_version_lives_side_by_side(store: Store) -> None:
+    v1 = experiment(store)
+    changed = {**SPEC, "train": {**SPEC["train"], "epochs": 9}}
+    v2 = experiment(store, spec=changed, new_version=True)
+    assert v2 != v1
+    store.add_trials(v1, [("old", "k", 0)])
+    store.add_trials(v2, [("new", "k", 0)])
+    frame = store.experiments()
+    assert frame[["version", "latest"]].values.tolist() == [[1, False], [2, True]]
+    assert store.trials_frame()["trial_key"].tolist() == ["new"]
+    everything = store.trials_frame(latest_version_only=False)
+    assert everything[["version", "trial_key"]].values.tolist() == [[1, "old"], [2, "new"]]
+    assert experiment(store, spec=changed) == v2  # the latest version, unchanged
+    assert store.status_counts("exp") == {"pending": 1, "running": 0, "finished": 0, "failed": 0}
+
+
+def test_experiment_records_the_environment(store: Store) -> None:
+    record = store.create_or_get_experiment("e", "name: e\n", "h", '{"name": "e"}')
+    assert record.version == 1 and record.spec_json == {"name": "e"}
+    assert set(record.package_versions) >= {"explorer", "torch", "ray", "optuna"}
+    assert record.created_at.tzinfo is not None
+
+
+# --- trials and epochs --------------------------------------------------------------------
+
+
+def test_trials_are_unique_per_experiment(store: Store) -> None:
+    a, b = experiment(store, "a"), experiment(store, "b")
+    assert store.add_trials(a, [("t1", "k", 0), ("t2", "k", 1)]) == 2
+    assert store.add_trials(a, [("t1", "k", 0), ("t3", "k", 2)]) == 1
+    assert store.add_trials(b, [("t1", "k", 0)]) == 1  # the same key in another experiment
+    assert store.status_counts(a)["pending"] == 3
+    with pytest.raises(sa.exc.IntegrityError), store.engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO trials (experiment_id, candidate_key, trial_key, "
+                             "seed, status, attempts) VALUES (:e, 'k', 't1', 0, 'pending', 0)"),
+                     {"e": a})
+
+
+def test_record_epoch_is_idempotent_and_the_latest_report_wins(store: Store) -> None:
+    exp = experiment(store)
+    store.add_trials(exp, [("t", "k", 0)])
+    store.mark_running(exp, "t", "cuda:0")
+    store.record_epoch(exp, "t", {"epoch": 0, "test_error": 50.0, "lr": 0.1, "extra": 1})
+    store.record_epoch(exp, "t", {"epoch": 1, "test_error": 40.0, "lr": 0.1})
+    store.record_epoch(exp, "t", {"epoch": 1, "test_error": 39.0})  # a resumed trial re-reports
+    epochs = store.epochs_frame(experiment_names=["exp"])
+    assert epochs["epoch"].tolist() == [0, 1]
+    assert epochs["test_error"].tolist() == [50.0, 39.0]
+    assert epochs["lr"].tolist() == [0.1, 0.1]  # a column not re-reported keeps its value
+    assert store.trials_frame()["epochs_completed"].tolist() == [2]
+    store.record_epochs(exp, "t", [{"epoch": 1, "test_error": 38.0}, {"epoch": 2, "lr": 0.01}])
+    epochs = store.epochs_frame()
+    assert epochs["test_error"].tolist()[1] == 38.0 and epochs["lr"].tolist()[2] == 0.01
+    assert store.trials_frame()["epochs_completed"].tolist() == [3]
+    with pytest.raises(ValueError, match="epoch"):
+        store.record_epoch(exp, "t", {"test_error": 1.0})
+    with pytest.raises(StoreError, match="no trial"):
+        store.record_epoch(exp, "missing", {"epoch": 0})
+
+
+def test_attempts_finish_and_requeue(store: Store) -> None:
+    exp = experiment(store)
+    store.add_trials(exp, [("t", "k", 0), ("u", "k", 1)])
+    store.mark_running(exp, "t", "cuda:0")
+    store.mark_running(exp, "t", "cuda:1")
+    store.mark_running(exp, "u", "cuda:2")
+    store.finish_trial(exp, "t", "failed", {}, "RuntimeError: CUDA out of memory")
+    trial = store.get_trial(exp, "t")
+    assert trial is not None
+    assert (trial.attempts, trial.status, trial.device) == (2, "failed", "cuda:1")
+    assert trial.error == "RuntimeError: CUDA out of memory"
+    assert store.requeue_running(exp) == 1
+    assert store.status_counts(exp) == {"pending": 1, "running": 0, "finished": 0, "failed": 1}
+    with pytest.raises(ValueError, match="finished"):
+        store.finish_trial(exp, "t", "running", {})
+
+
+def test_find_finished_across_experiments_and_copy_finished(store: Store) -> None:
+    a, b = experiment(store, "a"), experiment(store, "b")
+    store.add_trials(a, [("shared", "k", 0)])
+    store.add_trials(b, [("shared", "k", 0)])
+    assert store.find_finished("shared") is None
+    store.mark_running(a, "shared", "cuda:0")
+    for epoch in range(3):
+        store.record_epoch(a, "shared", {"epoch": epoch, "test_error": 30.0 - epoch})
+    store.finish_trial(a, "shared", "finished", {"test_error": 28.0, "seconds": 12.5})
+    source = store.find_finished("shared")
+    assert source is not None and source.experiment_id == a and source.test_error == 28.0
+
+    store.copy_finished(b, "shared", source)
+    store.copy_finished(b, "shared", source)  # idempotent
+    copied = store.get_trial(b, "shared")
+    assert copied is not None
+    assert (copied.status, copied.test_error, copied.seconds, copied.epochs_completed) == \
+        ("finished", 28.0, 12.5, 3)
+    assert copied.reused_from_trial_id == source.id
+    epochs = store.epochs_frame([copied.id])
+    assert epochs["test_error"].tolist() == [30.0, 29.0, 28.0]
+    assert store.finished_trial_keys(b) == {"shared"}
+
+    assert store.find_finished("shared") == source  # the original, not the copy
+    other = store.find_finished("shared", exclude_experiment_id=a)
+    assert other is not None and other.experiment_id == b
+    store.copy_finished(a, "shared", source)  # onto itself: nothing happens
+    assert store.get_trial(a, "shared") == source
+
+    store.copy_finished(experiment(store, "c"), "shared", source)  # added when missing
+    assert store.status_counts("c")["finished"] == 1
+
+
+def test_finished_results_carry_metrics_and_complexity(store: Store) -> None:
+    exp = experiment(store)
+    c = candidate("preserved")
+    store.add_candidates(exp, [c])
+    store.add_trials(exp, [("t", c.key, 0), ("u", c.key, 1)])
+    store.finish_trial(exp, "t", "finished", {"test_error": 4.0})
+    results = store.finished_results(exp)
+    assert list(results) == ["t"]
+    assert results["t"]["test_error"] == 4.0 and results["t"]["flops"] == c.complexity.flops
+
+
+# --- candidates and frames ----------------------------------------------------------------
+
+
+def test_trials_frame_has_one_row_per_trial_and_space(store: Store) -> None:
+    exp = experiment(store)
+    shared, solo = candidate("preserved", 8, 64), candidate("preserved", 2, 40)
+    store.add_candidates(exp, [shared, solo, candidate("deeper", 8, 64)])
+    store.add_candidates(exp, [shared.row()])  # upsert: still one row per (space, key)
+    store.add_trials(exp, [("t-shared", shared.key, 0), ("t-solo", solo.key, 0),
+                           ("t-orphan", "no-such-candidate", 0)])
+    frame = store.trials_frame(["exp"])
+    pairs = sorted(zip(frame["trial_key"], frame["space"].fillna("-"), strict=True))
+    assert pairs == [("t-orphan", "-"), ("t-shared", "deeper"), ("t-shared", "preserved"),
+                     ("t-solo", "preserved")]
+    assert frame["trial_id"].nunique() == 3
+    required = {"experiment", "version", "trial_id", "trial_key", "key", "space", "cardinality",
+                "bottleneck_width", "depths", "widths", "params", "flops", "acts", "seed",
+                "status", "test_error", "test_top5_error", "error", "epochs_completed",
+                "train_images_per_sec", "latency_ms"}
+    assert required <= set(frame.columns)
+    row = frame[frame["trial_key"] == "t-solo"].iloc[0]
+    assert (row["cardinality"], row["bottleneck_width"], row["params"]) == \
+        (2, 40, solo.complexity.params)
+    assert row["depths"] == (3, 3, 3) and row["widths"] == (256, 512, 1024)
+    with store.engine.connect() as conn:
+        arch = conn.execute(sa.text("SELECT architecture FROM candidates WHERE key = :k"),
+                            {"k": solo.key}).scalars().all()
+    assert arch == [json.dumps(solo.arch.canonical(), sort_keys=True, separators=(",", ":"))]
+
+
+def test_set_cost_reaches_every_space_of_the_candidate(store: Store) -> None:
+    exp = experiment(store)
+    c = candidate("preserved")
+    store.add_candidates(exp, [c, candidate("deeper")])
+    store.add_trials(exp, [("t", c.key, 0)])
+    store.set_cost(exp, c.key, {"latency_ms": 3.5, "device": "H100", "ignored": 1})
+    store.add_candidates(exp, [c])  # re-adding keeps the measured cost
+    frame = store.trials_frame()
+    assert frame["latency_ms"].tolist() == [3.5, 3.5]
+    assert frame["cost_device"].tolist() == ["H100", "H100"]
+    with pytest.raises(StoreError, match="no candidate"):
+        store.set_cost(exp, "nope", {"latency_ms": 1.0})
+
+
+def test_empty_frames_keep_their_columns(store: Store) -> None:
+    trials, epochs = store.trials_frame(), store.epochs_frame()
+    assert trials.empty and "test_error" in trials.columns
+    assert trials["test_error"].dtype == "float64" and trials["trial_id"].dtype == "int64"
+    assert epochs.empty and list(epochs.columns)[:3] == ["experiment", "version", "trial_id"]
+    assert store.epochs_frame([]).empty
+    assert store.experiments().empty
+    assert store.status_counts("nothing") == {"pending": 0, "running": 0, "finished": 0,
+                                              "failed": 0}
+
+
+def test_data_version_changes_with_every_write(url: str) -> None:
+    with Store.open(url) as writer, Store.open(url, readonly=True) as reader:
+        before = reader.data_version()
+        assert reader.data_version() == before  # polling alone changes nothing
+        exp = experiment(writer)
+        after_experiment = reader.data_version()
+        assert after_experiment != before and writer.data_version() == after_experiment
+        writer.add_trials(exp, [("t", "k", 0)])
+        assert reader.data_version() != after_experiment
+        unchanged = reader.data_version()
+        writer.add_trials(exp, [("t", "k", 0)])  # nothing new
+        assert reader.data_version() == unchanged
+
+
+def test_fixture_store_is_consistent(url: str, tmp_path: Path) -> None:
+    summary = make_fixture_store(url, trials_per_space=3, epochs=4, failed=1, running=1,
+                                 seeds=2, versions=2)
+    with Store.open(url, readonly=True) as reader:
+        everything = reader.trials_frame(latest_version_only=False)
+        assert len(everything) == summary.trial_spaces
+        assert everything["trial_id"].nunique() == summary.trials
+        assert len(reader.epochs_frame(latest_version_only=False)) == summary.epochs
+        statuses = everything.drop_duplicates("trial_id")["status"].value_counts().to_dict()
+        assert statuses == {k: v for k, v in summary.status.items() if v}
+        assert everything["reused_from_trial_id"].notna().sum() > 0
+        assert summary.reused > 0
+        finished = everything[everything["status"] == "finished"]
+        assert finished["test_error"].between(2, 8).all()
+        assert everything["latency_ms"].notna().all()
+        assert reader.experiments()["version"].tolist() == [1, 2, 1]
+    again = tmp_path / "again"
+    assert make_fixture_store(again, trials_per_space=3, epochs=4, failed=1, running=1,
+                              seeds=2, versions=2) == summary
+
+
+# --- one writer, polling readers ----------------------------------------------------------
+
+READER = textwrap.dedent("""
+    import json, sys, time
+    from explorer.store import Store
+
+    store = Store.open(sys.argv[1], readonly=True)
+    end = time.monotonic() + float(sys.argv[2])
+    polls, errors, seen, versions, slowest = 0, [], [], set(), 0.0
+    while time.monotonic() < end:
+        began = time.monotonic()
+        try:
+            trials = store.trials_frame(["busy"])
+            epochs = store.epochs_frame(experiment_names=["busy"])
+            versions.add(store.data_version())
+            seen.append(len(epochs))
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+        slowest = max(slowest, time.monotonic() - began)
+        polls += 1
+        time.sleep(0.05)
+    print(json.dumps({"polls": polls, "errors": errors, "seen": seen,
+                      "versions": len(versions), "slowest": slowest}))
+""")
+
+
+def test_writer_and_polling_readers_never_lock(tmp_path: Path) -> None:
+    writer = Store.open(tmp_path)
+    exp = experiment(writer, "busy")
+    c = candidate("preserved")
+    writer.add_candidates(exp, [c, candidate("deeper")])
+    keys = [f"t{i}" for i in range(8)]
+    writer.add_trials(exp, [(k, c.key, i) for i, k in enumerate(keys)])
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path}
+    readers = [subprocess.Popen([sys.executable, "-c", READER, str(tmp_path), "3"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env) for _ in range(2)]
+    writes, write_errors, epoch = 0, [], 0
+    try:
+        while any(reader.poll() is None for reader in readers):
+            try:
+                for key in keys:
+                    writer.record_epoch(exp, key, {"epoch": epoch, "test_error": 50 - epoch / 100,
+                                                   "lr": 0.1})
+                    writes += 1
+                writer.record_epoch(exp, keys[0], {"epoch": epoch, "test_error": 1.0})  # again
+                epoch += 1
+            except Exception as exc:  # reported below, with the readers'
+                write_errors.append(f"{type(exc).__name__}: {exc}")
+        outputs = [reader.communicate(timeout=30) for reader in readers]
+    finally:
+        for reader in readers:
+            if reader.poll() is None:
+                reader.kill()
+        writer.close()
+    assert write_errors == [] and writes >= 100
+    for reader, (out, err) in zip(readers, outputs, strict=True):
+        assert reader.returncode == 0, err
+        report = json.loads(out)
+        summary = {k: v for k, v in report.items() if k != "seen"}
+        print("reader", summary, "writer epochs", writes)  # shown with pytest -s
+        assert report["errors"] == []
+        assert report["polls"] >= 10, summary
+        seen = report["seen"]
+        assert seen == sorted(seen) and seen[-1] > seen[0]  # progress seen, never a regression
+        assert report["versions"] >= 5
+        assert report["slowest"] < 2.0, summary
+    with Store.open(tmp_path, readonly=True) as check:
+        assert len(check.epochs_frame(experiment_names=["busy"])) == epoch * len(keys)
+
+
+# --- environment --------------------------------------------------------------------------
+
+
+def test_environment_info_never_fails(tmp_path: Path) -> None:
+    info = environment_info()
+    assert set(info) == {"git_revision", "package_versions"}
+    assert info["git_revision"] is None or len(info["git_revision"]) >= 40
+    assert git_revision(tmp_path / "not-a-checkout") is None
+    versions = package_versions(("explorer", "surely-not-installed-package"))
+    assert versions["explorer"] and versions["surely-not-installed-package"] is None
+
+
+def test_store_imports_no_heavy_dependency() -> None:
+    code = ("import sys, explorer.store; "
+            "print(sorted({'torch', 'ray', 'streamlit', 'optuna'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, cwd=REPO)
+    assert done.stdout.strip() == "[]"
