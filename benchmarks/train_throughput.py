@@ -34,7 +34,7 @@ from torch import nn
 
 from explorer.arch import Arch, make_arch
 from explorer.complexity import count
-from explorer.data import DataConfig, Dataset, load_dataset
+from explorer.data import DataConfig, Dataset, Normalizer, load_dataset, train_batches
 from explorer.models import build_model
 from explorer.train import EpochMetrics, Recipe, build_seeded, train_trial
 
@@ -102,18 +102,42 @@ class PerSampleCifar(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
         return (x - self.mean) / self.std, int(self.labels[i])  # ToTensor + Normalize
 
 
+Loader = torch.utils.data.DataLoader[tuple[torch.Tensor, int]]
+
+
+def plain_loader(data: Dataset, batch_size: int, workers: int, pin: bool) -> Loader:
+    images = data.train_images.permute(0, 2, 3, 1).contiguous().numpy()
+    dataset = PerSampleCifar(images, data.train_labels.numpy(), data.mean, data.std, pad=4)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers,
+        pin_memory=pin, persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def pipeline_only(data: Dataset, recipe: Recipe, workers: list[int]) -> None:
+    """Input pipeline alone (no model): where the data side of the gap comes from."""
+    norm = Normalizer(data.mean, data.std, channels_last=recipe.channels_last)
+    gen = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    n = sum(y.numel() for _, y in train_batches(
+        data.train_images, data.train_labels, recipe.batch_size, gen, norm, augment=True))
+    ours = n / (time.perf_counter() - start)
+    print(f"input pipeline only, CPU: explorer batched {ours:10.0f} images/s", end="")
+    for w in workers:
+        loader = plain_loader(data, recipe.batch_size, w, pin=False)
+        start = time.perf_counter()
+        n = sum(y.numel() for _, y in loader)
+        plain = n / (time.perf_counter() - start)
+        print(f"; per-sample DataLoader ({w} workers) {plain:8.0f}", end="")
+    print()
+
+
 def plain_loop(
     arch: Arch, data: Dataset, recipe: Recipe, *, device: torch.device, workers: int,
     warmup: int, steps: int,
 ) -> float:
-    images = data.train_images.permute(0, 2, 3, 1).contiguous().numpy()
-    labels = data.train_labels.numpy()
-    dataset = PerSampleCifar(images, labels, data.mean, data.std, pad=4)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=recipe.batch_size, shuffle=True, drop_last=True,
-        num_workers=workers, pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0, generator=torch.Generator().manual_seed(0),
-    )
+    loader = plain_loader(data, recipe.batch_size, workers, pin=device.type == "cuda")
     model = build_seeded(lambda a, n: build_model(a, n), arch, data.num_classes, 0).to(device)
     model.train()
     optimizer = torch.optim.SGD(
@@ -214,13 +238,15 @@ def main() -> None:
           f"{ours:9.1f} images/s")
     if last is not None:
         print(f"  (its own epoch figure, warm-up included: {last.train_images_per_sec:.1f})")
-    for workers in (int(w) for w in args.workers.split(",")):
+    worker_counts = [int(w) for w in args.workers.split(",")]
+    for workers in worker_counts:
         plain = plain_loop(
             arch, data, recipe, device=device, workers=workers, warmup=args.warmup,
             steps=args.steps,
         )
         print(f"plain DataLoader loop (fp32, NCHW, {workers} workers): {plain:9.1f} images/s"
               f"  -> ratio {ours / plain:.2f}x")
+    pipeline_only(data, recipe, worker_counts)
     if device.type == "cuda":
         mfu = 3 * 2 * macs * ours / args.peak_flops
         print(f"model-FLOP utilisation: {100 * mfu:.2f}% of {args.peak_flops:.3g} FLOP/s")

@@ -573,8 +573,9 @@ def train_trial(
     benchmarks); an epoch it cuts short is evaluated and reported but not
     checkpointed, so a later run without the cap redoes it.
 
-    A diverged loss or an out-of-memory error ends the trial as "failed"
-    with the reason; other exceptions (bugs, a bad checkpoint, a callback's)
+    A diverged loss or an out-of-memory error (CUDA, or a refused host
+    allocation) ends the trial as "failed" with the reason, and cached GPU
+    memory is released; other exceptions (bugs, a bad checkpoint, a callback's)
     propagate.
     """
     dev = resolve_device(device)
@@ -598,7 +599,11 @@ def train_trial(
         except NonFiniteLoss as exc:
             failure = str(exc)
         except torch.OutOfMemoryError as exc:
-            failure = f"out of memory at batch size {rec.batch_size}: {str(exc).splitlines()[0]}"
+            failure = f"out of memory at batch size {rec.batch_size}: {_first_line(exc)}"
+        except RuntimeError as exc:
+            if not is_cpu_out_of_memory(exc):
+                raise
+            failure = f"out of memory at batch size {rec.batch_size}: {_first_line(exc)}"
     result = _result(states[0] if states else None, failure, dev, precision, seed)
     if failure is not None:
         states.clear()
@@ -707,6 +712,16 @@ def _result(
         seed=seed,
         resumed_from_epoch=state.resumed_from if state else 0,
     )
+
+
+def is_cpu_out_of_memory(exc: BaseException) -> bool:
+    """torch reports a failed host allocation as a plain RuntimeError."""
+    return "DefaultCPUAllocator: can't allocate memory" in str(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def release_memory(dev: torch.device) -> None:

@@ -150,6 +150,26 @@ def test_divergence_ends_the_trial_as_failed(tiny: Arch, small_digits: Dataset) 
     assert result.epochs_completed == 0 and result.metrics is None
 
 
+def _overcommits() -> bool:
+    try:
+        return Path("/proc/sys/vm/overcommit_memory").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(_overcommits(), reason="vm.overcommit_memory=1 would grant a 4 TiB tensor")
+def test_out_of_memory_ends_the_trial_as_failed(small_digits: Dataset) -> None:
+    # A real allocation failure: one stage 2**38 channels wide needs a 4 TiB weight.
+    huge = make_arch(
+        template="cifar", stem_width=8, depths=(1,), widths=(2**38,), cardinality=1,
+        bottleneck_width=4,
+    )
+    result = train_trial(huge, small_digits, _recipe(epochs=1), seed=0)
+    assert result.status == "failed"
+    assert result.error is not None and result.error.startswith("out of memory")
+    assert "\n" not in result.error and result.history == ()
+
+
 def test_max_steps_cuts_short_without_checkpointing_the_partial_epoch(
     tiny: Arch, small_digits: Dataset, tmp_path: Path
 ) -> None:
