@@ -56,6 +56,16 @@ Fetch = Callable[[str, Path], None]
 """Writes the resource at a URL to a local path (the default uses urllib)."""
 
 
+KNOWN_NUM_CLASSES: dict[str, int] = {
+    "cifar10": 10, "cifar100": 100, "imagenet": 1000, "digits": 10, "synthetic": 10,
+}
+
+
+def default_num_classes(dataset: str) -> int | None:
+    """Classes a dataset has without loading it (None for an image folder: count them)."""
+    return KNOWN_NUM_CLASSES.get(dataset)
+
+
 class DatasetError(Exception):
     """A data problem a person can fix; the message is one line naming what and how."""
 
