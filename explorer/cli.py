@@ -51,7 +51,8 @@ def read_spec(path: Path) -> Spec:
         for line in problem.problems:
             err.print(str(line), highlight=False, markup=False, soft_wrap=True)
         n = len(problem.problems)
-        err.print(f"{path}: {n} problem{'s' if n != 1 else ''}; nothing was run", highlight=False)
+        err.print(f"{path}: {n} problem{'s' if n != 1 else ''}; nothing was run",
+                  highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(EXIT_SETUP) from None
 
 
@@ -101,7 +102,8 @@ def enumerate_command(
         fail(f"--space {unknown[0]!r} is not in {spec}; its spaces are: {', '.join(parsed.spaces)}")
     result = enumerate_spec(parsed, space or None)
     frame = candidates_frame(result.candidates)
-    out.print(candidates_table(frame, parsed, result.base.complexity))
+    if not frame.empty:
+        out.print(candidates_table(frame, parsed, result.base.complexity))
     for dropped in result.dropped:
         values = ", ".join(f"{k}={_short(v)}" for k, v in dropped.values.items()) or "base"
         out.print(
@@ -465,6 +467,60 @@ def cost(
     out.print(frame.to_string(index=False))
     if output is not None:
         write_table(frame, output)
+
+
+@app.command()
+def dashboard(
+    runs_dir: RunsDir = Path("runs"),
+    store: StoreOpt = None,
+    port: Annotated[int, typer.Option("--port", help="The port to listen on.")] = 8501,
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host", help="The address to listen on; loopback by default (there is no login)."
+        ),
+    ] = "127.0.0.1",
+) -> None:
+    """Browse the results in a live Streamlit dashboard (read-only; updates during a sweep)."""
+    from explorer.experiment import store_url
+    from explorer.serve import is_loopback, port_problem, serve
+
+    open_reader(runs_dir, store).close()  # a missing or unreadable store: one line, exit 2
+    problem = port_problem(host, port)
+    if problem is not None:
+        fail(problem)
+    if not is_loopback(host):
+        err.print(
+            f"[yellow]warning:[/] listening on {host}: the dashboard has no login, so anyone "
+            f"who can reach port {port} there can read every result",
+            highlight=False,
+            soft_wrap=True,
+        )
+    shown = f"[{host}]" if ":" in host else host
+    out.print(f"dashboard: http://{shown}:{port} (Ctrl-C stops it)", highlight=False)
+    raise typer.Exit(serve(store_url(runs_dir, store), host, port))
+
+
+@app.command()
+def report(
+    experiment: Annotated[str, typer.Argument(help="The experiment's name.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")],
+    runs_dir: RunsDir = Path("runs"),
+    store: StoreOpt = None,
+) -> None:
+    """Write an experiment's charts and tables as one standalone HTML file (opens offline)."""
+    from explorer.report import ReportError, write_report
+
+    check_output_suffix(output, (".html", ".htm"))
+    try:
+        summary = write_report(open_reader(runs_dir, store), experiment, output)
+    except ReportError as problem:
+        fail(str(problem))
+    out.print(
+        f"wrote {output}: {summary.experiment} v{summary.version}, {summary.finished} of "
+        f"{summary.trials} trials finished, {summary.figures} charts",
+        highlight=False,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

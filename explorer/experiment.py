@@ -133,8 +133,8 @@ class StoreSink:
                     error: str | None, history: Sequence[Mapping[str, Any]]) -> None:
         # The whole history again: epochs reported before a crash of the
         # driver were lost with it; recording is idempotent per epoch.
-        for row in history:
-            self.store.record_epoch(self.experiment_id, trial_key, row)
+        if history:
+            self.store.record_epochs(self.experiment_id, trial_key, history)
         self.store.finish_trial(self.experiment_id, trial_key, status, metrics, error)
         self.live.running.discard(trial_key)
         if trial_key in self.live.began:

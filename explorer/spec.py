@@ -19,20 +19,26 @@ from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
     Field,
     NonNegativeFloat,
-    NonNegativeInt,
+    PlainSerializer,
     PositiveFloat,
-    PositiveInt,
+    Strict,
     Tag,
     TypeAdapter,
     ValidationError,
+    model_validator,
 )
 
 from explorer.arch import BlockForm, Template, content_key, stage_bottleneck_widths
+
+# Integers are strict: YAML's `true` is not the integer 1, and "64" is not 64.
+PositiveInt = Annotated[int, Strict(), Field(gt=0)]
+NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
 
 SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
@@ -45,6 +51,19 @@ KNOWN_NUM_CLASSES = {
     "digits": 10,
     "synthetic": 10,
 }
+
+
+class FrozenDict(dict[str, Any]):
+    """A dict that refuses changes and can be hashed, so a frozen Spec stays frozen."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a validated spec cannot be changed")
+
+    __setitem__ = __delitem__ = _refuse  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(self.items()))
 
 
 class Frozen(BaseModel):
@@ -60,6 +79,12 @@ class Range(Frozen):
     high: PositiveFloat
     log: bool = False
     integer: bool = Field(default=True, alias="int")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.low > self.high:
+            raise ValueError(f"low {self.low:g} is above high {self.high:g}")
+        return self
 
 
 def _axis_kind(value: Any) -> str:
@@ -193,7 +218,10 @@ class Spec(Frozen):
     description: str = ""
     model: ModelSpec = ModelSpec()
     spaces: Annotated[
-        dict[Annotated[str, Field(pattern=SAFE_NAME)], SpaceSpec], Field(min_length=1)
+        dict[Annotated[str, Field(pattern=SAFE_NAME)], SpaceSpec],
+        Field(min_length=1),
+        AfterValidator(lambda spaces: FrozenDict(spaces)),
+        PlainSerializer(dict),
     ]
     constraints: Constraints = Constraints()
     data: DataSpec = DataSpec()
@@ -326,10 +354,19 @@ def _check(parsed: Parsed, filename: str) -> Iterator[Problem]:
     try:
         Spec.model_validate(data)
     except ValidationError as err:
-        for e in err.errors():
-            loc = tuple(x for x in e["loc"] if x not in _UNION_TAGS)
+        errors = [(_clean_loc(e["loc"]), e) for e in err.errors()]
+        for loc, e in errors:
+            if e["type"] == "too_short" and any(
+                other[: len(loc)] == loc and len(other) > len(loc) for other, _ in errors
+            ):
+                continue  # a list whose only item is invalid is not also "empty"
             yield at(loc, _message(e, loc), e.get("input"), show_value=e["type"] != "missing")
     yield from _check_semantics(data, at)
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> Loc:
+    """Pydantic's location without its markers: union tags and '[key]' for mapping keys."""
+    return tuple(x for x in loc if x not in _UNION_TAGS and x != "[key]")
 
 
 def _check_semantics(data: dict[str, Any], at: Any) -> Iterator[Problem]:
@@ -534,7 +571,7 @@ def _line_of(lines: dict[Loc, int], loc: Loc) -> int:
 
 def _dotted(loc: Iterable[str | int]) -> str:
     parts = [str(p) for p in loc]
-    return ".".join(parts) if parts else "(top level)"
+    return ".".join(parts) if parts else "(top)"
 
 
 def _show(value: Any, limit: int = 60) -> str:
