@@ -1,0 +1,193 @@
+"""`explorer enumerate` through the real command line: tables on disk, errors as one line."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TABLE2 = REPO / "spaces" / "resnext50_table2.yaml"
+
+# The paper's Table 2 (C -> d), and DESIGN.md's reference counts at 224x224, 1000 classes.
+TABLE2_D = {1: 64, 2: 40, 4: 24, 8: 14, 32: 4}
+RESNET50 = (25_557_032, 4_089_184_256)
+RESNEXT50_32X4D = (25_028_904, 4_230_479_872)
+REQUIRED = ["space", "key", "cardinality", "bottleneck_width", "params", "flops", "acts"]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "FORCE_COLOR")}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def run_cli(*args: str, code: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m explorer.cli ARGS`, or `python -c CODE ARGS` for a patched run."""
+    head = ["-c", code, "enumerate"] if code else ["-m", "explorer.cli", "enumerate"]
+    return subprocess.run([sys.executable, *head, *args], cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The Table 2 spec enumerated to .csv, .parquet and .json (concurrently, once)."""
+    folder = tmp_path_factory.mktemp("tables")
+    paths = {s: folder / "sub" / f"table2{s}" for s in (".csv", ".parquet", ".json")}
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = dict(zip(paths, pool.map(
+            lambda p: run_cli(str(TABLE2), "--output", str(p)), paths.values()), strict=True))
+    for suffix, result in results.items():
+        assert result.returncode == 0, (suffix, result.stderr)
+        assert "Traceback" not in result.stdout + result.stderr
+        assert f"wrote {paths[suffix]}" in result.stdout
+        assert "10 candidates, 0 dropped" in result.stdout
+    return paths
+
+
+def check_table2(frame: pd.DataFrame) -> None:
+    assert set(REQUIRED) <= set(frame.columns)
+    assert len(frame) == 10  # one row per candidate: 5 cardinalities in each of 2 spaces
+    assert sorted(frame["space"].unique()) == ["preserved", "preserved-flops"]
+    for _, rows in frame.groupby("space"):
+        assert rows["key"].is_unique
+        assert sorted(rows["cardinality"]) == sorted(TABLE2_D)
+    preserved = frame[frame["space"] == "preserved"]
+    solved = dict(zip(preserved["cardinality"], preserved["bottleneck_width"], strict=True))
+    assert {int(c): int(d) for c, d in solved.items()} == TABLE2_D
+    row = preserved.set_index("cardinality")
+    assert (row.loc[1, "params"], row.loc[1, "flops"]) == RESNET50
+    assert (row.loc[32, "params"], row.loc[32, "flops"]) == RESNEXT50_32X4D
+    assert (frame["acts"] > 0).all()
+    assert all(abs(p - RESNET50[0]) / RESNET50[0] <= 0.05 for p in preserved["params"])
+
+
+def test_csv_has_one_row_per_candidate_with_table2_values(tables: dict[str, Path]) -> None:
+    frame = pd.read_csv(tables[".csv"])
+    check_table2(frame)
+    assert frame["depths"].iloc[0] == "[3,4,6,3]"  # lists are written as JSON-like text
+
+
+def test_parquet_and_json_are_readable_by_pandas(tables: dict[str, Path]) -> None:
+    csv = pd.read_csv(tables[".csv"])
+    for frame in (pd.read_parquet(tables[".parquet"]), pd.read_json(tables[".json"])):
+        check_table2(frame)
+        assert list(frame["key"]) == list(csv["key"])
+        assert list(frame["params"]) == list(csv["params"])
+        assert list(frame["depths"].iloc[0]) == [3, 4, 6, 3]  # lists stay lists
+    records = json.loads(tables[".json"].read_text())
+    assert isinstance(records, list) and len(records) == 10
+    leftovers = [p.name for p in tables[".csv"].parent.iterdir() if p.name.startswith(".")]
+    assert leftovers == []  # no temporary files left beside the tables
+
+
+def test_unknown_output_suffix_is_one_clear_line(tmp_path: Path) -> None:
+    out = tmp_path / "table.xlsx"
+    result = run_cli(str(TABLE2), "--output", str(out))
+    assert result.returncode == 2
+    lines = [x for x in result.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1, result.stderr
+    assert ".xlsx" in lines[0] and ".csv" in lines[0] and ".parquet" in lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    assert "candidates" not in result.stdout  # refused before enumerating
+
+
+def test_space_option_selects_spaces_and_rejects_unknown_ones(tmp_path: Path) -> None:
+    out = tmp_path / "one.csv"
+    good = run_cli(str(TABLE2), "--space", "preserved-flops", "--output", str(out))
+    assert good.returncode == 0, good.stderr
+    frame = pd.read_csv(out)
+    assert set(frame["space"]) == {"preserved-flops"} and len(frame) == 5
+
+    bad = run_cli(str(TABLE2), "--space", "nope", "--output", str(tmp_path / "no.csv"))
+    assert bad.returncode == 2
+    lines = [x for x in bad.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "nope" in lines[0] and "preserved" in lines[0]
+    assert not (tmp_path / "no.csv").exists()
+
+
+TINY = """\
+name: tiny
+model:
+  template: cifar
+  depths: [1, 1]
+  stem_width: 8
+  widths: [16, 32]
+  cardinality: 1
+  bottleneck_width: 4
+spaces:
+  preserved:
+    axes:
+      cardinality: [1, 2, 4]
+    solve:
+      field: bottleneck_width
+      preserve: params
+      tolerance: 0.5
+data:
+  dataset: cifar10
+  resolution: 16
+"""
+
+
+@pytest.fixture
+def tiny_spec(tmp_path: Path) -> Path:
+    # Whether explorer.models.build_model and .measure exist, without importing torch here
+    # (the CLI subprocess imports them; importing them in this process too costs seconds).
+    models = REPO / "explorer" / "models"
+    resnext = models / "resnext.py"
+    if importlib.util.find_spec("explorer.models") is None or not (
+            (models / "measure.py").exists() and resnext.exists()
+            and "def build_model" in resnext.read_text()):
+        pytest.skip("explorer.models.build_model / measure are not written yet")
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+def test_verify_fvcore_agrees_on_a_tiny_space(tiny_spec: Path) -> None:
+    result = run_cli(str(tiny_spec), "--verify-fvcore")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "fvcore agrees on all 3 candidates" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+PATCHED = """\
+import sys
+import explorer.space as space
+from explorer.complexity import Complexity, count
+
+def off_by_one(arch, resolution, num_classes):
+    c = count(arch, resolution, num_classes)
+    return Complexity(c.params + 1, c.flops, c.acts)
+
+space.count = off_by_one
+from explorer.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.slow
+def test_verify_fvcore_reports_a_formula_that_disagrees(tiny_spec: Path) -> None:
+    """The check can fail: with the formula's params off by one, every candidate differs."""
+    result = run_cli(str(tiny_spec), "--verify-fvcore", code=PATCHED)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "3 of 3 candidates differ from fvcore" in result.stderr
+    assert result.stderr.count("mismatch") == 3
+
+
+def test_a_space_with_every_point_dropped_enumerates_to_nothing(tmp_path: Path) -> None:
+    spec = tmp_path / "none.yaml"
+    spec.write_text(TINY + "constraints:\n  params: [null, 1000]\n")
+    out = tmp_path / "none.csv"
+    result = run_cli(str(spec), "--output", str(out))
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert result.returncode == 0, result.stderr
+    assert "0 candidates, 3 dropped" in result.stdout
