@@ -83,6 +83,9 @@ def main() -> None:
         results[form] = (best_tp, best_lat)
         rel = best_tp / results["grouped"][0]
         print(f"| {form} | {best_tp:.1f} | {rel:.2f}x | {best_lat:.2f} |", flush=True)
+    if Path("/proc/loadavg").is_file():
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+        print(f"\nload average at the end: {load}")
 
 
 if __name__ == "__main__":
