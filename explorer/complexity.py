@@ -33,7 +33,12 @@ Cost = tuple[int, int, int]
 
 
 def _sum(*costs: Cost) -> Cost:
-    return (sum(c[0] for c in costs), sum(c[1] for c in costs), sum(c[2] for c in costs))
+    params = flops = acts = 0
+    for p, f, a in costs:
+        params += p
+        flops += f
+        acts += a
+    return (params, flops, acts)
 
 
 def conv_out_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -67,6 +72,7 @@ def stem(arch: Arch, resolution: int) -> tuple[Cost, int]:
     return _sum(cost, batch_norm(arch.stem_width)), size
 
 
+@functools.lru_cache(maxsize=65536)
 def bottleneck(size: int, c_in: int, stage: Stage, stride: int, block: str) -> tuple[Cost, int]:
     """One bottleneck block in the given form; the forms differ only in acts.
 

@@ -8,6 +8,7 @@ the rest, each with a reason. Needs neither torch nor ray.
 
 from __future__ import annotations
 
+import gc
 import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -149,17 +150,25 @@ def enumerate_spec(spec: Spec, spaces: list[str] | None = None) -> Enumeration:
     base = base_candidate(spec)
     kept: list[Candidate] = []
     dropped: list[Dropped] = []
-    for name in spaces or list(spec.spaces):
-        seen: set[str] = set()
-        for values in grid(spec.spaces[name]):
-            result = realise(spec, name, values, base)
-            if isinstance(result, Dropped):
-                dropped.append(result)
-            elif result.key in seen:
-                dropped.append(Dropped(name, values, f"same network as candidate {result.key}"))
-            else:
-                seen.add(result.key)
-                kept.append(result)
+    # Enumeration allocates many small objects that all live to the end: the
+    # cyclic garbage collector would rescan the growing heap for nothing.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for name in spaces or list(spec.spaces):
+            seen: set[Arch] = set()  # equal records, equal keys: hashing the record is cheaper
+            for values in grid(spec.spaces[name]):
+                result = realise(spec, name, values, base)
+                if isinstance(result, Dropped):
+                    dropped.append(result)
+                elif result.arch in seen:
+                    dropped.append(Dropped(name, values, f"same network as candidate {result.key}"))
+                else:
+                    seen.add(result.arch)
+                    kept.append(result)
+    finally:
+        if collecting:
+            gc.enable()
     return Enumeration(base, tuple(kept), tuple(dropped))
 
 

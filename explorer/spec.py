@@ -65,6 +65,10 @@ class FrozenDict(dict[str, Any]):
     def __hash__(self) -> int:  # type: ignore[override]
         return hash(tuple(self.items()))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickle and deepcopy would refill the dict through __setitem__.
+        return (type(self), (dict(self),))
+
 
 class Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -336,10 +340,12 @@ def parse_spec(text: str, filename: str = "<spec>") -> Spec:
 
 
 def _check(parsed: Parsed, filename: str) -> Iterator[Problem]:
-    def at(loc: Loc, message: str, value: Any = None, show_value: bool = True) -> Problem:
+    def at(
+        loc: Loc, message: str, value: Any = None, show_value: bool = True, line_loc: Loc = ()
+    ) -> Problem:
         return Problem(
             filename,
-            _line_of(parsed.lines, loc),
+            _line_of(parsed.lines, line_loc or loc),
             _dotted(loc),
             message,
             _show(value) if show_value else None,
@@ -360,13 +366,20 @@ def _check(parsed: Parsed, filename: str) -> Iterator[Problem]:
                 other[: len(loc)] == loc and len(other) > len(loc) for other, _ in errors
             ):
                 continue  # a list whose only item is invalid is not also "empty"
-            yield at(loc, _message(e, loc), e.get("input"), show_value=e["type"] != "missing")
+            key_loc = tuple(x for x in e["loc"] if x not in _UNION_TAGS and x != "[key]")
+            yield at(loc, _message(e, loc), e.get("input"), e["type"] != "missing", key_loc)
     yield from _check_semantics(data, at)
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> Loc:
-    """Pydantic's location without its markers: union tags and '[key]' for mapping keys."""
-    return tuple(x for x in loc if x not in _UNION_TAGS and x != "[key]")
+    """Pydantic's location without its markers (union tags).
+
+    A bad mapping key (pydantic marks it '[key]') is reported at its mapping,
+    the key itself shown as the value, so the path stays a clean dotted name.
+    """
+    if "[key]" in loc:
+        loc = loc[: loc.index("[key]") - 1]
+    return tuple(x for x in loc if x not in _UNION_TAGS)
 
 
 def _check_semantics(data: dict[str, Any], at: Any) -> Iterator[Problem]:

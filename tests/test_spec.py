@@ -43,10 +43,7 @@ SUMMARY = r"^{file}: (\d+) problems?; nothing was run$"
 
 # Known deviations, each a bug report: (check, spec file) -> why it fails today; check "*"
 # covers every check of that file (a spec the CLI wrongly accepts fails them all).
-KNOWN: dict[tuple[str, str], str] = {
-    ("format", "space_name_unsafe.yaml"): "the path is the offending key itself ('spaces.a b'), "
-                                          "which the contract's [\\w.\\-()]+ path cannot match",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def _with_known(check: str, paths: list[Path]) -> list:
@@ -369,8 +366,6 @@ def test_spec_spaces_cannot_be_changed_after_validation() -> None:
     assert spec.hash == before
 
 
-@pytest.mark.xfail(strict=True, reason="Spec.spaces is a FrozenDict whose __setitem__ raises, "
-                   "and pickle/deepcopy rebuild a dict subclass item by item through __setitem__")
 @pytest.mark.parametrize("how", ["pickle", "deepcopy"])
 def test_spec_survives_pickle_and_deepcopy(how: str) -> None:
     """Ray ships specs (e.g. inside the Optuna searcher) to workers and checkpoints by pickling."""
