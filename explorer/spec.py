@@ -510,9 +510,12 @@ def _valid(model: type[BaseModel], data: Any) -> Any:
 @functools.cache
 def _adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
     info = model.model_fields[name]
-    if not info.metadata:
-        return TypeAdapter(info.annotation)
-    return TypeAdapter(Annotated[(info.annotation, *info.metadata)])  # type: ignore[misc]
+    # A field's type is only known at run time; typing it as Any keeps mypy
+    # agreeing across pydantic versions whose stubs type TypeAdapter differently.
+    annotation: Any = info.annotation
+    if info.metadata:
+        annotation = Annotated.__class_getitem__((annotation, *info.metadata))  # type: ignore[attr-defined]
+    return TypeAdapter(annotation)
 
 
 def _message(error: Any, loc: Loc) -> str:
