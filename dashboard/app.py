@@ -1,0 +1,315 @@
+"""The explorer dashboard (Streamlit): widgets only.
+
+Started by `explorer dashboard`, which runs ``streamlit run dashboard/app.py
+-- --store URL``. Data comes from the results store, opened read-only, and
+explorer.analysis; every chart comes from dashboard.figures.
+
+Live: store reads are cached on ``Store.data_version()``, which changes with
+every write, and a fragment polls that number every few seconds; when it
+changes, the app reruns (the browser page is not reloaded, and charts keep
+their zoom through ``uirevision``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import figures
+from explorer import analysis
+from explorer.store import Store, StoreError
+
+POLL_SECONDS = 3.0
+VIEWS = ("Error vs cost", "Tradeoff", "Training curves", "EDFs", "Measured cost", "Trials")
+# Filter widgets: (session key, label, trials column).
+FILTERS = (
+    ("f_spaces", "spaces", "space"),
+    ("f_cardinality", "cardinality C", "cardinality"),
+    ("f_bottleneck", "bottleneck width d", "bottleneck_width"),
+    ("f_depths", "depths (blocks per stage)", "depths"),
+    ("f_status", "status", "status"),
+    ("f_seeds", "seeds", "seed"),
+)
+Filters = tuple[tuple[str, tuple[Any, ...]], ...]
+
+
+def store_url(argv: Sequence[str]) -> str | None:
+    """The --store URL from the script's arguments (nothing else is read from them)."""
+    parser = argparse.ArgumentParser(prog="dashboard", add_help=False)
+    parser.add_argument("--store", default=None)
+    known, _unknown = parser.parse_known_args(list(argv))
+    return known.store
+
+
+# --- cached reads: keyed on the store's data version ---------------------------------------
+
+
+@st.cache_resource(show_spinner=False)
+def open_store(url: str) -> Store:
+    return Store.open(url, readonly=True)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def load_experiments(url: str, version: int) -> pd.DataFrame:
+    return open_store(url).experiments()
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def load_trials(url: str, version: int, experiments: tuple[str, ...]) -> pd.DataFrame:
+    trials = open_store(url).trials_frame(list(experiments))
+    return figures.with_space_labels(trials)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def select(url: str, version: int, experiments: tuple[str, ...], chosen: Filters
+           ) -> pd.DataFrame:
+    trials = load_trials(url, version, experiments)
+    options = dict(chosen)
+    return figures.select_trials(
+        trials, spaces=options.get("space", ()), statuses=options.get("status", ()),
+        seeds=options.get("seed", ()), cardinalities=options.get("cardinality", ()),
+        bottleneck_widths=options.get("bottleneck_width", ()), depths=options.get("depths", ()),
+    )
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def load_candidates(url: str, version: int, experiments: tuple[str, ...], chosen: Filters
+                    ) -> pd.DataFrame:
+    return figures.with_hover(analysis.by_candidate(select(url, version, experiments, chosen)))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def load_edf(url: str, version: int, experiments: tuple[str, ...], chosen: Filters,
+             normalize_by: str | None) -> pd.DataFrame:
+    return analysis.edf_table(select(url, version, experiments, chosen),
+                              normalize_by=normalize_by)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def load_curves(url: str, version: int, experiments: tuple[str, ...], chosen: Filters,
+                trial_ids: tuple[int, ...]) -> pd.DataFrame:
+    epochs = open_store(url).epochs_frame(trial_ids=trial_ids)
+    return analysis.curves(epochs, select(url, version, experiments, chosen))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def trial_csv(url: str, version: int, experiments: tuple[str, ...], chosen: Filters) -> str:
+    return figures.trial_table(select(url, version, experiments, chosen)).to_csv(index=False)
+
+
+# --- widgets --------------------------------------------------------------------------------
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def live(url: str, shown: int) -> None:
+    """Poll the data version; rerun the app when the sweep wrote something."""
+    try:
+        now = open_store(url).data_version()
+    except Exception:  # a transient read error: try again at the next poll
+        return
+    if now != shown:
+        st.rerun(scope="app")
+    st.caption(f"live: data version {now}, checked {time.strftime('%H:%M:%S')}")
+
+
+def sidebar(experiments: pd.DataFrame) -> tuple[str, ...]:
+    names = experiments["experiment"].drop_duplicates().tolist()
+    newest = experiments.sort_values("created_at")["experiment"].iloc[-1]
+    chosen = st.sidebar.multiselect("experiments", names, default=[newest], key="experiments")
+    return tuple(chosen)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def filter_options(url: str, version: int, experiments: tuple[str, ...]
+                   ) -> dict[str, list[object]]:
+    """The values present in each filtered column, sorted."""
+    trials = load_trials(url, version, experiments)
+    options = {}
+    for _key, _label, column in FILTERS:
+        values = trials[column].dropna()
+        if column == "depths":
+            values = values.map(figures.tuple_label)
+        options[column] = sorted(values.unique().tolist(), key=lambda v: (str(type(v)), v))
+    return options
+
+
+def filter_widgets(options: dict[str, list[object]]) -> Filters:
+    """Multiselects over the values present; empty means all."""
+    chosen = []
+    for key, label, column in FILTERS:
+        picked = st.sidebar.multiselect(label, options[column], key=key, placeholder="all")
+        chosen.append((column, tuple(picked)))
+    return tuple(chosen)
+
+
+def messages(experiments: pd.DataFrame, names: tuple[str, ...], trials: pd.DataFrame) -> None:
+    """What has no results yet, and what failed."""
+    latest = experiments[experiments["latest"] & experiments["experiment"].isin(names)]
+    for row in latest.itertuples(index=False):
+        if row.trials == 0:
+            st.info(f"Experiment {row.experiment!r} (version {row.version}) has no trials yet; "
+                    "this page updates by itself as the sweep records them.")
+        elif row.finished == 0:
+            st.info(f"Experiment {row.experiment!r} (version {row.version}) has no finished "
+                    f"trials yet: {row.pending} pending, {row.running} running, "
+                    f"{row.failed} failed. The charts appear as trials finish.")
+    failed = figures.failed_table(trials)
+    if not failed.empty:
+        st.warning(f"{len(failed)} trial{'s' if len(failed) != 1 else ''} failed; "
+                   "their errors are listed below (`explorer run SPEC` again retries them).")
+        with st.expander(f"failed trials ({len(failed)})", expanded=len(failed) <= 5):
+            st.dataframe(failed, hide_index=True, key="failed_table")
+
+
+def chart(fig: object, key: str) -> None:
+    st.plotly_chart(fig, key=key, config={"displaylogo": False})
+
+
+def render(url: str | None) -> None:
+    st.set_page_config(page_title="explorer", layout="wide")
+    st.title("explorer: ResNeXt design spaces")
+    if not url:
+        st.error("No results store given: start the dashboard with `explorer dashboard`.")
+        return
+    try:
+        store = open_store(url)
+        version = store.data_version()
+    except StoreError as problem:
+        st.error(str(problem))
+        return
+    experiments = load_experiments(url, version)
+    st.caption(f"results: {store.where} (read-only), data version {version}")
+    if experiments.empty:
+        st.info(f"No experiments in {store.where} yet: run `explorer run SPEC`. "
+                "This page updates by itself as soon as the sweep records one.")
+        live(url, version)
+        return
+    names = sidebar(experiments)
+    if st.sidebar.toggle("live updates", value=True, key="live"):
+        live(url, version)
+    if not names:
+        st.info("Pick one or more experiments in the sidebar.")
+        return
+    chosen = filter_widgets(filter_options(url, version, names))
+    selected = select(url, version, names, chosen)
+    messages(experiments, names, selected)
+    if selected.empty:
+        any_trials = bool(experiments.loc[experiments["latest"]
+                                          & experiments["experiment"].isin(names), "trials"].sum())
+        st.info("No trials match the filters in the sidebar." if any_trials else
+                "No trials recorded for this selection yet.")
+        return
+    candidates = load_candidates(url, version, names, chosen)
+    counts = selected.drop_duplicates("trial_id")["status"].value_counts()
+    st.caption(" · ".join(f"{int(counts.get(s, 0))} {s}"
+                          for s in ("finished", "running", "pending", "failed"))
+               + f" · {len(candidates)} candidate means (over seeds)")
+    tabs = st.tabs(list(VIEWS), on_change="rerun", key="view")
+    views = dict(zip(VIEWS, tabs, strict=True))
+    nothing = "No finished trials in this selection yet."
+    with views["Error vs cost"]:
+        if views["Error vs cost"].open:
+            if candidates.empty:
+                st.info(nothing)
+            else:
+                chart(figures.error_vs_cost(candidates, "flops"), "error_vs_flops")
+                chart(figures.error_vs_cost(candidates, "params"), "error_vs_params")
+    with views["Tradeoff"]:
+        if views["Tradeoff"].open:
+            tradeoff_view(candidates, nothing)
+    with views["Training curves"]:
+        if views["Training curves"].open:
+            curves_view(url, version, names, chosen, selected)
+    with views["EDFs"]:
+        if views["EDFs"].open:
+            edf_view(url, version, names, chosen, candidates, nothing)
+    with views["Measured cost"]:
+        if views["Measured cost"].open:
+            cost_view(candidates, nothing)
+    with views["Trials"]:
+        if views["Trials"].open:
+            table = figures.trial_table(selected)
+            st.dataframe(table, hide_index=True, key="trial_table")
+            st.download_button(
+                "Download CSV", lambda: trial_csv(url, version, names, chosen),
+                file_name=f"{'_'.join(names)}-trials.csv", mime="text/csv", key="csv",
+                on_click="ignore")
+
+
+def tradeoff_view(candidates: pd.DataFrame, nothing: str) -> None:
+    if candidates.empty:
+        st.info(nothing)
+        return
+    kinds = figures.space_kinds(candidates)
+    varying = [space for space, kind in kinds.items() if "cardinality" in kind]
+    if varying:
+        chart(figures.cardinality_tradeoff(candidates), "cardinality_tradeoff")
+        table = analysis.tradeoff(candidates[candidates["space"].astype(str).isin(varying)])
+        st.dataframe(table[["space", "setting", "params", "flops", "test_error_mean",
+                            "test_error_std", "seeds"]], hide_index=True, key="tradeoff_table")
+    else:
+        st.info("No space in this selection varies cardinality: the error-vs-C chart needs one "
+                "(e.g. `axes: {cardinality: [1, 2, 4, 8, 32]}` with `solve`).")
+    chart(figures.capacity_comparison(candidates), "capacity_comparison")
+
+
+def curves_view(url: str, version: int, names: tuple[str, ...], chosen: Filters,
+                selected: pd.DataFrame) -> None:
+    per_trial = selected.drop_duplicates("trial_id")
+    per_trial = per_trial[per_trial["epochs_completed"].fillna(0) > 0]
+    if per_trial.empty:
+        st.info("No trial in this selection has finished an epoch yet.")
+        return
+    labels = dict(zip(per_trial["trial_id"].astype(int),
+                      figures.arch_labels(per_trial) + " seed " + per_trial["seed"].astype(str)
+                      + " (" + per_trial["status"].astype(str) + ")", strict=True))
+    default = [t for t in figures.best_trials(per_trial) if t in labels]
+    picked = st.multiselect("trials", list(labels), default=default, key="curve_trials",
+                            format_func=lambda t: f"#{t} {labels.get(t, '')}",
+                            help="Default: the running trials, then the best finished ones.")
+    if not picked:
+        st.info("Pick trials above to see their curves.")
+        return
+    curves = load_curves(url, version, names, chosen, tuple(sorted(int(t) for t in picked)))
+    chart(figures.training_curves(curves), "training_curves")
+
+
+def edf_view(url: str, version: int, names: tuple[str, ...], chosen: Filters,
+             candidates: pd.DataFrame, nothing: str) -> None:
+    if candidates.empty:
+        st.info(nothing)
+        return
+    how = st.radio("normalise complexity", ["none", "params", "flops"], horizontal=True,
+                   key="edf_normalize",
+                   help="Weight models so that each space's complexity distribution is flat "
+                        "(Radosavovic et al. 2019): compares spaces at equal complexity.")
+    normalize = None if how == "none" else how
+    edf = load_edf(url, version, names, chosen, normalize)
+    chart(figures.edf_figure(edf, normalize_by=normalize), "error_edf")
+
+
+def cost_view(candidates: pd.DataFrame, nothing: str) -> None:
+    if candidates.empty:
+        st.info(nothing)
+        return
+    metric = st.radio("measure", ["latency_ms", "train_images_per_sec"], horizontal=True,
+                      key="cost_metric", format_func=figures.COST_LABELS.__getitem__)
+    if candidates[metric].notna().any():
+        chart(figures.cost_figure(candidates, metric), f"cost_{metric}")
+    else:
+        st.info(f"No {figures.COST_LABELS[metric]} measured for this selection yet "
+                "(`explorer cost SPEC` measures latency; trials report their throughput).")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    render(store_url(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    main()

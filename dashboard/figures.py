@@ -1,0 +1,516 @@
+"""DataFrame -> plotly Figure: every chart of the dashboard and the HTML report.
+
+Pure functions of the frames `explorer.analysis` computes (no streamlit, no
+I/O), so each one is unit-tested and the report draws exactly what the
+dashboard shows. Each figure names itself in ``layout.meta["chart"]`` and each
+trace its role in ``trace.meta["role"]`` ("candidates", "pareto", "legend",
+...), so tests (and the browser test, through the DOM) can find the points of
+a chart without depending on titles or trace order.
+
+Conventions: errors are percentages (lower is better); cost axes are
+logarithmic; a scatter with many points uses WebGL (``scattergl``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from explorer import analysis
+
+# Above this many points a chart switches to WebGL: SVG slows down past a few thousand.
+WEBGL_THRESHOLD = 1500
+# Longest training curve drawn per trial and split; longer ones are thinned evenly.
+MAX_CURVE_POINTS = 200
+
+PALETTE = (
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf", "#393b79", "#ad494a", "#637939", "#8c6d31", "#7b4173", "#3182bd",
+)
+# Symbols WebGL scatters draw as well as SVG ones, one per cardinality (cycled).
+SYMBOLS = ("circle", "square", "diamond", "cross", "x", "triangle-up", "triangle-down",
+           "star", "hexagon", "pentagon", "triangle-left", "triangle-right")
+
+COST_LABELS = {
+    "flops": "FLOPs (multiply-adds per image)",
+    "params": "parameters",
+    "latency_ms": "latency (ms, batch 1)",
+    "train_images_per_sec": "training throughput (images/s)",
+}
+
+
+# --- frame helpers ------------------------------------------------------------------------
+
+
+def tuple_label(value: object) -> str:
+    """(3, 3, 3) -> '3-3-3'; missing -> '?'."""
+    if isinstance(value, tuple):
+        return _tuple_label(value)
+    if isinstance(value, list | np.ndarray):
+        return _tuple_label(tuple(value))
+    return "?" if value is None or value is pd.NA or value != value else str(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _tuple_label(value: tuple[Any, ...]) -> str:  # few distinct shapes, many rows
+    return "-".join(str(int(v)) for v in value)
+
+
+def arch_labels(frame: pd.DataFrame) -> pd.Series:
+    """'8×14d depths 3-3-3 widths 256-512-1024' per row: the full architecture in words."""
+    def text(value: object) -> str:
+        return "?" if value is None or value is pd.NA or value != value else str(value)
+
+    labels = [f"{text(c)}×{text(d)}d depths {tuple_label(depths)} widths {tuple_label(widths)}"
+              for c, d, depths, widths in zip(frame["cardinality"], frame["bottleneck_width"],
+                                              frame["depths"], frame["widths"], strict=True)]
+    return pd.Series(labels, index=frame.index, dtype=object)
+
+
+def with_space_labels(trials: pd.DataFrame) -> pd.DataFrame:
+    """Prefix each space with its experiment when several experiments are shown together,
+    so that equally named spaces of different experiments stay apart."""
+    if trials.empty or trials["experiment"].nunique() < 2:
+        return trials
+    space = trials["space"].astype("string").fillna("(no space)")
+    return trials.assign(space=(trials["experiment"].astype("string") + " / " + space))
+
+
+def select_trials(
+    trials: pd.DataFrame,
+    *,
+    experiments: Sequence[str] = (),
+    spaces: Sequence[str] = (),
+    statuses: Sequence[str] = (),
+    seeds: Sequence[int] = (),
+    cardinalities: Sequence[int] = (),
+    bottleneck_widths: Sequence[int] = (),
+    depths: Sequence[str] = (),
+) -> pd.DataFrame:
+    """The sidebar's filters; an empty selection means "all".
+
+    `depths` are labels as `tuple_label` writes them ('3-3-3').
+    """
+    out = analysis.filter_trials(trials, experiments=experiments, spaces=spaces,
+                                 statuses=statuses, seeds=seeds)
+    if cardinalities:
+        out = out[out["cardinality"].isin(list(cardinalities)).fillna(False).astype(bool)]
+    if bottleneck_widths:
+        out = out[out["bottleneck_width"].isin(list(bottleneck_widths)).fillna(False)
+                  .astype(bool)]
+    if depths:
+        out = out[out["depths"].map(tuple_label).isin(list(depths))]
+    return out
+
+
+def space_kinds(candidates: pd.DataFrame) -> dict[str, str]:
+    """What each space varies, for Fig. 7's legend: 'cardinality', 'depth', 'width',
+    several joined by '+' (e.g. 'cardinality+depth'), or 'fixed'.
+
+    d varying with C is part of a cardinality space (at preserved complexity
+    d shrinks as C grows); d varying alone is width.
+    """
+    kinds: dict[str, str] = {}
+    for space, part in candidates.groupby("space", sort=True):
+        def varies(column: str, part: pd.DataFrame = part) -> bool:
+            return bool(part[column].map(analysis._hashable).nunique(dropna=False) > 1)
+
+        axes = [name for name, vary in (
+            ("cardinality", varies("cardinality")),
+            ("depth", varies("depths")),
+            ("width", varies("widths") or (varies("bottleneck_width")
+                                           and not varies("cardinality"))),
+        ) if vary]
+        kinds[str(space)] = "+".join(axes) or "fixed"
+    return kinds
+
+
+def kind_label(kind: str) -> str:
+    """'cardinality' -> 'more cardinality', 'cardinality+depth' -> 'cardinality and depth'."""
+    if kind == "fixed":
+        return "a single network"
+    axes = kind.split("+")
+    return f"more {axes[0]}" if len(axes) == 1 else " and ".join(axes)
+
+
+def colors_for(names: Iterable[object]) -> dict[str, str]:
+    """A stable colour per name (sorted), cycling the palette."""
+    return {name: PALETTE[i % len(PALETTE)]
+            for i, name in enumerate(sorted({str(n) for n in names}))}
+
+
+def symbols_for(cardinalities: Iterable[Any]) -> dict[int, str]:
+    """A marker symbol per cardinality, in increasing order of C."""
+    values = sorted({int(c) for c in cardinalities if c is not None and c is not pd.NA})
+    return {c: SYMBOLS[i % len(SYMBOLS)] for i, c in enumerate(values)}
+
+
+def thin(frame: pd.DataFrame, max_points: int) -> pd.DataFrame:
+    """At most `max_points` rows, evenly spaced, first and last kept."""
+    if len(frame) <= max_points:
+        return frame
+    index = np.unique(np.linspace(0, len(frame) - 1, max_points).round().astype(int))
+    return frame.iloc[index]
+
+
+def trial_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per trial (spaces joined) with readable columns, for the table and its CSV."""
+    columns = {
+        "experiment": "experiment", "version": "version", "space": "space",
+        "trial_id": "trial", "key": "key", "cardinality": "C", "bottleneck_width": "d",
+        "depths": "depths", "widths": "widths", "params": "params", "flops": "flops",
+        "seed": "seed", "status": "status", "test_error": "test error %",
+        "test_top5_error": "top-5 error %", "epochs_completed": "epochs",
+        "train_images_per_sec": "images/s", "latency_ms": "latency ms", "error": "error message",
+        "trial_key": "trial key",
+    }
+    present = [c for c in columns if c in trials.columns]
+    if trials.empty:
+        return pd.DataFrame(columns=[columns[c] for c in present])
+    frame = trials[present].copy()
+    frame["depths"] = frame["depths"].map(tuple_label)
+    frame["widths"] = frame["widths"].map(tuple_label)
+    frame["space"] = frame["space"].astype("string").fillna("")
+    joined = frame.groupby("trial_id", sort=False)["space"].agg(lambda s: ", ".join(sorted(s)))
+    frame = frame.drop_duplicates("trial_id")
+    frame["space"] = frame["trial_id"].map(joined).astype(object)
+    return frame[present].rename(columns=columns).reset_index(drop=True)
+
+
+def failed_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """The failed trials with their error text, one row per trial."""
+    failed = trials[trials["status"] == "failed"] if not trials.empty else trials
+    table = trial_table(failed)
+    keep = ["experiment", "space", "trial", "C", "d", "depths", "widths", "seed",
+            "epochs", "error message", "trial key"]
+    return table[[c for c in keep if c in table.columns]]
+
+
+def summary_table(trials: pd.DataFrame, candidates: pd.DataFrame) -> pd.DataFrame:
+    """Per space: trials by status, candidates with results, the best candidate."""
+    rows = []
+    if trials.empty:
+        return pd.DataFrame(columns=["space", "trials", "finished", "running", "pending", "failed",
+                                     "candidates", "best", "best test error %"])
+    per_trial = trials.drop_duplicates(["space", "trial_id"])
+    for space, part in per_trial.groupby("space", sort=True, dropna=False):
+        counts = part["status"].value_counts()
+        done = candidates[candidates["space"] == space] if not candidates.empty else candidates
+        best = done.nsmallest(1, "test_error_mean") if not done.empty else done
+        rows.append({
+            "space": "(no space)" if space is None or space != space else str(space),
+            "trials": len(part),
+            **{s: int(counts.get(s, 0)) for s in ("finished", "running", "pending", "failed")},
+            "candidates": len(done),
+            "best": arch_labels(best).iloc[0] if not best.empty else "",
+            "best test error %": (f"{best['test_error_mean'].iloc[0]:.2f} ± "
+                                  f"{best['test_error_std'].iloc[0]:.2f}"
+                                  if not best.empty else "–"),
+        })
+    return pd.DataFrame(rows)
+
+
+# --- figures ------------------------------------------------------------------------------
+#
+# Traces and layouts are plain dicts, assembled with validation off: plotly's validators cost
+# ~0.1 s per thousand points, which a live dashboard pays on every rerun. The tests rebuild
+# every figure with validation on (go.Figure(fig.to_dict())), so a misspelt property fails
+# there.
+
+Trace = dict[str, Any]
+
+
+def _figure(traces: list[Trace], chart: str, title: str, x: str, y: str, *,
+            log_x: bool = False, **layout: Any) -> go.Figure:
+    base: dict[str, Any] = {
+        "title": {"text": title}, "meta": {"chart": chart}, "uirevision": chart,
+        "xaxis": {"title": {"text": x}, "type": "log" if log_x else "linear"},
+        "yaxis": {"title": {"text": y}}, "legend": {"itemsizing": "constant"},
+        "margin": {"l": 60, "r": 20, "t": 60, "b": 50}, "hovermode": "closest",
+    }
+    for key, value in layout.items():
+        current = base.get(key)
+        base[key] = {**current, **value} if isinstance(current, dict) else value
+    return go.Figure(data=traces, layout=base, _validate=False)
+
+
+def empty_figure(chart: str, message: str) -> go.Figure:
+    """A figure with no data and a centred message (what there is to say instead)."""
+    return go.Figure(data=[], layout={
+        "meta": {"chart": chart}, "xaxis": {"visible": False}, "yaxis": {"visible": False},
+        "annotations": [{"text": message, "showarrow": False, "x": 0.5, "y": 0.5,
+                         "xref": "paper", "yref": "paper"}],
+    }, _validate=False)
+
+
+def _scatter_type(n: int) -> str:
+    return "scattergl" if n > WEBGL_THRESHOLD else "scatter"
+
+
+def _floats(series: pd.Series) -> np.ndarray:
+    return series.astype("float64").to_numpy()
+
+
+def hover_texts(part: pd.DataFrame) -> list[str]:
+    """Per candidate: space, full architecture, key, error ± std over seeds, params, flops.
+
+    Taken from a "hover" column when the frame has one (see `with_hover`).
+    """
+    if "hover" in part.columns:
+        return part["hover"].tolist()
+    return [
+        f"<b>{space}</b><br>{arch}<br>key {key}<br>test error {mean:.2f} ± {std:.2f} % "
+        f"({seeds} seed{'s' if seeds != 1 else ''})<br>params {params:,.0f}<br>"
+        f"flops {flops:,.0f}"
+        for space, arch, key, mean, std, seeds, params, flops in zip(
+            part["space"].astype(str), arch_labels(part), part["key"].astype(str),
+            part["test_error_mean"], part["test_error_std"], part["seeds"],
+            _floats(part["params"]), _floats(part["flops"]), strict=True)
+    ]
+
+
+def with_hover(candidates: pd.DataFrame) -> pd.DataFrame:
+    """The candidates with their hover texts computed once (for several charts)."""
+    return candidates.assign(hover=pd.Series(hover_texts(candidates), index=candidates.index,
+                                             dtype=object))
+
+
+def error_vs_cost(candidates: pd.DataFrame, cost: str = "flops") -> go.Figure:
+    """Mean test error ± std over seeds against `cost` (flops or params), log x.
+
+    One trace of points per space (colour), marker symbol by cardinality,
+    exactly one point per candidate and space (role "candidates"); the
+    Pareto front over all of them (role "pareto"); empty traces for the
+    symbol legend (role "legend").
+    """
+    chart = f"error_vs_{cost}"
+    title = f"Test error vs {'FLOPs' if cost == 'flops' else 'parameters'}"
+    data = candidates.dropna(subset=[cost, "test_error_mean"]) if not candidates.empty \
+        else candidates
+    if data.empty:
+        return empty_figure(chart, "no finished trials to plot")
+    kind = _scatter_type(len(data))
+    colors = colors_for(data["space"])
+    symbols = symbols_for(data["cardinality"].dropna())
+    traces: list[Trace] = []
+    for space, part in data.groupby("space", sort=True):
+        traces.append({
+            "type": kind, "x": _floats(part[cost]), "y": _floats(part["test_error_mean"]),
+            "error_y": {"type": "data", "array": _floats(part["test_error_std"]),
+                        "visible": True, "thickness": 1},
+            "mode": "markers", "name": str(space), "legendgroup": str(space),
+            "marker": {"color": colors[str(space)], "size": 9,
+                       "symbol": [symbols.get(int(c), "circle") if c is not pd.NA else "circle"
+                                  for c in part["cardinality"]],
+                       "line": {"width": 0.5, "color": "white"}},
+            "hovertext": hover_texts(part), "hovertemplate": "%{hovertext}<extra></extra>",
+            "meta": {"role": "candidates"},
+        })
+    front = analysis.pareto_front(data, cost)
+    traces.append({
+        "type": "scatter", "x": _floats(front[cost]), "y": _floats(front["test_error_mean"]),
+        "mode": "lines", "line": {"shape": "hv", "color": "black", "width": 1.5, "dash": "dash"},
+        "name": "Pareto front", "hoverinfo": "skip", "meta": {"role": "pareto"},
+    })
+    for c, symbol in symbols.items():
+        traces.append({
+            "type": "scatter", "x": [None], "y": [None], "mode": "markers", "name": f"C = {c}",
+            "legendgroup": "cardinality", "legendgrouptitle": {"text": "cardinality"},
+            "marker": {"symbol": symbol, "color": "#555", "size": 9}, "meta": {"role": "legend"},
+        })
+    return _figure(traces, chart, title, COST_LABELS[cost], "test error (%)", log_x=True)
+
+
+def cardinality_tradeoff(candidates: pd.DataFrame, max_lines: int = 8) -> go.Figure:
+    """The paper's Table 3 as a chart: error against cardinality C, each point labelled C×d.
+
+    Only spaces that vary cardinality (at preserved complexity, d shrinks as
+    C grows). A line per space and, where a space also varies them, per depths
+    and widths (the paper's ResNet-50 and ResNet-101 regimes); a space with
+    more than `max_lines` such shapes is drawn as points only.
+    """
+    chart = "cardinality_tradeoff"
+    kinds = space_kinds(candidates) if not candidates.empty else {}
+    chosen = [s for s, k in kinds.items() if "cardinality" in k]
+    if not chosen:
+        return empty_figure(chart, "no space of the selection varies cardinality")
+    table = analysis.tradeoff(candidates[candidates["space"].astype(str).isin(chosen)])
+    table = table.assign(_shape=table["depths"].map(tuple_label) + " / "
+                         + table["widths"].map(tuple_label))
+    colors = colors_for(chosen)
+    traces: list[Trace] = []
+    for space, in_space in table.groupby("space", sort=True):
+        shapes = in_space["_shape"].nunique()
+        groups = in_space.groupby("_shape", sort=True) if shapes <= max_lines \
+            else [("", in_space)]
+        for shape, part in groups:
+            lines = shapes <= max_lines
+            many = len(part) > 60
+            traces.append({
+                "type": _scatter_type(len(part)), "x": _floats(part["cardinality"]),
+                "y": _floats(part["test_error_mean"]),
+                "error_y": {"type": "data", "array": _floats(part["test_error_std"]),
+                            "visible": True},
+                "mode": ("lines+" if lines else "") + "markers" + ("" if many else "+text"),
+                "text": None if many else part["setting"].tolist(),
+                "textposition": "top center",
+                "name": f"{space} ({shape})" if lines and shapes > 1 else str(space),
+                "line": {"color": colors[str(space)]},
+                "marker": {"color": colors[str(space)], "size": 8},
+                "hovertext": hover_texts(part), "hovertemplate": "%{hovertext}<extra></extra>",
+                "meta": {"role": "tradeoff"},
+            })
+    ticks = sorted({int(c) for c in table["cardinality"].dropna()})
+    return _figure(traces, chart, "Error vs cardinality at preserved complexity (Table 3)",
+                   "cardinality C (bottleneck width d annotated)", "test error (%)",
+                   log_x=True, xaxis={"tickvals": ticks, "ticktext": [str(t) for t in ticks]})
+
+
+def capacity_comparison(candidates: pd.DataFrame, max_line_points: int = 60) -> go.Figure:
+    """Fig. 7 / Table 4: error against params, a line per space, named by what it increases
+    (more cardinality, more width, more depth). A space with more than
+    `max_line_points` candidates is drawn as points (a line through them says nothing)."""
+    chart = "capacity_comparison"
+    data = candidates.dropna(subset=["params", "test_error_mean"]) if not candidates.empty \
+        else candidates
+    if data.empty:
+        return empty_figure(chart, "no finished trials to plot")
+    kinds = space_kinds(data)
+    colors = colors_for(kinds)
+    dash = {"cardinality": "solid", "width": "dash", "depth": "dot"}
+    traces: list[Trace] = []
+    for space, part in data.groupby("space", sort=True):
+        part = part.sort_values(["params", "test_error_mean"])
+        kind = kinds[str(space)]
+        lines = len(part) <= max_line_points
+        traces.append({
+            "type": _scatter_type(len(part)), "x": _floats(part["params"]),
+            "y": _floats(part["test_error_mean"]),
+            "error_y": {"type": "data", "array": _floats(part["test_error_std"]),
+                        "visible": True},
+            "mode": "lines+markers" if lines else "markers",
+            "name": f"{space}: {kind_label(kind)}",
+            "line": {"color": colors[str(space)], "dash": dash.get(kind, "dashdot")},
+            "marker": {"color": colors[str(space)], "size": 8},
+            "hovertext": hover_texts(part), "hovertemplate": "%{hovertext}<extra></extra>",
+            "meta": {"role": "capacity", "kind": kind},
+        })
+    return _figure(traces, chart, "More cardinality vs more width vs more depth (Fig. 7)",
+                   COST_LABELS["params"], "test error (%)", log_x=True)
+
+
+def training_curves(curves: pd.DataFrame, max_points: int = MAX_CURVE_POINTS) -> go.Figure:
+    """Train (dotted) and test (solid) error against epoch, one colour per trial."""
+    chart = "training_curves"
+    if curves.empty:
+        return empty_figure(chart, "no epochs recorded for the chosen trials")
+    names = {int(t): f"#{int(t)} {label}" for t, label in
+             curves.drop_duplicates("trial_id")[["trial_id", "label"]].itertuples(index=False)}
+    colors = colors_for(names.values())
+    traces: list[Trace] = []
+    for (trial_id, split), part in curves.groupby(["trial_id", "split"], sort=True):
+        name = names[int(trial_id)]
+        part = thin(part.sort_values("epoch"), max_points)
+        traces.append({
+            "type": "scatter", "x": part["epoch"].to_numpy(), "y": _floats(part["error"]),
+            "mode": "lines+markers" if len(part) < 30 else "lines",
+            "name": f"{name} {split}", "legendgroup": name,
+            "line": {"color": colors[name], "dash": "solid" if split == "test" else "dot"},
+            "hovertemplate": f"{name} {split}<br>epoch %{{x}}: %{{y:.2f}} %<extra></extra>",
+            "meta": {"role": "curve", "trial_id": int(trial_id), "split": str(split)},
+        })
+    return _figure(traces, chart, "Training curves (solid: test, dotted: train)", "epoch",
+                   "error (%)")
+
+
+def edf_figure(edf: pd.DataFrame, group: str = "space",
+               normalize_by: str | None = None) -> go.Figure:
+    """Error EDFs per space with their bootstrap bands (Radosavovic et al. 2019)."""
+    chart = "error_edf"
+    if edf.empty:
+        return empty_figure(chart, "no finished trials to plot")
+    colors = colors_for(edf[group])
+    traces: list[Trace] = []
+    for name, part in edf.groupby(group, sort=True):
+        color = colors[str(name)]
+        x = _floats(part["error"])
+        traces.append({
+            "type": "scatter", "x": np.concatenate([x, x[::-1]]),
+            "y": np.concatenate([_floats(part["high"]), _floats(part["low"])[::-1]]),
+            "fill": "toself", "fillcolor": color, "opacity": 0.18, "line": {"width": 0},
+            "hoverinfo": "skip", "showlegend": False, "legendgroup": str(name),
+            "meta": {"role": "band"},
+        })
+        traces.append({
+            "type": "scatter", "x": x, "y": _floats(part["edf"]), "mode": "lines",
+            "line": {"color": color, "shape": "hv"},
+            "name": f"{name} (n={int(part['models'].iloc[0])})", "legendgroup": str(name),
+            "hovertemplate": "error ≤ %{x:.2f} %: %{y:.0%}<extra>" + str(name) + "</extra>",
+            "meta": {"role": "edf"},
+        })
+    how = f", complexity-normalised by {normalize_by}" if normalize_by else ""
+    return _figure(traces, chart, f"Error EDF per space{how} (bands: bootstrap 90%)",
+                   "test error (%)", "fraction of models with lower error",
+                   yaxis={"range": [0, 1.02]})
+
+
+def cost_figure(candidates: pd.DataFrame, metric: str = "latency_ms") -> go.Figure:
+    """Measured cost (latency or training images/s) against FLOPs, a trace per space."""
+    chart = f"cost_{metric}"
+    data = candidates.dropna(subset=["flops", metric]) if not candidates.empty else candidates
+    if data.empty:
+        return empty_figure(chart, f"no measured {COST_LABELS[metric]} in the selection")
+    colors = colors_for(data["space"])
+    kind = _scatter_type(len(data))
+    traces: list[Trace] = []
+    for space, part in data.groupby("space", sort=True):
+        traces.append({
+            "type": kind, "x": _floats(part["flops"]), "y": _floats(part[metric]),
+            "mode": "markers", "name": str(space),
+            "marker": {"color": colors[str(space)], "size": 8},
+            "hovertext": [f"{h}<br>{COST_LABELS[metric]} {v:.3g}"
+                          for h, v in zip(hover_texts(part), part[metric], strict=True)],
+            "hovertemplate": "%{hovertext}<extra></extra>", "meta": {"role": "cost"},
+        })
+    return _figure(traces, chart, f"Measured cost: {COST_LABELS[metric]} vs FLOPs",
+                   COST_LABELS["flops"], COST_LABELS[metric], log_x=True)
+
+
+def points(fig: go.Figure, role: str = "candidates") -> int:
+    """How many points the traces of a role draw (what the tests count)."""
+    return sum(len(t.x) for t in fig.data if (t.meta or {}).get("role") == role)
+
+
+def all_figures(trials: pd.DataFrame, epochs: pd.DataFrame | None = None, *,
+                curve_trials: Sequence[int] = (), bootstrap: int = 200,
+                ) -> dict[str, go.Figure]:
+    """Every chart for a selection of trials, by name (what the report draws)."""
+    candidates = analysis.by_candidate(trials)
+    figures: dict[str, Any] = {
+        "error_vs_flops": error_vs_cost(candidates, "flops"),
+        "error_vs_params": error_vs_cost(candidates, "params"),
+        "cardinality_tradeoff": cardinality_tradeoff(candidates),
+        "capacity_comparison": capacity_comparison(candidates),
+        "error_edf": edf_figure(analysis.edf_table(trials, bootstrap=bootstrap)),
+    }
+    if epochs is not None:
+        chosen = epochs[epochs["trial_id"].isin(list(curve_trials))] if curve_trials else epochs
+        figures["training_curves"] = training_curves(analysis.curves(chosen, trials))
+    figures["cost_latency_ms"] = cost_figure(candidates, "latency_ms")
+    figures["cost_train_images_per_sec"] = cost_figure(candidates, "train_images_per_sec")
+    return figures
+
+
+def best_trials(trials: pd.DataFrame, n: int = 5) -> list[int]:
+    """Default trials for the curves: running ones first (live), then the best finished."""
+    if trials.empty:
+        return []
+    per_trial = trials.drop_duplicates("trial_id")
+    running = per_trial[per_trial["status"] == "running"]["trial_id"].head(n).tolist()
+    done = analysis.finished(per_trial).nsmallest(max(n - len(running), 0), "test_error")
+    return [int(t) for t in [*running, *done["trial_id"].tolist()]]

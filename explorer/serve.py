@@ -1,0 +1,120 @@
+"""Starting the Streamlit dashboard for `explorer dashboard`.
+
+The app runs as ``python -m streamlit run dashboard/app.py`` (exec'd in place of
+this process on POSIX, a child process elsewhere)
+with settings that are not left to a config file: bound to the given host
+(loopback by default), headless, no usage statistics, XSRF protection on, no
+file watcher. The store URL reaches the app as a script argument
+(``-- --store URL``) and is only ever opened read-only there.
+
+Needs neither torch, ray nor streamlit to import.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib.util
+import ipaddress
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8501
+
+
+def app_path() -> Path:
+    """dashboard/app.py of the installed package (an editable or a regular install).
+
+    Found through the import system without importing it (that would import streamlit).
+    """
+    spec = importlib.util.find_spec("dashboard.app")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("the dashboard package is not installed with explorer")
+    return Path(spec.origin).resolve()
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and 'localhost': only this machine can connect."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why the dashboard cannot listen on host:port (busy, bad address), or None.
+
+    Binds a socket the way the server will (with SO_REUSEADDR, so a port in
+    TIME_WAIT counts as free) and releases it at once.
+    """
+    if not 0 < port < 65536:
+        return f"--port {port}: use a port between 1 and 65535"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as problem:
+        return f"--host {host}: cannot resolve it ({problem.strerror})"
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+            probe.listen(1)
+        except OSError as problem:
+            if problem.errno == errno.EADDRINUSE:
+                return (f"port {port} on {host} is already in use; pick another with "
+                        "--port N (or stop what is listening there)")
+            if problem.errno == errno.EACCES:
+                return f"port {port} on {host} needs privileges; use a port above 1023"
+            if problem.errno == errno.EADDRNOTAVAIL:
+                return f"--host {host} is not an address of this machine"
+            return f"cannot listen on {host}:{port}: {problem.strerror}"
+    return None
+
+
+def streamlit_command(store_url: str, host: str = DEFAULT_HOST,
+                      port: int = DEFAULT_PORT) -> list[str]:
+    """The child process's argv: every setting on the command line, the URL as a script arg."""
+    return [
+        sys.executable, "-m", "streamlit", "run", str(app_path()),
+        f"--server.address={host}",
+        f"--server.port={port}",
+        "--server.headless=true",
+        "--browser.gatherUsageStats=false",
+        "--server.enableXsrfProtection=true",
+        "--server.enableCORS=true",
+        "--server.fileWatcherType=none",
+        "--server.runOnSave=false",
+        "--global.developmentMode=false",
+        "--client.toolbarMode=viewer",
+        "--",
+        "--store", store_url,
+    ]
+
+
+def serve(store_url: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> int:
+    """Run the dashboard until it stops; returns its exit code.
+
+    On POSIX the streamlit process replaces this one (exec): Ctrl-C, SIGTERM
+    and a supervisor's kill reach the server itself, and no server is left
+    behind when its parent dies. Elsewhere it runs as a child process.
+    """
+    command = streamlit_command(store_url, host, port)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.name == "posix":
+        os.execv(command[0], command)
+    child = subprocess.Popen(command)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        child.terminate()
+        try:
+            return child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            return child.wait()
