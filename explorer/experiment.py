@@ -208,13 +208,15 @@ def run_experiment(request: RunRequest, console: Console) -> RunSummary:
         )
         live = LiveStatus(spec.name, total, resources.max_concurrent or 1)
         display_console = Console(file=console.file, width=console.width)
-        with Live(live.render(), console=display_console, refresh_per_second=4,
-                  transient=False) as display:
-            sink = StoreSink(store, record.id, live, display)
-            run_sweep(spec, todo, by_key, sink, options, optuna_trials=optuna_trials,
-                      known=known)
-            display.update(Group(live.render()))
-        console.line()
+        try:
+            with Live(live.render(), console=display_console, refresh_per_second=4,
+                      transient=False) as display:
+                sink = StoreSink(store, record.id, live, display)
+                run_sweep(spec, todo, by_key, sink, options, optuna_trials=optuna_trials,
+                          known=known)
+                display.update(Group(live.render()))
+        finally:  # the display's last line has no newline: an error must not run on from it
+            console.line()
         failed = sink.failed
     counts = store.status_counts(record.id)
     return RunSummary(

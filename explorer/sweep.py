@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -34,6 +36,9 @@ from explorer.spec import Range, Spec
 # Tune's own result loggers (CSV, JSON, TensorBoard) duplicate the store.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# A trial's first report (where it runs) has no metrics by design; Tune's strict check
+# would fail it for lacking the searcher's or ASHA's metric. Both skip such results.
+os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 
 FINAL = "final"
 EPOCH = "epoch"
@@ -112,21 +117,39 @@ def run_trial(config: dict[str, Any]) -> None:
 
     poison = config.get("fail_trial")
     result = train_trial(
-        plan.arch, plan.data, plan.train, seed=plan.seed, device=device,
+        plan.arch, _dataset(plan.data), plan.train, seed=plan.seed, device=device,
         num_classes=plan.num_classes,
         checkpoint_dir=Path(config["checkpoint_root"]) / plan.trial_key,
         max_steps=config.get("max_steps"), on_epoch=on_epoch,
         build=_diverging_builder if poison and plan.trial_key.startswith(poison) else None,
     )
+    if device == "cuda":  # the worker is reused: keep no cached blocks from the GPU's others
+        import torch
+
+        from explorer.train import release_memory
+
+        release_memory(torch.device(device))
     final = _plain(result.metrics) if result.metrics is not None else {}
     tune.report({
-        **final, "kind": FINAL, "status": result.status, "error": result.error or "",
+        # The trial's training time is every epoch's (the last epoch's alone was reported).
+        **final, "seconds": sum(m.seconds for m in result.history),
+        "kind": FINAL, "status": result.status, "error": result.error or "",
         "epochs_completed": result.epochs_completed, "device": result.device,
         "resumed_from_epoch": result.resumed_from_epoch,
         "history": json.dumps([_plain(m) for m in result.history]),
         "flops": config.get("flops", 0), "params": config.get("params", 0),
+        "acts": config.get("acts", 0),  # every possible objective is in the final report
         "test_error": final.get("test_error", 100.0),
     })
+
+
+@functools.lru_cache(maxsize=1)
+def _dataset(data: Any) -> Any:
+    """The trial's dataset, loaded once per worker: Tune reuses a worker for the next
+    trial, and every trial of a sweep trains on the same data."""
+    from explorer.data import load_dataset
+
+    return load_dataset(data)
 
 
 def _diverging_builder(arch: Any, num_classes: int) -> Any:
@@ -148,9 +171,12 @@ def _plain(metrics: Any) -> dict[str, Any]:
 class _Events(tune.Callback):
     """Forwards Tune's trial events, in the driver, to the sink."""
 
-    def __init__(self, sink: Sink) -> None:
+    def __init__(self, sink: Sink, candidates: Mapping[str, Candidate] | None = None) -> None:
         self.sink = sink
         self.ended: set[str] = set()
+        # Candidates the sink has not seen yet (optuna's), by key, to record as trials start.
+        self.candidates = candidates if candidates is not None else {}
+        self.seconds: dict[str, float] = {}  # epoch seconds reported, for ASHA's stopped trials
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its run config into the experiment state; the sink (a
@@ -158,10 +184,11 @@ class _Events(tune.Callback):
         return {"ended": self.ended}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, sink=_NullSink())
+        self.__dict__.update(state, sink=_NullSink(), candidates={}, seconds={})
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.sink.trial_planned(TrialPlan.from_config(_plan_config(trial)), None)
+        plan = TrialPlan.from_config(_plan_config(trial))
+        self.sink.trial_planned(plan, self.candidates.get(plan.candidate_key))
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any,
                         result: dict[str, Any], **info: Any) -> None:
@@ -170,6 +197,7 @@ class _Events(tune.Callback):
         if kind == "start":
             self.sink.trial_started(key, str(result["node"]), str(result["device"]))
         elif kind == EPOCH:
+            self.seconds[key] = self.seconds.get(key, 0.0) + float(result.get("seconds", 0.0))
             self.sink.epoch(key, _epoch_fields(result))
         elif kind == FINAL and key not in self.ended:
             self.ended.add(key)
@@ -184,7 +212,8 @@ class _Events(tune.Callback):
         last = trial.last_result or {}
         if key not in self.ended and last.get("kind") == EPOCH:
             self.ended.add(key)
-            self.sink.trial_ended(key, "finished", _final_fields(last), None, [])
+            fields = {**_final_fields(last), "seconds": self.seconds.get(key, 0.0)}
+            self.sink.trial_ended(key, "finished", fields, None, [])
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         key = _plan_config(trial)["trial_key"]
@@ -240,10 +269,13 @@ class FeasibleOptuna(OptunaSearch):  # type: ignore[misc]
     """
 
     def __init__(self, spec: Spec, options: SweepOptions, known: Mapping[str, Mapping[str, Any]],
-                 n_trials: int, **kwargs: Any) -> None:
+                 n_trials: int, candidates: dict[str, Candidate] | None = None,
+                 **kwargs: Any) -> None:
         self.spec = spec
+        self.candidates = candidates if candidates is not None else {}  # the ones suggested
         self.options = options
-        self.known = known
+        self.known = dict(known)
+        self.keys: dict[str, str] = {}  # trial key of each trial in flight, by Tune's id
         self.remaining = n_trials
         self.base = base_candidate(spec)
         self.recipe = recipe_record(spec)
@@ -276,6 +308,11 @@ class FeasibleOptuna(OptunaSearch):  # type: ignore[misc]
             point[name] = value if isinstance(axis, Range) else axis[int(value)]
         return space, point
 
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        if all(m in result for m in metrics):  # not the start report
+            super().on_trial_result(trial_id, result)
+
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         for attempt in range(1000):
             if self.remaining <= 0:
@@ -292,17 +329,30 @@ class FeasibleOptuna(OptunaSearch):  # type: ignore[misc]
                 continue
             seed = self.spec.train.seeds[0]
             key = trial_key(result.arch, self.recipe, seed)
-            if key in self.known:
+            if key in self.known:  # trained before (counted out of n_trials by the caller)
                 super().on_trial_complete(tag, dict(self.known[key]))
-                self.remaining -= 1
+                continue
+            if key in self.keys.values():  # suggested again while it trains: never twice
+                super().on_trial_complete(tag, None, error=True)
                 continue
             self._ot_trials[trial_id] = self._ot_trials.pop(tag)
+            self.keys[trial_id] = key
+            self.candidates[result.key] = result
             self.remaining -= 1
             plan = TrialPlan(key, result.key, (space,), result.arch, seed, self.spec.num_classes,
                              self.spec.data, self.spec.train)
             return trial_config(plan, result, self.options)
+        if self.known or self.keys:  # every feasible point it finds is trained or training
+            return Searcher.FINISHED  # type: ignore[return-value]
         raise SetupError("optuna suggested 1000 infeasible candidates in a row; widen the "
                          "axes or loosen the constraints")
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
+                          error: bool = False) -> None:
+        key = self.keys.pop(trial_id, None)
+        if key is not None and result and not error:
+            self.known[key] = result  # a later suggestion of it is told this result
+        super().on_trial_complete(trial_id, result, error)
 
 
 def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -328,6 +378,7 @@ def trial_config(
     if candidate is not None:
         config["flops"] = candidate.complexity.flops
         config["params"] = candidate.complexity.params
+        config["acts"] = candidate.complexity.acts
     return config
 
 
@@ -343,6 +394,8 @@ def ray_session(options: SweepOptions) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    if options.address:
+        _check_reachable(options.address)
     log = _quiet_ray_logging(options.log_file)
     kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING,
                               "configure_logging": False, "include_dashboard": False}
@@ -361,6 +414,19 @@ def ray_session(options: SweepOptions) -> Iterator[None]:
         ray.shutdown()
         if log is not None:
             log.close()
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a host:port nobody listens on: ray.init would wait for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # Ray's own lookup or its own error message
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as problem:
+        reason = problem.strerror or str(problem) or type(problem).__name__
+        raise SetupError(f"cannot reach Ray at {address}: {reason} (start one with "
+                         "`ray start --head`, or leave --address out)") from None
 
 
 def _quiet_ray_logging(log_file: Path | None) -> logging.Handler | None:
@@ -449,8 +515,9 @@ def _tuner(spec: Spec, plans: Sequence[TrialPlan], candidates: Mapping[str, Cand
         scheduler = tune.schedulers.ASHAScheduler(
             time_attr="epoch", metric="test_error", mode="min",
             max_t=spec.train.epochs, grace_period=1)
+    suggested: dict[str, Candidate] = {}  # optuna's, for the store as their trials start
     if optuna_trials > 0:
-        search: Any = _optuna(spec, options, known, optuna_trials)
+        search: Any = _optuna(spec, options, known, optuna_trials, suggested)
         param_space: dict[str, Any] = {}
         num_samples = optuna_trials
         trainable = tune.with_resources(run_trial, resources)
@@ -463,13 +530,15 @@ def _tuner(spec: Spec, plans: Sequence[TrialPlan], candidates: Mapping[str, Cand
     tune_config = tune.TuneConfig(
         num_samples=num_samples, search_alg=search, scheduler=scheduler,
         max_concurrent_trials=options.max_concurrent if search is None else None,
-        reuse_actors=False, trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
+        # Reused workers keep torch, the dataset and the import of the trainer loaded
+        # between trials (seconds each on a small machine, longer than a tiny trial).
+        reuse_actors=True, trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
     )
     run_config = tune.RunConfig(
         name=f"{options.experiment}-{uuid.uuid4().hex[:8]}",
         storage_path=str((options.runs_dir / "ray").resolve()),
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
-        callbacks=[_Events(sink)], verbose=0, log_to_file=True,
+        callbacks=[_Events(sink, suggested)], verbose=0, log_to_file=True,
     )
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
                       run_config=run_config)
@@ -490,7 +559,7 @@ def _unwrap(trainable: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, 
 
 
 def _optuna(spec: Spec, options: SweepOptions, known: Mapping[str, Mapping[str, Any]],
-            n_trials: int) -> Any:
+            n_trials: int, suggested: dict[str, Candidate] | None = None) -> Any:
     import optuna
 
     objectives = list(spec.search.objectives)
@@ -500,9 +569,10 @@ def _optuna(spec: Spec, options: SweepOptions, known: Mapping[str, Mapping[str, 
         sampler = optuna.samplers.TPESampler(seed=spec.search.seed)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     searcher = FeasibleOptuna(
-        spec, options, known, n_trials, metric=objectives if len(objectives) > 1 else objectives[0],
-        mode=["min"] * len(objectives) if len(objectives) > 1 else "min", sampler=sampler,
-        seed=spec.search.seed,
+        spec, options, known, n_trials, suggested,
+        metric=objectives if len(objectives) > 1 else objectives[0],
+        mode=["min"] * len(objectives) if len(objectives) > 1 else "min",
+        sampler=sampler,  # seeded; OptunaSearch warns that its own seed would be ignored
     )
     if options.max_concurrent:
         return ConcurrencyLimiter(searcher, max_concurrent=options.max_concurrent)

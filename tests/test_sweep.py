@@ -1,0 +1,190 @@
+"""Real Ray Tune sweeps of tiny digits trials, recorded in the store.
+
+In-process tests share the session's local Ray (`ray_local`); the two-node
+cluster runs in a subprocess with a Ray of its own.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import tiny_spec, wait_for_no_processes_with_env
+from rich.console import Console
+
+from explorer.experiment import RunRequest, RunSummary, run_experiment
+from explorer.spec import load_spec
+from explorer.store import Store
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def run(spec_path: Path, runs: Path, **request: Any) -> RunSummary:
+    spec = load_spec(spec_path)
+    return run_experiment(
+        RunRequest(spec=spec, spec_text=spec_path.read_text(encoding="utf-8"), runs_dir=runs,
+                   **request),
+        Console(file=io.StringIO(), width=200),
+    )
+
+
+def trials(runs: Path, experiment: str) -> Any:
+    with Store.open(runs, readonly=True) as store:
+        return store.trials_frame([experiment]).drop_duplicates("trial_key") \
+            .set_index("trial_key").sort_index()
+
+
+def epochs(runs: Path, experiment: str) -> Any:
+    with Store.open(runs, readonly=True) as store:
+        return store.epochs_frame(experiment_names=[experiment])
+
+
+def test_grid_sweep_records_every_trial_and_a_rerun_trains_nothing(
+        ray_local: None, tmp_path: Path) -> None:
+    spec = tiny_spec(tmp_path, name="grid4")
+    runs = tmp_path / "runs"
+
+    first = run(spec, runs)
+
+    assert (first.planned, first.skipped, first.finished, first.failed) == (4, 0, 4, ())
+    done = trials(runs, "grid4")
+    assert len(done) == 4
+    assert set(done["status"]) == {"finished"}
+    assert done["error"].isna().all()
+    assert (done["attempts"] == 1).all()
+    assert (done["epochs_completed"] == 2).all()
+    assert done["device"].str.fullmatch(r"cpu@[0-9a-f]{8}").all()
+    assert done["test_error"].between(0, 100).all()
+    per_epoch = epochs(runs, "grid4")
+    assert {key: list(group) for key, group in per_epoch.groupby("trial_key")["epoch"]} == \
+        {key: [1, 2] for key in done.index}
+    # The trial's seconds are its whole training time: every epoch's, not the last one's.
+    total = per_epoch.groupby("trial_key")["seconds"].sum().sort_index()
+    assert done["seconds"].to_numpy() == pytest.approx(total.to_numpy())
+    tune_runs = sorted((runs / "ray").iterdir())
+
+    started = time.monotonic()
+    again = run(spec, runs)
+    seconds = time.monotonic() - started
+
+    print(f"rerun of a finished 4-trial sweep: {seconds:.2f} s")
+    assert (again.planned, again.skipped, again.finished, again.failed) == (4, 4, 4, ())
+    after = trials(runs, "grid4")
+    for column in ("status", "attempts", "started_at", "finished_at", "device", "test_error"):
+        assert after[column].equals(done[column]), column
+    assert epochs(runs, "grid4").equals(per_epoch)
+    assert sorted((runs / "ray").iterdir()) == tune_runs  # Tune was not even started
+
+
+def test_asha_early_stopping_ends_every_trial_as_finished(
+        ray_local: None, tmp_path: Path) -> None:
+    spec = tiny_spec(tmp_path, name="asha", train={"epochs": 3},
+                     search={"early_stopping": "asha"})
+    runs = tmp_path / "runs"
+
+    summary = run(spec, runs)
+
+    assert (summary.finished, summary.failed) == (4, ())
+    done = trials(runs, "asha")
+    assert set(done["status"]) == {"finished"} and done["error"].isna().all()
+    assert done["epochs_completed"].between(1, 3).all()
+    per_epoch = epochs(runs, "asha")
+    assert per_epoch.groupby("trial_key").size().sort_index().eq(
+        done["epochs_completed"]).all()
+    total = per_epoch.groupby("trial_key")["seconds"].sum().sort_index()
+    assert done["seconds"].to_numpy() == pytest.approx(total.to_numpy())
+    print(f"asha: epochs per trial {sorted(int(n) for n in done['epochs_completed'])}")
+
+
+def test_optuna_never_starts_a_trial_outside_the_flops_bound(
+        ray_local: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import explorer.sweep as sweep
+
+    bound = 300_000  # bottleneck width up to 13 (C=1) or 9 (C=2) of 1..64: most are over
+    spec = tiny_spec(
+        tmp_path, name="optuna-flops",
+        spaces={"grid": {"axes": {"cardinality": [1, 2],
+                                  "bottleneck_width": {"low": 1, "high": 64, "int": True}}}},
+        constraints={"flops": [None, bound]},
+        search={"strategy": "optuna", "n_trials": 5, "seed": 3},
+        train={"seeds": [0]},
+    )
+    runs = tmp_path / "runs"
+    searchers: list[Any] = []
+    make = sweep._optuna
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        searchers.append(make(*args, **kwargs))
+        return searchers[-1]
+
+    monkeypatch.setattr(sweep, "_optuna", spy)
+
+    summary = run(spec, runs)
+
+    assert summary.failed == ()
+    done = trials(runs, "optuna-flops")
+    assert len(done) == 5
+    assert set(done["status"]) == {"finished"}
+    assert done["flops"].notna().all(), "every trial's candidate is in the store"
+    assert (done["flops"] <= bound).all()
+    assert done.index.is_unique and done["key"].is_unique  # no network trained twice
+    searcher = searchers[0]
+    print(f"optuna: {searcher.infeasible} infeasible suggestions skipped; trained flops "
+          f"{sorted(int(f) for f in done['flops'])} (bound {bound})")
+    assert searcher.infeasible > 0
+
+
+CLUSTER_SCRIPT = textwrap.dedent("""
+    import io, json, sys
+    from pathlib import Path
+    from ray.cluster_utils import Cluster
+    from rich.console import Console
+    from explorer.experiment import RunRequest, run_experiment
+    from explorer.spec import load_spec
+
+    spec_path, runs = Path(sys.argv[1]), Path(sys.argv[2])
+    # Not connected: the runner joins it through the address, as `--address` would.
+    cluster = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 1})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        nodes = [cluster.head_node.node_id] + [n.node_id for n in cluster.worker_nodes]
+        summary = run_experiment(
+            RunRequest(spec=load_spec(spec_path), spec_text=spec_path.read_text(),
+                       runs_dir=runs, address=cluster.address),
+            Console(file=io.StringIO()))
+        print(json.dumps({"nodes": nodes, "finished": summary.finished,
+                          "failed": summary.failed}))
+    finally:
+        cluster.shutdown()
+""")
+
+
+def test_a_two_node_cluster_runs_trials_on_both_nodes(
+        tmp_path: Path, ray_env: dict[str, str]) -> None:
+    spec = tiny_spec(tmp_path, name="two-nodes")
+    runs = tmp_path / "runs"
+    script = tmp_path / "cluster.py"
+    script.write_text(CLUSTER_SCRIPT)
+
+    done = subprocess.run([sys.executable, str(script), str(spec), str(runs)], env=ray_env,
+                          capture_output=True, text=True, timeout=300, check=False)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not wait_for_no_processes_with_env("RAY_TMPDIR", ray_env["RAY_TMPDIR"])
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (report["finished"], report["failed"]) == (4, [])
+    placed = trials(runs, "two-nodes")
+    assert set(placed["status"]) == {"finished"}
+    print(f"two nodes {[node[:8] for node in report['nodes']]}: trials on "
+          f"{sorted(placed['device'])}")
+    used = {device.split("@")[1] for device in placed["device"]}
+    assert used <= {node[:8] for node in report["nodes"]}
+    assert len(used) == 2, f"trials ran on {sorted(placed['device'])}"
