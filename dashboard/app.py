@@ -78,10 +78,29 @@ def select(url: str, version: int, experiments: tuple[str, ...], chosen: Filters
     )
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def aggregate(url: str, version: int, experiments: tuple[str, ...], seeds: tuple[int, ...],
+              statuses: tuple[str, ...]) -> pd.DataFrame:
+    trials = figures.select_trials(load_trials(url, version, experiments), seeds=seeds,
+                                   statuses=statuses)
+    return figures.with_hover(analysis.by_candidate(trials))
+
+
 @st.cache_data(show_spinner=False, max_entries=32)
 def load_candidates(url: str, version: int, experiments: tuple[str, ...], chosen: Filters
                     ) -> pd.DataFrame:
-    return figures.with_hover(analysis.by_candidate(select(url, version, experiments, chosen)))
+    """Mean ± std over seeds per candidate of the selection.
+
+    The architecture filters (space, C, d, depths) pick whole candidates, so
+    the means are computed once per choice of seeds and statuses and then
+    filtered: changing those filters costs no aggregation.
+    """
+    options = dict(chosen)
+    means = aggregate(url, version, experiments, options.get("seed", ()),
+                      options.get("status", ()))
+    return figures.select_trials(
+        means, spaces=options.get("space", ()), cardinalities=options.get("cardinality", ()),
+        bottleneck_widths=options.get("bottleneck_width", ()), depths=options.get("depths", ()))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -286,7 +286,7 @@ def error_vs_cost(candidates: pd.DataFrame, cost: str = "flops") -> go.Figure:
     One trace of points per space (colour), marker symbol by cardinality,
     exactly one point per candidate and space (role "candidates"); the
     Pareto front over all of them (role "pareto"); empty traces for the
-    symbol legend (role "legend").
+    legend of spaces and of symbols (role "legend").
     """
     chart = f"error_vs_{cost}"
     title = f"Test error vs {'FLOPs' if cost == 'flops' else 'parameters'}"
@@ -299,17 +299,25 @@ def error_vs_cost(candidates: pd.DataFrame, cost: str = "flops") -> go.Figure:
     symbols = symbols_for(data["cardinality"].dropna())
     traces: list[Trace] = []
     for space, part in data.groupby("space", sort=True):
+        group = f"space:{space}"
         traces.append({
             "type": kind, "x": _floats(part[cost]), "y": _floats(part["test_error_mean"]),
             "error_y": {"type": "data", "array": _floats(part["test_error_std"]),
                         "visible": True, "thickness": 1},
-            "mode": "markers", "name": str(space), "legendgroup": str(space),
+            "mode": "markers", "name": str(space), "legendgroup": group, "showlegend": False,
             "marker": {"color": colors[str(space)], "size": 9,
                        "symbol": [symbols.get(int(c), "circle") if c is not pd.NA else "circle"
                                   for c in part["cardinality"]],
                        "line": {"width": 0.5, "color": "white"}},
             "hovertext": hover_texts(part), "hovertemplate": "%{hovertext}<extra></extra>",
             "meta": {"role": "candidates"},
+        })
+        # The space's legend entry: a plain dot in its colour (the points' symbols vary);
+        # clicking it hides the space's points (same legend group).
+        traces.append({
+            "type": "scatter", "x": [None], "y": [None], "mode": "markers", "name": str(space),
+            "legendgroup": group, "marker": {"color": colors[str(space)], "size": 9},
+            "meta": {"role": "legend"},
         })
     front = analysis.pareto_front(data, cost)
     traces.append({
@@ -320,7 +328,7 @@ def error_vs_cost(candidates: pd.DataFrame, cost: str = "flops") -> go.Figure:
     for c, symbol in symbols.items():
         traces.append({
             "type": "scatter", "x": [None], "y": [None], "mode": "markers", "name": f"C = {c}",
-            "legendgroup": "cardinality", "legendgrouptitle": {"text": "cardinality"},
+            "legendgroup": "symbols:cardinality", "legendgrouptitle": {"text": "cardinality"},
             "marker": {"symbol": symbol, "color": "#555", "size": 9}, "meta": {"role": "legend"},
         })
     return _figure(traces, chart, title, COST_LABELS[cost], "test error (%)", log_x=True)

@@ -1,0 +1,163 @@
+"""The dashboard in a real headless Chromium (Debian's, driven by Playwright).
+
+`explorer dashboard` serves a fixture database; the page must draw one point
+per candidate mean in the error-vs-FLOPs chart (read from the plotly figure in
+the DOM), show no exception, and pick up a trial that finishes while the page
+is open without being reloaded. A screenshot is saved under the test's tmp
+folder; with EXPLORER_UPDATE_SCREENSHOT=1 it is also copied to
+docs/dashboard.png (the README's picture).
+
+Skipped when /usr/bin/chromium or playwright is missing, except under CI
+(env CI set), where that is a failure: CI installs both.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fixtures_store import make_fixture_store
+
+from explorer import analysis
+from explorer.store import Store
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENT = "cifar10-width"  # the newest of the fixture's experiments: shown by default
+
+# Points of the traces whose meta.role is "candidates" in the chart named `chart`, or -1.
+COUNT_POINTS = """(chart) => {
+  for (const el of document.querySelectorAll('.js-plotly-plot')) {
+    if (!el.layout || !el.layout.meta || el.layout.meta.chart !== chart || !el._fullData) continue;
+    let n = 0;
+    for (const t of el._fullData) {
+      const meta = (el.data[t.index] || {}).meta || t.meta || {};
+      if (meta.role === 'candidates') n += t._length;
+    }
+    return n;
+  }
+  return -1;
+}"""
+
+
+def _missing() -> str | None:
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is missing (apt-get install chromium)"
+    if importlib.util.find_spec("playwright") is None:
+        return "the playwright package is missing (pip install playwright)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    missing = _missing()
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"browser test under CI: {missing}")
+        pytest.skip(missing)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS,
+                                             headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """`explorer dashboard` on a fixture database; yields (page URL, store URL)."""
+    path = tmp_path / "explorer.db"
+    make_fixture_store(path, seeds=2, failed=1, running=1)
+    store = f"sqlite:///{path}"
+    port = free_port()
+    explorer = shutil.which("explorer")
+    command = [explorer] if explorer else [sys.executable, "-m", "explorer.cli"]
+    process = subprocess.Popen([*command, "dashboard", "--store", store, "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"explorer dashboard exited: {process.communicate()[0]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health",
+                                            timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("explorer dashboard did not come up in 60 s")
+                time.sleep(0.3)
+        yield f"http://127.0.0.1:{port}/", store
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def candidate_means(store: str) -> int:
+    with Store.open(store, readonly=True) as reader:
+        return len(analysis.by_candidate(reader.trials_frame([EXPERIMENT])))
+
+
+def test_dashboard_in_chromium(chromium: Any, server: tuple[str, str], tmp_path: Path) -> None:
+    url, store = server
+    expected = candidate_means(store)
+    page = chromium.new_page(viewport={"width": 1400, "height": 1100})
+    errors: list[str] = []
+    page.on("pageerror", lambda problem: errors.append(str(problem)))
+    page.goto(url, wait_until="domcontentloaded")
+    page.wait_for_function(f"() => ({COUNT_POINTS})('error_vs_flops') > 0", timeout=45_000)
+    assert page.evaluate(COUNT_POINTS, "error_vs_flops") == expected
+    assert page.evaluate(COUNT_POINTS, "error_vs_params") == expected
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert page.get_by_text("1 trial failed").count() >= 1
+    assert not errors, errors
+
+    time.sleep(1.0)  # let the charts finish their transitions
+    shot = tmp_path / "dashboard.png"
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("EXPLORER_UPDATE_SCREENSHOT"):
+        (REPO / "docs").mkdir(exist_ok=True)
+        shutil.copyfile(shot, REPO / "docs" / "dashboard.png")
+
+    # Live: the running trial finishes while the page is open; the chart gains its point
+    # without the page being reloaded (the marker set on window survives).
+    page.evaluate("() => { window.__notReloaded = true; }")
+    with Store.open(store) as writer:
+        trials = writer.trials_frame([EXPERIMENT])
+        running = trials[trials["status"] == "running"].iloc[0]
+        writer.finish_trial(int(running["experiment_id"]), str(running["trial_key"]),
+                            "finished", {"test_error": 4.5})
+    after = candidate_means(store)
+    assert after == expected + 1
+    page.wait_for_function(f"() => ({COUNT_POINTS})('error_vs_flops') === {after}",
+                           timeout=20_000)
+    assert page.evaluate("() => window.__notReloaded === true")
+    page.close()

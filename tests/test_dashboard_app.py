@@ -1,0 +1,474 @@
+"""The dashboard app (Streamlit AppTest, no browser) on fixture databases, and
+`explorer dashboard`: its checks, the streamlit command it runs, and a real
+server that listens on loopback only."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fixtures_store import ENVIRONMENT, fixture_spec, make_fixture_store
+from streamlit.testing.v1 import AppTest
+from typer.testing import CliRunner
+
+from explorer import analysis, serve
+from explorer.cli import app as cli_app
+from explorer.plan import plan_trials
+from explorer.space import enumerate_spec
+from explorer.store import Store
+
+VIEWS = ("Error vs cost", "Tradeoff", "Training curves", "EDFs", "Measured cost", "Trials")
+EXPECTED_CHARTS = {
+    "Error vs cost": {"error_vs_flops", "error_vs_params"},
+    "Tradeoff": {"cardinality_tradeoff", "capacity_comparison"},
+    "Training curves": {"training_curves"},
+    "EDFs": {"error_edf"},
+    "Measured cost": {"cost_latency_ms"},
+    "Trials": set(),
+}
+
+
+def _script(url: str | None) -> None:
+    """What `streamlit run dashboard/app.py -- --store URL` runs."""
+    from dashboard.app import main
+
+    main(["--store", url] if url is not None else [])
+
+
+def app(url: str | None) -> AppTest:
+    return AppTest.from_function(_script, args=(url,), default_timeout=60)
+
+
+def ran(at: AppTest) -> AppTest:
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def decode(value: Any) -> Any:
+    """plotly's JSON writes numeric arrays as {dtype, bdata}: back to a numpy array."""
+    if isinstance(value, dict) and "bdata" in value:
+        array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        return array.reshape(value["shape"]) if "shape" in value else array
+    return value
+
+
+def charts(at: AppTest) -> dict[str, dict[str, Any]]:
+    """The plotly figures on the page, by the name in their layout.meta."""
+    out = {}
+    for element in at.get("plotly_chart"):
+        spec = json.loads(element.proto.spec)
+        out[spec["layout"]["meta"]["chart"]] = spec
+    return out
+
+
+def points(spec: dict[str, Any], role: str = "candidates") -> int:
+    return sum(len(decode(t["x"])) for t in spec["data"] if t.get("meta", {}).get("role") == role)
+
+
+def table(at: AppTest, column: str) -> Any:
+    """The first dataframe on the page that has `column` (dataframes have no keys in AppTest)."""
+    for element in at.dataframe:
+        if column in element.value.columns:
+            return element.value
+    raise AssertionError(f"no table with a column {column!r}")
+
+
+def texts(at: AppTest, kind: str) -> list[str]:
+    return [str(getattr(e, "value", "")) for e in at.get(kind)]
+
+
+@pytest.fixture(scope="module")
+def fixture_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Two experiments, two seeds, one failed and one running trial in each."""
+    path = tmp_path_factory.mktemp("dash") / "explorer.db"
+    make_fixture_store(path, seeds=2, failed=1, running=1)
+    return f"sqlite:///{path}"
+
+
+def add_experiment(url: str, name: str, *, trials: bool) -> None:
+    """An experiment whose trials are all pending (or which has none at all)."""
+    spec, text = fixture_spec(name)
+    with Store.open(url) as store:
+        record = store.create_or_get_experiment(name, text, spec.hash,
+                                                spec.model_dump(mode="json"),
+                                                environment=ENVIRONMENT)
+        if trials:
+            chosen = enumerate_spec(spec).candidates[:3]
+            store.add_candidates(record.id, chosen)
+            store.add_trials(record.id, [(p.trial_key, p.candidate_key, p.seed)
+                                         for p in plan_trials(spec, chosen)])
+
+
+@pytest.fixture(scope="module")
+def pending_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('pending') / 'explorer.db'}"
+    add_experiment(url, "no-trials-yet", trials=False)
+    add_experiment(url, "all-pending", trials=True)
+    return url
+
+
+def expected_candidates(url: str, experiment: str) -> int:
+    with Store.open(url, readonly=True) as store:
+        return len(analysis.by_candidate(store.trials_frame([experiment])))
+
+
+# --- views ----------------------------------------------------------------------------------
+
+
+def test_default_view_plots_one_point_per_candidate(fixture_db: str) -> None:
+    at = ran(app(fixture_db))
+    # The newest experiment is shown by default.
+    assert at.sidebar.multiselect(key="experiments").value == ["cifar10-width"]
+    shown = charts(at)
+    assert set(shown) == {"error_vs_flops", "error_vs_params"}
+    expected = expected_candidates(fixture_db, "cifar10-width")
+    assert expected > 0
+    for spec in shown.values():
+        assert points(spec) == expected
+        assert points(spec, "pareto") >= 1
+        assert spec["layout"]["xaxis"]["type"] == "log"
+    assert any("candidate means" in c for c in texts(at, "caption"))
+    assert any("data version" in c for c in texts(at, "caption"))
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_every_view_renders(fixture_db: str, view: str) -> None:
+    at = app(fixture_db)
+    at.session_state["view"] = view
+    ran(at)
+    assert set(charts(at)) == EXPECTED_CHARTS[view]
+    if view == "Trials":
+        shown = table(at, "test error %")
+        with Store.open(fixture_db, readonly=True) as store:
+            trials = store.trials_frame(["cifar10-width"])
+        assert len(shown) == trials["trial_id"].nunique()
+        assert {"C", "d", "depths", "status", "key"} <= set(shown.columns)
+        assert at.get("download_button")
+    if view == "Tradeoff":
+        settings = table(at, "setting")["setting"].tolist()
+        assert "1×64d" in settings and "4×24d" in settings
+    if view == "Training curves":
+        curves = charts(at)["training_curves"]["data"]
+        assert curves and {t["meta"]["split"] for t in curves} == {"train", "test"}
+
+
+def test_edf_normalised_and_cost_metric_switch(fixture_db: str) -> None:
+    at = app(fixture_db)
+    at.session_state["view"] = "EDFs"
+    ran(at)
+    at.radio(key="edf_normalize").set_value("params")
+    ran(at)
+    assert "params" in charts(at)["error_edf"]["layout"]["title"]["text"]
+    at.session_state["view"] = "Measured cost"
+    ran(at)
+    at.radio(key="cost_metric").set_value("train_images_per_sec")
+    ran(at)
+    assert set(charts(at)) == {"cost_train_images_per_sec"}
+
+
+def test_filter_changes_the_points(fixture_db: str) -> None:
+    at = ran(app(fixture_db))
+    at.sidebar.multiselect(key="f_cardinality").set_value([1])
+    ran(at)
+    with Store.open(fixture_db, readonly=True) as store:
+        trials = store.trials_frame(["cifar10-width"])
+    expected = len(analysis.by_candidate(trials[trials["cardinality"] == 1]))
+    assert 0 < expected < expected_candidates(fixture_db, "cifar10-width")
+    assert points(charts(at)["error_vs_flops"]) == expected
+    at.sidebar.multiselect(key="f_seeds").set_value([1])
+    ran(at)
+    spec = charts(at)["error_vs_flops"]
+    errors = [e for t in spec["data"] if t["meta"]["role"] == "candidates"
+              for e in decode(t["error_y"]["array"])]
+    assert errors and all(e == 0 for e in errors)  # one seed left: no spread
+
+
+def test_filters_matching_nothing(fixture_db: str) -> None:
+    at = ran(app(fixture_db))
+    at.sidebar.multiselect(key="f_status").set_value(["failed"])
+    at.sidebar.multiselect(key="f_cardinality").set_value([2])
+    ran(at)
+    assert any("No trials match" in m for m in texts(at, "info"))
+    assert not charts(at)
+
+
+def test_several_experiments_keep_their_spaces_apart(fixture_db: str) -> None:
+    at = ran(app(fixture_db))
+    at.sidebar.multiselect(key="experiments").set_value(["cifar10-cardinality", "cifar10-width"])
+    ran(at)
+    names = {t["name"] for t in charts(at)["error_vs_flops"]["data"]
+             if t["meta"]["role"] == "candidates"}
+    assert names == {"cifar10-cardinality / deeper", "cifar10-cardinality / preserved",
+                     "cifar10-width / preserved", "cifar10-width / wider"}
+    assert points(charts(at)["error_vs_flops"]) == (
+        expected_candidates(fixture_db, "cifar10-cardinality")
+        + expected_candidates(fixture_db, "cifar10-width"))
+
+
+def test_failed_trials_are_listed_with_their_error(fixture_db: str) -> None:
+    at = ran(app(fixture_db))
+    assert any("1 trial failed" in w for w in texts(at, "warning"))
+    failed = table(at, "error message")
+    assert len(failed) == 1
+    assert "CUDA out of memory" in failed["error message"].iloc[0]
+
+
+def test_unpicking_every_experiment(fixture_db: str) -> None:
+    at = ran(app(fixture_db))
+    at.sidebar.multiselect(key="experiments").set_value([])
+    ran(at)
+    assert any("Pick one or more experiments" in m for m in texts(at, "info"))
+
+
+# --- empty and broken stores ----------------------------------------------------------------
+
+
+def test_empty_store(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'explorer.db'}"
+    Store.open(url).close()
+    at = ran(app(url))
+    assert any("No experiments" in m and "explorer run SPEC" in m for m in texts(at, "info"))
+    assert not charts(at)
+
+
+def test_experiment_without_finished_trials(pending_db: str) -> None:
+    at = ran(app(pending_db))
+    assert at.sidebar.multiselect(key="experiments").value == ["all-pending"]
+    infos = texts(at, "info")
+    assert any("'all-pending'" in m and "no finished trials yet" in m and "pending" in m
+               for m in infos)
+    for view in VIEWS:
+        at.session_state["view"] = view
+        ran(at)
+        assert not charts(at) or view == "Trials"
+    at.sidebar.multiselect(key="experiments").set_value(["no-trials-yet"])
+    ran(at)
+    assert any("'no-trials-yet'" in m and "has no trials yet" in m for m in texts(at, "info"))
+
+
+def test_missing_store_is_one_clear_error(tmp_path: Path) -> None:
+    at = ran(app(f"sqlite:///{tmp_path / 'nothing.db'}"))
+    assert any("no results database" in e for e in texts(at, "error"))
+
+
+def test_no_store_argument(tmp_path: Path) -> None:
+    at = ran(app(None))
+    assert any("explorer dashboard" in e for e in texts(at, "error"))
+
+
+def test_new_results_show_on_the_next_run(tmp_path: Path) -> None:
+    """Reads are cached on the store's data version: a write is seen at the next rerun
+    (the live fragment triggers one when the version changes)."""
+    path = tmp_path / "explorer.db"
+    make_fixture_store(path, experiments=("cifar10-cardinality",), failed=0, running=1)
+    url = f"sqlite:///{path}"
+    at = ran(app(url))
+    before = points(charts(at)["error_vs_flops"])
+    with Store.open(url) as store:
+        trials = store.trials_frame()
+        live = trials[trials["status"] == "running"].iloc[0]
+        experiment_id = int(live["experiment_id"])
+        store.finish_trial(experiment_id, str(live["trial_key"]), "finished",
+                           {"test_error": 4.0})
+    ran(at)
+    assert points(charts(at)["error_vs_flops"]) == before + 1
+
+
+# --- explorer dashboard ---------------------------------------------------------------------
+
+
+runner = CliRunner()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_streamlit_command_settings() -> None:
+    command = serve.streamlit_command("sqlite:////x/explorer.db", "127.0.0.1", 8600)
+    assert command[:4] == [sys.executable, "-m", "streamlit", "run"]
+    assert Path(command[4]).name == "app.py" and Path(command[4]).is_file()
+    for setting in ("--server.address=127.0.0.1", "--server.port=8600",
+                    "--server.headless=true", "--browser.gatherUsageStats=false",
+                    "--server.enableXsrfProtection=true", "--server.fileWatcherType=none"):
+        assert setting in command
+    # The store URL is a script argument after "--", nothing else.
+    assert command[-3:] == ["--", "--store", "sqlite:////x/explorer.db"]
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("127.0.0.1", True), ("127.3.4.5", True), ("::1", True), ("localhost", True),
+    ("0.0.0.0", False), ("::", False), ("192.168.1.10", False), ("example.org", False),
+])
+def test_is_loopback(host: str, loopback: bool) -> None:
+    assert serve.is_loopback(host) is loopback
+
+
+def test_dashboard_missing_store(tmp_path: Path) -> None:
+    result = runner.invoke(cli_app, ["dashboard", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    assert "no results database" in result.output
+    assert "explorer run SPEC" in result.output
+
+
+def test_dashboard_busy_port(fixture_db: str) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = runner.invoke(cli_app, ["dashboard", "--store", fixture_db, "--port",
+                                         str(port)])
+    assert result.exit_code == 2
+    assert f"port {port}" in result.output and "already in use" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_dashboard_warns_beyond_loopback(fixture_db: str, monkeypatch: pytest.MonkeyPatch
+                                         ) -> None:
+    started: list[tuple[str, str, int]] = []
+
+    def fake_serve(url: str, host: str, port: int) -> int:
+        started.append((url, host, port))
+        return 0
+
+    monkeypatch.setattr(serve, "serve", fake_serve)
+    port = free_port()
+    result = runner.invoke(cli_app, ["dashboard", "--store", fixture_db, "--host", "0.0.0.0",
+                                     "--port", str(port)])
+    assert result.exit_code == 0, result.output
+    assert "warning" in result.output and "no login" in result.output
+    assert started == [(fixture_db, "0.0.0.0", port)]
+    quiet = runner.invoke(cli_app, ["dashboard", "--store", fixture_db, "--port", str(port)])
+    assert "warning" not in quiet.output
+    assert started[-1] == (fixture_db, "127.0.0.1", port)
+
+
+# --- a real server: loopback only -----------------------------------------------------------
+
+
+def wait_healthy(port: int, process: subprocess.Popen[str], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the dashboard exited: {process.communicate()[0]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health",
+                                        timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError("the dashboard did not come up")
+
+
+@pytest.fixture
+def dashboard_server(fixture_db: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """`explorer dashboard` on a free port; stopped (by its pid) afterwards."""
+    port = free_port()
+    explorer = shutil.which("explorer")
+    command = ([explorer] if explorer else [sys.executable, "-m", "explorer.cli"])
+    process = subprocess.Popen([*command, "dashboard", "--store", fixture_db, "--port",
+                                str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    try:
+        wait_healthy(port, process)
+        yield process, port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    found, todo = {pid}, [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def listening(pids: set[int]) -> list[tuple[str, int]]:
+    """(address, port) of the TCP sockets these processes listen on, from /proc."""
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    found = []
+    for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state != "0A" or inode not in inodes:  # 0A: LISTEN
+                continue
+            address, port = local.split(":")
+            raw = bytes.fromhex(address)
+            # /proc writes each 32-bit word in host (little-endian) order.
+            words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            family = socket.AF_INET if width == 4 else socket.AF_INET6
+            found.append((socket.inet_ntop(family, words), int(port, 16)))
+    return found
+
+
+def outward_address() -> str | None:
+    """This machine's address on its default route (no packet is sent), if any."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: routing only
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") or address == "0.0.0.0" else str(address)
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc/net/tcp")
+def test_dashboard_listens_on_loopback_only(
+        dashboard_server: tuple[subprocess.Popen[str], int]) -> None:
+    process, port = dashboard_server
+    sockets = listening(descendants(process.pid))
+    assert (("127.0.0.1", port) in sockets), sockets
+    assert all(address == "127.0.0.1" for address, _ in sockets), sockets
+    outward = outward_address()
+    if outward is not None:
+        with socket.socket() as probe, pytest.raises(OSError):
+            probe.settimeout(3)
+            probe.connect((outward, port))
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as reply:
+        assert reply.status == 200

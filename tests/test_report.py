@@ -1,0 +1,116 @@
+"""`explorer report`: one standalone HTML file with plotly.js inline and every chart."""
+
+from __future__ import annotations
+
+import re
+import stat
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fixtures_store import make_fixture_store
+from typer.testing import CliRunner
+
+from explorer.cli import app as cli_app
+from explorer.report import SECTIONS, ReportError, write_report
+from explorer.store import Store
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("report") / "explorer.db"
+    make_fixture_store(path, seeds=2, failed=1, running=1)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture(scope="module")
+def report(db: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    output = tmp_path_factory.mktemp("out") / "report.html"
+    result = runner.invoke(cli_app, ["report", "cifar10-cardinality", "--store", db,
+                                     "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    assert f"wrote {output}" in result.output
+    return output.read_text(encoding="utf-8")
+
+
+def test_plotly_js_inline_once_and_nothing_external(report: str) -> None:
+    assert report.startswith("<!DOCTYPE html>")
+    # The plotly.js bundle itself, inline (it is several MB), exactly once.
+    assert report.count("plotly.js v") >= 1
+    assert len(report) > 1_000_000
+    bundles = [s for s in re.findall(r"<script\b[^>]*>(.*?)</script>", report, flags=re.S)
+               if len(s) > 1_000_000]
+    assert len(bundles) == 1
+    # No script, stylesheet or image is fetched from anywhere.
+    assert not re.search(r"<script\b[^>]*\bsrc\s*=", report, flags=re.I)
+    assert not re.search(r"<link\b[^>]*\bhref\s*=", report, flags=re.I)
+    assert not re.search(r"<img\b[^>]*\bsrc\s*=\s*[\"']?https?:", report, flags=re.I)
+    # Outside the bundle (whose config merely names a map-tiles URL no chart here uses),
+    # no address at all.
+    outside = report.replace(bundles[0], "")
+    assert not re.search(r"https?://", outside), re.findall(r"https?://\S+", outside)[:3]
+
+
+def test_every_figure_div_and_summary(report: str) -> None:
+    for key, title in SECTIONS:
+        assert f'id="figure-{key}"' in report, key
+        assert title.split(" (")[0].replace("'", "&#x27;") in report
+    assert report.count("Plotly.newPlot(") == len(SECTIONS)
+    assert "Summary per space" in report
+    assert "preserved" in report and "deeper" in report
+    # The failed trial and its error text, escaped.
+    assert "Failed trials (1)" in report
+    assert "CUDA out of memory" in report
+    assert "Candidates (mean over seeds, best first)" in report
+
+
+def test_store_text_is_escaped(tmp_path: Path) -> None:
+    from explorer.report import render_report
+
+    path = tmp_path / "explorer.db"
+    make_fixture_store(path, experiments=("xss",), failed=1)
+    with Store.open(path) as store:
+        trials = store.trials_frame(["xss"])
+        trials.loc[trials["status"] == "failed", "error"] = "<script>alert(1)</script>"
+        experiments = store.experiments()
+    record = experiments.iloc[0].to_dict()
+    record["spec_text"] = "name: </pre><script>alert(2)</script>"
+    no_epochs = pd.DataFrame(columns=["trial_id", "epoch", "train_error", "test_error"])
+    html = render_report(trials, no_epochs, record, where="<b>db</b>", curve_trials=[])
+    assert "<script>alert" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;b&gt;db&lt;/b&gt;" in html
+
+
+def test_missing_experiment_exit_2(db: str, tmp_path: Path) -> None:
+    output = tmp_path / "r.html"
+    result = runner.invoke(cli_app, ["report", "nope", "--store", db, "--output", str(output)])
+    assert result.exit_code == 2
+    assert "no experiment 'nope'" in result.output
+    assert not output.exists()
+    with Store.open(db, readonly=True) as store, pytest.raises(ReportError):
+        write_report(store, "nope", output)
+
+
+def test_missing_store_and_bad_suffix(tmp_path: Path) -> None:
+    result = runner.invoke(cli_app, ["report", "x", "--runs-dir", str(tmp_path / "none"),
+                                     "--output", str(tmp_path / "r.html")])
+    assert result.exit_code == 2 and "no results database" in result.output
+    result = runner.invoke(cli_app, ["report", "x", "--runs-dir", str(tmp_path),
+                                     "--output", str(tmp_path / "r.pdf")])
+    assert result.exit_code == 2 and "unknown format" in result.output
+
+
+def test_written_atomically_and_readable(db: str, tmp_path: Path) -> None:
+    output = tmp_path / "sub" / "report.html"
+    output.parent.mkdir()
+    output.write_text("old", encoding="utf-8")
+    with Store.open(db, readonly=True) as store:
+        summary = write_report(store, "cifar10-width", output)
+    assert output.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert summary.bytes == output.stat().st_size
+    assert summary.finished == 8 and summary.trials == 10
+    assert [p.name for p in output.parent.iterdir()] == ["report.html"]  # no temporary left
+    assert output.stat().st_mode & stat.S_IRGRP  # shareable, not the temp file's 0600
