@@ -489,6 +489,33 @@ def cost_figure(candidates: pd.DataFrame, metric: str = "latency_ms") -> go.Figu
                    COST_LABELS["flops"], COST_LABELS[metric], log_x=True)
 
 
+def proxy_figure(table: pd.DataFrame, tau: float, proxy: str) -> go.Figure:
+    """Each candidate's error under a cheap proxy against its full-run error, with Kendall's
+    tau in the title; a candidate on the diagonal's order keeps its rank."""
+    chart = "proxy_fidelity"
+    if table.empty:
+        return empty_figure(chart, "no candidate has both a proxy and a full-run error")
+    labels = arch_labels(table)
+    depths = table["depths"].map(tuple_label)
+    short = (table["cardinality"].astype(str) + "×" + table["bottleneck_width"].astype(str) + "d"
+             + (" " + depths if depths.nunique() > 1 else ""))
+    traces: list[Trace] = [{
+        "type": "scatter", "x": _floats(table["proxy_error"]), "y": _floats(table["full_error"]),
+        "mode": "markers+text", "text": short.tolist(), "textposition": "top center",
+        "marker": {"color": PALETTE[0], "size": 9},
+        "hovertext": [f"{label}<br>key {key}<br>proxy {p:.2f} % (rank {pr})<br>"
+                      f"full {f:.2f} % (rank {fr})"
+                      for label, key, p, f, pr, fr in zip(
+                          labels, table["key"], table["proxy_error"], table["full_error"],
+                          table["proxy_rank"], table["full_rank"], strict=True)],
+        "hovertemplate": "%{hovertext}<extra></extra>", "name": "candidates",
+        "meta": {"role": "candidates"},
+    }]
+    shown = "n/a (under 3 candidates)" if tau != tau else f"{tau:.2f}"
+    return _figure(traces, chart, f"Proxy fidelity: Kendall τ = {shown} over {len(table)} "
+                   "candidates", f"test error (%), {proxy}", "test error (%), full run")
+
+
 def points(fig: go.Figure, role: str = "candidates") -> int:
     """How many points the traces of a role draw (what the tests count)."""
     return sum(len(t.x) for t in fig.data if (t.meta or {}).get("role") == role)

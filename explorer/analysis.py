@@ -175,3 +175,59 @@ def filter_trials(trials: pd.DataFrame, *, experiments: Sequence[str] | None = N
     for column, (low, high) in (ranges or {}).items():
         mask &= trials[column].between(low, high)
     return trials[mask]
+
+
+# --- proxy fidelity -----------------------------------------------------------------------
+#
+# How far can a cheap sweep be trusted? Rank the same candidates by a cheap proxy (a shorter
+# run, or an early epoch of the full run) and by the full run, and compare the rankings with
+# Kendall's tau: 1 is the same order, 0 no relation, -1 reversed.
+
+PROXY_COLUMNS = ["key", "space", "cardinality", "bottleneck_width", "depths", "widths", "params",
+                 "flops", "proxy_error", "full_error", "proxy_rank", "full_rank"]
+
+
+def errors_at_epoch(trials: pd.DataFrame, epochs: pd.DataFrame, epoch: int) -> pd.DataFrame:
+    """The finished trials with `test_error` taken at `epoch` instead of at the end.
+
+    Trials that never reported that epoch are left out. The result has the shape of
+    `trials`, so `by_candidate` averages it over seeds like any other.
+    """
+    done = finished(trials)
+    if done.empty or epochs.empty:
+        return done.iloc[0:0]
+    at = epochs[epochs["epoch"] == epoch].set_index("trial_id")["test_error"]
+    early = done[done["trial_id"].isin(at.index)]
+    return early.assign(test_error=early["trial_id"].map(at).astype(float))
+
+
+def proxy_table(proxy: pd.DataFrame, full: pd.DataFrame) -> pd.DataFrame:
+    """Candidates present in both `by_candidate` frames, with their two mean errors and ranks.
+
+    Candidates are matched on their key (the architecture's content key, the same in any
+    experiment), so a proxy may come from another experiment with other space names. A
+    candidate in several spaces (a shared base model) counts once. Best full error first.
+    """
+    if proxy.empty or full.empty:
+        return pd.DataFrame(columns=PROXY_COLUMNS)
+    short = proxy.groupby("key", sort=False)["test_error_mean"].mean().rename("proxy_error")
+    arch = [c for c in PROXY_COLUMNS[1:8] if c in full.columns]
+    long = (full.assign(**{c: full[c].map(_hashable) for c in arch})
+            .groupby("key", sort=False)
+            .agg(**{c: (c, "first") for c in arch}, full_error=("test_error_mean", "mean")))
+    table = long.join(short, how="inner").reset_index()
+    if table.empty:
+        return pd.DataFrame(columns=PROXY_COLUMNS)
+    table["proxy_rank"] = table["proxy_error"].rank(method="min").astype(int)
+    table["full_rank"] = table["full_error"].rank(method="min").astype(int)
+    present = [c for c in PROXY_COLUMNS if c in table.columns]
+    return table.sort_values(["full_error", "key"])[present].reset_index(drop=True)
+
+
+def kendall_tau(table: pd.DataFrame) -> float:
+    """Kendall's tau-b between a `proxy_table`'s proxy and full errors; NaN under 3 candidates
+    (two points always agree or disagree perfectly, which says nothing)."""
+    if len(table) < 3:
+        return float("nan")
+    return float(table["proxy_error"].astype(float).corr(table["full_error"].astype(float),
+                                                           method="kendall"))

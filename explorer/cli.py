@@ -507,13 +507,21 @@ def report(
     output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")],
     runs_dir: RunsDir = Path("runs"),
     store: StoreOpt = None,
+    proxy: Annotated[
+        str | None,
+        typer.Option("--proxy", metavar="EXPERIMENT",
+                     help="A cheaper run of the same candidates (e.g. fewer epochs): the report "
+                          "shows how well its ranking predicts this one's (Kendall τ). "
+                          "Default: this experiment's own errors a quarter of the way through."),
+    ] = None,
 ) -> None:
     """Write an experiment's charts and tables as one standalone HTML file (opens offline)."""
     from explorer.report import ReportError, write_report
 
     check_output_suffix(output, (".html", ".htm"))
     try:
-        summary = write_report(open_reader(runs_dir, store), experiment, output)
+        summary = write_report(open_reader(runs_dir, store), experiment, output,
+                               proxy_experiment=proxy)
     except ReportError as problem:
         fail(str(problem))
     out.print(
@@ -521,6 +529,11 @@ def report(
         f"{summary.trials} trials finished, {summary.figures} charts",
         highlight=False,
     )
+    fidelity = summary.proxy
+    if fidelity is not None and not fidelity.table.empty:
+        tau = "n/a" if fidelity.tau != fidelity.tau else f"{fidelity.tau:.2f}"
+        out.print(f"proxy fidelity: Kendall τ = {tau} between {fidelity.proxy} and the full "
+                  f"run over {len(fidelity.table)} candidates", highlight=False)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

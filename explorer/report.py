@@ -50,6 +50,15 @@ class ReportError(Exception):
 
 
 @dataclass(frozen=True)
+class ProxyFidelity:
+    """The same candidates ranked by a cheap proxy and by the full run (see analysis)."""
+
+    proxy: str          # what the proxy was, in words: "epoch 2 of 8", "experiment x (3 epochs)"
+    table: pd.DataFrame
+    tau: float
+
+
+@dataclass(frozen=True)
 class ReportSummary:
     experiment: str
     version: int
@@ -57,32 +66,78 @@ class ReportSummary:
     finished: int
     figures: int
     bytes: int
+    proxy: ProxyFidelity | None = None
 
 
-def write_report(store: Any, experiment: str, output: str | Path) -> ReportSummary:
-    """Read `experiment` (its latest version) from a store and write the report to `output`."""
+def write_report(store: Any, experiment: str, output: str | Path, *,
+                 proxy_experiment: str | None = None) -> ReportSummary:
+    """Read `experiment` (its latest version) from a store and write the report to `output`.
+
+    Proxy fidelity compares this experiment's candidates with the same candidates in
+    `proxy_experiment` (e.g. the same spec with fewer epochs) or, without one, with
+    this experiment's own test errors a quarter of the way through training.
+    """
+    record = _latest_record(store, experiment)
     trials = store.trials_frame([experiment])
+    curve_ids = figures.best_trials(trials, CURVE_TRIALS)
+    epochs = store.epochs_frame(trial_ids=curve_ids)
+    fidelity: ProxyFidelity | None
+    if proxy_experiment is not None:
+        _latest_record(store, proxy_experiment)
+        fidelity = proxy_from_experiment(trials, store.trials_frame([proxy_experiment]),
+                                         proxy_experiment)
+    else:
+        done = analysis.finished(trials)
+        fidelity = proxy_from_early_epoch(
+            trials, store.epochs_frame(trial_ids=done["trial_id"].unique().tolist()))
+    text = render_report(trials, epochs, record, where=store.where, curve_trials=curve_ids,
+                         proxy=fidelity)
+    atomic_write(output, lambda tmp: _write_shareable(tmp, text))
+    per_trial = trials.drop_duplicates("trial_id")
+    return ReportSummary(
+        experiment=experiment, version=int(record["version"]), trials=len(per_trial),
+        finished=int((per_trial["status"] == "finished").sum()),
+        figures=len(SECTIONS) + (fidelity is not None), bytes=len(text.encode("utf-8")),
+        proxy=fidelity,
+    )
+
+
+def _latest_record(store: Any, experiment: str) -> dict[str, Any]:
     experiments = store.experiments()
     record = experiments[(experiments["experiment"] == experiment) & experiments["latest"]]
     if record.empty:
         raise ReportError(f"no experiment {experiment!r} in the store; "
                           "`explorer status` lists them")
-    curve_ids = figures.best_trials(trials, CURVE_TRIALS)
-    epochs = store.epochs_frame(trial_ids=curve_ids)
-    text = render_report(trials, epochs, record.iloc[0].to_dict(), where=store.where,
-                         curve_trials=curve_ids)
-    atomic_write(output, lambda tmp: _write_shareable(tmp, text))
-    per_trial = trials.drop_duplicates("trial_id")
-    return ReportSummary(
-        experiment=experiment, version=int(record.iloc[0]["version"]), trials=len(per_trial),
-        finished=int((per_trial["status"] == "finished").sum()), figures=len(SECTIONS),
-        bytes=len(text.encode("utf-8")),
-    )
+    return dict(record.iloc[0].to_dict())
+
+
+def proxy_from_experiment(trials: pd.DataFrame, proxy_trials: pd.DataFrame,
+                          proxy_name: str) -> ProxyFidelity:
+    """Fidelity of another experiment's errors (a cheaper recipe) to this one's."""
+    table = analysis.proxy_table(analysis.by_candidate(proxy_trials),
+                                 analysis.by_candidate(trials))
+    epochs = analysis.finished(proxy_trials)["epochs_completed"].dropna()
+    recipe = f" ({int(epochs.max())} epochs)" if not epochs.empty else ""
+    return ProxyFidelity(f"experiment {proxy_name}{recipe}", table, analysis.kendall_tau(table))
+
+
+def proxy_from_early_epoch(trials: pd.DataFrame, epochs: pd.DataFrame) -> ProxyFidelity | None:
+    """Fidelity of the test error a quarter of the way through training (what an early stop
+    such as ASHA would judge by) to the final one; None when runs are one epoch long."""
+    completed = analysis.finished(trials)["epochs_completed"].dropna()
+    if completed.empty or int(completed.max()) < 2:
+        return None
+    total = int(completed.max())
+    early = max(1, total // 4)
+    table = analysis.proxy_table(
+        analysis.by_candidate(analysis.errors_at_epoch(trials, epochs, early)),
+        analysis.by_candidate(trials))
+    return ProxyFidelity(f"epoch {early} of {total}", table, analysis.kendall_tau(table))
 
 
 def render_report(trials: pd.DataFrame, epochs: pd.DataFrame, experiment: dict[str, Any], *,
                   where: str, curve_trials: list[int] | None = None,
-                  generated: datetime | None = None) -> str:
+                  generated: datetime | None = None, proxy: ProxyFidelity | None = None) -> str:
     """The whole HTML document for one experiment's trials (and the chosen trials' epochs)."""
     name = str(experiment["experiment"])
     version = int(experiment["version"])
@@ -118,6 +173,8 @@ def render_report(trials: pd.DataFrame, epochs: pd.DataFrame, experiment: dict[s
                               config={"displaylogo": False, "responsive": True}),
                   "</section>"]
         first = False
+    if proxy is not None:
+        parts += _proxy_section(proxy)
     if not candidates.empty:
         table = candidates.sort_values("test_error_mean").assign(
             architecture=figures.arch_labels(candidates.sort_values("test_error_mean")))
@@ -131,6 +188,31 @@ def render_report(trials: pd.DataFrame, epochs: pd.DataFrame, experiment: dict[s
                   f"<pre>{_e(str(spec_text))}</pre></details></section>"]
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _proxy_section(proxy: ProxyFidelity) -> list[str]:
+    table = proxy.table
+    if table.empty:
+        verdict = "No candidate has both a proxy and a full-run error yet."
+    else:
+        tau = "undefined (fewer than 3 candidates)" if proxy.tau != proxy.tau \
+            else f"{proxy.tau:.2f}"
+        same = table.sort_values("proxy_error").iloc[0]["key"] == table.iloc[0]["key"]
+        verdict = (f"Kendall τ between the errors at {proxy.proxy} and the full run's, over "
+                   f"{len(table)} candidates (mean over seeds): <b>{_e(tau)}</b> (1: same "
+                   "order, 0: unrelated). The proxy's best candidate is "
+                   f"{'also' if same else 'not'} the full run's best.")
+    shown = table.assign(architecture=figures.arch_labels(table)) if not table.empty else table
+    columns = ["architecture", "key", "params", "proxy_error", "full_error", "proxy_rank",
+               "full_rank"]
+    fig = figures.proxy_figure(table, proxy.tau, proxy.proxy)
+    return [f'<section id="section-proxy_fidelity"><h2>Proxy fidelity: {_e(proxy.proxy)} '
+            "against the full run</h2>", f"<p>{verdict}</p>",
+            pio.to_html(fig, full_html=False, include_plotlyjs=False,
+                        div_id="figure-proxy_fidelity", default_width="100%",
+                        default_height="480px",
+                        config={"displaylogo": False, "responsive": True}),
+            _table(shown[[c for c in columns if c in shown.columns]]), "</section>"]
 
 
 def _write_shareable(path: Path, text: str) -> None:

@@ -92,7 +92,8 @@ class Range(Frozen):
 
 
 def _axis_kind(value: Any) -> str:
-    return "range" if isinstance(value, dict) else "list"
+    # A dict when validating YAML, a Range when serialising a parsed spec.
+    return "range" if isinstance(value, dict | Range) else "list"
 
 
 def _axis(item: Any) -> Any:

@@ -200,3 +200,53 @@ def test_filter_trials_empty_selection_means_all() -> None:
     assert analysis.filter_trials(trials, statuses=["failed"])["key"].tolist() == ["c"]
     assert analysis.filter_trials(trials, spaces=["s"], ranges={"cardinality": (2, 8)}
                                   )["key"].tolist() == ["b"]
+
+
+# --- proxy fidelity -------------------------------------------------------------------------
+
+
+def test_kendall_tau_of_a_hand_counted_ranking() -> None:
+    # Proxy order a<b<c<d, full order a<c<b<d: of the 6 pairs only (b, c) is swapped,
+    # so tau = (5 concordant - 1 discordant) / 6.
+    proxy = analysis.by_candidate(frame([trial("a", 1.0), trial("b", 2.0), trial("c", 3.0),
+                                         trial("d", 4.0)]))
+    full = analysis.by_candidate(frame([trial("a", 10.0), trial("b", 30.0), trial("c", 20.0),
+                                        trial("d", 40.0)]))
+    table = analysis.proxy_table(proxy, full)
+    assert analysis.kendall_tau(table) == pytest.approx(4 / 6)
+    assert table["key"].tolist() == ["a", "c", "b", "d"]  # best full error first
+    assert table.set_index("key")["proxy_rank"].to_dict() == {"a": 1, "b": 2, "c": 3, "d": 4}
+    assert table.set_index("key")["full_rank"].to_dict() == {"a": 1, "c": 2, "b": 3, "d": 4}
+    # A full run that ranks the candidates in exactly the proxy's reverse order: tau = -1.
+    reversed_full = proxy.assign(test_error_mean=-proxy["test_error_mean"])
+    assert analysis.kendall_tau(analysis.proxy_table(proxy, reversed_full)) == pytest.approx(-1)
+
+
+def test_proxy_table_matches_on_key_across_spaces_and_experiments() -> None:
+    # The proxy comes from another experiment with other space names; "x" is only in the
+    # proxy and "y" only in the full run; "a" is in two spaces of the full run (counted once).
+    proxy = analysis.by_candidate(frame([
+        trial("a", 1.0, experiment="short", space="p"), trial("b", 2.0, experiment="short",
+                                                              space="p", seed=0),
+        trial("b", 4.0, experiment="short", space="p", seed=1),
+        trial("x", 9.0, experiment="short", space="p")]))
+    full = analysis.by_candidate(frame([
+        trial("a", 5.0, space="s1"), trial("a", 5.0, space="s2"), trial("b", 6.0, space="s1"),
+        trial("y", 1.0, space="s1")]))
+    table = analysis.proxy_table(proxy, full).set_index("key")
+    assert sorted(table.index) == ["a", "b"]
+    assert table.loc["b", "proxy_error"] == pytest.approx(3.0)  # mean over its two seeds
+    assert table.loc["a", "full_error"] == pytest.approx(5.0)
+    assert np.isnan(analysis.kendall_tau(table.reset_index()))  # 2 candidates say nothing
+
+
+def test_errors_at_epoch_takes_that_epochs_error_and_skips_short_trials() -> None:
+    trials = frame([trial("a", 5.0, trial_id=1), trial("b", 6.0, trial_id=2),
+                    trial("c", 7.0, trial_id=3, status="failed")])
+    epochs = pd.DataFrame({"trial_id": [1, 1, 2, 3, 3], "epoch": [1, 2, 2, 1, 2],
+                           "test_error": [50.0, 40.0, 45.0, 60.0, 55.0]})
+    early = analysis.errors_at_epoch(trials, epochs, 1)
+    assert early.set_index("key")["test_error"].to_dict() == {"a": 50.0}  # b has no epoch 1
+    assert analysis.errors_at_epoch(trials, epochs.iloc[0:0], 1).empty
+    assert analysis.proxy_table(analysis.by_candidate(early), analysis.by_candidate(trials)
+                                )["key"].tolist() == ["a"]

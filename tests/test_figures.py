@@ -298,3 +298,16 @@ def test_all_figures_validate(trials: pd.DataFrame) -> None:
                           "cost_latency_ms", "cost_train_images_per_sec"}
     for name, fig in drawn.items():
         assert validated(fig).layout.meta["chart"] == name
+
+
+def test_proxy_figure_one_point_per_matched_candidate(trials: pd.DataFrame) -> None:
+    full = analysis.by_candidate(trials)
+    # A proxy that sees every candidate but the first, with errors in the reverse order.
+    proxy = full.iloc[1:].assign(test_error_mean=-full["test_error_mean"].iloc[1:])
+    table = analysis.proxy_table(proxy, full)
+    fig = validated(figures.proxy_figure(table, analysis.kendall_tau(table), "epoch 1 of 4"))
+    assert figures.points(fig) == full.iloc[1:]["key"].nunique()
+    assert "Kendall τ = -1.00" in fig.layout.title.text
+    assert fig.layout.xaxis.title.text == "test error (%), epoch 1 of 4"
+    empty = figures.proxy_figure(table.iloc[0:0], float("nan"), "x")
+    assert not empty.data

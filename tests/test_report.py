@@ -57,7 +57,9 @@ def test_every_figure_div_and_summary(report: str) -> None:
     for key, title in SECTIONS:
         assert f'id="figure-{key}"' in report, key
         assert title.split(" (")[0].replace("'", "&#x27;") in report
-    assert report.count("Plotly.newPlot(") == len(SECTIONS)
+    # Every section's chart, plus the proxy-fidelity chart (epoch 1 of 5 against the end).
+    assert report.count("Plotly.newPlot(") == len(SECTIONS) + 1
+    assert 'id="figure-proxy_fidelity"' in report and "epoch 1 of 5" in report
     assert "Summary per space" in report
     assert "preserved" in report and "deeper" in report
     # The failed trial and its error text, escaped.
@@ -114,3 +116,52 @@ def test_written_atomically_and_readable(db: str, tmp_path: Path) -> None:
     assert summary.finished == 8 and summary.trials == 10
     assert [p.name for p in output.parent.iterdir()] == ["report.html"]  # no temporary left
     assert output.stat().st_mode & stat.S_IRGRP  # shareable, not the temp file's 0600
+
+
+def _tau_by_hand(proxy: pd.DataFrame, full: pd.DataFrame) -> float:
+    """Kendall's tau of candidate mean errors, computed with scipy, not explorer.analysis."""
+    from scipy.stats import kendalltau
+
+    def means(trials: pd.DataFrame) -> pd.Series:
+        done = trials[(trials["status"] == "finished") & trials["test_error"].notna()]
+        return done.drop_duplicates("trial_id").groupby("key")["test_error"].mean()
+
+    both = pd.concat([means(proxy).rename("p"), means(full).rename("f")], axis=1).dropna()
+    return float(kendalltau(both["p"], both["f"]).statistic)
+
+
+def test_proxy_fidelity_from_another_experiment(db: str, tmp_path: Path) -> None:
+    output = tmp_path / "proxy.html"
+    result = runner.invoke(cli_app, ["report", "cifar10-width", "--store", db, "--proxy",
+                                     "cifar10-cardinality", "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    with Store.open(db, readonly=True) as store:
+        expected = _tau_by_hand(store.trials_frame(["cifar10-cardinality"]),
+                                store.trials_frame(["cifar10-width"]))
+    assert f"Kendall τ = {expected:.2f}" in result.output
+    page = output.read_text(encoding="utf-8")
+    assert 'id="figure-proxy_fidelity"' in page
+    assert "experiment cifar10-cardinality" in page and f"<b>{expected:.2f}</b>" in page
+
+
+def test_proxy_fidelity_from_an_early_epoch(db: str, tmp_path: Path) -> None:
+    with Store.open(db, readonly=True) as store:
+        summary = write_report(store, "cifar10-cardinality", tmp_path / "r.html")
+        trials = store.trials_frame(["cifar10-cardinality"])
+        epochs = store.epochs_frame(experiment_names=["cifar10-cardinality"])
+    assert summary.proxy is not None
+    total = int(trials.loc[trials["status"] == "finished", "epochs_completed"].max())
+    early = max(1, total // 4)
+    assert summary.proxy.proxy == f"epoch {early} of {total}"
+    at_early = epochs[epochs["epoch"] == early].set_index("trial_id")["test_error"]
+    proxy = trials.assign(test_error=trials["trial_id"].map(at_early))
+    expected = _tau_by_hand(proxy, trials)
+    assert summary.proxy.tau == pytest.approx(expected)
+
+
+def test_unknown_proxy_experiment_exit_2(db: str, tmp_path: Path) -> None:
+    result = runner.invoke(cli_app, ["report", "cifar10-width", "--store", db, "--proxy",
+                                     "nope", "--output", str(tmp_path / "x.html")])
+    assert result.exit_code == 2
+    assert "no experiment 'nope'" in result.output
+    assert not (tmp_path / "x.html").exists()

@@ -17,6 +17,7 @@ import pickle
 import re
 import subprocess
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -478,3 +479,24 @@ def test_schema_accepts_the_good_specs(schema: dict, path: Path) -> None:
 def test_schema_rejects_what_validate_rejects(schema: dict, name: str) -> None:
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(load_yaml12(BAD / name), schema)
+
+
+def test_a_range_axis_serialises_as_a_range_without_warnings() -> None:
+    text = """
+name: r
+spaces:
+  s:
+    axes:
+      bottleneck_width: {low: 1, high: 64, log: true}
+      cardinality: [1, 2]
+search:
+  strategy: random
+  n_trials: 3
+"""
+    spec = parse_spec(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pydantic warns when a union member is misjudged
+        dumped = spec.model_dump(mode="json")
+    axes = dumped["spaces"]["s"]["axes"]
+    assert axes["bottleneck_width"] == {"low": 1.0, "high": 64.0, "log": True, "integer": True}
+    assert axes["cardinality"] == [1, 2]

@@ -1,0 +1,90 @@
+"""Save docs/dashboard.png: the dashboard on real results, opened at a chosen tab.
+
+Starts `explorer dashboard` on a runs folder, opens it in Debian's headless
+Chromium (Playwright), picks the experiments and the tab, waits for the
+charts, and writes the screenshot atomically.
+
+    python docs/make_screenshot.py --runs-dir runs --experiment quickstart --tab Tradeoff
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_healthy(process: subprocess.Popen[str], port: int, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        if process.poll() is not None:
+            sys.exit(f"explorer dashboard exited: {process.communicate()[0]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                sys.exit("explorer dashboard did not come up in 60 s")
+            time.sleep(0.3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--experiment", action="append", default=[],
+                        help="experiments to pick (repeat); default: the dashboard's choice")
+    parser.add_argument("--tab", default="Tradeoff")
+    parser.add_argument("--output", default=str(Path(__file__).with_name("dashboard.png")))
+    parser.add_argument("--height", type=int, default=1100)
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    explorer = shutil.which("explorer") or "explorer"
+    process = subprocess.Popen([explorer, "dashboard", "--runs-dir", args.runs_dir, "--port",
+                                str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    try:
+        wait_healthy(process, port)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": args.height})
+            page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
+            page.wait_for_selector(".js-plotly-plot", timeout=60_000)
+            for name in args.experiment:
+                box = page.locator('[data-testid="stSidebar"] [data-baseweb="select"]').first
+                box.click()
+                page.get_by_role("option", name=name, exact=True).click()
+                page.keyboard.press("Escape")
+                page.wait_for_timeout(1500)
+            page.get_by_role("tab", name=args.tab).click()
+            page.wait_for_timeout(3000)  # the tab's charts draw and settle
+            with tempfile.TemporaryDirectory() as folder:
+                shot = Path(folder) / "shot.png"
+                page.screenshot(path=str(shot))
+                shutil.move(shot, args.output)
+            browser.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""The ready-made specs under spaces/ say what they claim in their comments.
+
+Every spec validates and enumerates without dropping anything; the CIFAR-10
+studies have the shapes the reproduction relies on: C = 1 ... 32 at preserved
+params with d shrinking, equal budgets across cardinality / width / depth, and
+a proxy that differs from its full run only in the number of epochs, so their
+trial keys name the same candidates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from explorer.space import Enumeration, enumerate_spec
+from explorer.spec import load_spec
+
+SPACES = Path(__file__).resolve().parents[1] / "spaces"
+ALL_SPECS = sorted(SPACES.rglob("*.yaml"))
+
+
+def test_the_ready_specs_are_all_found() -> None:
+    names = {str(p.relative_to(SPACES)) for p in ALL_SPECS}
+    assert {"quickstart.yaml", "cifar10_preserved_small.yaml", "cifar10_fig7_small.yaml",
+            "cpu/cifar10_preserved.yaml", "cpu/cifar10_preserved_proxy.yaml",
+            "cpu/cifar10_fig7.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", ALL_SPECS, ids=lambda p: str(p.relative_to(SPACES)))
+def test_every_ready_spec_enumerates_without_drops(path: Path) -> None:
+    result = enumerate_spec(load_spec(path))
+    assert result.candidates
+    assert not result.dropped, [d.reason for d in result.dropped]
+
+
+def _by_c(result: Enumeration) -> dict[int, tuple[int, float]]:
+    return {c.arch.stages[0].cardinality: (c.arch.stages[0].bottleneck_width,
+                                           c.params_deviation) for c in result.candidates}
+
+
+@pytest.mark.parametrize("name,tolerance", [("cifar10_preserved_small.yaml", 5.0),
+                                            ("cpu/cifar10_preserved.yaml", 8.0)])
+def test_preserved_studies_trade_d_for_c(name: str, tolerance: float) -> None:
+    found = _by_c(enumerate_spec(load_spec(SPACES / name)))
+    assert sorted(found) == [1, 2, 4, 8, 16, 32]
+    ds = [found[c][0] for c in sorted(found)]
+    assert ds == sorted(ds, reverse=True) and len(set(ds)) == len(ds)  # d shrinks as C grows
+    assert all(abs(dev) <= tolerance for _, dev in found.values())
+
+
+@pytest.mark.parametrize("name,levels", [("cifar10_fig7_small.yaml", 3),
+                                         ("cpu/cifar10_fig7.yaml", 2)])
+def test_fig7_studies_spend_equal_budgets(name: str, levels: int) -> None:
+    result = enumerate_spec(load_spec(SPACES / name))
+    spaces = {s: sorted(c.complexity.params for c in result.in_space(s))
+              for s in ("cardinality", "width", "depth")}
+    assert {len(p) for p in spaces.values()} == {levels}
+    base = result.base.complexity.params
+    assert all(p[0] == base for p in spaces.values())  # each grows from the same model
+    for level in range(1, levels):
+        budgets = [p[level] for p in spaces.values()]
+        assert max(budgets) / min(budgets) < 1.12, (level, budgets)  # equal within 12%
+        assert min(budgets) > 1.5 * base * level  # and really bigger than the base
+
+
+def test_cpu_proxy_is_the_full_run_with_fewer_epochs() -> None:
+    full = load_spec(SPACES / "cpu" / "cifar10_preserved.yaml")
+    proxy = load_spec(SPACES / "cpu" / "cifar10_preserved_proxy.yaml")
+    assert proxy.train.epochs < full.train.epochs
+    assert proxy.data == full.data and proxy.model == full.model
+    assert proxy.spaces == full.spaces and proxy.train.seeds == full.train.seeds
+    assert ({c.key for c in enumerate_spec(proxy).candidates}
+            == {c.key for c in enumerate_spec(full).candidates})
