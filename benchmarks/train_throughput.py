@@ -14,6 +14,9 @@ on the same images; both are timed over `--steps` optimizer steps after
     python benchmarks/train_throughput.py                    # CPU, synthetic data
     python benchmarks/train_throughput.py --data cifar10     # the real images
     python benchmarks/train_throughput.py --device cuda --steps 100
+    # the CPU study's network (spaces/cpu/cifar10_preserved.yaml, 1x16d at 16x16):
+    python benchmarks/train_throughput.py --data cifar10 --blocks 1 --stem 16 --cardinality 1 \
+        --d 16 --resolution 16
 
 On CUDA it also prints model-FLOP utilisation: 3 × flops × images/s over the
 GPU's peak (``--peak-flops``, default the H100 SXM dense bf16 989e12), with
@@ -41,10 +44,10 @@ from explorer.train import EpochMetrics, Recipe, build_seeded, train_trial
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
-def narrow_resnext29(width: int, cardinality: int, d: int) -> Arch:
-    """ResNeXt-29's shape (3 stages of 3 blocks) at a fraction of its width."""
+def narrow_resnext29(width: int, cardinality: int, d: int, blocks: int = 3) -> Arch:
+    """ResNeXt-29's shape (3 stages of `blocks` blocks) at a fraction of its width."""
     return make_arch(
-        template="cifar", stem_width=width // 2, depths=(3, 3, 3),
+        template="cifar", stem_width=width // 2, depths=(blocks,) * 3,
         widths=(width, 2 * width, 4 * width), cardinality=cardinality, bottleneck_width=d,
     )
 
@@ -199,6 +202,9 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=64, help="first stage width (paper: 256)")
     parser.add_argument("--cardinality", type=int, default=4)
     parser.add_argument("--d", type=int, default=4, help="bottleneck width of stage 1")
+    parser.add_argument("--blocks", type=int, default=3, help="blocks per stage (29 layers: 3)")
+    parser.add_argument("--stem", type=int, default=None, help="stem width (default: width/2)")
+    parser.add_argument("--resolution", type=int, default=32, help="image side, pixels")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
@@ -215,18 +221,23 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    arch = narrow_resnext29(args.width, args.cardinality, args.d)
+    arch = narrow_resnext29(args.width, args.cardinality, args.d, args.blocks)
+    if args.stem:
+        arch = make_arch(template="cifar", stem_width=args.stem, depths=arch.depths,
+                         widths=arch.widths, cardinality=args.cardinality,
+                         bottleneck_width=args.d)
     n_train = (args.warmup + args.steps) * args.batch_size
-    data = load_data(args.data, args.root, n_train)
+    data = load_data(args.data, args.root, n_train, args.resolution)
     recipe = Recipe(
         batch_size=args.batch_size, lr=0.1, precision=args.precision,
         channels_last=not args.no_channels_last, compile=args.compile, augment=True,
     )
-    macs = count(arch, 32, data.num_classes).flops
+    macs = count(arch, args.resolution, data.num_classes).flops
     print(f"device: {describe_device(device)}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
-    print(f"model: ResNeXt-29 {arch.label()} widths {list(arch.widths)}, "
-          f"{macs / 1e6:.1f} M multiply-adds/image at 32x32; batch {args.batch_size}; "
+    print(f"model: ResNeXt-{arch.num_layers} {arch.label()} widths {list(arch.widths)}, "
+          f"{macs / 1e6:.1f} M multiply-adds/image at {args.resolution}x{args.resolution}; "
+          f"batch {args.batch_size}; "
           f"data {args.data}; {args.steps} timed steps after {args.warmup}")
 
     # Rounds alternate between the contenders so that a busy neighbour slows
@@ -263,13 +274,12 @@ def main() -> None:
         print(f"model-FLOP utilisation: {100 * mfu:.2f}% of {args.peak_flops:.3g} FLOP/s")
 
 
-def load_data(name: str, root: str, n_train: int) -> Dataset:
+def load_data(name: str, root: str, n_train: int, resolution: int = 32) -> Dataset:
     if name == "synthetic":
-        return load_dataset(
-            DataConfig(dataset="synthetic", resolution=32, train_subset=n_train, test_subset=256)
-        )
+        return load_dataset(DataConfig(dataset="synthetic", resolution=resolution,
+                                       train_subset=n_train, test_subset=256))
     cfg = DataConfig(
-        dataset="cifar10", root=root, resolution=32, train_subset=min(n_train, 50_000),
+        dataset="cifar10", root=root, resolution=resolution, train_subset=min(n_train, 50_000),
         test_subset=500,
     )
     return load_dataset(cfg)

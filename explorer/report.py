@@ -198,8 +198,8 @@ def _proxy_section(proxy: ProxyFidelity) -> list[str]:
         tau = "undefined (fewer than 3 candidates)" if proxy.tau != proxy.tau \
             else f"{proxy.tau:.2f}"
         same = table.sort_values("proxy_error").iloc[0]["key"] == table.iloc[0]["key"]
-        verdict = (f"Kendall τ between the errors at {proxy.proxy} and the full run's, over "
-                   f"{len(table)} candidates (mean over seeds): <b>{_e(tau)}</b> (1: same "
+        verdict = (f"Kendall τ between the ranking by {_e(proxy.proxy)} and by the full run, "
+                   f"over {len(table)} candidates (mean over seeds): <b>{_e(tau)}</b> (1: same "
                    "order, 0: unrelated). The proxy's best candidate is "
                    f"{'also' if same else 'not'} the full run's best.")
     shown = table.assign(architecture=figures.arch_labels(table)) if not table.empty else table
