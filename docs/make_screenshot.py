@@ -67,10 +67,11 @@ def main() -> None:
             page = browser.new_page(viewport={"width": 1400, "height": args.height})
             page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
             page.wait_for_selector(".js-plotly-plot", timeout=60_000)
-            for name in args.experiment:
-                box = page.locator('[data-testid="stSidebar"] [data-baseweb="select"]').first
-                box.click()
-                page.get_by_role("option", name=name, exact=True).click()
+            picker = page.locator('[data-testid="stSidebar"] [data-testid="stMultiSelect"] input')
+            for name in args.experiment:  # type into the experiments picker, Enter picks it
+                picker.first.click()
+                page.keyboard.type(name)
+                page.keyboard.press("Enter")
                 page.keyboard.press("Escape")
                 page.wait_for_timeout(1500)
             page.get_by_role("tab", name=args.tab).click()

@@ -4,8 +4,7 @@
 per candidate mean in the error-vs-FLOPs chart (read from the plotly figure in
 the DOM), show no exception, and pick up a trial that finishes while the page
 is open without being reloaded. A screenshot is saved under the test's tmp
-folder; with EXPLORER_UPDATE_SCREENSHOT=1 it is also copied to
-docs/dashboard.png (the README's picture).
+folder (the README's picture, of real results, comes from docs/make_screenshot.py).
 
 Skipped when /usr/bin/chromium or playwright is missing, except under CI
 (env CI set), where that is a failure: CI installs both.
@@ -143,9 +142,6 @@ def test_dashboard_in_chromium(chromium: Any, server: tuple[str, str], tmp_path:
     shot = tmp_path / "dashboard.png"
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
-    if os.environ.get("EXPLORER_UPDATE_SCREENSHOT"):
-        (REPO / "docs").mkdir(exist_ok=True)
-        shutil.copyfile(shot, REPO / "docs" / "dashboard.png")
 
     # Live: the running trial finishes while the page is open; the chart gains its point
     # without the page being reloaded (the marker set on window survives).
