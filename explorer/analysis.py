@@ -39,12 +39,13 @@ def by_candidate(trials: pd.DataFrame) -> pd.DataFrame:
     grouped = hashable.groupby([*CANDIDATE, *present], dropna=False, sort=False)
     out = grouped.agg(
         test_error_mean=("test_error", "mean"),
-        test_error_std=("test_error", lambda s: float(s.std(ddof=1)) if len(s) > 1 else 0.0),
+        test_error_std=("test_error", "std"),  # ddof=1; NaN for one seed, made 0 below
         seeds=("test_error", "size"),
         test_top5_error_mean=("test_top5_error", "mean"),
         train_images_per_sec=("train_images_per_sec", "mean"),
         latency_ms=("latency_ms", "mean"),
     ).reset_index()
+    out["test_error_std"] = out["test_error_std"].fillna(0.0)
     return out
 
 
