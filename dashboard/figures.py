@@ -14,6 +14,7 @@ logarithmic; a scatter with many points uses WebGL (``scattergl``).
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -511,7 +512,7 @@ def proxy_figure(table: pd.DataFrame, tau: float, proxy: str) -> go.Figure:
         "hovertemplate": "%{hovertext}<extra></extra>", "name": "candidates",
         "meta": {"role": "candidates"},
     }]
-    shown = "n/a (under 3 candidates)" if tau != tau else f"{tau:.2f}"
+    shown = "n/a (under 3 candidates)" if math.isnan(tau) else f"{tau:.2f}"
     return _figure(traces, chart, f"Proxy fidelity: Kendall τ = {shown} over {len(table)} "
                    "candidates", f"test error (%), {proxy}", "test error (%), full run")
 

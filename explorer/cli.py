@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -531,7 +532,7 @@ def report(
     )
     fidelity = summary.proxy
     if fidelity is not None and not fidelity.table.empty:
-        tau = "n/a" if fidelity.tau != fidelity.tau else f"{fidelity.tau:.2f}"
+        tau = "n/a" if math.isnan(fidelity.tau) else f"{fidelity.tau:.2f}"
         out.print(f"proxy fidelity: Kendall τ = {tau} between {fidelity.proxy} and the full "
                   f"run over {len(fidelity.table)} candidates", highlight=False)
 

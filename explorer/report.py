@@ -9,6 +9,7 @@ is HTML-escaped. The file is written atomically.
 from __future__ import annotations
 
 import html
+import math
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -195,7 +196,7 @@ def _proxy_section(proxy: ProxyFidelity) -> list[str]:
     if table.empty:
         verdict = "No candidate has both a proxy and a full-run error yet."
     else:
-        tau = "undefined (fewer than 3 candidates)" if proxy.tau != proxy.tau \
+        tau = "undefined (fewer than 3 candidates)" if math.isnan(proxy.tau) \
             else f"{proxy.tau:.2f}"
         same = table.sort_values("proxy_error").iloc[0]["key"] == table.iloc[0]["key"]
         verdict = (f"Kendall τ between the ranking by {_e(proxy.proxy)} and by the full run, "
