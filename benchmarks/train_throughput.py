@@ -44,10 +44,11 @@ from explorer.train import EpochMetrics, Recipe, build_seeded, train_trial
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
-def narrow_resnext29(width: int, cardinality: int, d: int, blocks: int = 3) -> Arch:
+def narrow_resnext29(width: int, cardinality: int, d: int, blocks: int = 3,
+                     stem: int | None = None) -> Arch:
     """ResNeXt-29's shape (3 stages of `blocks` blocks) at a fraction of its width."""
     return make_arch(
-        template="cifar", stem_width=width // 2, depths=(blocks,) * 3,
+        template="cifar", stem_width=stem or width // 2, depths=(blocks,) * 3,
         widths=(width, 2 * width, 4 * width), cardinality=cardinality, bottleneck_width=d,
     )
 
@@ -221,11 +222,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    arch = narrow_resnext29(args.width, args.cardinality, args.d, args.blocks)
-    if args.stem:
-        arch = make_arch(template="cifar", stem_width=args.stem, depths=arch.depths,
-                         widths=arch.widths, cardinality=args.cardinality,
-                         bottleneck_width=args.d)
+    arch = narrow_resnext29(args.width, args.cardinality, args.d, args.blocks, args.stem)
     n_train = (args.warmup + args.steps) * args.batch_size
     data = load_data(args.data, args.root, n_train, args.resolution)
     recipe = Recipe(

@@ -491,8 +491,9 @@ def cost_figure(candidates: pd.DataFrame, metric: str = "latency_ms") -> go.Figu
 
 
 def proxy_figure(table: pd.DataFrame, tau: float, proxy: str) -> go.Figure:
-    """Each candidate's error under a cheap proxy against its full-run error, with Kendall's
-    tau in the title; a candidate on the diagonal's order keeps its rank."""
+    """Each candidate's error under a cheap proxy (x) against its full-run error (y), with
+    Kendall's tau in the title: points rising left to right mean the proxy ranks as the
+    full run does."""
     chart = "proxy_fidelity"
     if table.empty:
         return empty_figure(chart, "no candidate has both a proxy and a full-run error")
