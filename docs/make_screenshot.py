@@ -11,37 +11,16 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
+
+from explorer.serve import NotServing, free_local_port, wait_until_serving
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_healthy(process: subprocess.Popen[str], port: int, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        if process.poll() is not None:
-            sys.exit(f"explorer dashboard exited: {process.communicate()[0]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                sys.exit("explorer dashboard did not come up in 60 s")
-            time.sleep(0.3)
 
 
 def main() -> None:
@@ -55,13 +34,16 @@ def main() -> None:
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
-    port = free_port()
+    port = free_local_port()
     explorer = shutil.which("explorer") or "explorer"
     process = subprocess.Popen([explorer, "dashboard", "--runs-dir", args.runs_dir, "--port",
                                 str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     try:
-        wait_healthy(process, port)
+        try:
+            wait_until_serving(process, port)
+        except NotServing as problem:
+            sys.exit(str(problem))
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": args.height})

@@ -19,6 +19,8 @@ import os
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 DEFAULT_HOST = "127.0.0.1"
@@ -74,6 +76,36 @@ def port_problem(host: str, port: int) -> str | None:
                 return f"--host {host} is not an address of this machine"
             return f"cannot listen on {host}:{port}: {problem.strerror}"
     return None
+
+
+class NotServing(RuntimeError):
+    """A dashboard process that exited, or did not answer in time; one line."""
+
+
+def free_local_port() -> int:
+    """A port on 127.0.0.1 nothing listens on right now (for tests and scripts)."""
+    with socket.socket() as probe:
+        probe.bind((DEFAULT_HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until_serving(process: subprocess.Popen[str], port: int, seconds: float = 60) -> None:
+    """Return once the dashboard `process` started answers Streamlit's health check on
+    127.0.0.1:`port`; NotServing if it exits first (with its output) or `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if process.poll() is not None:
+            raise NotServing(f"the dashboard exited: {process.communicate()[0]}")
+        try:
+            with urllib.request.urlopen(f"http://{DEFAULT_HOST}:{port}/_stcore/health",
+                                        timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise NotServing(f"the dashboard did not come up in {seconds:g} s")
+        time.sleep(0.3)
 
 
 def streamlit_command(store_url: str, host: str = DEFAULT_HOST,

@@ -15,11 +15,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ import pytest
 from fixtures_store import make_fixture_store
 
 from explorer import analysis
+from explorer.serve import NotServing, free_local_port, wait_until_serving
 from explorer.store import Store
 
 pytestmark = pytest.mark.browser
@@ -79,36 +78,22 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """`explorer dashboard` on a fixture database; yields (page URL, store URL)."""
     path = tmp_path / "explorer.db"
     make_fixture_store(path, seeds=2, failed=1, running=1)
     store = f"sqlite:///{path}"
-    port = free_port()
+    port = free_local_port()
     explorer = shutil.which("explorer")
     command = [explorer] if explorer else [sys.executable, "-m", "explorer.cli"]
     process = subprocess.Popen([*command, "dashboard", "--store", store, "--port", str(port)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"explorer dashboard exited: {process.communicate()[0]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health",
-                                            timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("explorer dashboard did not come up in 60 s")
-                time.sleep(0.3)
+        try:
+            wait_until_serving(process, port)
+        except NotServing as problem:
+            pytest.fail(str(problem))
         yield f"http://127.0.0.1:{port}/", store
     finally:
         process.terminate()

@@ -11,7 +11,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -293,11 +292,6 @@ def test_new_results_show_on_the_next_run(tmp_path: Path) -> None:
 runner = CliRunner()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
 
 def test_streamlit_command_settings() -> None:
     command = serve.streamlit_command("sqlite:////x/explorer.db", "127.0.0.1", 8600)
@@ -347,7 +341,7 @@ def test_dashboard_warns_beyond_loopback(fixture_db: str, monkeypatch: pytest.Mo
         return 0
 
     monkeypatch.setattr(serve, "serve", fake_serve)
-    port = free_port()
+    port = serve.free_local_port()
     result = runner.invoke(cli_app, ["dashboard", "--store", fixture_db, "--host", "0.0.0.0",
                                      "--port", str(port)])
     assert result.exit_code == 0, result.output
@@ -361,32 +355,17 @@ def test_dashboard_warns_beyond_loopback(fixture_db: str, monkeypatch: pytest.Mo
 # --- a real server: loopback only -----------------------------------------------------------
 
 
-def wait_healthy(port: int, process: subprocess.Popen[str], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the dashboard exited: {process.communicate()[0]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health",
-                                        timeout=2) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError("the dashboard did not come up")
-
-
 @pytest.fixture
 def dashboard_server(fixture_db: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
     """`explorer dashboard` on a free port; stopped (by its pid) afterwards."""
-    port = free_port()
+    port = serve.free_local_port()
     explorer = shutil.which("explorer")
     command = ([explorer] if explorer else [sys.executable, "-m", "explorer.cli"])
     process = subprocess.Popen([*command, "dashboard", "--store", fixture_db, "--port",
                                 str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     try:
-        wait_healthy(port, process)
+        serve.wait_until_serving(process, port)
         yield process, port
     finally:
         process.terminate()
