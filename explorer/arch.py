@@ -21,6 +21,11 @@ TEMPLATES: tuple[Template, ...] = ("cifar", "imagenet")
 BLOCK_FORMS: tuple[BlockForm, ...] = ("grouped", "concat", "split")
 
 
+def setting_label(cardinality: object, bottleneck_width: object) -> str:
+    """The paper's name for a setting of C and d, e.g. ``32×4d`` (Table 2's column heads)."""
+    return f"{cardinality}×{bottleneck_width}d"
+
+
 @dataclass(frozen=True)
 class Stage:
     """One stage: `depth` bottleneck blocks of output width `width`.
@@ -93,9 +98,9 @@ class Arch:
         return content_key(self.canonical())
 
     def label(self) -> str:
-        """A short human name in the paper's style, e.g. ``32x4d [3,4,6,3]``."""
+        """A short human name in the paper's style, e.g. ``32×4d [3, 4, 6, 3]``."""
         c, d = self.stages[0].cardinality, self.stages[0].bottleneck_width
-        return f"{c}x{d}d {list(self.depths)}"
+        return f"{setting_label(c, d)} {list(self.depths)}"
 
     @classmethod
     def from_canonical(cls, record: dict[str, object]) -> Arch:

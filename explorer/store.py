@@ -43,7 +43,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -80,6 +80,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, aliased, mapped_column
 from sqlalchemy.pool import QueuePool, StaticPool
 
 from explorer.arch import make_arch
+from explorer.metrics import EPOCH_METRICS, INTEGER_METRICS, OUTCOMES, STATUSES, TRIAL_METRICS
 
 if TYPE_CHECKING:  # only for annotations: readers need not load the spec machinery
     from explorer.space import Candidate
@@ -104,20 +105,12 @@ DB_FILENAME = "explorer.db"
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
 
-Status = Literal["pending", "running", "finished", "failed"]
-STATUSES: tuple[Status, ...] = ("pending", "running", "finished", "failed")
-
-# Column names the writer accepts from a metrics mapping; anything else is ignored.
-TRIAL_METRICS = ("test_error", "test_top5_error", "train_loss", "train_error",
-                 "train_images_per_sec", "epochs_completed", "seconds")
-EPOCH_METRICS = ("train_loss", "train_error", "test_error", "test_top5_error", "lr",
-                 "seconds", "train_images_per_sec", "peak_memory_bytes")
 COST_FIELDS = ("latency_ms", "train_images_per_sec", "peak_memory_bytes", "cost_device")
 CANDIDATE_FIELDS = ("template", "block", "stem_width", "cardinality", "bottleneck_width",
                     "params", "flops", "acts", "params_deviation_pct", "flops_deviation_pct",
                     "solved")
 LIST_FIELDS = ("depths", "widths", "group_widths")
-_INT_FIELDS = frozenset({"epochs_completed", "peak_memory_bytes", "stem_width", "cardinality",
+_INT_FIELDS = frozenset({"epochs_completed", *INTEGER_METRICS, "stem_width", "cardinality",
                          "bottleneck_width", "params", "flops", "acts"})
 _TEXT_FIELDS = frozenset({"cost_device", "template", "block", "solved"})
 # SQLite's bound-parameter limit is far higher, but this keeps every backend happy.
@@ -216,7 +209,7 @@ class TrialRow(_Base):
     __table_args__ = (
         UniqueConstraint("experiment_id", "trial_key"),
         Index("ix_trials_experiment_candidate", "experiment_id", "candidate_key"),
-        CheckConstraint("status IN ('pending', 'running', 'finished', 'failed')",
+        CheckConstraint(f"status IN ({', '.join(repr(s) for s in STATUSES)})",
                         name="ck_trials_status"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -814,8 +807,8 @@ class Store:
         epochs_completed defaults to the number of epoch rows recorded.
         """
         self._require_writer()
-        if status not in ("finished", "failed"):
-            raise ValueError(f"finish_trial status must be 'finished' or 'failed', got {status!r}")
+        if status not in OUTCOMES:
+            raise ValueError(f"finish_trial status must be one of {OUTCOMES}, got {status!r}")
         values: dict[str, Any] = _pick(metrics, TRIAL_METRICS)
         with self._engine.begin() as conn:
             trial_id = self._trial_id(conn, experiment_id, trial_key)
@@ -1133,8 +1126,7 @@ _TRIAL_KINDS: Mapping[str, str] = {
 }
 _EPOCH_KINDS: Mapping[str, str] = {
     **dict.fromkeys(["version", "trial_id", "seed", "epoch"], "int"),
-    "peak_memory_bytes": "Int",
-    **dict.fromkeys([n for n in EPOCH_METRICS if n != "peak_memory_bytes"], "float"),
+    **{name: "Int" if name in INTEGER_METRICS else "float" for name in EPOCH_METRICS},
 }
 
 

@@ -29,6 +29,7 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from explorer.metrics import EPOCH_REPORT, FINAL_REPORT
 from explorer.plan import TrialPlan, recipe_record, trial_key
 from explorer.space import AXIS_FIELDS, Candidate, Dropped, base_candidate, realise
 from explorer.spec import Range, Spec
@@ -233,17 +234,12 @@ def _plan_config(trial: Any) -> dict[str, Any]:
     return config["plan"]  # type: ignore[no-any-return]
 
 
-EPOCH_FIELDS = ("epoch", "train_loss", "train_error", "test_error", "test_top5_error", "lr",
-                "seconds", "train_images_per_sec", "peak_memory_bytes")
-FINAL_FIELDS = (*EPOCH_FIELDS, "epochs_completed", "device", "resumed_from_epoch")
-
-
 def _epoch_fields(result: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: result[k] for k in EPOCH_FIELDS if k in result}
+    return {k: result[k] for k in EPOCH_REPORT if k in result}
 
 
 def _final_fields(result: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: result[k] for k in FINAL_FIELDS if k in result}
+    return {k: result[k] for k in FINAL_REPORT if k in result}
 
 
 def _error_text(trial: Any) -> str:

@@ -45,10 +45,10 @@ from explorer.data import (
     steps_per_epoch,
     train_batches,
 )
+from explorer.metrics import EpochMetrics, TrialResult
 
 Precision = Literal["fp32", "bf16", "fp16"]
 Schedule = Literal["cosine", "step"]
-Status = Literal["finished", "failed"]
 
 PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "fp16")
 SCHEDULES: tuple[Schedule, ...] = ("cosine", "step")
@@ -165,51 +165,6 @@ class Recipe:
         record = asdict(self)
         del record["seeds"]
         return record
-
-
-@dataclass(frozen=True)
-class EpochMetrics:
-    """One epoch's report. Errors are in percent; `peak_memory_bytes` is None on CPU.
-
-    `train_loss` and `train_error` are over the epoch's (augmented) batches as
-    the model was updated, the usual running figures; `seconds` covers
-    training and evaluation, `train_images_per_sec` training only.
-    """
-
-    epoch: int
-    train_loss: float
-    train_error: float
-    test_error: float
-    test_top5_error: float
-    lr: float
-    seconds: float
-    train_images_per_sec: float
-    peak_memory_bytes: int | None
-    steps: int
-
-    def same_result(self, other: EpochMetrics) -> bool:
-        """Equal in everything a rerun must reproduce (not the timings)."""
-        keys = ("epoch", "train_loss", "train_error", "test_error", "test_top5_error", "lr")
-        return all(getattr(self, k) == getattr(other, k) for k in keys)
-
-
-@dataclass(frozen=True)
-class TrialResult:
-    """How a trial ended. `metrics` is the last completed epoch's, if any."""
-
-    status: Status
-    error: str | None
-    metrics: EpochMetrics | None
-    history: tuple[EpochMetrics, ...]
-    epochs_completed: int
-    steps: int
-    device: str
-    precision: str
-    seed: int
-    resumed_from_epoch: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class NonFiniteLoss(Exception):

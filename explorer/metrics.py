@@ -1,0 +1,102 @@
+"""What a trial reports, defined once: each epoch's metrics, how a trial ended, its statuses.
+
+The sweep's reports, the store's columns and casts, and the analysis's frames
+all derive their field lists from the dataclasses here. Adding an epoch metric
+is one field in `EpochMetrics` (plus the store migration that adds its
+column); a field's metadata says whether the trials table carries its last
+epoch's value too (`final`), or whether it is bookkeeping no one stores
+(`stored: False`).
+
+Needs neither torch, ray nor the store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Status = Literal["pending", "running", "finished", "failed"]
+STATUSES: tuple[Status, ...] = ("pending", "running", "finished", "failed")
+# How a trial can end; the others are states on the way.
+Outcome = Literal["finished", "failed"]
+OUTCOMES: tuple[Outcome, ...] = ("finished", "failed")
+
+
+# An epoch metric whose last value is also a column of the trial.
+FINAL = {"final": True}
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """One epoch's report. Errors are in percent; `peak_memory_bytes` is None on CPU.
+
+    `train_loss` and `train_error` are over the epoch's (augmented) batches as
+    the model was updated, the usual running figures; `seconds` covers
+    training and evaluation, `train_images_per_sec` training only. `steps`
+    counts the trial's optimizer steps so far (the trainer's bookkeeping).
+    """
+
+    epoch: int
+    train_loss: float = field(metadata=FINAL)
+    train_error: float = field(metadata=FINAL)
+    test_error: float = field(metadata=FINAL)
+    test_top5_error: float = field(metadata=FINAL)
+    lr: float
+    seconds: float
+    train_images_per_sec: float = field(metadata=FINAL)
+    peak_memory_bytes: int | None
+    steps: int = field(metadata={"stored": False})
+
+    def same_result(self, other: EpochMetrics) -> bool:
+        """Equal in everything a rerun must reproduce (not the timings)."""
+        return all(getattr(self, k) == getattr(other, k) for k in REPRODUCIBLE)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """How a trial ended. `metrics` is the last completed epoch's, if any."""
+
+    status: Outcome
+    error: str | None
+    metrics: EpochMetrics | None
+    history: tuple[EpochMetrics, ...]
+    epochs_completed: int
+    steps: int
+    device: str
+    precision: str
+    seed: int
+    resumed_from_epoch: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_EPOCH_FIELDS = dataclasses.fields(EpochMetrics)
+_EPOCH_TYPES = typing.get_type_hints(EpochMetrics)
+
+# The metrics stored per epoch, by column name (`epoch` is the row's key, not a metric).
+EPOCH_METRICS: tuple[str, ...] = tuple(
+    f.name for f in _EPOCH_FIELDS if f.name != "epoch" and f.metadata.get("stored", True))
+# Those that are whole numbers (stored as integers, read back as nullable Int64).
+INTEGER_METRICS: frozenset[str] = frozenset(
+    name for name in EPOCH_METRICS
+    if int in (_EPOCH_TYPES[name], *typing.get_args(_EPOCH_TYPES[name])))
+# What the sweep reports for an epoch: its number and every stored metric.
+EPOCH_REPORT: tuple[str, ...] = ("epoch", *EPOCH_METRICS)
+# Figures of the whole trial besides its last epoch's: the sum of the epochs' seconds
+# (a trial's training time) and how many epochs it completed.
+TRIAL_TOTALS: tuple[str, ...] = ("epochs_completed", "seconds")
+# The trial row's metrics: the final epoch's (`final` fields) and the totals.
+TRIAL_METRICS: tuple[str, ...] = (
+    *(f.name for f in _EPOCH_FIELDS if f.metadata.get("final")), *TRIAL_TOTALS)
+# What the sweep reports when a trial ends: its last epoch, the totals, and where it ran.
+FINAL_REPORT: tuple[str, ...] = (*EPOCH_REPORT, "epochs_completed", "device",
+                                 "resumed_from_epoch")
+# What a rerun of the same trial must reproduce exactly (everything but timings and memory).
+REPRODUCIBLE: tuple[str, ...] = ("epoch", "train_loss", "train_error", "test_error",
+                                 "test_top5_error", "lr")
