@@ -21,8 +21,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from explorer.plan import TrialPlan, candidates_for, plan_trials
-from explorer.space import Candidate, enumerate_spec
+from explorer.plan import TrialPlan
+from explorer.search import Listed, OptunaStrategy, Strategy, listed_candidates, listed_trials
+from explorer.space import Candidate
 from explorer.spec import Spec
 from explorer.store import Store, environment_info
 
@@ -154,6 +155,44 @@ class StoreSink:
             self.display.update(self.live.render())
 
 
+@dataclass(frozen=True)
+class Planned:
+    """What a run will do: the strategy handing out the trials left, and the counts."""
+
+    strategy: Strategy
+    planned: int
+    skipped: int
+    reused: int
+
+
+def plan_run(store: Store, experiment_id: int, spec: Spec) -> Planned:
+    """Record the trials a listed search needs, then skip the finished ones and reuse those
+    finished in other experiments; a search that picks as it goes is told what is known."""
+    candidates = listed_candidates(spec)
+    if candidates is None:
+        assert spec.search.n_trials is not None  # the spec requires it
+        known = store.finished_results(experiment_id)
+        left = max(spec.search.n_trials - len(known), 0)
+        return Planned(OptunaStrategy(spec, known, left), left, len(known), 0)
+    store.add_candidates(experiment_id, [c.row() for c in candidates])
+    trials = listed_trials(spec, candidates)
+    store.add_trials(experiment_id, [(t.plan.trial_key, t.plan.candidate_key, t.plan.seed)
+                                     for t in trials])
+    finished = store.finished_trial_keys(experiment_id)
+    todo, reused = [], 0
+    for trial in trials:
+        key = trial.plan.trial_key
+        if key in finished:
+            continue
+        source = store.find_finished(key, exclude_experiment_id=experiment_id)
+        if source is not None:
+            store.copy_finished(experiment_id, key, source)
+            reused += 1
+        else:
+            todo.append(trial)
+    return Planned(Listed(todo), len(trials), len(trials) - len(todo) - reused, reused)
+
+
 def run_experiment(request: RunRequest, console: Console) -> RunSummary:
     """Run (or continue) an experiment; returns what happened."""
     spec = request.spec
@@ -165,34 +204,13 @@ def run_experiment(request: RunRequest, console: Console) -> RunSummary:
     )
     exp_dir = request.runs_dir / spec.name
     store.requeue_running(record.id)  # left 'running' by a driver that died
-    candidates = candidates_for(spec, enumerate_spec(spec)) if spec.search.strategy != "optuna" \
-        else []
-    by_key = {c.key: c for c in candidates}
-    store.add_candidates(record.id, [c.row() for c in candidates])
-    plans = plan_trials(spec, candidates)
-    store.add_trials(record.id, [(p.trial_key, p.candidate_key, p.seed) for p in plans])
-    finished = store.finished_trial_keys(record.id)
-    todo, reused = [], 0
-    for plan in plans:
-        if plan.trial_key in finished:
-            continue
-        source = store.find_finished(plan.trial_key, exclude_experiment_id=record.id)
-        if source is not None:
-            store.copy_finished(record.id, plan.trial_key, source)
-            reused += 1
-        else:
-            todo.append(plan)
-    optuna_trials = 0
-    known: dict[str, dict[str, Any]] = {}
-    if spec.search.strategy == "optuna":
-        assert spec.search.n_trials is not None
-        known = store.finished_results(record.id)
-        optuna_trials = max(spec.search.n_trials - len(known), 0)
-    total = len(todo) + optuna_trials
-    console.print(f"{spec.name} v{record.version}: {len(plans) or spec.search.n_trials} trials "
-                  f"planned, {len(plans) - len(todo) - reused if plans else len(known)} already "
-                  f"finished, {reused} reused from other experiments, {total} to run",
-                  highlight=False)
+    planned = plan_run(store, record.id, spec)
+    total = planned.strategy.budget
+    listed = isinstance(planned.strategy, Listed)
+    console.print(f"{spec.name} v{record.version}: "
+                  f"{planned.planned if listed else spec.search.n_trials} trials "
+                  f"planned, {planned.skipped} already finished, {planned.reused} reused from "
+                  f"other experiments, {total} to run", highlight=False)
     failed: dict[str, str] = {}
     if total and not request.dry_run:
         from explorer.sweep import SweepOptions, run_sweep  # ray loads only when there is work
@@ -212,16 +230,15 @@ def run_experiment(request: RunRequest, console: Console) -> RunSummary:
             with Live(live.render(), console=display_console, refresh_per_second=4,
                       transient=False) as display:
                 sink = StoreSink(store, record.id, live, display)
-                run_sweep(spec, todo, by_key, sink, options, optuna_trials=optuna_trials,
-                          known=known)
+                run_sweep(planned.strategy, sink, options, max_epochs=spec.train.epochs)
                 display.update(Group(live.render()))
         finally:  # the display's last line has no newline: an error must not run on from it
             console.line()
         failed = sink.failed
     counts = store.status_counts(record.id)
     return RunSummary(
-        experiment=spec.name, version=record.version, planned=len(plans) or total,
-        skipped=len(plans) - len(todo) - reused if plans else len(known), reused=reused,
-        finished=counts.get("finished", 0), failed=tuple(failed.items()),
+        experiment=spec.name, version=record.version, planned=planned.planned,
+        skipped=planned.skipped,
+        reused=planned.reused, finished=counts.get("finished", 0), failed=tuple(failed.items()),
         seconds=time.monotonic() - started,
     )

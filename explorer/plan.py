@@ -1,5 +1,7 @@
 """Which trials an experiment needs: candidates × seeds, each with a content key.
 
+Which candidates those are is the search strategy's business (explorer/search.py).
+
 A trial's key adds the data, the recipe and the seed to the architecture's
 key: equal keys mean equal work, so a trial finished anywhere is reused
 rather than retrained. Needs neither torch nor ray.
@@ -7,15 +9,13 @@ rather than retrained. Needs neither torch nor ray.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from explorer.arch import Arch, content_key
-from explorer.space import AXIS_FIELDS, Candidate, Dropped, Enumeration, base_candidate, realise
-from explorer.spec import DataSpec, Range, Spec, TrainSpec
+from explorer.space import Candidate
+from explorer.spec import DataSpec, Spec, TrainSpec
 
 # Recipe fields that change what a trial computes. `seeds` picks which trials
 # exist, not what one of them does; `compile` and `channels_last` change speed
@@ -86,69 +86,19 @@ def plan_trials(spec: Spec, candidates: Iterable[Candidate]) -> list[TrialPlan]:
     for c in candidates:
         spaces_of.setdefault(c.key, []).append(c.space)
         archs[c.key] = c.arch
-    return [
-        TrialPlan(
-            trial_key=trial_key(arch, recipe, seed), candidate_key=key,
-            spaces=tuple(dict.fromkeys(spaces_of[key])), arch=arch, seed=seed,
-            num_classes=spec.num_classes, data=spec.data, train=spec.train,
-        )
-        for key, arch in archs.items()
-        for seed in spec.train.seeds
-    ]
+    return [_plan(spec, recipe, arch, tuple(dict.fromkeys(spaces_of[key])), seed)
+            for key, arch in archs.items() for seed in spec.train.seeds]
 
 
-def sample_point(space_axes: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-    """One random point: a uniform choice on list axes, a draw from range axes."""
-    point: dict[str, Any] = {}
-    for name in AXIS_FIELDS:
-        if name not in space_axes:
-            continue
-        axis = space_axes[name]
-        if isinstance(axis, Range):
-            point[name] = draw(axis, rng)
-        else:
-            point[name] = axis[int(rng.integers(len(axis)))]
-    return point
+def plan_trial(spec: Spec, candidate: Candidate, seed: int,
+               spaces: tuple[str, ...] | None = None) -> TrialPlan:
+    """One candidate with one seed (a search that picks candidates as it goes)."""
+    return _plan(spec, recipe_record(spec), candidate.arch, spaces or (candidate.space,), seed)
 
 
-def draw(axis: Range, rng: np.random.Generator) -> int | float:
-    if axis.log:
-        value = float(np.exp(rng.uniform(np.log(axis.low), np.log(axis.high))))
-    else:
-        value = float(rng.uniform(axis.low, axis.high))
-    return round(value) if axis.integer else value
-
-
-def sample_candidates(
-    spec: Spec, n: int, seed: int, spaces: Sequence[str] | None = None
-) -> tuple[list[Candidate], list[Dropped]]:
-    """n distinct feasible candidates per space, drawn with a seeded generator.
-
-    Infeasible draws (tolerance, constraints) are dropped before anything
-    trains; drawing stops after 50·n tries so a tiny feasible region ends.
-    """
-    rng = np.random.default_rng(seed)
-    base = base_candidate(spec)
-    kept: list[Candidate] = []
-    dropped: list[Dropped] = []
-    for name in spaces or list(spec.spaces):
-        axes = spec.spaces[name].axes.present()
-        seen: set[str] = set()
-        for _ in range(50 * n):
-            if len(seen) >= n:
-                break
-            result = realise(spec, name, sample_point(axes, rng), base)
-            if isinstance(result, Dropped):
-                dropped.append(result)
-            elif result.key not in seen:
-                seen.add(result.key)
-                kept.append(result)
-    return kept, dropped
-
-
-def candidates_for(spec: Spec, enumeration: Enumeration) -> list[Candidate]:
-    """The candidates a sweep trains: the grid, or a seeded sample of it."""
-    if spec.search.strategy == "random":
-        assert spec.search.n_trials is not None
-        return sample_candidates(spec, spec.search.n_trials, spec.search.seed)[0]
-    return list(enumeration.candidates)
+def _plan(spec: Spec, recipe: dict[str, Any], arch: Arch, spaces: tuple[str, ...],
+          seed: int) -> TrialPlan:
+    return TrialPlan(
+        trial_key=trial_key(arch, recipe, seed), candidate_key=arch.key, spaces=spaces,
+        arch=arch, seed=seed, num_classes=spec.num_classes, data=spec.data, train=spec.train,
+    )

@@ -1,7 +1,8 @@
 """Ray Tune orchestration of trials: the only module that imports ray.
 
-The sweep knows nothing of the database. It runs `TrialPlan`s (grid and
-random) or asks Optuna for them, and tells a `Sink` what happens: a trial
+The sweep knows nothing of the database, nor of how trials are chosen. It
+drives a search `Strategy` (explorer/search.py: grid, random, optuna) through
+one Ray Tune searcher adapter, and tells a `Sink` what happens: a trial
 starts, reports an epoch, finishes or fails. The experiment runner plugs the
 store in as that sink. Every trial checkpoints under
 ``<runs_dir>/checkpoints/<trial_key>`` and resumes from there, whether Tune
@@ -19,27 +20,30 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import ray
 from ray import tune
-from ray.tune.search import ConcurrencyLimiter, Searcher
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search import Searcher
 
 from explorer.metrics import EPOCH_REPORT, FINAL_REPORT
-from explorer.plan import TrialPlan, recipe_record, trial_key
-from explorer.space import AXIS_FIELDS, Candidate, Dropped, base_candidate, realise
-from explorer.spec import Range, Spec
+from explorer.plan import TrialPlan
+from explorer.search import SearchError, Strategy, Suggestion
+from explorer.space import Candidate
 
-# Tune's own result loggers (CSV, JSON, TensorBoard) duplicate the store.
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-# A trial's first report (where it runs) has no metrics by design; Tune's strict check
-# would fail it for lacking the searcher's or ASHA's metric. Both skip such results.
-os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+# Tune reads these from the environment of the driver when a sweep starts; they are set
+# for the sweep's duration only (see `_tune_settings`), never at import.
+TUNE_SETTINGS = {
+    # Tune's own result loggers (CSV, JSON, TensorBoard) duplicate the store.
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "RAY_AIR_NEW_OUTPUT": "0",
+    # A trial's first report (where it runs) has no metrics by design; Tune's strict check
+    # would fail it for lacking ASHA's metric. ASHA skips such results.
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+}
 
 FINAL = "final"
 EPOCH = "epoch"
@@ -138,9 +142,6 @@ def run_trial(config: dict[str, Any]) -> None:
         "epochs_completed": result.epochs_completed, "device": result.device,
         "resumed_from_epoch": result.resumed_from_epoch,
         "history": json.dumps([_plain(m) for m in result.history]),
-        "flops": config.get("flops", 0), "params": config.get("params", 0),
-        "acts": config.get("acts", 0),  # every possible objective is in the final report
-        "test_error": final.get("test_error", 100.0),
     })
 
 
@@ -172,11 +173,11 @@ def _plain(metrics: Any) -> dict[str, Any]:
 class _Events(tune.Callback):
     """Forwards Tune's trial events, in the driver, to the sink."""
 
-    def __init__(self, sink: Sink, candidates: Mapping[str, Candidate] | None = None) -> None:
+    def __init__(self, sink: Sink, suggested: Mapping[str, Suggestion]) -> None:
         self.sink = sink
         self.ended: set[str] = set()
-        # Candidates the sink has not seen yet (optuna's), by key, to record as trials start.
-        self.candidates = candidates if candidates is not None else {}
+        # What the searcher handed out, by trial key, to record as trials start.
+        self.suggested = suggested
         self.seconds: dict[str, float] = {}  # epoch seconds reported, for ASHA's stopped trials
 
     def __getstate__(self) -> dict[str, Any]:
@@ -185,15 +186,16 @@ class _Events(tune.Callback):
         return {"ended": self.ended}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, sink=_NullSink(), candidates={}, seconds={})
+        self.__dict__.update(state, sink=_NullSink(), suggested={}, seconds={})
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        plan = TrialPlan.from_config(_plan_config(trial))
-        self.sink.trial_planned(plan, self.candidates.get(plan.candidate_key))
+        suggestion = self.suggested.get(_trial_key(trial))
+        if suggestion is not None:
+            self.sink.trial_planned(suggestion.plan, suggestion.candidate)
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any,
                         result: dict[str, Any], **info: Any) -> None:
-        key = _plan_config(trial)["trial_key"]
+        key = _trial_key(trial)
         kind = result.get("kind")
         if kind == "start":
             self.sink.trial_started(key, str(result["node"]), str(result["device"]))
@@ -209,7 +211,7 @@ class _Events(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         # A trial stopped early by ASHA never sends its final report.
-        key = _plan_config(trial)["trial_key"]
+        key = _trial_key(trial)
         last = trial.last_result or {}
         if key not in self.ended and last.get("kind") == EPOCH:
             self.ended.add(key)
@@ -217,7 +219,7 @@ class _Events(tune.Callback):
             self.sink.trial_ended(key, "finished", fields, None, [])
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        key = _plan_config(trial)["trial_key"]
+        key = _trial_key(trial)
         if key in self.ended:
             return
         self.ended.add(key)
@@ -228,10 +230,8 @@ class _Events(tune.Callback):
         self.sink.tick()
 
 
-def _plan_config(trial: Any) -> dict[str, Any]:
-    """Grid trials carry their config under "trial", Optuna's at the top."""
-    config = trial.config.get("trial", trial.config)
-    return config["plan"]  # type: ignore[no-any-return]
+def _trial_key(trial: Any) -> str:
+    return str(trial.config["plan"]["trial_key"])
 
 
 def _epoch_fields(result: Mapping[str, Any]) -> dict[str, Any]:
@@ -253,129 +253,53 @@ def _error_text(trial: Any) -> str:
     return "the trial's worker failed (see the Ray log under runs/)"
 
 
-# --- searchers -------------------------------------------------------------------
+# --- the search adapter ----------------------------------------------------------------
 
 
-class FeasibleOptuna(OptunaSearch):  # type: ignore[misc]
-    """Ray Tune's Optuna search, turning each suggestion into a candidate first.
+class StrategySearcher(Searcher):  # type: ignore[misc]
+    """Ray Tune's view of a search strategy: Tune asks it for each trial's config.
 
-    An infeasible suggestion (outside the tolerance or the complexity
-    constraints) is told to Optuna as failed and replaced, so it never trains;
-    one already trained is told its known result and replaced as well.
+    It remembers which trial key each of Tune's trials runs, so the strategy
+    hears how its suggestions ended; a strategy that cannot go on ends the
+    sweep with its one-line reason (SetupError).
     """
 
-    def __init__(self, spec: Spec, options: SweepOptions, known: Mapping[str, Mapping[str, Any]],
-                 n_trials: int, candidates: dict[str, Candidate] | None = None,
-                 **kwargs: Any) -> None:
-        self.spec = spec
-        self.candidates = candidates if candidates is not None else {}  # the ones suggested
+    def __init__(self, strategy: Strategy, options: SweepOptions) -> None:
+        super().__init__()
+        self.strategy = strategy
         self.options = options
-        self.known = dict(known)
         self.keys: dict[str, str] = {}  # trial key of each trial in flight, by Tune's id
-        self.remaining = n_trials
-        self.base = base_candidate(spec)
-        self.recipe = recipe_record(spec)
-        self.infeasible = 0
-        super().__init__(space=self._define, **kwargs)
-
-    def _define(self, trial: Any) -> None:
-        names = list(self.spec.spaces)
-        space = trial.suggest_categorical("space", names) if len(names) > 1 else names[0]
-        axes = self.spec.spaces[space].axes.present()
-        for name in AXIS_FIELDS:
-            if name not in axes:
-                continue
-            axis = axes[name]
-            param = f"{space}.{name}"
-            if isinstance(axis, Range) and axis.integer:
-                trial.suggest_int(param, int(axis.low), int(axis.high), log=axis.log)
-            elif isinstance(axis, Range):
-                trial.suggest_float(param, axis.low, axis.high, log=axis.log)
-            else:
-                trial.suggest_categorical(param, list(range(len(axis))))
-
-    def _point(self, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-        names = list(self.spec.spaces)
-        space = str(params.get("space", names[0]))
-        axes = self.spec.spaces[space].axes.present()
-        point: dict[str, Any] = {}
-        for name, axis in axes.items():
-            value = params[f"{space}.{name}"]
-            point[name] = value if isinstance(axis, Range) else axis[int(value)]
-        return space, point
-
-    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
-        if all(m in result for m in metrics):  # not the start report
-            super().on_trial_result(trial_id, result)
+        self.suggested: dict[str, Suggestion] = {}  # by trial key, for the sink as trials start
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        for attempt in range(1000):
-            if self.remaining <= 0:
-                return Searcher.FINISHED  # type: ignore[return-value]
-            tag = f"{trial_id}/{attempt}"
-            params = super().suggest(tag)
-            if params is None or params == Searcher.FINISHED:
-                return params  # type: ignore[no-any-return,return-value]
-            space, point = self._point(_flatten(params))
-            result = realise(self.spec, space, point, self.base)
-            if isinstance(result, Dropped):
-                self.infeasible += 1
-                super().on_trial_complete(tag, None, error=True)
-                continue
-            seed = self.spec.train.seeds[0]
-            key = trial_key(result.arch, self.recipe, seed)
-            if key in self.known:  # trained before (counted out of n_trials by the caller)
-                super().on_trial_complete(tag, dict(self.known[key]))
-                continue
-            if key in self.keys.values():  # suggested again while it trains: never twice
-                super().on_trial_complete(tag, None, error=True)
-                continue
-            self._ot_trials[trial_id] = self._ot_trials.pop(tag)
-            self.keys[trial_id] = key
-            self.candidates[result.key] = result
-            self.remaining -= 1
-            plan = TrialPlan(key, result.key, (space,), result.arch, seed, self.spec.num_classes,
-                             self.spec.data, self.spec.train)
-            return trial_config(plan, result, self.options)
-        if self.known or self.keys:  # every feasible point it finds is trained or training
+        try:
+            suggestion = self.strategy.ask()
+        except SearchError as problem:
+            raise SetupError(str(problem)) from None
+        if suggestion is None:
             return Searcher.FINISHED  # type: ignore[return-value]
-        raise SetupError("optuna suggested 1000 infeasible candidates in a row; widen the "
-                         "axes or loosen the constraints")
+        key = suggestion.plan.trial_key
+        self.keys[trial_id] = key
+        self.suggested[key] = suggestion
+        return trial_config(suggestion.plan, self.options)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
         key = self.keys.pop(trial_id, None)
-        if key is not None and result and not error:
-            self.known[key] = result  # a later suggestion of it is told this result
-        super().on_trial_complete(trial_id, result, error)
+        if key is None:
+            return
+        failed = error or result is None or result.get("status") == "failed"
+        self.strategy.tell(key, None if failed else result)
 
 
-def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for k, v in params.items():
-        name = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            flat.update(_flatten(v, f"{name}."))
-        else:
-            flat[name] = v
-    return flat
-
-
-def trial_config(
-    plan: TrialPlan, candidate: Candidate | None, options: SweepOptions
-) -> dict[str, Any]:
-    config: dict[str, Any] = {
+def trial_config(plan: TrialPlan, options: SweepOptions) -> dict[str, Any]:
+    """What a worker gets: the plan as primitives and where to checkpoint."""
+    return {
         "plan": plan.to_config(),
         "checkpoint_root": str(options.checkpoint_root.resolve()),
         "max_steps": options.max_steps,
         "fail_trial": options.fail_trial,
     }
-    if candidate is not None:
-        config["flops"] = candidate.complexity.flops
-        config["params"] = candidate.complexity.params
-        config["acts"] = candidate.complexity.acts
-    return config
 
 
 # --- running ---------------------------------------------------------------------
@@ -479,53 +403,29 @@ def check_shared_storage(runs_dir: Path) -> None:
                          f"{', '.join(blind)}; pass --runs-dir on storage every node shares")
 
 
-def run_sweep(
-    spec: Spec,
-    plans: Sequence[TrialPlan],
-    candidates: Mapping[str, Candidate],
-    sink: Sink,
-    options: SweepOptions,
-    *,
-    optuna_trials: int = 0,
-    known: Mapping[str, Mapping[str, Any]] | None = None,
-) -> None:
-    """Train `plans` (grid, random), or `optuna_trials` suggestions, reporting to `sink`."""
-    for plan in plans:
-        sink.trial_planned(plan, candidates.get(plan.candidate_key))
-    if not plans and optuna_trials <= 0:
+def run_sweep(strategy: Strategy, sink: Sink, options: SweepOptions, *, max_epochs: int) -> None:
+    """Train what `strategy` hands out, reporting to `sink`; `max_epochs` is ASHA's horizon."""
+    if strategy.budget <= 0:
         return
-    with _stdout_to(options.log_file), ray_session(options):
+    with _tune_settings(), _stdout_to(options.log_file), ray_session(options):
         check_cluster(options)
-        tuner = _tuner(spec, plans, candidates, sink, options, optuna_trials, known or {})
+        tuner = _tuner(strategy, sink, options, max_epochs)
         started = time.monotonic()
         tuner.fit()
         logging.getLogger(__name__).info("sweep took %.1f s", time.monotonic() - started)
 
 
-def _tuner(spec: Spec, plans: Sequence[TrialPlan], candidates: Mapping[str, Candidate],
-           sink: Sink, options: SweepOptions, optuna_trials: int,
-           known: Mapping[str, Mapping[str, Any]]) -> tune.Tuner:
+def _tuner(strategy: Strategy, sink: Sink, options: SweepOptions, max_epochs: int) -> tune.Tuner:
     resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
     scheduler = None
     if options.early_stopping == "asha":
         scheduler = tune.schedulers.ASHAScheduler(
-            time_attr="epoch", metric="test_error", mode="min",
-            max_t=spec.train.epochs, grace_period=1)
-    suggested: dict[str, Candidate] = {}  # optuna's, for the store as their trials start
-    if optuna_trials > 0:
-        search: Any = _optuna(spec, options, known, optuna_trials, suggested)
-        param_space: dict[str, Any] = {}
-        num_samples = optuna_trials
-        trainable = tune.with_resources(run_trial, resources)
-    else:
-        search = None
-        configs = [trial_config(p, candidates.get(p.candidate_key), options) for p in plans]
-        param_space = {"trial": tune.grid_search(configs)}
-        trainable = tune.with_resources(_unwrap(run_trial), resources)
-        num_samples = 1
+            time_attr="epoch", metric="test_error", mode="min", max_t=max_epochs,
+            grace_period=1)
+    searcher = StrategySearcher(strategy, options)
     tune_config = tune.TuneConfig(
-        num_samples=num_samples, search_alg=search, scheduler=scheduler,
-        max_concurrent_trials=options.max_concurrent if search is None else None,
+        num_samples=strategy.budget, search_alg=searcher, scheduler=scheduler,
+        max_concurrent_trials=options.max_concurrent,
         # Reused workers keep torch, the dataset and the import of the trainer loaded
         # between trials (seconds each on a small machine, longer than a tiny trial).
         reuse_actors=True, trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
@@ -534,45 +434,29 @@ def _tuner(spec: Spec, plans: Sequence[TrialPlan], candidates: Mapping[str, Cand
         name=f"{options.experiment}-{uuid.uuid4().hex[:8]}",
         storage_path=str((options.runs_dir / "ray").resolve()),
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
-        callbacks=[_Events(sink, suggested)], verbose=0, log_to_file=True,
+        callbacks=[_Events(sink, searcher.suggested)], verbose=0, log_to_file=True,
     )
-    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
-                      run_config=run_config)
+    return tune.Tuner(tune.with_resources(run_trial, resources), param_space={},
+                      tune_config=tune_config, run_config=run_config)
 
 
 def _trial_name(trial: Any) -> str:
-    return f"{_plan_config(trial)['trial_key']}-{trial.trial_id}"
+    return f"{_trial_key(trial)}-{trial.trial_id}"
 
 
-def _unwrap(trainable: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
-    """Grid configs arrive nested under "trial"; give the trainable the inner config."""
-
-    def run(config: dict[str, Any]) -> None:
-        trainable(config["trial"])
-
-    run.__name__ = "explorer_trial"
-    return run
-
-
-def _optuna(spec: Spec, options: SweepOptions, known: Mapping[str, Mapping[str, Any]],
-            n_trials: int, suggested: dict[str, Candidate] | None = None) -> Any:
-    import optuna
-
-    objectives = list(spec.search.objectives)
-    if len(objectives) > 1:
-        sampler: Any = optuna.samplers.NSGAIISampler(seed=spec.search.seed)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=spec.search.seed)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    searcher = FeasibleOptuna(
-        spec, options, known, n_trials, suggested,
-        metric=objectives if len(objectives) > 1 else objectives[0],
-        mode=["min"] * len(objectives) if len(objectives) > 1 else "min",
-        sampler=sampler,  # seeded; OptunaSearch warns that its own seed would be ignored
-    )
-    if options.max_concurrent:
-        return ConcurrencyLimiter(searcher, max_concurrent=options.max_concurrent)
-    return searcher
+@contextlib.contextmanager
+def _tune_settings() -> Iterator[None]:
+    """TUNE_SETTINGS in the environment while a sweep runs, the caller's values after."""
+    saved = {name: os.environ.get(name) for name in TUNE_SETTINGS}
+    os.environ.update(TUNE_SETTINGS)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextlib.contextmanager

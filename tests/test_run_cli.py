@@ -24,8 +24,8 @@ from typer.testing import CliRunner
 # sys.stderr that CliRunner swaps in and closes.
 import explorer.sweep  # noqa: F401
 from explorer.cli import app
-from explorer.plan import candidates_for, plan_trials
-from explorer.space import enumerate_spec
+from explorer.plan import plan_trials
+from explorer.search import listed_candidates
 from explorer.spec import load_spec
 from explorer.store import Store, StoreError
 
@@ -37,7 +37,7 @@ def invoke(*args: str) -> Any:
 
 def trial_keys(spec_path: Path) -> list[str]:
     spec = load_spec(spec_path)
-    plans = plan_trials(spec, candidates_for(spec, enumerate_spec(spec)))
+    plans = plan_trials(spec, listed_candidates(spec) or [])
     return sorted(plan.trial_key for plan in plans)
 
 

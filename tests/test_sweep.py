@@ -105,7 +105,7 @@ def test_asha_early_stopping_ends_every_trial_as_finished(
 
 def test_optuna_never_starts_a_trial_outside_the_flops_bound(
         ray_local: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import explorer.sweep as sweep
+    import explorer.experiment as experiment
 
     bound = 300_000  # bottleneck width up to 13 (C=1) or 9 (C=2) of 1..64: most are over
     spec = tiny_spec(
@@ -118,13 +118,13 @@ def test_optuna_never_starts_a_trial_outside_the_flops_bound(
     )
     runs = tmp_path / "runs"
     searchers: list[Any] = []
-    make = sweep._optuna
+    make = experiment.OptunaStrategy
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         searchers.append(make(*args, **kwargs))
         return searchers[-1]
 
-    monkeypatch.setattr(sweep, "_optuna", spy)
+    monkeypatch.setattr(experiment, "OptunaStrategy", spy)
 
     summary = run(spec, runs)
 

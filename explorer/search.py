@@ -1,0 +1,288 @@
+"""Search strategies, in one room: which trials an experiment runs, and in what order.
+
+Every strategy hands out trials one at a time and is told how each ended,
+the ask-and-tell shape of Optuna's own samplers:
+
+- `Listed`: a list known before anything runs. The grid (every candidate the
+  spaces enumerate) and random search (a seeded sample of the spaces) are
+  lists; a rerun hands out only the trials not finished yet.
+- `OptunaStrategy`: asks an Optuna study for each point, turns it into a
+  candidate first, and never hands out an infeasible one (outside the
+  tolerance or the constraints) or one already trained.
+
+The sweep's Ray adapter (explorer/sweep.py) drives any of them. This module
+needs neither torch nor ray; optuna is imported only when an Optuna search
+is made.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from explorer.plan import TrialPlan, plan_trial, plan_trials
+from explorer.space import AXIS_FIELDS, Candidate, Dropped, base_candidate, enumerate_spec, realise
+from explorer.spec import Range, Spec
+
+if TYPE_CHECKING:
+    import optuna
+
+# Where a tiny feasible region ends: random search stops drawing after this many
+# tries per wanted candidate, Optuna after this many infeasible points in a row.
+DRAWS_PER_CANDIDATE = 50
+INFEASIBLE_IN_A_ROW = 1000
+
+
+class SearchError(Exception):
+    """A search that cannot go on (e.g. nothing feasible to suggest); one line for people."""
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A trial to run, and the candidate it trains."""
+
+    plan: TrialPlan
+    candidate: Candidate
+
+
+class Strategy(abc.ABC):
+    """Hands out the trials to run, one at a time, and hears how each ended."""
+
+    @abc.abstractmethod
+    def ask(self) -> Suggestion | None:
+        """The next trial to run, or None when there is none left."""
+
+    def tell(self, trial_key: str, result: Mapping[str, Any] | None) -> None:  # noqa: B027
+        """How a trial handed out by `ask` ended: its final report, or None if it failed.
+
+        Fixed lists learn nothing from results, hence the empty default.
+        """
+
+    @property
+    @abc.abstractmethod
+    def budget(self) -> int:
+        """At most how many more trials `ask` hands out."""
+
+
+class Listed(Strategy):
+    """Trials known up front (grid and random search), handed out in order."""
+
+    def __init__(self, suggestions: Iterable[Suggestion]) -> None:
+        self._left = deque(suggestions)
+
+    def ask(self) -> Suggestion | None:
+        return self._left.popleft() if self._left else None
+
+    @property
+    def budget(self) -> int:
+        return len(self._left)
+
+
+# --- turning a space's axes into a point ---------------------------------------------------
+
+
+class Chooser(Protocol):
+    """Picks a value per axis: an index into a list axis, a number in a range axis."""
+
+    def index(self, name: str, size: int) -> int: ...
+
+    def number(self, name: str, axis: Range) -> int | float: ...
+
+
+def choose_point(axes: Mapping[str, Any], choose: Chooser) -> dict[str, Any]:
+    """One value for every axis a space has, in AXIS_FIELDS order (a fixed draw order)."""
+    point: dict[str, Any] = {}
+    for name in AXIS_FIELDS:
+        if name not in axes:
+            continue
+        axis = axes[name]
+        point[name] = choose.number(name, axis) if isinstance(axis, Range) \
+            else axis[choose.index(name, len(axis))]
+    return point
+
+
+@dataclass(frozen=True)
+class RandomChooser:
+    """Uniform over a list axis's values; uniform (or log-uniform) over a range."""
+
+    rng: np.random.Generator
+
+    def index(self, name: str, size: int) -> int:
+        return int(self.rng.integers(size))
+
+    def number(self, name: str, axis: Range) -> int | float:
+        if axis.log:
+            value = float(np.exp(self.rng.uniform(np.log(axis.low), np.log(axis.high))))
+        else:
+            value = float(self.rng.uniform(axis.low, axis.high))
+        return round(value) if axis.integer else value
+
+
+@dataclass(frozen=True)
+class OptunaChooser:
+    """Each axis as an Optuna parameter named ``SPACE.AXIS`` of one trial."""
+
+    trial: optuna.Trial
+    space: str
+
+    def index(self, name: str, size: int) -> int:
+        return int(self.trial.suggest_categorical(f"{self.space}.{name}", list(range(size))))
+
+    def number(self, name: str, axis: Range) -> int | float:
+        param = f"{self.space}.{name}"
+        if axis.integer:
+            return self.trial.suggest_int(param, int(axis.low), int(axis.high), log=axis.log)
+        return self.trial.suggest_float(param, axis.low, axis.high, log=axis.log)
+
+
+# --- grid and random -----------------------------------------------------------------------
+
+
+def sample_candidates(
+    spec: Spec, n: int, seed: int, spaces: Sequence[str] | None = None
+) -> tuple[list[Candidate], list[Dropped]]:
+    """n distinct feasible candidates per space, drawn with a seeded generator.
+
+    Infeasible draws (tolerance, constraints) are dropped before anything
+    trains; drawing stops after DRAWS_PER_CANDIDATE·n tries so a tiny
+    feasible region ends.
+    """
+    choose = RandomChooser(np.random.default_rng(seed))
+    base = base_candidate(spec)
+    kept: list[Candidate] = []
+    dropped: list[Dropped] = []
+    for name in spaces or list(spec.spaces):
+        axes = spec.spaces[name].axes.present()
+        seen: set[str] = set()
+        for _ in range(DRAWS_PER_CANDIDATE * n):
+            if len(seen) >= n:
+                break
+            result = realise(spec, name, choose_point(axes, choose), base)
+            if isinstance(result, Dropped):
+                dropped.append(result)
+            elif result.key not in seen:
+                seen.add(result.key)
+                kept.append(result)
+    return kept, dropped
+
+
+def listed_candidates(spec: Spec) -> list[Candidate] | None:
+    """The candidates a listed search trains (the grid, or a seeded sample of the spaces);
+    None for a search that picks them as it goes (optuna)."""
+    if spec.search.strategy == "grid":
+        return list(enumerate_spec(spec).candidates)
+    if spec.search.strategy == "random":
+        assert spec.search.n_trials is not None  # the spec requires it
+        return sample_candidates(spec, spec.search.n_trials, spec.search.seed)[0]
+    return None
+
+
+def listed_trials(spec: Spec, candidates: Sequence[Candidate]) -> list[Suggestion]:
+    """Every candidate × seed as suggestions (each network once, in all its spaces)."""
+    by_key = {c.key: c for c in candidates}
+    return [Suggestion(plan, by_key[plan.candidate_key]) for plan in plan_trials(spec, candidates)]
+
+
+# --- optuna --------------------------------------------------------------------------------
+
+
+class OptunaStrategy(Strategy):
+    """Optuna's suggestions, each made a candidate before it may train.
+
+    An infeasible point is told to the study as failed and asked again, so it
+    never trains; a point already trained (in `known`, by trial key) is told
+    its known result and asked again; a point in flight is never handed out
+    twice. Multi-objective searches use NSGA-II, single-objective ones TPE,
+    both seeded by the spec.
+    """
+
+    def __init__(self, spec: Spec, known: Mapping[str, Mapping[str, Any]], n_trials: int) -> None:
+        import optuna
+
+        self.spec = spec
+        self.objectives = list(spec.search.objectives)
+        self.known = {key: dict(result) for key, result in known.items()}
+        self.remaining = n_trials
+        self.infeasible = 0
+        self._base = base_candidate(spec)
+        self._in_flight: dict[str, optuna.trial.Trial] = {}
+        self._candidates: dict[str, Candidate] = {}
+        seed = spec.search.seed
+        sampler: optuna.samplers.BaseSampler = (
+            optuna.samplers.NSGAIISampler(seed=seed) if len(self.objectives) > 1
+            else optuna.samplers.TPESampler(seed=seed))
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.study = optuna.create_study(directions=["minimize"] * len(self.objectives),
+                                         sampler=sampler)
+
+    @property
+    def budget(self) -> int:
+        return self.remaining
+
+    def ask(self) -> Suggestion | None:
+        for _ in range(INFEASIBLE_IN_A_ROW):
+            if self.remaining <= 0:
+                return None
+            trial = self.study.ask()
+            space, candidate = self._candidate(trial)
+            if candidate is None:
+                self.infeasible += 1
+                self._fail(trial)
+                continue
+            plan = plan_trial(self.spec, candidate, self.spec.train.seeds[0], (space,))
+            if plan.trial_key in self.known:  # trained before (counted out of n_trials)
+                self.study.tell(trial, self._values(self.known[plan.trial_key], candidate))
+                continue
+            if plan.trial_key in self._in_flight:  # suggested again while it trains
+                self._fail(trial)
+                continue
+            self._in_flight[plan.trial_key] = trial
+            self._candidates[plan.trial_key] = candidate
+            self.remaining -= 1
+            return Suggestion(plan, candidate)
+        if self.known or self._in_flight:  # every feasible point it finds is trained or training
+            return None
+        raise SearchError(f"optuna suggested {INFEASIBLE_IN_A_ROW} infeasible candidates in a "
+                          "row; widen the axes or loosen the constraints")
+
+    def tell(self, trial_key: str, result: Mapping[str, Any] | None) -> None:
+        trial = self._in_flight.pop(trial_key, None)
+        if trial is None:
+            return
+        candidate = self._candidates.pop(trial_key)
+        values = self._values(result, candidate) if result else None
+        if values is None:
+            self._fail(trial)
+            return
+        self.known[trial_key] = dict(result or {})
+        self.study.tell(trial, values)
+
+    def _candidate(self, trial: optuna.Trial) -> tuple[str, Candidate | None]:
+        names = list(self.spec.spaces)
+        space = str(trial.suggest_categorical("space", names)) if len(names) > 1 else names[0]
+        axes = self.spec.spaces[space].axes.present()
+        result = realise(self.spec, space, choose_point(axes, OptunaChooser(trial, space)),
+                         self._base)
+        return space, None if isinstance(result, Dropped) else result
+
+    def _values(self, result: Mapping[str, Any], candidate: Candidate) -> list[float] | None:
+        """The objectives of a result; complexity ones come from the candidate. None when
+        the result lacks an error objective (a trial that ended before its first epoch)."""
+        complexity = vars(candidate.complexity)
+        values = []
+        for name in self.objectives:
+            value = complexity[name] if name in complexity else result.get(name)
+            if value is None:
+                return None
+            values.append(float(value))
+        return values
+
+    def _fail(self, trial: optuna.Trial) -> None:
+        import optuna
+
+        self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
