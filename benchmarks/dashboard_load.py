@@ -144,9 +144,9 @@ def build_large_store(path: Path, trials: int = 10_000, epochs: int = 30, seeds:
 
 
 def _script(url: str) -> None:
-    from dashboard.app import main
+    from dashboard.app import render
 
-    main(["--store", url])
+    render(url)
 
 
 def measure(url: str, profile: bool) -> None:

@@ -1,8 +1,11 @@
 """The explorer dashboard (Streamlit): widgets only.
 
 Started by `explorer dashboard`, which runs ``streamlit run dashboard/app.py
--- --store URL``. Data comes from the results store, opened read-only, and
-explorer.analysis; every chart comes from dashboard.figures.
+-- --store URL``: streamlit runs this file as a script, with ``__name__ ==
+"__main__"`` and that argument in ``sys.argv``, and the entry at the bottom,
+the only place that reads it, hands the URL to `render`. Data comes from the
+results store, opened read-only, and explorer.analysis (selection, tables);
+every chart comes from explorer.figures.
 
 Live: store reads are cached on ``Store.data_version()``, which changes with
 every write, and a fragment polls that number every few seconds; when it
@@ -21,8 +24,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboard import figures
-from explorer import analysis
+from explorer import analysis, figures
 from explorer.store import Store, StoreError
 
 POLL_SECONDS = 3.0
@@ -63,7 +65,7 @@ def load_experiments(url: str, version: int) -> pd.DataFrame:
 @st.cache_data(show_spinner=False, max_entries=8)
 def load_trials(url: str, version: int, experiments: tuple[str, ...]) -> pd.DataFrame:
     trials = open_store(url).trials_frame(list(experiments))
-    return figures.with_space_labels(trials)
+    return analysis.with_space_labels(trials)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -71,7 +73,7 @@ def select(url: str, version: int, experiments: tuple[str, ...], chosen: Filters
            ) -> pd.DataFrame:
     trials = load_trials(url, version, experiments)
     options = dict(chosen)
-    return figures.select_trials(
+    return analysis.filter_trials(
         trials, spaces=options.get("space", ()), statuses=options.get("status", ()),
         seeds=options.get("seed", ()), cardinalities=options.get("cardinality", ()),
         bottleneck_widths=options.get("bottleneck_width", ()), depths=options.get("depths", ()),
@@ -81,8 +83,8 @@ def select(url: str, version: int, experiments: tuple[str, ...], chosen: Filters
 @st.cache_data(show_spinner=False, max_entries=16)
 def aggregate(url: str, version: int, experiments: tuple[str, ...], seeds: tuple[int, ...],
               statuses: tuple[str, ...]) -> pd.DataFrame:
-    trials = figures.select_trials(load_trials(url, version, experiments), seeds=seeds,
-                                   statuses=statuses)
+    trials = analysis.filter_trials(load_trials(url, version, experiments), seeds=seeds,
+                                    statuses=statuses)
     return figures.with_hover(analysis.by_candidate(trials))
 
 
@@ -98,7 +100,7 @@ def load_candidates(url: str, version: int, experiments: tuple[str, ...], chosen
     options = dict(chosen)
     means = aggregate(url, version, experiments, options.get("seed", ()),
                       options.get("status", ()))
-    return figures.select_trials(
+    return analysis.filter_trials(
         means, spaces=options.get("space", ()), cardinalities=options.get("cardinality", ()),
         bottleneck_widths=options.get("bottleneck_width", ()), depths=options.get("depths", ()))
 
@@ -119,7 +121,7 @@ def load_curves(url: str, version: int, experiments: tuple[str, ...], chosen: Fi
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def trial_csv(url: str, version: int, experiments: tuple[str, ...], chosen: Filters) -> str:
-    return figures.trial_table(select(url, version, experiments, chosen)).to_csv(index=False)
+    return analysis.trial_table(select(url, version, experiments, chosen)).to_csv(index=False)
 
 
 # --- widgets --------------------------------------------------------------------------------
@@ -153,7 +155,7 @@ def filter_options(url: str, version: int, experiments: tuple[str, ...]
     for _key, _label, column in FILTERS:
         values = trials[column].dropna()
         if column == "depths":
-            values = values.map(figures.tuple_label)
+            values = values.map(analysis.tuple_label)
         options[column] = sorted(values.unique().tolist(), key=lambda v: (str(type(v)), v))
     return options
 
@@ -178,7 +180,7 @@ def messages(experiments: pd.DataFrame, names: tuple[str, ...], trials: pd.DataF
             st.info(f"Experiment {row.experiment!r} (version {row.version}) has no finished "
                     f"trials yet: {row.pending} pending, {row.running} running, "
                     f"{row.failed} failed. The charts appear as trials finish.")
-    failed = figures.failed_table(trials)
+    failed = analysis.failed_table(trials)
     if not failed.empty:
         st.warning(f"{len(failed)} trial{'s' if len(failed) != 1 else ''} failed; "
                    "their errors are listed below (`explorer run SPEC` again retries them).")
@@ -253,7 +255,7 @@ def render(url: str | None) -> None:
             cost_view(candidates, nothing)
     with views["Trials"]:
         if views["Trials"].open:
-            table = figures.trial_table(selected)
+            table = analysis.trial_table(selected)
             st.dataframe(table, hide_index=True, key="trial_table")
             st.download_button(
                 "Download CSV", lambda: trial_csv(url, version, names, chosen),
@@ -265,7 +267,7 @@ def tradeoff_view(candidates: pd.DataFrame, nothing: str) -> None:
     if candidates.empty:
         st.info(nothing)
         return
-    kinds = figures.space_kinds(candidates)
+    kinds = analysis.space_kinds(candidates)
     varying = [space for space, kind in kinds.items() if "cardinality" in kind]
     if varying:
         chart(figures.cardinality_tradeoff(candidates), "cardinality_tradeoff")
@@ -286,9 +288,9 @@ def curves_view(url: str, version: int, names: tuple[str, ...], chosen: Filters,
         st.info("No trial in this selection has finished an epoch yet.")
         return
     labels = dict(zip(per_trial["trial_id"].astype(int),
-                      figures.arch_labels(per_trial) + " seed " + per_trial["seed"].astype(str)
+                      analysis.arch_labels(per_trial) + " seed " + per_trial["seed"].astype(str)
                       + " (" + per_trial["status"].astype(str) + ")", strict=True))
-    default = [t for t in figures.best_trials(per_trial) if t in labels]
+    default = [t for t in analysis.best_trials(per_trial) if t in labels]
     picked = st.multiselect("trials", list(labels), default=default, key="curve_trials",
                             format_func=lambda t: f"#{t} {labels.get(t, '')}",
                             help="Default: the running trials, then the best finished ones.")
@@ -326,9 +328,5 @@ def cost_view(candidates: pd.DataFrame, nothing: str) -> None:
                 "(`explorer cost SPEC` measures latency; trials report their throughput).")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    render(store_url(sys.argv[1:] if argv is None else argv))
-
-
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # how streamlit runs this file, on every rerun
+    render(store_url(sys.argv[1:]))

@@ -1,16 +1,22 @@
 """Pure pandas: what the dashboard and the report show, computed from the store's frames.
 
 Every function takes and returns DataFrames (no plotting, no I/O), so each is
-unit-tested on small frames. Input frames are the store's `trials_frame`
-(one row per trial and space) and `epochs_frame` (one row per trial and epoch).
+unit-tested on small frames: the aggregates, and also the selection (one
+filter), the row labels and the tables that explorer.figures draws and the
+pages list. Input frames are the store's `trials_frame` (one row per trial and
+space) and `epochs_frame` (one row per trial and epoch).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from explorer.arch import setting_label
 
 # Columns that identify a candidate within a space; seeds are averaged over them.
 CANDIDATE = ["experiment", "space", "key"]
@@ -35,8 +41,8 @@ def by_candidate(trials: pd.DataFrame) -> pd.DataFrame:
     if done.empty:
         return pd.DataFrame(columns=columns)
     present = [c for c in ARCH_COLUMNS if c in done.columns]
-    hashable = done.assign(**{c: done[c].map(_hashable) for c in present})
-    grouped = hashable.groupby([*CANDIDATE, *present], dropna=False, sort=False)
+    keyed = done.assign(**{c: done[c].map(hashable) for c in present})
+    grouped = keyed.groupby([*CANDIDATE, *present], dropna=False, sort=False)
     out = grouped.agg(
         test_error_mean=("test_error", "mean"),
         test_error_std=("test_error", "std"),  # ddof=1; NaN for one seed, made 0 below
@@ -49,10 +55,16 @@ def by_candidate(trials: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _hashable(value: object) -> object:
+def hashable(value: object) -> object:
+    """Lists and arrays (depths, widths) as tuples, so that they can be grouped and counted."""
     if isinstance(value, list | np.ndarray):
         return tuple(value)
     return value
+
+
+def missing(value: object) -> bool:
+    """None, pd.NA or NaN: what a store frame holds where it has no value."""
+    return value is None or value is pd.NA or value != value
 
 
 def pareto_front(frame: pd.DataFrame, cost: str, error: str = "test_error_mean") -> pd.DataFrame:
@@ -73,8 +85,7 @@ def tradeoff(candidates: pd.DataFrame) -> pd.DataFrame:
     if candidates.empty:
         return candidates.assign(setting=pd.Series(dtype=str))
     out = candidates.sort_values(["experiment", "space", "cardinality", "bottleneck_width"])
-    return out.assign(setting=out["cardinality"].astype(str) + "×" +
-                      out["bottleneck_width"].astype(str) + "d")
+    return out.assign(setting=setting_labels(out))
 
 
 def error_edf(errors: Sequence[float] | pd.Series, grid: np.ndarray) -> np.ndarray:
@@ -127,6 +138,7 @@ def edf_table(
 
 
 def weighted_edf(errors: np.ndarray, weights: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """The EDF of `errors` with a weight per model (weights summing to 1)."""
     order = np.argsort(errors)
     cumulative = np.concatenate([[0.0], np.cumsum(weights[order])])
     return cumulative[np.searchsorted(errors[order], grid, side="right")]
@@ -154,8 +166,7 @@ def curves(epochs: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     if epochs.empty:
         return pd.DataFrame(columns=["trial_id", "label", "epoch", "split", "error"])
     labels = trials.drop_duplicates("trial_id").set_index("trial_id")
-    label = (labels["cardinality"].astype(str) + "×" + labels["bottleneck_width"].astype(str)
-             + "d seed " + labels["seed"].astype(str))
+    label = setting_labels(labels) + " seed " + labels["seed"].astype(str)
     long = epochs.melt(id_vars=["trial_id", "epoch"], value_vars=["train_error", "test_error"],
                        var_name="split", value_name="error")
     long["split"] = long["split"].str.replace("_error", "", regex=False)
@@ -163,19 +174,186 @@ def curves(epochs: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     return long.dropna(subset=["error"]).sort_values(["trial_id", "split", "epoch"])
 
 
-def filter_trials(trials: pd.DataFrame, *, experiments: Sequence[str] | None = None,
-                  spaces: Sequence[str] | None = None, statuses: Sequence[str] | None = None,
-                  seeds: Sequence[int] | None = None,
-                  ranges: dict[str, tuple[float, float]] | None = None) -> pd.DataFrame:
-    """The picker's filters; an empty or None selection means "all"."""
+def filter_trials(
+    trials: pd.DataFrame,
+    *,
+    experiments: Sequence[str] = (),
+    spaces: Sequence[str] = (),
+    statuses: Sequence[str] = (),
+    seeds: Sequence[int] = (),
+    cardinalities: Sequence[int] = (),
+    bottleneck_widths: Sequence[int] = (),
+    depths: Sequence[str] = (),
+    ranges: Mapping[str, tuple[float, float]] | None = None,
+) -> pd.DataFrame:
+    """The dashboard's filters; an empty selection means "all", and a missing value matches
+    no choice.
+
+    `depths` are labels as `tuple_label` writes them ('3-3-3'). Works on trials and on
+    `by_candidate` frames alike (only the chosen columns must be present).
+    """
     mask = pd.Series(True, index=trials.index)
     for column, chosen in (("experiment", experiments), ("space", spaces), ("status", statuses),
-                           ("seed", seeds)):
+                           ("seed", seeds), ("cardinality", cardinalities),
+                           ("bottleneck_width", bottleneck_widths)):
         if chosen:
-            mask &= trials[column].isin(list(chosen))
+            mask &= _known(trials[column].isin(list(chosen)))
+    if depths:
+        mask &= trials["depths"].map(tuple_label).isin(list(depths))
     for column, (low, high) in (ranges or {}).items():
-        mask &= trials[column].between(low, high)
+        mask &= _known(trials[column].between(low, high))
     return trials[mask]
+
+
+def _known(mask: pd.Series) -> pd.Series:
+    """A comparison's mask with missing (pd.NA, from nullable columns) read as False."""
+    return mask.fillna(False).astype(bool)
+
+
+# --- labels and tables ---------------------------------------------------------------------
+#
+# Readable text for rows (architectures, spaces) and the tables the dashboard and the report
+# list; the charts take their labels from here too.
+
+
+def tuple_label(value: object) -> str:
+    """(3, 3, 3) -> '3-3-3'; missing -> '?'."""
+    if isinstance(value, tuple):
+        return _tuple_label(value)
+    if isinstance(value, list | np.ndarray):
+        return _tuple_label(tuple(value))
+    return "?" if missing(value) else str(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _tuple_label(value: tuple[Any, ...]) -> str:  # few distinct shapes, many rows
+    return "-".join(str(int(v)) for v in value)
+
+
+def setting_labels(frame: pd.DataFrame) -> pd.Series:
+    """The paper's C×d name (`arch.setting_label`) per row; missing where C or d is."""
+    labels = [None if missing(c) or missing(d) else setting_label(c, d)
+              for c, d in zip(frame["cardinality"], frame["bottleneck_width"], strict=True)]
+    return pd.Series(labels, index=frame.index, dtype=str)
+
+
+def arch_labels(frame: pd.DataFrame) -> pd.Series:
+    """'8×14d depths 3-3-3 widths 256-512-1024' per row: the full architecture in words,
+    with '?' for what is missing."""
+    def text(value: object) -> str:
+        return "?" if missing(value) else str(value)
+
+    labels = [f"{setting_label(text(c), text(d))} depths {tuple_label(depths)} "
+              f"widths {tuple_label(widths)}"
+              for c, d, depths, widths in zip(frame["cardinality"], frame["bottleneck_width"],
+                                              frame["depths"], frame["widths"], strict=True)]
+    return pd.Series(labels, index=frame.index, dtype=object)
+
+
+def with_space_labels(trials: pd.DataFrame) -> pd.DataFrame:
+    """Prefix each space with its experiment when several experiments are shown together,
+    so that equally named spaces of different experiments stay apart."""
+    if trials.empty or trials["experiment"].nunique() < 2:
+        return trials
+    space = trials["space"].astype("string").fillna("(no space)")
+    return trials.assign(space=(trials["experiment"].astype("string") + " / " + space))
+
+
+def space_kinds(candidates: pd.DataFrame) -> dict[str, str]:
+    """What each space varies, for Fig. 7's legend: 'cardinality', 'depth', 'width',
+    several joined by '+' (e.g. 'cardinality+depth'), or 'fixed'.
+
+    d varying with C is part of a cardinality space (at preserved complexity
+    d shrinks as C grows); d varying alone is width.
+    """
+    kinds: dict[str, str] = {}
+    for space, part in candidates.groupby("space", sort=True):
+        def varies(column: str, part: pd.DataFrame = part) -> bool:
+            return bool(part[column].map(hashable).nunique(dropna=False) > 1)
+
+        axes = [name for name, vary in (
+            ("cardinality", varies("cardinality")),
+            ("depth", varies("depths")),
+            ("width", varies("widths") or (varies("bottleneck_width")
+                                           and not varies("cardinality"))),
+        ) if vary]
+        kinds[str(space)] = "+".join(axes) or "fixed"
+    return kinds
+
+
+def kind_label(kind: str) -> str:
+    """'cardinality' -> 'more cardinality', 'cardinality+depth' -> 'cardinality and depth'."""
+    if kind == "fixed":
+        return "a single network"
+    axes = kind.split("+")
+    return f"more {axes[0]}" if len(axes) == 1 else " and ".join(axes)
+
+
+def trial_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per trial (spaces joined) with readable columns, for the table and its CSV."""
+    columns = {
+        "experiment": "experiment", "version": "version", "space": "space",
+        "trial_id": "trial", "key": "key", "cardinality": "C", "bottleneck_width": "d",
+        "depths": "depths", "widths": "widths", "params": "params", "flops": "flops",
+        "seed": "seed", "status": "status", "test_error": "test error %",
+        "test_top5_error": "top-5 error %", "epochs_completed": "epochs",
+        "train_images_per_sec": "images/s", "latency_ms": "latency ms", "error": "error message",
+        "trial_key": "trial key",
+    }
+    present = [c for c in columns if c in trials.columns]
+    if trials.empty:
+        return pd.DataFrame(columns=[columns[c] for c in present])
+    frame = trials[present].copy()
+    frame["depths"] = frame["depths"].map(tuple_label)
+    frame["widths"] = frame["widths"].map(tuple_label)
+    frame["space"] = frame["space"].astype("string").fillna("")
+    joined = frame.groupby("trial_id", sort=False)["space"].agg(lambda s: ", ".join(sorted(s)))
+    frame = frame.drop_duplicates("trial_id")
+    frame["space"] = frame["trial_id"].map(joined).astype(object)
+    return frame[present].rename(columns=columns).reset_index(drop=True)
+
+
+def failed_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """The failed trials with their error text, one row per trial."""
+    failed = trials[trials["status"] == "failed"] if not trials.empty else trials
+    table = trial_table(failed)
+    keep = ["experiment", "space", "trial", "C", "d", "depths", "widths", "seed",
+            "epochs", "error message", "trial key"]
+    return table[[c for c in keep if c in table.columns]]
+
+
+def summary_table(trials: pd.DataFrame, candidates: pd.DataFrame) -> pd.DataFrame:
+    """Per space: trials by status, candidates with results, the best candidate."""
+    rows = []
+    if trials.empty:
+        return pd.DataFrame(columns=["space", "trials", "finished", "running", "pending", "failed",
+                                     "candidates", "best", "best test error %"])
+    per_trial = trials.drop_duplicates(["space", "trial_id"])
+    for space, part in per_trial.groupby("space", sort=True, dropna=False):
+        counts = part["status"].value_counts()
+        done = candidates[candidates["space"] == space] if not candidates.empty else candidates
+        best = done.nsmallest(1, "test_error_mean") if not done.empty else done
+        rows.append({
+            "space": "(no space)" if missing(space) else str(space),
+            "trials": len(part),
+            **{s: int(counts.get(s, 0)) for s in ("finished", "running", "pending", "failed")},
+            "candidates": len(done),
+            "best": arch_labels(best).iloc[0] if not best.empty else "",
+            "best test error %": (f"{best['test_error_mean'].iloc[0]:.2f} ± "
+                                  f"{best['test_error_std'].iloc[0]:.2f}"
+                                  if not best.empty else "–"),
+        })
+    return pd.DataFrame(rows)
+
+
+def best_trials(trials: pd.DataFrame, n: int = 5) -> list[int]:
+    """Default trials for the curves: running ones first (live), then the best finished."""
+    if trials.empty:
+        return []
+    per_trial = trials.drop_duplicates("trial_id")
+    running = per_trial[per_trial["status"] == "running"]["trial_id"].head(n).tolist()
+    done = finished(per_trial).nsmallest(max(n - len(running), 0), "test_error")
+    return [int(t) for t in [*running, *done["trial_id"].tolist()]]
 
 
 # --- proxy fidelity -----------------------------------------------------------------------
@@ -213,7 +391,7 @@ def proxy_table(proxy: pd.DataFrame, full: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=PROXY_COLUMNS)
     short = proxy.groupby("key", sort=False)["test_error_mean"].mean().rename("proxy_error")
     arch = [c for c in PROXY_COLUMNS[1:8] if c in full.columns]
-    long = (full.assign(**{c: full[c].map(_hashable) for c in arch})
+    long = (full.assign(**{c: full[c].map(hashable) for c in arch})
             .groupby("key", sort=False)
             .agg(**{c: (c, "first") for c in arch}, full_error=("test_error_mean", "mean")))
     table = long.join(short, how="inner").reset_index()

@@ -1,9 +1,9 @@
 """`explorer report`: an experiment's charts and tables as one standalone HTML file.
 
-The figures are the dashboard's (dashboard.figures), drawn from the store's
-frames through explorer.analysis. plotly.js is embedded inline once, so the
-file opens offline and loads nothing from anywhere; every text from the store
-is HTML-escaped. The file is written atomically.
+The figures are the dashboard's (explorer.figures), drawn from the store's
+frames through explorer.analysis, which also makes the tables. plotly.js is
+embedded inline once, so the file opens offline and loads nothing from
+anywhere; every text from the store is HTML-escaped. The file is written atomically.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from typing import Any
 import pandas as pd
 import plotly.io as pio
 
-from dashboard import figures
-from explorer import analysis
+from explorer import analysis, figures
 from explorer.files import atomic_write
 
 CURVE_TRIALS = 6
@@ -80,7 +79,7 @@ def write_report(store: Any, experiment: str, output: str | Path, *,
     """
     record = _latest_record(store, experiment)
     trials = store.trials_frame([experiment])
-    curve_ids = figures.best_trials(trials, CURVE_TRIALS)
+    curve_ids = analysis.best_trials(trials, CURVE_TRIALS)
     epochs = store.epochs_frame(trial_ids=curve_ids)
     fidelity: ProxyFidelity | None
     if proxy_experiment is not None:
@@ -159,8 +158,8 @@ def render_report(trials: pd.DataFrame, epochs: pd.DataFrame, experiment: dict[s
     if counts.get("finished", 0) == 0:
         parts.append('<p class="warning">No finished trials yet: the charts are empty.</p>')
     parts += ["<section><h2>Summary per space</h2>",
-              _table(figures.summary_table(trials, candidates)), "</section>"]
-    failed = figures.failed_table(trials)
+              _table(analysis.summary_table(trials, candidates)), "</section>"]
+    failed = analysis.failed_table(trials)
     if not failed.empty:
         parts += [f"<section><h2>Failed trials ({len(failed)})</h2>", _table(failed),
                   "</section>"]
@@ -178,7 +177,7 @@ def render_report(trials: pd.DataFrame, epochs: pd.DataFrame, experiment: dict[s
         parts += _proxy_section(proxy)
     if not candidates.empty:
         table = candidates.sort_values("test_error_mean").assign(
-            architecture=figures.arch_labels(candidates.sort_values("test_error_mean")))
+            architecture=analysis.arch_labels(candidates.sort_values("test_error_mean")))
         columns = ["space", "architecture", "key", "params", "flops", "test_error_mean",
                    "test_error_std", "seeds", "latency_ms", "train_images_per_sec"]
         parts += ["<section><h2>Candidates (mean over seeds, best first)</h2>",
@@ -203,7 +202,7 @@ def _proxy_section(proxy: ProxyFidelity) -> list[str]:
                    f"over {len(table)} candidates (mean over seeds): <b>{_e(tau)}</b> (1: same "
                    "order, 0: unrelated). The proxy's best candidate is "
                    f"{'also' if same else 'not'} the full run's best.")
-    shown = table.assign(architecture=figures.arch_labels(table)) if not table.empty else table
+    shown = table.assign(architecture=analysis.arch_labels(table)) if not table.empty else table
     columns = ["architecture", "key", "params", "proxy_error", "full_error", "proxy_rank",
                "full_rank"]
     fig = figures.proxy_figure(table, proxy.tau, proxy.proxy)

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from explorer import analysis
+from explorer.arch import setting_label
 
 
 def trial(key: str, error: float | None, *, space: str = "s", seed: int = 0, c: int = 1,
@@ -200,6 +201,27 @@ def test_filter_trials_empty_selection_means_all() -> None:
     assert analysis.filter_trials(trials, statuses=["failed"])["key"].tolist() == ["c"]
     assert analysis.filter_trials(trials, spaces=["s"], ranges={"cardinality": (2, 8)}
                                   )["key"].tolist() == ["b"]
+
+
+def test_filter_trials_by_architecture_with_missing_values() -> None:
+    trials = frame([trial("a", 1.0, c=1, d=64), trial("b", 2.0, c=4, d=24, depths=[2, 2, 2]),
+                    trial("c", None, c=8, d=14, status="failed")])
+    trials["cardinality"] = pd.array([1, None, 8], dtype="Int64")  # as the store hands it out
+    assert analysis.filter_trials(trials, cardinalities=[1, 8])["key"].tolist() == ["a", "c"]
+    assert analysis.filter_trials(trials, ranges={"cardinality": (0, 9)})["key"].tolist() == [
+        "a", "c"]
+    assert analysis.filter_trials(trials, bottleneck_widths=[24], depths=["2-2-2"]
+                                  )["key"].tolist() == ["b"]
+
+
+def test_setting_labels_name_c_by_d_and_are_missing_where_c_or_d_is() -> None:
+    rows = frame([trial("a", 1.0, c=8, d=14), trial("b", 1.0, c=4, d=24)])
+    rows["cardinality"] = pd.array([8, None], dtype="Int64")
+    labels = analysis.setting_labels(rows)
+    assert labels.iloc[0] == setting_label(8, 14) == "8×14d"
+    assert pd.isna(labels.iloc[1])
+    assert analysis.arch_labels(rows).tolist() == ["8×14d depths 3-3-3 widths 256-512-1024",
+                                                   "?×24d depths 3-3-3 widths 256-512-1024"]
 
 
 # --- proxy fidelity -------------------------------------------------------------------------

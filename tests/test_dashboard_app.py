@@ -40,10 +40,11 @@ EXPECTED_CHARTS = {
 
 
 def _script(url: str | None) -> None:
-    """What `streamlit run dashboard/app.py -- --store URL` runs."""
-    from dashboard.app import main
+    """What `streamlit run dashboard/app.py -- --store URL` runs: the script's entry, with
+    the arguments streamlit would put in sys.argv."""
+    from dashboard.app import render, store_url
 
-    main(["--store", url] if url is not None else [])
+    render(store_url(["--store", url] if url is not None else []))
 
 
 def app(url: str | None) -> AppTest:

@@ -1,5 +1,6 @@
-"""dashboard.figures: each chart from small hand-made frames, checked against what they
-must show by construction; every figure also passes plotly's validation."""
+"""explorer.figures: each chart from small hand-made frames, checked against what they
+must show by construction; every figure also passes plotly's validation. First, on the same
+frames, the explorer.analysis labels, filters and tables that the charts and pages use."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from dashboard import figures
-from explorer import analysis
+from explorer import analysis, figures
 
 
 def trial(key: str, error: float | None, *, space: str = "s", seed: int = 0, c: int = 1,
@@ -72,66 +72,58 @@ def trials() -> pd.DataFrame:
     return frame(rows)
 
 
-# --- helpers --------------------------------------------------------------------------------
+# --- labels, filters, tables (explorer.analysis) -------------------------------------------
 
 
 def test_tuple_and_arch_labels() -> None:
-    assert figures.tuple_label((3, 4, 6)) == "3-4-6"
-    assert figures.tuple_label([1, 2]) == "1-2"
-    assert figures.tuple_label(None) == "?"
+    assert analysis.tuple_label((3, 4, 6)) == "3-4-6"
+    assert analysis.tuple_label([1, 2]) == "1-2"
+    assert analysis.tuple_label(None) == "?"
     rows = frame([trial("a", 1.0, c=32, d=4)])
-    assert figures.arch_labels(rows).tolist() == ["32×4d depths 3-3-3 widths 256-512-1024"]
+    assert analysis.arch_labels(rows).tolist() == ["32×4d depths 3-3-3 widths 256-512-1024"]
 
 
 def test_with_space_labels_only_for_several_experiments() -> None:
     one = frame([trial("a", 1.0, space="p")])
-    assert figures.with_space_labels(one)["space"].tolist() == ["p"]
+    assert analysis.with_space_labels(one)["space"].tolist() == ["p"]
     two = frame([trial("a", 1.0, space="p"), trial("a", 1.0, space="p", experiment="f")])
-    assert figures.with_space_labels(two)["space"].tolist() == ["e / p", "f / p"]
+    assert analysis.with_space_labels(two)["space"].tolist() == ["e / p", "f / p"]
 
 
-def test_select_trials_filters(trials: pd.DataFrame) -> None:
-    assert len(figures.select_trials(trials)) == len(trials)
-    chosen = figures.select_trials(trials, cardinalities=[2, 4], seeds=[1])
+def test_filter_trials_filters(trials: pd.DataFrame) -> None:
+    assert len(analysis.filter_trials(trials)) == len(trials)
+    chosen = analysis.filter_trials(trials, cardinalities=[2, 4], seeds=[1])
     assert sorted(chosen["key"]) == ["c2", "c4"]
-    assert set(figures.select_trials(trials, depths=["2-2-2"])["key"]) == {"deep2"}
-    assert set(figures.select_trials(trials, bottleneck_widths=[40])["key"]) == {"c2"}
-    assert set(figures.select_trials(trials, statuses=["failed"])["key"]) == {"oom"}
-    assert figures.select_trials(trials, spaces=["nowhere"]).empty
+    assert set(analysis.filter_trials(trials, depths=["2-2-2"])["key"]) == {"deep2"}
+    assert set(analysis.filter_trials(trials, bottleneck_widths=[40])["key"]) == {"c2"}
+    assert set(analysis.filter_trials(trials, statuses=["failed"])["key"]) == {"oom"}
+    assert analysis.filter_trials(trials, spaces=["nowhere"]).empty
 
 
 def test_space_kinds(trials: pd.DataFrame) -> None:
-    kinds = figures.space_kinds(analysis.by_candidate(trials))
+    kinds = analysis.space_kinds(analysis.by_candidate(trials))
     assert kinds == {"preserved": "cardinality", "deeper": "depth", "wider": "width"}
     mixed = analysis.by_candidate(frame([trial("a", 1.0, c=1), trial("b", 1.0, c=4,
                                                                        depths=(2, 2, 2))]))
-    assert figures.space_kinds(mixed) == {"s": "cardinality+depth"}
-    assert figures.kind_label("cardinality") == "more cardinality"
-    assert figures.kind_label("cardinality+depth") == "cardinality and depth"
-
-
-def test_thin_keeps_first_and_last() -> None:
-    part = pd.DataFrame({"epoch": range(1000)})
-    thinned = figures.thin(part, 50)
-    assert len(thinned) == 50
-    assert thinned["epoch"].iloc[0] == 0 and thinned["epoch"].iloc[-1] == 999
-    assert figures.thin(part.head(10), 50).equals(part.head(10))
+    assert analysis.space_kinds(mixed) == {"s": "cardinality+depth"}
+    assert analysis.kind_label("cardinality") == "more cardinality"
+    assert analysis.kind_label("cardinality+depth") == "cardinality and depth"
 
 
 def test_trial_table_one_row_per_trial_spaces_joined() -> None:
     rows = frame([trial("a", 1.0, space="x", trial_id=1), trial("a", 1.0, space="y", trial_id=1),
                   trial("b", None, status="failed", trial_id=2)])
-    table = figures.trial_table(rows)
+    table = analysis.trial_table(rows)
     assert table["trial"].tolist() == [1, 2]
     assert table["space"].tolist() == ["x, y", "s"]
     assert table["depths"].tolist() == ["3-3-3", "3-3-3"]
     assert list(table.columns[:3]) == ["experiment", "version", "space"]
-    failed = figures.failed_table(rows)
+    failed = analysis.failed_table(rows)
     assert failed["error message"].tolist() == ["boom"]
 
 
 def test_summary_table(trials: pd.DataFrame) -> None:
-    summary = figures.summary_table(trials, analysis.by_candidate(trials)).set_index("space")
+    summary = analysis.summary_table(trials, analysis.by_candidate(trials)).set_index("space")
     assert summary.loc["preserved", "finished"] == 10
     assert summary.loc["preserved", "candidates"] == 5
     assert summary.loc["preserved", "best"].startswith("32×4d")
@@ -142,7 +134,7 @@ def test_summary_table(trials: pd.DataFrame) -> None:
 
 def test_best_trials_running_first_then_lowest_error(trials: pd.DataFrame) -> None:
     live = int(trials.loc[trials["key"] == "live", "trial_id"].iloc[0])
-    best = figures.best_trials(trials, 3)
+    best = analysis.best_trials(trials, 3)
     assert best[0] == live
     errors = trials.set_index("trial_id").loc[best[1:], "test_error"].tolist()
     assert errors == sorted(errors) and errors[0] == pytest.approx(22.1)
@@ -248,6 +240,14 @@ def test_capacity_comparison_names_what_each_space_increases(trials: pd.DataFram
 
 
 # --- curves, EDFs, cost ---------------------------------------------------------------------
+
+
+def test_thin_keeps_first_and_last() -> None:
+    part = pd.DataFrame({"epoch": range(1000)})
+    thinned = figures.thin(part, 50)
+    assert len(thinned) == 50
+    assert thinned["epoch"].iloc[0] == 0 and thinned["epoch"].iloc[-1] == 999
+    assert figures.thin(part.head(10), 50).equals(part.head(10))
 
 
 def test_training_curves_per_trial_and_split() -> None:

@@ -2,10 +2,11 @@
 
 Pure functions of the frames `explorer.analysis` computes (no streamlit, no
 I/O), so each one is unit-tested and the report draws exactly what the
-dashboard shows. Each figure names itself in ``layout.meta["chart"]`` and each
-trace its role in ``trace.meta["role"]`` ("candidates", "pareto", "legend",
-...), so tests (and the browser test, through the DOM) can find the points of
-a chart without depending on titles or trace order.
+dashboard shows. They only draw: choosing rows, labelling them and tables are
+explorer.analysis's. Each figure names itself in ``layout.meta["chart"]`` and
+each trace its role in ``trace.meta["role"]`` ("candidates", "pareto",
+"legend", ...), so tests (and the browser test, through the DOM) can find the
+points of a chart without depending on titles or trace order.
 
 Conventions: errors are percentages (lower is better); cost axes are
 logarithmic; a scatter with many points uses WebGL (``scattergl``).
@@ -13,7 +14,6 @@ logarithmic; a scatter with many points uses WebGL (``scattergl``).
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -45,98 +45,7 @@ COST_LABELS = {
 }
 
 
-# --- frame helpers ------------------------------------------------------------------------
-
-
-def tuple_label(value: object) -> str:
-    """(3, 3, 3) -> '3-3-3'; missing -> '?'."""
-    if isinstance(value, tuple):
-        return _tuple_label(value)
-    if isinstance(value, list | np.ndarray):
-        return _tuple_label(tuple(value))
-    return "?" if value is None or value is pd.NA or value != value else str(value)
-
-
-@functools.lru_cache(maxsize=4096)
-def _tuple_label(value: tuple[Any, ...]) -> str:  # few distinct shapes, many rows
-    return "-".join(str(int(v)) for v in value)
-
-
-def arch_labels(frame: pd.DataFrame) -> pd.Series:
-    """'8×14d depths 3-3-3 widths 256-512-1024' per row: the full architecture in words."""
-    def text(value: object) -> str:
-        return "?" if value is None or value is pd.NA or value != value else str(value)
-
-    labels = [f"{text(c)}×{text(d)}d depths {tuple_label(depths)} widths {tuple_label(widths)}"
-              for c, d, depths, widths in zip(frame["cardinality"], frame["bottleneck_width"],
-                                              frame["depths"], frame["widths"], strict=True)]
-    return pd.Series(labels, index=frame.index, dtype=object)
-
-
-def with_space_labels(trials: pd.DataFrame) -> pd.DataFrame:
-    """Prefix each space with its experiment when several experiments are shown together,
-    so that equally named spaces of different experiments stay apart."""
-    if trials.empty or trials["experiment"].nunique() < 2:
-        return trials
-    space = trials["space"].astype("string").fillna("(no space)")
-    return trials.assign(space=(trials["experiment"].astype("string") + " / " + space))
-
-
-def select_trials(
-    trials: pd.DataFrame,
-    *,
-    experiments: Sequence[str] = (),
-    spaces: Sequence[str] = (),
-    statuses: Sequence[str] = (),
-    seeds: Sequence[int] = (),
-    cardinalities: Sequence[int] = (),
-    bottleneck_widths: Sequence[int] = (),
-    depths: Sequence[str] = (),
-) -> pd.DataFrame:
-    """The sidebar's filters; an empty selection means "all".
-
-    `depths` are labels as `tuple_label` writes them ('3-3-3').
-    """
-    out = analysis.filter_trials(trials, experiments=experiments, spaces=spaces,
-                                 statuses=statuses, seeds=seeds)
-    if cardinalities:
-        out = out[out["cardinality"].isin(list(cardinalities)).fillna(False).astype(bool)]
-    if bottleneck_widths:
-        out = out[out["bottleneck_width"].isin(list(bottleneck_widths)).fillna(False)
-                  .astype(bool)]
-    if depths:
-        out = out[out["depths"].map(tuple_label).isin(list(depths))]
-    return out
-
-
-def space_kinds(candidates: pd.DataFrame) -> dict[str, str]:
-    """What each space varies, for Fig. 7's legend: 'cardinality', 'depth', 'width',
-    several joined by '+' (e.g. 'cardinality+depth'), or 'fixed'.
-
-    d varying with C is part of a cardinality space (at preserved complexity
-    d shrinks as C grows); d varying alone is width.
-    """
-    kinds: dict[str, str] = {}
-    for space, part in candidates.groupby("space", sort=True):
-        def varies(column: str, part: pd.DataFrame = part) -> bool:
-            return bool(part[column].map(analysis._hashable).nunique(dropna=False) > 1)
-
-        axes = [name for name, vary in (
-            ("cardinality", varies("cardinality")),
-            ("depth", varies("depths")),
-            ("width", varies("widths") or (varies("bottleneck_width")
-                                           and not varies("cardinality"))),
-        ) if vary]
-        kinds[str(space)] = "+".join(axes) or "fixed"
-    return kinds
-
-
-def kind_label(kind: str) -> str:
-    """'cardinality' -> 'more cardinality', 'cardinality+depth' -> 'cardinality and depth'."""
-    if kind == "fixed":
-        return "a single network"
-    axes = kind.split("+")
-    return f"more {axes[0]}" if len(axes) == 1 else " and ".join(axes)
+# --- colours, symbols, thinning ----------------------------------------------------------
 
 
 def colors_for(names: Iterable[object]) -> dict[str, str]:
@@ -147,7 +56,7 @@ def colors_for(names: Iterable[object]) -> dict[str, str]:
 
 def symbols_for(cardinalities: Iterable[Any]) -> dict[int, str]:
     """A marker symbol per cardinality, in increasing order of C."""
-    values = sorted({int(c) for c in cardinalities if c is not None and c is not pd.NA})
+    values = sorted({int(c) for c in cardinalities if not analysis.missing(c)})
     return {c: SYMBOLS[i % len(SYMBOLS)] for i, c in enumerate(values)}
 
 
@@ -157,63 +66,6 @@ def thin(frame: pd.DataFrame, max_points: int) -> pd.DataFrame:
         return frame
     index = np.unique(np.linspace(0, len(frame) - 1, max_points).round().astype(int))
     return frame.iloc[index]
-
-
-def trial_table(trials: pd.DataFrame) -> pd.DataFrame:
-    """One row per trial (spaces joined) with readable columns, for the table and its CSV."""
-    columns = {
-        "experiment": "experiment", "version": "version", "space": "space",
-        "trial_id": "trial", "key": "key", "cardinality": "C", "bottleneck_width": "d",
-        "depths": "depths", "widths": "widths", "params": "params", "flops": "flops",
-        "seed": "seed", "status": "status", "test_error": "test error %",
-        "test_top5_error": "top-5 error %", "epochs_completed": "epochs",
-        "train_images_per_sec": "images/s", "latency_ms": "latency ms", "error": "error message",
-        "trial_key": "trial key",
-    }
-    present = [c for c in columns if c in trials.columns]
-    if trials.empty:
-        return pd.DataFrame(columns=[columns[c] for c in present])
-    frame = trials[present].copy()
-    frame["depths"] = frame["depths"].map(tuple_label)
-    frame["widths"] = frame["widths"].map(tuple_label)
-    frame["space"] = frame["space"].astype("string").fillna("")
-    joined = frame.groupby("trial_id", sort=False)["space"].agg(lambda s: ", ".join(sorted(s)))
-    frame = frame.drop_duplicates("trial_id")
-    frame["space"] = frame["trial_id"].map(joined).astype(object)
-    return frame[present].rename(columns=columns).reset_index(drop=True)
-
-
-def failed_table(trials: pd.DataFrame) -> pd.DataFrame:
-    """The failed trials with their error text, one row per trial."""
-    failed = trials[trials["status"] == "failed"] if not trials.empty else trials
-    table = trial_table(failed)
-    keep = ["experiment", "space", "trial", "C", "d", "depths", "widths", "seed",
-            "epochs", "error message", "trial key"]
-    return table[[c for c in keep if c in table.columns]]
-
-
-def summary_table(trials: pd.DataFrame, candidates: pd.DataFrame) -> pd.DataFrame:
-    """Per space: trials by status, candidates with results, the best candidate."""
-    rows = []
-    if trials.empty:
-        return pd.DataFrame(columns=["space", "trials", "finished", "running", "pending", "failed",
-                                     "candidates", "best", "best test error %"])
-    per_trial = trials.drop_duplicates(["space", "trial_id"])
-    for space, part in per_trial.groupby("space", sort=True, dropna=False):
-        counts = part["status"].value_counts()
-        done = candidates[candidates["space"] == space] if not candidates.empty else candidates
-        best = done.nsmallest(1, "test_error_mean") if not done.empty else done
-        rows.append({
-            "space": "(no space)" if space is None or space != space else str(space),
-            "trials": len(part),
-            **{s: int(counts.get(s, 0)) for s in ("finished", "running", "pending", "failed")},
-            "candidates": len(done),
-            "best": arch_labels(best).iloc[0] if not best.empty else "",
-            "best test error %": (f"{best['test_error_mean'].iloc[0]:.2f} ± "
-                                  f"{best['test_error_std'].iloc[0]:.2f}"
-                                  if not best.empty else "–"),
-        })
-    return pd.DataFrame(rows)
 
 
 # --- figures ------------------------------------------------------------------------------
@@ -269,7 +121,7 @@ def hover_texts(part: pd.DataFrame) -> list[str]:
         f"({seeds} seed{'s' if seeds != 1 else ''})<br>params {params:,.0f}<br>"
         f"flops {flops:,.0f}"
         for space, arch, key, mean, std, seeds, params, flops in zip(
-            part["space"].astype(str), arch_labels(part), part["key"].astype(str),
+            part["space"].astype(str), analysis.arch_labels(part), part["key"].astype(str),
             part["test_error_mean"], part["test_error_std"], part["seeds"],
             _floats(part["params"]), _floats(part["flops"]), strict=True)
     ]
@@ -307,7 +159,7 @@ def error_vs_cost(candidates: pd.DataFrame, cost: str = "flops") -> go.Figure:
                         "visible": True, "thickness": 1},
             "mode": "markers", "name": str(space), "legendgroup": group, "showlegend": False,
             "marker": {"color": colors[str(space)], "size": 9,
-                       "symbol": [symbols.get(int(c), "circle") if c is not pd.NA else "circle"
+                       "symbol": ["circle" if analysis.missing(c) else symbols.get(int(c), "circle")
                                   for c in part["cardinality"]],
                        "line": {"width": 0.5, "color": "white"}},
             "hovertext": hover_texts(part), "hovertemplate": "%{hovertext}<extra></extra>",
@@ -344,13 +196,13 @@ def cardinality_tradeoff(candidates: pd.DataFrame, max_lines: int = 8) -> go.Fig
     more than `max_lines` such shapes is drawn as points only.
     """
     chart = "cardinality_tradeoff"
-    kinds = space_kinds(candidates) if not candidates.empty else {}
+    kinds = analysis.space_kinds(candidates) if not candidates.empty else {}
     chosen = [s for s, k in kinds.items() if "cardinality" in k]
     if not chosen:
         return empty_figure(chart, "no space of the selection varies cardinality")
     table = analysis.tradeoff(candidates[candidates["space"].astype(str).isin(chosen)])
-    table = table.assign(_shape=table["depths"].map(tuple_label) + " / "
-                         + table["widths"].map(tuple_label))
+    table = table.assign(_shape=table["depths"].map(analysis.tuple_label) + " / "
+                         + table["widths"].map(analysis.tuple_label))
     colors = colors_for(chosen)
     traces: list[Trace] = []
     for space, in_space in table.groupby("space", sort=True):
@@ -389,7 +241,7 @@ def capacity_comparison(candidates: pd.DataFrame, max_line_points: int = 60) -> 
         else candidates
     if data.empty:
         return empty_figure(chart, "no finished trials to plot")
-    kinds = space_kinds(data)
+    kinds = analysis.space_kinds(data)
     colors = colors_for(kinds)
     dash = {"cardinality": "solid", "width": "dash", "depth": "dot"}
     traces: list[Trace] = []
@@ -403,7 +255,7 @@ def capacity_comparison(candidates: pd.DataFrame, max_line_points: int = 60) -> 
             "error_y": {"type": "data", "array": _floats(part["test_error_std"]),
                         "visible": True},
             "mode": "lines+markers" if lines else "markers",
-            "name": f"{space}: {kind_label(kind)}",
+            "name": f"{space}: {analysis.kind_label(kind)}",
             "line": {"color": colors[str(space)], "dash": dash.get(kind, "dashdot")},
             "marker": {"color": colors[str(space)], "size": 8},
             "hovertext": hover_texts(part), "hovertemplate": "%{hovertext}<extra></extra>",
@@ -497,10 +349,9 @@ def proxy_figure(table: pd.DataFrame, tau: float, proxy: str) -> go.Figure:
     chart = "proxy_fidelity"
     if table.empty:
         return empty_figure(chart, "no candidate has both a proxy and a full-run error")
-    labels = arch_labels(table)
-    depths = table["depths"].map(tuple_label)
-    short = (table["cardinality"].astype(str) + "×" + table["bottleneck_width"].astype(str) + "d"
-             + (" " + depths if depths.nunique() > 1 else ""))
+    labels = analysis.arch_labels(table)
+    depths = table["depths"].map(analysis.tuple_label)
+    short = analysis.setting_labels(table) + (" " + depths if depths.nunique() > 1 else "")
     traces: list[Trace] = [{
         "type": "scatter", "x": _floats(table["proxy_error"]), "y": _floats(table["full_error"]),
         "mode": "markers+text", "text": short.tolist(), "textposition": "top center",
@@ -541,13 +392,3 @@ def all_figures(trials: pd.DataFrame, epochs: pd.DataFrame | None = None, *,
     figures["cost_latency_ms"] = cost_figure(candidates, "latency_ms")
     figures["cost_train_images_per_sec"] = cost_figure(candidates, "train_images_per_sec")
     return figures
-
-
-def best_trials(trials: pd.DataFrame, n: int = 5) -> list[int]:
-    """Default trials for the curves: running ones first (live), then the best finished."""
-    if trials.empty:
-        return []
-    per_trial = trials.drop_duplicates("trial_id")
-    running = per_trial[per_trial["status"] == "running"]["trial_id"].head(n).tolist()
-    done = analysis.finished(per_trial).nsmallest(max(n - len(running), 0), "test_error")
-    return [int(t) for t in [*running, *done["trial_id"].tolist()]]
