@@ -12,7 +12,6 @@ retries it after a lost worker or a later `explorer run` picks it up again.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import json
 import logging
@@ -23,16 +22,24 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import ray
 from ray import tune
+from ray.tune.experiment import Trial
 from ray.tune.search import Searcher
 
-from explorer.metrics import EPOCH_REPORT, FINAL_REPORT
+from explorer.metrics import EPOCH_REPORT, FINAL_REPORT, EpochMetrics
 from explorer.plan import TrialPlan
 from explorer.search import SearchError, Strategy, Suggestion
 from explorer.space import Candidate
+from explorer.spec import DataSpec
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from explorer.arch import Arch
+    from explorer.data import Dataset
 
 # Tune reads these from the environment of the driver when a sweep starts; they are set
 # for the sweep's duration only (see `_tune_settings`), never at import.
@@ -117,8 +124,8 @@ def run_trial(config: dict[str, Any]) -> None:
     node = ray.get_runtime_context().get_node_id()
     tune.report({"kind": "start", "node": node, "device": device, "epoch": 0})
 
-    def on_epoch(metrics: Any) -> None:
-        tune.report({"kind": EPOCH, **_plain(metrics)})
+    def on_epoch(metrics: EpochMetrics) -> None:
+        tune.report({"kind": EPOCH, **metrics.to_dict()})
 
     poison = config.get("fail_trial")
     result = train_trial(
@@ -134,19 +141,19 @@ def run_trial(config: dict[str, Any]) -> None:
         from explorer.train import release_memory
 
         release_memory(torch.device(device))
-    final = _plain(result.metrics) if result.metrics is not None else {}
+    final = result.metrics.to_dict() if result.metrics is not None else {}
     tune.report({
         # The trial's training time is every epoch's (the last epoch's alone was reported).
         **final, "seconds": sum(m.seconds for m in result.history),
         "kind": FINAL, "status": result.status, "error": result.error or "",
         "epochs_completed": result.epochs_completed, "device": result.device,
         "resumed_from_epoch": result.resumed_from_epoch,
-        "history": json.dumps([_plain(m) for m in result.history]),
+        "history": json.dumps([m.to_dict() for m in result.history]),
     })
 
 
 @functools.lru_cache(maxsize=1)
-def _dataset(data: Any) -> Any:
+def _dataset(data: DataSpec) -> Dataset:
     """The trial's dataset, loaded once per worker: Tune reuses a worker for the next
     trial, and every trial of a sweep trains on the same data."""
     from explorer.data import load_dataset
@@ -154,7 +161,7 @@ def _dataset(data: Any) -> Any:
     return load_dataset(data)
 
 
-def _diverging_builder(arch: Any, num_classes: int) -> Any:
+def _diverging_builder(arch: Arch, num_classes: int) -> nn.Module:
     """Fault injection (`explorer run --fail-trial KEY`): the model's outputs turn NaN,
     so the trainer's own divergence check fails the trial, as a real blow-up would."""
     from explorer.models import build_model
@@ -162,12 +169,6 @@ def _diverging_builder(arch: Any, num_classes: int) -> Any:
     model = build_model(arch, num_classes)
     model.register_forward_hook(lambda module, inputs, output: output * float("nan"))
     return model
-
-
-def _plain(metrics: Any) -> dict[str, Any]:
-    if dataclasses.is_dataclass(metrics) and not isinstance(metrics, type):
-        return dataclasses.asdict(metrics)
-    return dict(metrics)
 
 
 class _Events(tune.Callback):
@@ -188,12 +189,13 @@ class _Events(tune.Callback):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, sink=_NullSink(), suggested={}, seconds={})
 
-    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial,
+                       **info: Any) -> None:
         suggestion = self.suggested.get(_trial_key(trial))
         if suggestion is not None:
             self.sink.trial_planned(suggestion.plan, suggestion.candidate)
 
-    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any,
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial,
                         result: dict[str, Any], **info: Any) -> None:
         key = _trial_key(trial)
         kind = result.get("kind")
@@ -209,7 +211,8 @@ class _Events(tune.Callback):
             self.sink.trial_ended(key, status, _final_fields(result), result.get("error") or None,
                                   history)
 
-    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial,
+                          **info: Any) -> None:
         # A trial stopped early by ASHA never sends its final report.
         key = _trial_key(trial)
         last = trial.last_result or {}
@@ -218,7 +221,8 @@ class _Events(tune.Callback):
             fields = {**_final_fields(last), "seconds": self.seconds.get(key, 0.0)}
             self.sink.trial_ended(key, "finished", fields, None, [])
 
-    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial,
+                       **info: Any) -> None:
         key = _trial_key(trial)
         if key in self.ended:
             return
@@ -226,11 +230,11 @@ class _Events(tune.Callback):
         error = _error_text(trial)
         self.sink.trial_ended(key, "failed", _final_fields(trial.last_result or {}), error, [])
 
-    def on_step(self, iteration: int, trials: list[Any], **info: Any) -> None:
+    def on_step(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         self.sink.tick()
 
 
-def _trial_key(trial: Any) -> str:
+def _trial_key(trial: Trial) -> str:
     return str(trial.config["plan"]["trial_key"])
 
 
@@ -242,7 +246,7 @@ def _final_fields(result: Mapping[str, Any]) -> dict[str, Any]:
     return {k: result[k] for k in FINAL_REPORT if k in result}
 
 
-def _error_text(trial: Any) -> str:
+def _error_text(trial: Trial) -> str:
     """The last line of the worker's exception, for the store and the summary."""
     path = getattr(trial, "error_file", None)
     with contextlib.suppress(OSError, TypeError):
@@ -440,7 +444,7 @@ def _tuner(strategy: Strategy, sink: Sink, options: SweepOptions, max_epochs: in
                       tune_config=tune_config, run_config=run_config)
 
 
-def _trial_name(trial: Any) -> str:
+def _trial_name(trial: Trial) -> str:
     return f"{_trial_key(trial)}-{trial.trial_id}"
 
 
