@@ -39,7 +39,8 @@ from sqlalchemy import insert, update
 
 from explorer.arch import Arch, make_arch
 from explorer.complexity import Complexity, count
-from explorer.store import CandidateRow, EpochRow, Store, StoreRevision, TrialRow
+from explorer.store import Writer
+from explorer.store.schema import candidate_table, epoch_table, revision_table, trial_table
 
 SPACES = ("cardinality", "deeper", "wider", "random")
 CARDINALITY = (1, 2, 4, 8, 16, 32, 64)
@@ -69,7 +70,7 @@ def build_large_store(path: Path, trials: int = 10_000, epochs: int = 30, seeds:
     rng = random.Random(seed)
     now = datetime.now(UTC)
     spec = {"name": "large", "train": {"epochs": epochs, "seeds": list(range(seeds))}}
-    with Store.open(path) as store:
+    with Writer.open(path) as store:
         record = store.create_or_get_experiment(
             "large", "name: large\n", "large-hash", spec,
             environment={"git_revision": None, "package_versions": {}})
@@ -135,11 +136,11 @@ def build_large_store(path: Path, trials: int = 10_000, epochs: int = 30, seeds:
                         "train_images_per_sec": throughput, "peak_memory_bytes": None,
                     })
         with store.engine.begin() as conn:
-            conn.execute(insert(CandidateRow), candidates)
-            conn.execute(insert(TrialRow), trial_rows)
+            conn.execute(insert(candidate_table), candidates)
+            conn.execute(insert(trial_table), trial_rows)
             for start in range(0, len(epoch_rows), 50_000):
-                conn.execute(insert(EpochRow), epoch_rows[start:start + 50_000])
-            conn.execute(update(StoreRevision).values(value=StoreRevision.value + 1))
+                conn.execute(insert(epoch_table), epoch_rows[start:start + 50_000])
+            conn.execute(update(revision_table).values(value=revision_table.c.value + 1))
     return {"candidates": len(candidates), "trials": len(trial_rows), "epochs": len(epoch_rows)}
 
 
@@ -178,7 +179,7 @@ def measure(url: str, profile: bool) -> None:
     started = time.perf_counter()
     at.run()
     print(f"rerun, nothing changed: {time.perf_counter() - started:.2f} s")
-    with Store.open(url) as writer:  # what the live poll sees during a sweep: one trial ends
+    with Writer.open(url) as writer:  # what the live poll sees during a sweep: one trial ends
         running = writer.trials_frame()
         running = running[running["status"] == "running"].iloc[0]
         writer.finish_trial(int(running["experiment_id"]), str(running["trial_key"]),

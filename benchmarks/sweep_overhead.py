@@ -37,7 +37,7 @@ from rich.console import Console
 
 from explorer.experiment import RunRequest, run_experiment
 from explorer.spec import parse_spec
-from explorer.store import Store
+from explorer.store import Reader
 
 CARDINALITIES = [1, 2, 4, 8]
 
@@ -71,7 +71,7 @@ def sweep(runs: Path, text: str) -> tuple[float, Any, Any]:
     if summary.failed or summary.finished != summary.planned:
         raise SystemExit(f"{spec.name}: {summary.finished} of {summary.planned} trials "
                          f"finished, failed: {summary.failed}")
-    with Store.open(runs, readonly=True) as store:
+    with Reader.open(runs) as store:
         trials = store.trials_frame([spec.name]).drop_duplicates("trial_key")
         epochs = store.epochs_frame(experiment_names=[spec.name])
     return wall, trials.set_index("trial_key"), epochs

@@ -7,7 +7,7 @@ the only place that reads it, hands the URL to `render`. Data comes from the
 results store, opened read-only, and explorer.analysis (selection, tables);
 every chart comes from explorer.figures.
 
-Live: store reads are cached on ``Store.data_version()``, which changes with
+Live: store reads are cached on ``Reader.data_version()``, which changes with
 every write, and a fragment polls that number every few seconds; when it
 changes, the app reruns (the browser page is not reloaded, and charts keep
 their zoom through ``uirevision``).
@@ -25,7 +25,7 @@ import pandas as pd
 import streamlit as st
 
 from explorer import analysis, figures
-from explorer.store import Store, StoreError
+from explorer.store import Reader, StoreError
 
 POLL_SECONDS = 3.0
 VIEWS = ("Error vs cost", "Tradeoff", "Training curves", "EDFs", "Measured cost", "Trials")
@@ -53,8 +53,8 @@ def store_url(argv: Sequence[str]) -> str | None:
 
 
 @st.cache_resource(show_spinner=False)
-def open_store(url: str) -> Store:
-    return Store.open(url, readonly=True)
+def open_store(url: str) -> Reader:
+    return Reader.open(url)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

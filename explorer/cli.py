@@ -358,11 +358,10 @@ def export(
 
 
 def open_reader(runs_dir: Path, url: str | None) -> Any:
-    from explorer.experiment import store_url
-    from explorer.store import Store, StoreError
+    from explorer.store import Reader, StoreError, store_url
 
     try:
-        return Store.open(store_url(runs_dir, url), readonly=True)
+        return Reader.open(store_url(runs_dir, url))
     except StoreError as problem:
         fail(str(problem))
 
@@ -483,8 +482,8 @@ def dashboard(
     ] = "127.0.0.1",
 ) -> None:
     """Browse the results in a live Streamlit dashboard (read-only; updates during a sweep)."""
-    from explorer.experiment import store_url
     from explorer.serve import is_loopback, port_problem, serve
+    from explorer.store import store_url
 
     open_reader(runs_dir, store).close()  # a missing or unreadable store: one line, exit 2
     problem = port_problem(host, port)

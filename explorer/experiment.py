@@ -25,7 +25,7 @@ from explorer.plan import TrialPlan
 from explorer.search import Listed, OptunaStrategy, Strategy, listed_candidates, listed_trials
 from explorer.space import Candidate
 from explorer.spec import Spec
-from explorer.store import Store, environment_info
+from explorer.store import Writer, environment_info, store_url
 
 
 @dataclass(frozen=True)
@@ -52,11 +52,6 @@ class RunSummary:
     finished: int
     failed: tuple[tuple[str, str], ...]
     seconds: float
-
-
-def store_url(runs_dir: Path, url: str | None) -> str:
-    """The store's SQLAlchemy URL: the one given, or SQLite under the runs folder."""
-    return url or f"sqlite:///{(runs_dir / 'explorer.db').resolve()}"
 
 
 @dataclass
@@ -107,7 +102,7 @@ def _clock(seconds: float) -> str:
 class StoreSink:
     """Writes a sweep's events to the store and refreshes the live display."""
 
-    def __init__(self, store: Store, experiment_id: int, live: LiveStatus,
+    def __init__(self, store: Writer, experiment_id: int, live: LiveStatus,
                  display: Live | None) -> None:
         self.store = store
         self.experiment_id = experiment_id
@@ -117,7 +112,7 @@ class StoreSink:
 
     def trial_planned(self, plan: TrialPlan, candidate: Candidate | None) -> None:
         if candidate is not None:
-            self.store.add_candidates(self.experiment_id, [candidate.row()])
+            self.store.add_candidates(self.experiment_id, [candidate])
         self.store.add_trials(self.experiment_id, [(plan.trial_key, plan.candidate_key, plan.seed)])
 
     def trial_started(self, trial_key: str, node: str, device: str) -> None:
@@ -165,7 +160,7 @@ class Planned:
     reused: int
 
 
-def plan_run(store: Store, experiment_id: int, spec: Spec) -> Planned:
+def plan_run(store: Writer, experiment_id: int, spec: Spec) -> Planned:
     """Record the trials a listed search needs, then skip the finished ones and reuse those
     finished in other experiments; a search that picks as it goes is told what is known."""
     candidates = listed_candidates(spec)
@@ -174,7 +169,7 @@ def plan_run(store: Store, experiment_id: int, spec: Spec) -> Planned:
         known = store.finished_results(experiment_id)
         left = max(spec.search.n_trials - len(known), 0)
         return Planned(OptunaStrategy(spec, known, left), left, len(known), 0)
-    store.add_candidates(experiment_id, [c.row() for c in candidates])
+    store.add_candidates(experiment_id, candidates)
     trials = listed_trials(spec, candidates)
     store.add_trials(experiment_id, [(t.plan.trial_key, t.plan.candidate_key, t.plan.seed)
                                      for t in trials])
@@ -197,7 +192,7 @@ def run_experiment(request: RunRequest, console: Console) -> RunSummary:
     """Run (or continue) an experiment; returns what happened."""
     spec = request.spec
     started = time.monotonic()
-    store = Store.open(store_url(request.runs_dir, request.store_url))
+    store = Writer.open(store_url(request.runs_dir, request.store_url))
     record = store.create_or_get_experiment(
         spec.name, request.spec_text, spec.hash, json.dumps(spec.model_dump(mode="json")),
         new_version=request.new_version, environment=environment_info(),

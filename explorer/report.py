@@ -21,6 +21,7 @@ import plotly.io as pio
 
 from explorer import analysis, figures
 from explorer.files import atomic_write
+from explorer.store import Reader
 
 CURVE_TRIALS = 6
 SECTIONS = (
@@ -69,7 +70,7 @@ class ReportSummary:
     proxy: ProxyFidelity | None = None
 
 
-def write_report(store: Any, experiment: str, output: str | Path, *,
+def write_report(store: Reader, experiment: str, output: str | Path, *,
                  proxy_experiment: str | None = None) -> ReportSummary:
     """Read `experiment` (its latest version) from a store and write the report to `output`.
 
@@ -102,7 +103,7 @@ def write_report(store: Any, experiment: str, output: str | Path, *,
     )
 
 
-def _latest_record(store: Any, experiment: str) -> dict[str, Any]:
+def _latest_record(store: Reader, experiment: str) -> dict[str, Any]:
     experiments = store.experiments()
     record = experiments[(experiments["experiment"] == experiment) & experiments["latest"]]
     if record.empty:

@@ -19,7 +19,7 @@ from pathlib import Path
 from explorer.plan import plan_trials
 from explorer.space import Candidate, enumerate_spec
 from explorer.spec import Spec, parse_spec
-from explorer.store import Store
+from explorer.store import Writer
 
 # Spaces per experiment, alternating: every variant has the base network
 # (1x64d [3,3,3]) in two spaces, and "preserved" in both, so the second
@@ -135,7 +135,7 @@ def make_fixture_store(
     """
     rng = random.Random(seed)
     summary = FixtureSummary()
-    with Store.open(url) as store:
+    with Writer.open(url) as store:
         for index, name in enumerate(experiments):
             count = versions if index == 0 else 1
             for version in range(count):
@@ -150,7 +150,7 @@ def make_fixture_store(
     return summary
 
 
-def _train(store: Store, experiment_id: int, spec: Spec, per_space: int, failed: int,
+def _train(store: Writer, experiment_id: int, spec: Spec, per_space: int, failed: int,
            running: int, rng: random.Random, summary: FixtureSummary) -> None:
     enumeration = enumerate_spec(spec)
     chosen = [c for space in spec.spaces for c in enumeration.in_space(space)[:per_space]]

@@ -27,7 +27,7 @@ from fixtures_store import make_fixture_store
 
 from explorer import analysis
 from explorer.serve import NotServing, free_local_port, wait_until_serving
-from explorer.store import Store
+from explorer.store import Reader, Writer
 
 pytestmark = pytest.mark.browser
 
@@ -105,7 +105,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, str]]:
 
 
 def candidate_means(store: str) -> int:
-    with Store.open(store, readonly=True) as reader:
+    with Reader.open(store) as reader:
         return len(analysis.by_candidate(reader.trials_frame([EXPERIMENT])))
 
 
@@ -131,7 +131,7 @@ def test_dashboard_in_chromium(chromium: Any, server: tuple[str, str], tmp_path:
     # Live: the running trial finishes while the page is open; the chart gains its point
     # without the page being reloaded (the marker set on window survives).
     page.evaluate("() => { window.__notReloaded = true; }")
-    with Store.open(store) as writer:
+    with Writer.open(store) as writer:
         trials = writer.trials_frame([EXPERIMENT])
         running = trials[trials["status"] == "running"].iloc[0]
         writer.finish_trial(int(running["experiment_id"]), str(running["trial_key"]),

@@ -26,7 +26,7 @@ from explorer import analysis, serve
 from explorer.cli import app as cli_app
 from explorer.plan import plan_trials
 from explorer.space import enumerate_spec
-from explorer.store import Store
+from explorer.store import Reader, Writer
 
 VIEWS = ("Error vs cost", "Tradeoff", "Training curves", "EDFs", "Measured cost", "Trials")
 EXPECTED_CHARTS = {
@@ -101,7 +101,7 @@ def fixture_db(tmp_path_factory: pytest.TempPathFactory) -> str:
 def add_experiment(url: str, name: str, *, trials: bool) -> None:
     """An experiment whose trials are all pending (or which has none at all)."""
     spec, text = fixture_spec(name)
-    with Store.open(url) as store:
+    with Writer.open(url) as store:
         record = store.create_or_get_experiment(name, text, spec.hash,
                                                 spec.model_dump(mode="json"),
                                                 environment=ENVIRONMENT)
@@ -121,7 +121,7 @@ def pending_db(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def expected_candidates(url: str, experiment: str) -> int:
-    with Store.open(url, readonly=True) as store:
+    with Reader.open(url) as store:
         return len(analysis.by_candidate(store.trials_frame([experiment])))
 
 
@@ -152,7 +152,7 @@ def test_every_view_renders(fixture_db: str, view: str) -> None:
     assert set(charts(at)) == EXPECTED_CHARTS[view]
     if view == "Trials":
         shown = table(at, "test error %")
-        with Store.open(fixture_db, readonly=True) as store:
+        with Reader.open(fixture_db) as store:
             trials = store.trials_frame(["cifar10-width"])
         assert len(shown) == trials["trial_id"].nunique()
         assert {"C", "d", "depths", "status", "key"} <= set(shown.columns)
@@ -183,7 +183,7 @@ def test_filter_changes_the_points(fixture_db: str) -> None:
     at = ran(app(fixture_db))
     at.sidebar.multiselect(key="f_cardinality").set_value([1])
     ran(at)
-    with Store.open(fixture_db, readonly=True) as store:
+    with Reader.open(fixture_db) as store:
         trials = store.trials_frame(["cifar10-width"])
     expected = len(analysis.by_candidate(trials[trials["cardinality"] == 1]))
     assert 0 < expected < expected_candidates(fixture_db, "cifar10-width")
@@ -238,7 +238,7 @@ def test_unpicking_every_experiment(fixture_db: str) -> None:
 
 def test_empty_store(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'explorer.db'}"
-    Store.open(url).close()
+    Writer.open(url).close()
     at = ran(app(url))
     assert any("No experiments" in m and "explorer run SPEC" in m for m in texts(at, "info"))
     assert not charts(at)
@@ -277,7 +277,7 @@ def test_new_results_show_on_the_next_run(tmp_path: Path) -> None:
     url = f"sqlite:///{path}"
     at = ran(app(url))
     before = points(charts(at)["error_vs_flops"])
-    with Store.open(url) as store:
+    with Writer.open(url) as store:
         trials = store.trials_frame()
         live = trials[trials["status"] == "running"].iloc[0]
         experiment_id = int(live["experiment_id"])

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from explorer.cli import app as cli_app
 from explorer.report import SECTIONS, ReportError, write_report
-from explorer.store import Store
+from explorer.store import Reader, Writer
 
 runner = CliRunner()
 
@@ -73,7 +73,7 @@ def test_store_text_is_escaped(tmp_path: Path) -> None:
 
     path = tmp_path / "explorer.db"
     make_fixture_store(path, experiments=("xss",), failed=1)
-    with Store.open(path) as store:
+    with Writer.open(path) as store:
         trials = store.trials_frame(["xss"])
         trials.loc[trials["status"] == "failed", "error"] = "<script>alert(1)</script>"
         experiments = store.experiments()
@@ -92,7 +92,7 @@ def test_missing_experiment_exit_2(db: str, tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "no experiment 'nope'" in result.output
     assert not output.exists()
-    with Store.open(db, readonly=True) as store, pytest.raises(ReportError):
+    with Reader.open(db) as store, pytest.raises(ReportError):
         write_report(store, "nope", output)
 
 
@@ -109,7 +109,7 @@ def test_written_atomically_and_readable(db: str, tmp_path: Path) -> None:
     output = tmp_path / "sub" / "report.html"
     output.parent.mkdir()
     output.write_text("old", encoding="utf-8")
-    with Store.open(db, readonly=True) as store:
+    with Reader.open(db) as store:
         summary = write_report(store, "cifar10-width", output)
     assert output.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
     assert summary.bytes == output.stat().st_size
@@ -135,7 +135,7 @@ def test_proxy_fidelity_from_another_experiment(db: str, tmp_path: Path) -> None
     result = runner.invoke(cli_app, ["report", "cifar10-width", "--store", db, "--proxy",
                                      "cifar10-cardinality", "--output", str(output)])
     assert result.exit_code == 0, result.output
-    with Store.open(db, readonly=True) as store:
+    with Reader.open(db) as store:
         expected = _tau_by_hand(store.trials_frame(["cifar10-cardinality"]),
                                 store.trials_frame(["cifar10-width"]))
     assert f"Kendall τ = {expected:.2f}" in result.output
@@ -145,7 +145,7 @@ def test_proxy_fidelity_from_another_experiment(db: str, tmp_path: Path) -> None
 
 
 def test_proxy_fidelity_from_an_early_epoch(db: str, tmp_path: Path) -> None:
-    with Store.open(db, readonly=True) as store:
+    with Reader.open(db) as store:
         summary = write_report(store, "cifar10-cardinality", tmp_path / "r.html")
         trials = store.trials_frame(["cifar10-cardinality"])
         epochs = store.epochs_frame(experiment_names=["cifar10-cardinality"])

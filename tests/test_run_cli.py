@@ -27,7 +27,8 @@ from explorer.cli import app
 from explorer.plan import plan_trials
 from explorer.search import listed_candidates
 from explorer.spec import load_spec
-from explorer.store import Store, StoreError
+from explorer.store import Reader as StoreReader
+from explorer.store import StoreError
 
 
 def invoke(*args: str) -> Any:
@@ -42,7 +43,7 @@ def trial_keys(spec_path: Path) -> list[str]:
 
 
 def trials(runs: Path, experiment: str) -> Any:
-    with Store.open(runs, readonly=True) as store:
+    with StoreReader.open(runs) as store:
         return store.trials_frame([experiment]).drop_duplicates("trial_key") \
             .set_index("trial_key").sort_index()
 
@@ -140,7 +141,7 @@ def test_a_changed_spec_exits_2_naming_the_keys_and_new_version_runs(
 
     assert again.exit_code == 0, again.output
     assert "changing v2: 4 finished, 0 failed this run" in again.stdout
-    with Store.open(runs, readonly=True) as store:
+    with StoreReader.open(runs) as store:
         versions = store.experiments().set_index("version")
     assert list(versions.index) == [1, 2]
     assert (versions.loc[1, "pending"], versions.loc[2, "finished"]) == (4, 4)
@@ -180,7 +181,7 @@ class Reader:
     def __init__(self, runs: Path, experiment: str) -> None:
         self.runs = runs
         self.experiment = experiment
-        self.store: Store | None = None
+        self.store: StoreReader | None = None
         self.errors: list[str] = []
         self.polls = 0
         self.finished_counts: list[int] = []
@@ -190,7 +191,7 @@ class Reader:
             if self.store is None:
                 if not (self.runs / "explorer.db").is_file():
                     return None
-                self.store = Store.open(self.runs, readonly=True)
+                self.store = StoreReader.open(self.runs)
             trials = self.store.trials_frame([self.experiment]).drop_duplicates("trial_key")
             epochs = self.store.epochs_frame(experiment_names=[self.experiment])
         except (OperationalError, StoreError) as problem:

@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from fixtures_store import make_fixture_store
 
 from explorer.arch import resnext29
@@ -26,14 +32,18 @@ from explorer.space import Candidate
 from explorer.store import (
     DB_FILENAME,
     SCHEMA_VERSION,
+    Reader,
     SpecChanged,
-    Store,
     StoreError,
+    Writer,
     differing_keys,
     environment_info,
     git_revision,
     package_versions,
 )
+from explorer.store.__main__ import main as store_main
+from explorer.store.migrate import alembic_config
+from explorer.store.schema import metadata
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC: dict[str, Any] = {"name": "exp", "train": {"epochs": 3, "lr": 0.1, "seeds": [0]},
@@ -49,7 +59,7 @@ def candidate(space: str, c: int = 8, d: int = 64) -> Candidate:
     return Candidate(space, arch, cost, cost)
 
 
-def experiment(store: Store, name: str = "exp", spec: dict[str, Any] | None = None,
+def experiment(store: Writer, name: str = "exp", spec: dict[str, Any] | None = None,
                **kwargs: Any) -> int:
     spec = spec or SPEC
     record = store.create_or_get_experiment(name, f"name: {name}\n", json.dumps(spec), spec,
@@ -77,7 +87,7 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def store(url: str) -> Any:
-    with Store.open(url) as opened:
+    with Writer.open(url) as opened:
         yield opened
 
 
@@ -85,7 +95,7 @@ def store(url: str) -> Any:
 
 
 def test_writer_creates_the_schema_in_wal_mode(tmp_path: Path) -> None:
-    with Store.open(tmp_path / "runs") as store:
+    with Writer.open(tmp_path / "runs") as store:
         assert store.where == str(tmp_path / "runs" / DB_FILENAME)
         tables = set(sa.inspect(store.engine).get_table_names())
         assert {"experiments", "candidates", "trials", "epochs", "schema_version"} <= tables
@@ -95,21 +105,22 @@ def test_writer_creates_the_schema_in_wal_mode(tmp_path: Path) -> None:
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
-    # Opening again (a resumed run) keeps the one schema_version row.
-    with Store.open(f"sqlite:///{tmp_path / 'runs' / DB_FILENAME}") as again, \
+    # Opening again (a resumed run) keeps the one schema_version row (per version applied).
+    with Writer.open(f"sqlite:///{tmp_path / 'runs' / DB_FILENAME}") as again, \
             again.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT count(*) FROM schema_version")).scalar() == 1
+        assert conn.execute(sa.text("SELECT count(*) FROM schema_version")).scalar() == \
+            SCHEMA_VERSION
 
 
 def test_an_explicit_file_path_is_the_database(tmp_path: Path) -> None:
-    with Store.open(tmp_path / "results.sqlite") as store:
+    with Writer.open(tmp_path / "results.sqlite") as store:
         assert store.where == str(tmp_path / "results.sqlite")
     assert (tmp_path / "results.sqlite").is_file()
 
 
 def test_readonly_open_of_a_missing_database_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(StoreError) as caught:
-        Store.open(tmp_path / "runs", readonly=True)
+        Reader.open(tmp_path / "runs")
     message = str(caught.value)
     assert str(tmp_path / "runs" / DB_FILENAME) in message and "explorer run" in message
     assert "\n" not in message
@@ -119,23 +130,29 @@ def test_readonly_open_of_a_missing_database_says_what_to_do(tmp_path: Path) -> 
 def test_readonly_open_of_something_else_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "empty.db").write_bytes(b"")
     with pytest.raises(StoreError, match="not an explorer results database"):
-        Store.open(tmp_path / "empty.db", readonly=True)
+        Reader.open(tmp_path / "empty.db")
     (tmp_path / "junk.db").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError, match=r"junk\.db"):
-        Store.open(tmp_path / "junk.db", readonly=True)
+        Reader.open(tmp_path / "junk.db")
+
+
+WRITER_METHODS = ("create_or_get_experiment", "add_candidates", "add_trials", "mark_running",
+                  "record_epoch", "record_epochs", "finish_trial", "requeue_running",
+                  "copy_finished", "set_cost")
 
 
 def test_readonly_store_cannot_write(url: str) -> None:
-    with Store.open(url) as writer:
+    with Writer.open(url) as writer:
         experiment(writer)
-    with Store.open(url, readonly=True) as reader:
+    with Reader.open(url) as reader:
         with pytest.raises(sa.exc.DBAPIError, match=r"(?i)read-?only"), \
                 reader.engine.begin() as conn:
             conn.execute(sa.text("INSERT INTO schema_version VALUES (99, '2020-01-01')"))
-        with pytest.raises(StoreError, match="read-only"):
-            reader.add_trials(1, [("t", "k", 0)])
+        # No writer method to call: a Reader is read-only by construction.
+        assert [name for name in WRITER_METHODS if hasattr(reader, name)] == []
+        assert all(callable(getattr(Writer, name)) for name in WRITER_METHODS)
         assert reader.experiments()["experiment"].tolist() == ["exp"]
-    with Store.open(url, readonly=True) as reader:  # after the writer closed (no -shm on SQLite)
+    with Reader.open(url) as reader:  # after the writer closed (no -shm on SQLite)
         assert reader.schema_version() == SCHEMA_VERSION
 
 
@@ -144,31 +161,155 @@ def test_readonly_postgres_never_creates_tables() -> None:
     assert POSTGRES is not None
     _empty_database(POSTGRES)
     with pytest.raises(StoreError, match="explorer run"):
-        Store.open(POSTGRES, readonly=True)
+        Reader.open(POSTGRES)
     engine = sa.create_engine(POSTGRES)
     assert sa.inspect(engine).get_table_names() == []
     engine.dispose()
 
 
 def test_in_memory_store_for_quick_use() -> None:
-    with Store.open("sqlite://") as store:
+    with Writer.open("sqlite://") as store:
         exp = experiment(store)
         store.add_trials(exp, [("t", "k", 0)])
         assert store.status_counts(exp)["pending"] == 1
     with pytest.raises(StoreError, match="in-memory"):
-        Store.open("sqlite://", readonly=True)
+        Reader.open("sqlite://")
+
+
+# --- schema versions and migrations -------------------------------------------------------
+
+FIRST_RELEASE_DB = REPO / "tests" / "data" / "store_v1.db"
+
+
+def _rows(path: Path, table: str) -> list[tuple[Any, ...]]:
+    """Every row of a table, straight from the file (no store code involved)."""
+    with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
+        return conn.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
+
+
+def _schema(path: Path) -> dict[str, str]:
+    """What SQLite says each table and index is, by name, without Alembic's own table."""
+    with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
+        return {name: sql for name, sql in conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL "
+            "AND name NOT LIKE 'alembic%'")}
+
+
+@pytest.fixture
+def first_release_db(tmp_path: Path) -> Path:
+    """A copy of the database the first release wrote (tests/data/README.md)."""
+    copy = tmp_path / "runs" / DB_FILENAME
+    copy.parent.mkdir()
+    shutil.copyfile(FIRST_RELEASE_DB, copy)
+    return copy
+
+
+def test_schema_version_is_the_newest_revision() -> None:
+    with Writer.open("sqlite://") as store, store.engine.connect() as conn:
+        script = ScriptDirectory.from_config(alembic_config(conn))
+        assert script.get_current_head() == f"{SCHEMA_VERSION:04d}"
+        assert MigrationContext.configure(conn).get_current_revision() == f"{SCHEMA_VERSION:04d}"
+
+
+def test_the_revisions_make_exactly_the_schema_modules_tables(url: str) -> None:
+    """A new metric in explorer/metrics.py needs its revision: this fails until it has one."""
+    with Writer.open(url) as store, store.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+        versions = conn.execute(sa.text("SELECT version FROM schema_version")).scalars().all()
+        assert versions == list(range(1, SCHEMA_VERSION + 1))  # what older releases look at
+
+
+def test_first_release_database_is_upgraded_in_place(first_release_db: Path,
+                                                     tmp_path: Path) -> None:
+    tables = ("experiments", "candidates", "trials", "epochs", "store_revision")
+    before = {table: _rows(first_release_db, table) for table in tables}
+    assert [len(before[t]) for t in tables] == [3, 12, 9, 18, 1]
+    with Writer.open(first_release_db.parent) as writer:
+        assert writer.schema_version() == SCHEMA_VERSION
+        assert writer.data_version() == 47
+    after = {table: _rows(first_release_db, table) for table in tables}
+    for table in tables:  # every row and value intact (new columns, if any, come last)
+        assert [row[:len(old)] for row, old in zip(after[table], before[table], strict=True)] \
+            == before[table], table
+    assert _rows(first_release_db, "schema_version")[0][0] == 1  # the release's row is kept
+    fresh = tmp_path / "fresh.db"
+    Writer.open(fresh).close()
+    assert _schema(first_release_db) == _schema(fresh)
+
+    with Reader.open(first_release_db) as reader:
+        assert reader.experiments()[["experiment", "version", "trials"]].values.tolist() == [
+            ["cifar10-cardinality", 1, 3], ["cifar10-cardinality", 2, 3],
+            ["cifar10-width", 1, 3]]
+        trials = reader.trials_frame(latest_version_only=False)
+        assert len(trials) == 12 and trials["trial_id"].nunique() == 9
+        assert trials.drop_duplicates("trial_id")["status"].value_counts().to_dict() == {
+            "finished": 3, "running": 3, "failed": 3}
+        first = reader.get_trial(1, "8d1d3cc66be668e0")
+        assert first is not None and first.test_error == pytest.approx(5.73518521952596)
+        copied = reader.get_trial(3, "8d1d3cc66be668e0")
+        assert copied is not None and copied.reused_from_trial_id == first.id
+        epochs = reader.epochs_frame([first.id])
+        assert epochs["test_error"].tolist() == pytest.approx(
+            [62.0, 12.4421155483917, 5.73518521952596])
+        assert epochs["peak_memory_bytes"].tolist() == [4202707968] * 3
+        assert trials["cost_device"].eq("NVIDIA H100 80GB HBM3").all()
+    with Writer.open(first_release_db) as again:  # a second open has nothing left to do
+        assert again.data_version() == 47
+        assert again.trials_frame(latest_version_only=False).equals(trials)
+
+
+def test_a_reader_reads_a_first_release_database_without_touching_it(
+        first_release_db: Path) -> None:
+    original = first_release_db.read_bytes()
+    if SCHEMA_VERSION == 1:
+        with Reader.open(first_release_db) as reader:
+            assert reader.schema_version() == 1
+            assert len(reader.epochs_frame(latest_version_only=False)) == 18
+    else:
+        with pytest.raises(StoreError, match="older than this explorer's"):
+            Reader.open(first_release_db)
+    assert first_release_db.read_bytes() == original
+    assert "alembic_version" not in _schema(first_release_db)
+
+
+def test_newer_schemas_are_refused_by_readers_and_writers(url: str) -> None:
+    newer = f"{SCHEMA_VERSION + 1:04d}"
+    with Writer.open(url) as store, store.engine.begin() as conn:  # as a later explorer would
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = :v"), {"v": newer})
+    for opener in (Reader.open, Writer.open):
+        with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}, newer") \
+                as caught:
+            opener(url)
+        assert "\n" not in str(caught.value) and "upgrade explorer" in str(caught.value)
+
+
+def test_older_schemas_are_left_to_the_writer(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader never migrates: it says how to upgrade (simulated: one more revision known)."""
+    Writer.open(url).close()
+    monkeypatch.setattr("explorer.store.reader.SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    with pytest.raises(StoreError, match="older than this explorer's") as caught:
+        Reader.open(url)
+    assert "explorer.store upgrade" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_upgrade_command(first_release_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert store_main(["upgrade", str(first_release_db.parent)]) == 0
+    assert f"schema version {SCHEMA_VERSION}" in capsys.readouterr().out
+    assert _rows(first_release_db, "alembic_version") == [(f"{SCHEMA_VERSION:04d}",)]
+    with Reader.open(first_release_db) as reader:
+        assert reader.schema_version() == SCHEMA_VERSION
 
 
 # --- experiments --------------------------------------------------------------------------
 
 
-def test_same_spec_returns_the_existing_experiment(store: Store) -> None:
+def test_same_spec_returns_the_existing_experiment(store: Writer) -> None:
     first = experiment(store)
     assert experiment(store) == first
     assert store.experiments()["version"].tolist() == [1]
 
 
-def test_spec_changed_names_the_differing_keys(store: Store) -> None:
+def test_spec_changed_names_the_differing_keys(store: Writer) -> None:
     experiment(store)
     changed = json.loads(json.dumps(SPEC))
     changed["train"]["epochs"] = 30
@@ -189,7 +330,7 @@ def test_differing_keys_recurses_into_objects_only() -> None:
     assert differing_keys(old, old) == []
 
 
-def test_new_version_lives_side_by_side(store: Store) -> None:
+def test_new_version_lives_side_by_side(store: Writer) -> None:
     v1 = experiment(store)
     changed = {**SPEC, "train": {**SPEC["train"], "epochs": 9}}
     v2 = experiment(store, spec=changed, new_version=True)
@@ -205,7 +346,7 @@ def test_new_version_lives_side_by_side(store: Store) -> None:
     assert store.status_counts("exp") == {"pending": 1, "running": 0, "finished": 0, "failed": 0}
 
 
-def test_experiment_records_the_environment(store: Store) -> None:
+def test_experiment_records_the_environment(store: Writer) -> None:
     record = store.create_or_get_experiment("e", "name: e\n", "h", '{"name": "e"}')
     assert record.version == 1 and record.spec_json == {"name": "e"}
     assert set(record.package_versions) >= {"explorer", "torch", "ray", "optuna"}
@@ -215,7 +356,7 @@ def test_experiment_records_the_environment(store: Store) -> None:
 # --- trials and epochs --------------------------------------------------------------------
 
 
-def test_trials_are_unique_per_experiment(store: Store) -> None:
+def test_trials_are_unique_per_experiment(store: Writer) -> None:
     a, b = experiment(store, "a"), experiment(store, "b")
     assert store.add_trials(a, [("t1", "k", 0), ("t2", "k", 1)]) == 2
     assert store.add_trials(a, [("t1", "k", 0), ("t3", "k", 2)]) == 1
@@ -227,7 +368,7 @@ def test_trials_are_unique_per_experiment(store: Store) -> None:
                      {"e": a})
 
 
-def test_record_epoch_is_idempotent_and_the_latest_report_wins(store: Store) -> None:
+def test_record_epoch_is_idempotent_and_the_latest_report_wins(store: Writer) -> None:
     exp = experiment(store)
     store.add_trials(exp, [("t", "k", 0)])
     store.mark_running(exp, "t", "cuda:0")
@@ -249,7 +390,7 @@ def test_record_epoch_is_idempotent_and_the_latest_report_wins(store: Store) -> 
         store.record_epoch(exp, "missing", {"epoch": 0})
 
 
-def test_attempts_finish_and_requeue(store: Store) -> None:
+def test_attempts_finish_and_requeue(store: Writer) -> None:
     exp = experiment(store)
     store.add_trials(exp, [("t", "k", 0), ("u", "k", 1)])
     store.mark_running(exp, "t", "cuda:0")
@@ -266,7 +407,7 @@ def test_attempts_finish_and_requeue(store: Store) -> None:
         store.finish_trial(exp, "t", "running", {})
 
 
-def test_find_finished_across_experiments_and_copy_finished(store: Store) -> None:
+def test_find_finished_across_experiments_and_copy_finished(store: Writer) -> None:
     a, b = experiment(store, "a"), experiment(store, "b")
     store.add_trials(a, [("shared", "k", 0)])
     store.add_trials(b, [("shared", "k", 0)])
@@ -299,7 +440,7 @@ def test_find_finished_across_experiments_and_copy_finished(store: Store) -> Non
     assert store.status_counts("c")["finished"] == 1
 
 
-def test_finished_results_carry_metrics_and_complexity(store: Store) -> None:
+def test_finished_results_carry_metrics_and_complexity(store: Writer) -> None:
     exp = experiment(store)
     c = candidate("preserved")
     store.add_candidates(exp, [c])
@@ -313,11 +454,11 @@ def test_finished_results_carry_metrics_and_complexity(store: Store) -> None:
 # --- candidates and frames ----------------------------------------------------------------
 
 
-def test_trials_frame_has_one_row_per_trial_and_space(store: Store) -> None:
+def test_trials_frame_has_one_row_per_trial_and_space(store: Writer) -> None:
     exp = experiment(store)
     shared, solo = candidate("preserved", 8, 64), candidate("preserved", 2, 40)
     store.add_candidates(exp, [shared, solo, candidate("deeper", 8, 64)])
-    store.add_candidates(exp, [shared.row()])  # upsert: still one row per (space, key)
+    store.add_candidates(exp, [shared])  # upsert: still one row per (space, key)
     store.add_trials(exp, [("t-shared", shared.key, 0), ("t-solo", solo.key, 0),
                            ("t-orphan", "no-such-candidate", 0)])
     frame = store.trials_frame(["exp"])
@@ -340,7 +481,7 @@ def test_trials_frame_has_one_row_per_trial_and_space(store: Store) -> None:
     assert arch == [json.dumps(solo.arch.canonical(), sort_keys=True, separators=(",", ":"))]
 
 
-def test_set_cost_reaches_every_space_of_the_candidate(store: Store) -> None:
+def test_set_cost_reaches_every_space_of_the_candidate(store: Writer) -> None:
     exp = experiment(store)
     c = candidate("preserved")
     store.add_candidates(exp, [c, candidate("deeper")])
@@ -354,7 +495,7 @@ def test_set_cost_reaches_every_space_of_the_candidate(store: Store) -> None:
         store.set_cost(exp, "nope", {"latency_ms": 1.0})
 
 
-def test_empty_frames_keep_their_columns(store: Store) -> None:
+def test_empty_frames_keep_their_columns(store: Writer) -> None:
     trials, epochs = store.trials_frame(), store.epochs_frame()
     assert trials.empty and "test_error" in trials.columns
     assert trials["test_error"].dtype == "float64" and trials["trial_id"].dtype == "int64"
@@ -366,7 +507,7 @@ def test_empty_frames_keep_their_columns(store: Store) -> None:
 
 
 def test_data_version_changes_with_every_write(url: str) -> None:
-    with Store.open(url) as writer, Store.open(url, readonly=True) as reader:
+    with Writer.open(url) as writer, Reader.open(url) as reader:
         before = reader.data_version()
         assert reader.data_version() == before  # polling alone changes nothing
         exp = experiment(writer)
@@ -382,7 +523,7 @@ def test_data_version_changes_with_every_write(url: str) -> None:
 def test_fixture_store_is_consistent(url: str, tmp_path: Path) -> None:
     summary = make_fixture_store(url, trials_per_space=3, epochs=4, failed=1, running=1,
                                  seeds=2, versions=2)
-    with Store.open(url, readonly=True) as reader:
+    with Reader.open(url) as reader:
         everything = reader.trials_frame(latest_version_only=False)
         assert len(everything) == summary.trial_spaces
         assert everything["trial_id"].nunique() == summary.trials
@@ -404,9 +545,9 @@ def test_fixture_store_is_consistent(url: str, tmp_path: Path) -> None:
 
 READER = textwrap.dedent("""
     import json, sys, time
-    from explorer.store import Store
+    from explorer.store import Reader
 
-    store = Store.open(sys.argv[1], readonly=True)
+    store = Reader.open(sys.argv[1])
     end = time.monotonic() + float(sys.argv[2])
     polls, errors, seen, versions, slowest = 0, [], [], set(), 0.0
     while time.monotonic() < end:
@@ -427,7 +568,7 @@ READER = textwrap.dedent("""
 
 
 def test_writer_and_polling_readers_never_lock(tmp_path: Path) -> None:
-    writer = Store.open(tmp_path)
+    writer = Writer.open(tmp_path)
     exp = experiment(writer, "busy")
     c = candidate("preserved")
     writer.add_candidates(exp, [c, candidate("deeper")])
@@ -468,7 +609,7 @@ def test_writer_and_polling_readers_never_lock(tmp_path: Path) -> None:
         assert seen == sorted(seen) and seen[-1] > seen[0]  # progress seen, never a regression
         assert report["versions"] >= 5
         assert report["slowest"] < 2.0, summary
-    with Store.open(tmp_path, readonly=True) as check:
+    with Reader.open(tmp_path) as check:
         assert len(check.epochs_frame(experiment_names=["busy"])) == epoch * len(keys)
 
 
@@ -487,6 +628,14 @@ def test_environment_info_never_fails(tmp_path: Path) -> None:
 def test_store_imports_no_heavy_dependency() -> None:
     code = ("import sys, explorer.store; "
             "print(sorted({'torch', 'ray', 'streamlit', 'optuna'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, cwd=REPO)
+    assert done.stdout.strip() == "[]"
+
+
+def test_readers_need_neither_the_spec_machinery_nor_alembic() -> None:
+    code = ("import sys, explorer.store; print(sorted({'explorer.space', 'explorer.spec', "
+            "'alembic'} & set(sys.modules)))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, cwd=REPO)
     assert done.stdout.strip() == "[]"

@@ -21,7 +21,7 @@ from rich.console import Console
 
 from explorer.experiment import RunRequest, RunSummary, run_experiment
 from explorer.spec import load_spec
-from explorer.store import Store
+from explorer.store import Reader
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -36,13 +36,13 @@ def run(spec_path: Path, runs: Path, **request: Any) -> RunSummary:
 
 
 def trials(runs: Path, experiment: str) -> Any:
-    with Store.open(runs, readonly=True) as store:
+    with Reader.open(runs) as store:
         return store.trials_frame([experiment]).drop_duplicates("trial_key") \
             .set_index("trial_key").sort_index()
 
 
 def epochs(runs: Path, experiment: str) -> Any:
-    with Store.open(runs, readonly=True) as store:
+    with Reader.open(runs) as store:
         return store.epochs_frame(experiment_names=[experiment])
 
 

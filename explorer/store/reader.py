@@ -1,0 +1,363 @@
+"""Reading the results database: what the dashboard, the CLI's reports and the driver see.
+
+A `Reader` is read-only by construction: it has no write methods, and
+`Reader.open` gives it a read-only engine (see explorer.store.engine), so not
+even raw SQL through `reader.engine` can write. It never creates a table nor
+migrates: a database of a newer schema than this explorer knows is refused
+(upgrade explorer), and so is one of an older schema: the writer upgrades a
+database in place when it opens it (`explorer run`, or ``python -m
+explorer.store upgrade``), and a reader waits for that rather than guess
+which of the columns it names are missing.
+
+``data_version()`` is a counter (table ``store_revision``) that every write
+transaction bumps. It is one indexed row, the same on every backend, sees the
+writer's own writes (``PRAGMA data_version`` does not, and is only comparable
+on one connection, which a pool does not give), and the dashboard uses it as
+its cache key. Writes made outside the writer do not bump it.
+
+Needs neither torch, ray, streamlit nor the spec machinery.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import ColumnElement, Connection, Engine, Select, and_, case, false, func, select
+from sqlalchemy.exc import DBAPIError
+
+from explorer.metrics import EPOCH_METRICS, STATUSES, TRIAL_METRICS
+from explorer.store.engine import cannot_open, open_engine
+from explorer.store.errors import StoreError
+from explorer.store.records import TrialRecord
+from explorer.store.schema import (
+    LIST_FIELDS,
+    METRIC_INTEGER_TYPES,
+    SCHEMA_VERSION,
+    candidate_table,
+    epoch_table,
+    experiment_table,
+    revision_table,
+    stored_version,
+    too_new,
+    trial_table,
+)
+
+# SQLite's bound-parameter limit is far higher, but this keeps every backend happy.
+_IN_CHUNK = 5000
+
+
+class Reader:
+    """Read access to one results database; its engine and connections are its own.
+
+    Open it with `Reader.open`; close it (or use it as a context manager) to
+    release its connections.
+    """
+
+    def __init__(self, engine: Engine, where: str) -> None:
+        self._engine = engine
+        self.where = where
+
+    @classmethod
+    def open(cls, url_or_path: str | os.PathLike[str]) -> Reader:
+        """Open the database at a path, runs directory or SQLAlchemy URL, read-only.
+
+        Creates nothing: a missing database, or one that is not explorer's or
+        not of this explorer's schema version, raises StoreError saying so.
+        """
+        engine, where = open_engine(url_or_path, readonly=True)
+        reader = cls(engine, where)
+        reader._prepare(reader._check_schema)
+        return reader
+
+    def _prepare(self, step: Callable[[Connection], None]) -> None:
+        """Run the opening `step` on a connection; on failure release the engine, and
+        turn a driver's error into one line."""
+        try:
+            with self._engine.begin() as conn:
+                step(conn)
+        except StoreError:
+            self._engine.dispose()
+            raise
+        except DBAPIError as err:
+            self._engine.dispose()
+            raise cannot_open(self.where, err) from None
+
+    def _check_schema(self, conn: Connection) -> None:
+        found = stored_version(conn)
+        if found is None:
+            raise StoreError(f"{self.where} is not an explorer results database (no "
+                             "schema_version table): run `explorer run SPEC` to create one")
+        if found > SCHEMA_VERSION:
+            raise too_new(self.where, found)
+        if found < SCHEMA_VERSION:
+            raise StoreError(f"{self.where} has schema version {found}, older than this "
+                             f"explorer's {SCHEMA_VERSION}: the writer upgrades it in place "
+                             "(`python -m explorer.store upgrade` on it, or `explorer run`)")
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.where!r})"
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (for tests and ad-hoc queries)."""
+        return self._engine
+
+    def schema_version(self) -> int:
+        with self._engine.connect() as conn:
+            return stored_version(conn) or 0
+
+    def data_version(self) -> int:
+        """A number that changes whenever the writer changes the data: a cache key.
+
+        It counts the writer's transactions (see the module docstring), so it
+        also sees a writer's own writes.
+        """
+        with self._engine.connect() as conn:
+            return int(conn.scalar(select(revision_table.c.value)
+                                   .where(revision_table.c.id == 1)) or 0)
+
+    # -- trials, one at a time -----------------------------------------------------------
+
+    def get_trial(self, experiment_id: int, trial_key: str) -> TrialRecord | None:
+        return self._trial(select(trial_table).where(
+            trial_table.c.experiment_id == experiment_id, trial_table.c.trial_key == trial_key))
+
+    def find_finished(self, trial_key: str, *,
+                      exclude_experiment_id: int | None = None) -> TrialRecord | None:
+        """A finished trial with this key in any experiment (originals before copies)."""
+        t = trial_table.c
+        stmt = select(trial_table).where(t.trial_key == trial_key, t.status == "finished")
+        if exclude_experiment_id is not None:
+            stmt = stmt.where(t.experiment_id != exclude_experiment_id)
+        return self._trial(stmt.order_by(t.reused_from_trial_id.is_not(None), t.id).limit(1))
+
+    def _trial(self, stmt: Select[Any]) -> TrialRecord | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(stmt).mappings().first()
+        return TrialRecord.from_row(row) if row is not None else None
+
+    def finished_trial_keys(self, experiment_id: int) -> set[str]:
+        """Trial keys of this experiment already finished (trained or reused): skip them."""
+        t = trial_table.c
+        with self._engine.connect() as conn:
+            return set(conn.scalars(select(t.trial_key).where(
+                t.experiment_id == experiment_id, t.status == "finished")))
+
+    def finished_results(self, experiment_id: int) -> dict[str, dict[str, Any]]:
+        """Final metrics and complexity of this experiment's finished trials, by trial key.
+
+        What a search (e.g. optuna) is told about work already done; the
+        complexity columns are there because they can be objectives too.
+        """
+        t, c = trial_table.c, candidate_table.c
+        complexity = (select(c.key, func.max(c.params).label("params"),
+                             func.max(c.flops).label("flops"), func.max(c.acts).label("acts"))
+                      .where(c.experiment_id == experiment_id)
+                      .group_by(c.key).subquery())
+        stmt = (select(t.trial_key, *(t[n] for n in TRIAL_METRICS),
+                       complexity.c.params, complexity.c.flops, complexity.c.acts)
+                .outerjoin(complexity, complexity.c.key == t.candidate_key)
+                .where(t.experiment_id == experiment_id, t.status == "finished"))
+        with self._engine.connect() as conn:
+            rows = conn.execute(stmt).mappings().all()
+        return {row["trial_key"]: {k: v for k, v in row.items() if k != "trial_key"}
+                for row in rows}
+
+    def status_counts(self, experiment: str | int) -> dict[str, int]:
+        """Trials by status for an experiment id, or a name's latest version (0s if none)."""
+        t, e = trial_table.c, experiment_table.c
+        if isinstance(experiment, str):
+            newest = (select(e.id).where(e.name == experiment)
+                      .order_by(e.version.desc()).limit(1).scalar_subquery())
+            where: ColumnElement[bool] = t.experiment_id == newest
+        else:
+            where = t.experiment_id == experiment
+        counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
+        with self._engine.connect() as conn:
+            for status, n in conn.execute(select(t.status, func.count())
+                                          .where(where).group_by(t.status)):
+                counts[status] = int(n)
+        return counts
+
+    # -- frames --------------------------------------------------------------------------
+
+    def experiments(self) -> pd.DataFrame:
+        """Every version of every experiment, with its trial counts by status."""
+        t, c, e = trial_table.c, candidate_table.c, experiment_table.c
+        counts = [func.count(t.id).label("trials")] + [
+            func.coalesce(func.sum(_is(t.status, s)), 0).label(s) for s in STATUSES]
+        per_trial = select(t.experiment_id, *counts).group_by(t.experiment_id).subquery()
+        per_cand = (select(c.experiment_id, func.count(func.distinct(c.key)).label("candidates"))
+                    .group_by(c.experiment_id).subquery())
+        newest = experiment_table.alias()
+        latest = (select(func.max(newest.c.version)).where(newest.c.name == e.name)
+                  .scalar_subquery())
+        stmt = (
+            select(e.id.label("experiment_id"), e.name.label("experiment"), e.version,
+                   (e.version == latest).label("latest"), e.spec_hash, e.spec_text,
+                   e.git_revision, e.package_versions, e.created_at,
+                   func.coalesce(per_cand.c.candidates, 0).label("candidates"),
+                   func.coalesce(per_trial.c.trials, 0).label("trials"),
+                   *(func.coalesce(per_trial.c[s], 0).label(s) for s in STATUSES))
+            .outerjoin(per_trial, per_trial.c.experiment_id == e.id)
+            .outerjoin(per_cand, per_cand.c.experiment_id == e.id)
+            .order_by(e.name, e.version)
+        )
+        kinds = {"package_versions": "json", "latest": "bool", "created_at": "time",
+                 **dict.fromkeys(["experiment_id", "version", "candidates", "trials", *STATUSES],
+                                 "int")}
+        return self._frame(stmt, kinds)
+
+    def trials_frame(self, experiment_names: Sequence[str] | None = None, *,
+                     latest_version_only: bool = True) -> pd.DataFrame:
+        """One row per (trial, space), the candidate's columns joined.
+
+        A trial whose network is in several spaces appears once per space; one
+        whose candidate was never added appears once with an empty space.
+        """
+        t, c, e = trial_table.c, candidate_table.c, experiment_table.c
+        stmt = (
+            select(
+                e.name.label("experiment"), e.version, e.id.label("experiment_id"),
+                t.id.label("trial_id"), t.trial_key, t.candidate_key.label("key"), c.space,
+                c.template, c.block, c.depths, c.widths, c.group_widths, c.stem_width,
+                c.cardinality, c.bottleneck_width, c.params, c.flops, c.acts,
+                c.params_deviation_pct, c.flops_deviation_pct, c.solved, c.latency_ms,
+                c.train_images_per_sec.label("measured_train_images_per_sec"),
+                c.peak_memory_bytes, c.cost_device, t.seed, t.status, t.attempts, t.device,
+                t.error, t.created_at, t.started_at, t.finished_at,
+                *(t[name] for name in TRIAL_METRICS), t.reused_from_trial_id,
+            )
+            .select_from(trial_table).join(experiment_table, e.id == t.experiment_id)
+            .outerjoin(candidate_table,
+                       and_(c.experiment_id == t.experiment_id, c.key == t.candidate_key))
+            .where(*_experiment_filter(experiment_names, latest_version_only))
+            .order_by(e.name, e.version, t.id, c.space)
+        )
+        return self._frame(stmt, _TRIAL_KINDS)
+
+    def epochs_frame(self, trial_ids: Iterable[int] | None = None,
+                     experiment_names: Sequence[str] | None = None, *,
+                     latest_version_only: bool = True) -> pd.DataFrame:
+        """Per-epoch metrics, one row per (trial, epoch), ordered by trial and epoch.
+
+        Given trial ids, exactly those trials; otherwise the trials of the named
+        experiments (all when None), latest versions only unless told.
+        """
+        t, e, ep = trial_table.c, experiment_table.c, epoch_table.c
+        base = (
+            select(e.name.label("experiment"), e.version, ep.trial_id, t.trial_key,
+                   t.candidate_key.label("key"), t.seed, ep.epoch,
+                   *(ep[name] for name in EPOCH_METRICS))
+            .select_from(epoch_table).join(trial_table, t.id == ep.trial_id)
+            .join(experiment_table, e.id == t.experiment_id)
+            .order_by(ep.trial_id, ep.epoch)
+        )
+        if trial_ids is None:
+            return self._frame(base.where(*_experiment_filter(experiment_names,
+                                                              latest_version_only)), _EPOCH_KINDS)
+        ids = sorted({int(i) for i in trial_ids})
+        parts = [self._frame(base.where(ep.trial_id.in_(chunk)), _EPOCH_KINDS)
+                 for chunk in _chunks(ids)]
+        if not parts:
+            return self._frame(base.where(false()), _EPOCH_KINDS)
+        return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+
+    def _frame(self, stmt: Select[Any], kinds: Mapping[str, str]) -> pd.DataFrame:
+        """Run a query into a frame, column by column, with the dtypes `kinds` names.
+
+        Stable dtypes whether the frame is empty or not (the dashboard caches
+        on them), built in one go because readers poll this several times a second.
+        """
+        with self._engine.connect() as conn:
+            result = conn.execute(stmt)
+            names = list(result.keys())
+            rows = [tuple(row) for row in result]
+        columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+        return pd.DataFrame({name: _column(values, kinds.get(name, ""))
+                             for name, values in zip(names, columns, strict=True)},
+                            columns=names)
+
+
+# --- statements ---------------------------------------------------------------------------
+
+
+def _is(column: Any, value: str) -> Any:
+    return case((column == value, 1), else_=0)
+
+
+def _experiment_filter(names: Sequence[str] | None,
+                       latest_only: bool) -> list[ColumnElement[bool]]:
+    e = experiment_table.c
+    where: list[ColumnElement[bool]] = []
+    if names is not None:
+        where.append(e.name.in_(list(names)))
+    if latest_only:
+        newest = experiment_table.alias()
+        where.append(e.version == select(func.max(newest.c.version))
+                     .where(newest.c.name == e.name).scalar_subquery())
+    return where
+
+
+def _chunks(items: Sequence[int], size: int = _IN_CHUNK) -> Iterator[Sequence[int]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+# --- frames -------------------------------------------------------------------------------
+
+
+def _metric_kinds(names: Iterable[str]) -> dict[str, str]:
+    """Whole-number metrics as nullable integers, the others as floats (NaN for none)."""
+    return {name: "Int" if name in METRIC_INTEGER_TYPES else "float" for name in names}
+
+
+_TRIAL_KINDS: Mapping[str, str] = {
+    **dict.fromkeys(["version", "experiment_id", "trial_id", "seed", "attempts"], "int"),
+    **dict.fromkeys(["stem_width", "cardinality", "bottleneck_width", "params", "flops", "acts",
+                     "peak_memory_bytes", "reused_from_trial_id"], "Int"),
+    **dict.fromkeys(["params_deviation_pct", "flops_deviation_pct", "latency_ms",
+                     "measured_train_images_per_sec"], "float"),
+    **_metric_kinds(TRIAL_METRICS),
+    **dict.fromkeys(["created_at", "started_at", "finished_at"], "time"),
+    **dict.fromkeys(LIST_FIELDS, "tuple"),
+}
+_EPOCH_KINDS: Mapping[str, str] = {
+    **dict.fromkeys(["version", "trial_id", "seed", "epoch"], "int"),
+    **_metric_kinds(EPOCH_METRICS),
+}
+
+
+def _column(values: Sequence[Any], kind: str) -> Any:
+    """One column's values as the array type `kind` names (default: pandas infers)."""
+    if kind == "int":
+        return np.array(values, dtype="int64")
+    if kind == "Int":
+        return pd.array(list(values), dtype="Int64")
+    if kind == "float":
+        return np.array(values, dtype="float64")  # None becomes NaN
+    if kind == "bool":
+        return np.array(values, dtype=bool)
+    if kind == "time":
+        return pd.to_datetime(list(values), utc=True).as_unit("us")
+    if kind in ("tuple", "json"):
+        out = np.empty(len(values), dtype=object)
+        for i, text in enumerate(values):
+            data = json.loads(text) if isinstance(text, str) else None
+            out[i] = tuple(data) if kind == "tuple" and data is not None else data
+        return out
+    return list(values)

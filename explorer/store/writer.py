@@ -1,0 +1,330 @@
+"""Writing the results database: the sweep driver's side, and only the driver's.
+
+There is one writer (the driver); it reads too, so a `Writer` is a `Reader`
+with write methods and a read-write engine. Opening one creates the database
+if needed and upgrades its schema to this explorer's (explorer.store.migrate).
+
+Every write method is idempotent and runs in its own short transaction, so a
+resumed sweep can replay its calls and a polling reader is never held up for
+long; each bumps the ``store_revision`` counter readers poll (Reader.data_version).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, Table, and_, func, insert, literal_column, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from explorer.metrics import EPOCH_METRICS, OUTCOMES, TRIAL_METRICS
+from explorer.store.engine import open_engine
+from explorer.store.errors import SpecChanged, StoreError
+from explorer.store.provenance import differing_keys, environment_info
+from explorer.store.reader import Reader
+from explorer.store.records import (
+    ExperimentRecord,
+    TrialRecord,
+    candidate_record,
+    dumps,
+    json_dict,
+    now,
+    pick,
+)
+from explorer.store.schema import (
+    CANDIDATE_FIELDS,
+    COST_FIELDS,
+    LIST_FIELDS,
+    candidate_table,
+    epoch_table,
+    experiment_table,
+    revision_table,
+    trial_table,
+)
+
+if TYPE_CHECKING:  # annotations only: the store takes Candidates without importing them
+    from explorer.space import Candidate
+
+
+class Writer(Reader):
+    """The one writer of a results database (it reads as a Reader does).
+
+    Open it with `Writer.open`; close it (or use it as a context manager) to
+    release its connections.
+    """
+
+    @classmethod
+    def open(cls, url_or_path: str | os.PathLike[str]) -> Writer:
+        """Open, creating it if missing, the database at a path, runs directory or URL,
+        and upgrade its schema to this explorer's (a newer one raises StoreError)."""
+        from explorer.store import migrate  # Alembic: only writers pay for importing it
+
+        engine, where = open_engine(url_or_path, readonly=False)
+        writer = cls(engine, where)
+        writer._prepare(lambda conn: migrate.upgrade(conn, where))
+        return writer
+
+    def __enter__(self) -> Writer:
+        return self
+
+    # -- experiments ---------------------------------------------------------------------
+
+    def create_or_get_experiment(
+        self, name: str, spec_text: str, spec_hash: str, spec_json: Mapping[str, Any] | str,
+        *, new_version: bool = False, environment: Mapping[str, Any] | None = None,
+    ) -> ExperimentRecord:
+        """The latest version of `name` if it has this spec, else a new one.
+
+        An unchanged hash returns the latest version; a changed spec raises
+        SpecChanged naming the dotted keys that differ (a hash change with no
+        semantic difference, e.g. comments, returns the latest version), unless
+        `new_version`, which always adds version+1 beside the old ones.
+        `environment` defaults to environment_info().
+        """
+        spec = json_dict(spec_json)
+        env = dict(environment) if environment is not None else environment_info()
+        for attempt in (1, 2):
+            try:
+                return self._create_or_get(name, spec_text, spec_hash, spec, new_version, env)
+            except IntegrityError:
+                if attempt == 2:  # a concurrent writer took the version twice in a row
+                    raise
+        raise AssertionError("unreachable")
+
+    def _create_or_get(self, name: str, spec_text: str, spec_hash: str, spec: dict[str, Any],
+                       new_version: bool, env: Mapping[str, Any]) -> ExperimentRecord:
+        with self._engine.begin() as conn:
+            latest = _latest(conn, name)
+            if latest is not None and not new_version:
+                if latest.spec_hash == spec_hash:
+                    return latest
+                changed = differing_keys(latest.spec_json, spec)
+                if changed:
+                    raise SpecChanged(name, changed, latest.version)
+                return latest
+            conn.execute(insert(experiment_table).values(
+                name=name, version=1 if latest is None else latest.version + 1,
+                spec_text=spec_text, spec_hash=spec_hash, spec_json=dumps(spec),
+                git_revision=env.get("git_revision"),
+                package_versions=dumps(env.get("package_versions") or {}), created_at=now(),
+            ))
+            _bump(conn)
+            created = _latest(conn, name)
+            assert created is not None
+            return created
+
+    # -- candidates ----------------------------------------------------------------------
+
+    def add_candidates(self, experiment_id: int, candidates: Iterable[Candidate]) -> int:
+        """Insert or update candidates by (space, key); measured costs are kept.
+
+        Returns the number of candidates given.
+        """
+        records = [{"experiment_id": experiment_id, **candidate_record(c)} for c in candidates]
+        if not records:
+            return 0
+        columns = ["architecture", *CANDIDATE_FIELDS, *LIST_FIELDS]
+        with self._engine.begin() as conn:
+            _upsert(conn, candidate_table, records, ("experiment_id", "space", "key"), columns)
+            _bump(conn)
+        return len(records)
+
+    def set_cost(self, experiment_id: int, key: str, cost: Mapping[str, Any]) -> None:
+        """Measured cost of a candidate (every space it is in): latency, throughput, memory.
+
+        Keys: latency_ms, train_images_per_sec, peak_memory_bytes, and
+        cost_device (or device).
+        """
+        given = dict(cost)
+        if "device" in given and "cost_device" not in given:
+            given["cost_device"] = given.pop("device")
+        values = pick(given, candidate_table, COST_FIELDS)
+        if not values:
+            return
+        c = candidate_table.c
+        with self._engine.begin() as conn:
+            done = conn.execute(update(candidate_table).where(
+                c.experiment_id == experiment_id, c.key == key).values(**values))
+            if not done.rowcount:
+                raise StoreError(f"no candidate {key} in experiment {experiment_id}: "
+                                 "add_candidates() it first")
+            _bump(conn)
+
+    # -- trials --------------------------------------------------------------------------
+
+    def add_trials(self, experiment_id: int, trials: Iterable[tuple[str, str, int]]) -> int:
+        """Insert the missing (trial_key, candidate_key, seed) as pending; returns how many."""
+        wanted = {key: (candidate, int(seed)) for key, candidate, seed in trials}
+        t = trial_table.c
+        with self._engine.begin() as conn:
+            have = set(conn.scalars(select(t.trial_key).where(t.experiment_id == experiment_id)))
+            at = now()
+            new = [{"experiment_id": experiment_id, "trial_key": key, "candidate_key": cand,
+                    "seed": seed, "status": "pending", "attempts": 0, "created_at": at}
+                   for key, (cand, seed) in wanted.items() if key not in have]
+            if new:
+                _insert_missing(conn, trial_table, new, ("experiment_id", "trial_key"))
+                _bump(conn)
+        return len(new)
+
+    def mark_running(self, experiment_id: int, trial_key: str, device: str | None) -> None:
+        """A new attempt starts: status running, attempts + 1, error and finish cleared."""
+        with self._engine.begin() as conn:
+            trial_id = _trial_id(conn, experiment_id, trial_key)
+            conn.execute(update(trial_table).where(trial_table.c.id == trial_id).values(
+                status="running", attempts=trial_table.c.attempts + 1, device=device,
+                started_at=now(), finished_at=None, error=None,
+            ))
+            _bump(conn)
+
+    def record_epoch(self, experiment_id: int, trial_key: str, metrics: Mapping[str, Any]) -> None:
+        """Store one epoch's metrics (`metrics['epoch']` required).
+
+        Reporting an epoch again (a resumed trial) updates the row in place:
+        the latest report wins for every column it gives (columns it leaves
+        out keep their value); there is never a second row. The trial's
+        epochs_completed follows the number of rows. Unknown keys are ignored.
+        """
+        self.record_epochs(experiment_id, trial_key, [metrics])
+
+    def record_epochs(self, experiment_id: int, trial_key: str,
+                      history: Iterable[Mapping[str, Any]]) -> None:
+        """record_epoch for many epochs in one transaction (a trial's whole history)."""
+        rows = list(history)
+        if any("epoch" not in metrics for metrics in rows):
+            raise ValueError("every epoch's metrics need an 'epoch'")
+        if not rows:
+            return
+        with self._engine.begin() as conn:
+            trial_id = _trial_id(conn, experiment_id, trial_key)
+            for metrics in rows:
+                values = pick(metrics, epoch_table, EPOCH_METRICS)
+                row = {"trial_id": trial_id, "epoch": int(metrics["epoch"]), **values}
+                _upsert(conn, epoch_table, [row], ("trial_id", "epoch"), list(values))
+            conn.execute(update(trial_table).where(trial_table.c.id == trial_id)
+                         .values(epochs_completed=_epoch_count(trial_id)))
+            _bump(conn)
+
+    def finish_trial(self, experiment_id: int, trial_key: str, status: str,
+                     metrics: Mapping[str, Any], error: str | None = None) -> None:
+        """Record the outcome: 'finished' or 'failed', the final metrics given, the error.
+
+        epochs_completed defaults to the number of epoch rows recorded.
+        """
+        if status not in OUTCOMES:
+            raise ValueError(f"finish_trial status must be one of {OUTCOMES}, got {status!r}")
+        values: dict[str, Any] = pick(metrics, trial_table, TRIAL_METRICS)
+        with self._engine.begin() as conn:
+            trial_id = _trial_id(conn, experiment_id, trial_key)
+            values.setdefault("epochs_completed", _epoch_count(trial_id))
+            conn.execute(update(trial_table).where(trial_table.c.id == trial_id).values(
+                status=status, error=error, finished_at=now(), **values))
+            _bump(conn)
+
+    def requeue_running(self, experiment_id: int) -> int:
+        """Running trials of a driver that died go back to pending; returns how many."""
+        t = trial_table.c
+        with self._engine.begin() as conn:
+            done = conn.execute(update(trial_table)
+                                .where(t.experiment_id == experiment_id, t.status == "running")
+                                .values(status="pending"))
+            if done.rowcount:
+                _bump(conn)
+            return int(done.rowcount or 0)
+
+    def copy_finished(self, experiment_id: int, trial_key: str, source: TrialRecord) -> None:
+        """Reuse a finished trial: its final metrics and epoch rows, and a link to it.
+
+        The trial is added if missing. Its timestamps are the copy's (when the
+        result became part of this experiment); `seconds` stays the source's
+        training time. Copying a trial onto itself does nothing.
+        """
+        t = trial_table.c
+        with self._engine.begin() as conn:
+            src = conn.execute(select(trial_table).where(t.id == source.id)).mappings().first()
+            if src is None or src["status"] != "finished":
+                raise StoreError(f"trial {source.id} is not a finished trial to copy")
+            if src["experiment_id"] == experiment_id and src["trial_key"] == trial_key:
+                return
+            at = now()
+            _insert_missing(conn, trial_table, [{
+                "experiment_id": experiment_id, "trial_key": trial_key,
+                "candidate_key": src["candidate_key"], "seed": src["seed"], "status": "pending",
+                "attempts": 0, "created_at": at}], ("experiment_id", "trial_key"))
+            trial_id = _trial_id(conn, experiment_id, trial_key)
+            conn.execute(update(trial_table).where(t.id == trial_id).values(
+                status="finished", error=None, device=src["device"], started_at=at,
+                finished_at=at, reused_from_trial_id=src["id"],
+                **{name: src[name] for name in TRIAL_METRICS},
+            ))
+            epochs = [{**dict(row), "trial_id": trial_id} for row in conn.execute(
+                select(epoch_table).where(epoch_table.c.trial_id == src["id"])).mappings()]
+            if epochs:
+                _upsert(conn, epoch_table, epochs, ("trial_id", "epoch"), EPOCH_METRICS)
+            _bump(conn)
+
+
+# --- statements ---------------------------------------------------------------------------
+
+
+def _bump(conn: Connection) -> None:
+    """Count this write transaction (what Reader.data_version reports)."""
+    conn.execute(update(revision_table).where(revision_table.c.id == 1)
+                 .values(value=revision_table.c.value + 1))
+
+
+def _latest(conn: Connection, name: str) -> ExperimentRecord | None:
+    e = experiment_table.c
+    row = conn.execute(select(experiment_table).where(e.name == name)
+                       .order_by(e.version.desc()).limit(1)).mappings().first()
+    return ExperimentRecord.from_row(row) if row is not None else None
+
+
+def _trial_id(conn: Connection, experiment_id: int, trial_key: str) -> int:
+    t = trial_table.c
+    found = conn.scalar(select(t.id).where(t.experiment_id == experiment_id,
+                                           t.trial_key == trial_key))
+    if found is None:
+        raise StoreError(f"no trial {trial_key} in experiment {experiment_id}: "
+                         "add_trials() it first")
+    return int(found)
+
+
+def _epoch_count(trial_id: int) -> Any:
+    return (select(func.count()).select_from(epoch_table)
+            .where(epoch_table.c.trial_id == trial_id).scalar_subquery())
+
+
+def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]],
+            keys: Sequence[str], columns: Sequence[str]) -> None:
+    """Insert rows, or update `columns` of those whose `keys` exist: in one statement
+    on SQLite and PostgreSQL, row by row elsewhere (fine for a single writer)."""
+    dialect = conn.dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        make = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        for row in rows:  # rows may carry different columns; one statement each is fast enough
+            stmt = make(table).values(row)
+            names = [c for c in columns if c in row]
+            # Spelled out: `stmt.excluded` builds a whole column collection per statement.
+            stmt = (stmt.on_conflict_do_update(index_elements=list(keys),
+                                               set_={c: literal_column(f"excluded.{c}")
+                                                     for c in names})
+                    if names else stmt.on_conflict_do_nothing(index_elements=list(keys)))
+            conn.execute(stmt)
+        return
+    for row in rows:
+        match = and_(*(table.c[k] == row[k] for k in keys))
+        values = {c: row[c] for c in columns if c in row}
+        done = conn.execute(update(table).where(match).values(values)) if values else None
+        if done is None or not done.rowcount:
+            exists = conn.scalar(select(func.count()).select_from(table).where(match))
+            if not exists:
+                conn.execute(insert(table).values(row))
+
+
+def _insert_missing(conn: Connection, table: Table, rows: list[dict[str, Any]],
+                    keys: Sequence[str]) -> None:
+    """Insert the rows whose keys are not there yet; never an IntegrityError for a duplicate."""
+    _upsert(conn, table, rows, keys, ())
