@@ -21,7 +21,7 @@ import torch
 from explorer.arch import BLOCK_FORMS, make_arch
 from explorer.complexity import count
 from explorer.cost import measure_cost
-from explorer.train import Recipe
+from explorer.spec import TrainSpec
 
 
 def _cpu_name() -> str:
@@ -51,7 +51,9 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    recipe = Recipe(batch_size=args.batch_size, precision="fp32", channels_last=args.channels_last)
+    recipe = TrainSpec(
+        batch_size=args.batch_size, precision="fp32", channels_last=args.channels_last
+    )
     device = torch.device(args.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     base = make_arch(

@@ -37,9 +37,11 @@ from torch import nn
 
 from explorer.arch import Arch, make_arch
 from explorer.complexity import count
-from explorer.data import DataConfig, Dataset, Normalizer, load_dataset, train_batches
+from explorer.data import Dataset, Normalizer, load_dataset, train_batches
+from explorer.metrics import EpochMetrics
 from explorer.models import build_model
-from explorer.train import EpochMetrics, Recipe, build_seeded, train_trial
+from explorer.spec import DataSpec, TrainSpec
+from explorer.train import build_seeded, revise, train_trial
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
@@ -119,7 +121,7 @@ def plain_loader(data: Dataset, batch_size: int, workers: int, pin: bool) -> Loa
     )
 
 
-def pipeline_only(data: Dataset, recipe: Recipe, workers: list[int]) -> None:
+def pipeline_only(data: Dataset, recipe: TrainSpec, workers: list[int]) -> None:
     """Input pipeline alone (no model): where the data side of the gap comes from."""
     norm = Normalizer(data.mean, data.std, channels_last=recipe.channels_last)
     gen = torch.Generator().manual_seed(0)
@@ -138,7 +140,7 @@ def pipeline_only(data: Dataset, recipe: Recipe, workers: list[int]) -> None:
 
 
 def plain_loop(
-    arch: Arch, data: Dataset, recipe: Recipe, *, device: torch.device, workers: int,
+    arch: Arch, data: Dataset, recipe: TrainSpec, *, device: torch.device, workers: int,
     warmup: int, steps: int,
 ) -> float:
     loader = plain_loader(data, recipe.batch_size, workers, pin=device.type == "cuda")
@@ -170,7 +172,7 @@ def plain_loop(
 
 
 def our_trainer(
-    arch: Arch, data: Dataset, recipe: Recipe, *, device: torch.device, warmup: int,
+    arch: Arch, data: Dataset, recipe: TrainSpec, *, device: torch.device, warmup: int,
     steps: int, cpu_low_precision: bool,
 ) -> tuple[float, EpochMetrics | None]:
     clock = StepClock(warmup, steps, device)
@@ -186,7 +188,7 @@ def our_trainer(
         offset[0] = m.steps
 
     result = train_trial(
-        arch, data, recipe.replace(epochs=max(1, -(-(warmup + steps) // steps_in_epoch))),
+        arch, data, revise(recipe, epochs=max(1, -(-(warmup + steps) // steps_in_epoch))),
         seed=0, device=device, max_steps=warmup + steps, on_step=on_step, on_epoch=on_epoch,
         cpu_low_precision=cpu_low_precision,
     )
@@ -225,7 +227,7 @@ def main() -> None:
     arch = narrow_resnext29(args.width, args.cardinality, args.d, args.blocks, args.stem)
     n_train = (args.warmup + args.steps) * args.batch_size
     data = load_data(args.data, args.root, n_train, args.resolution)
-    recipe = Recipe(
+    recipe = TrainSpec(
         batch_size=args.batch_size, lr=0.1, precision=args.precision,
         channels_last=not args.no_channels_last, compile=args.compile, augment=True,
     )
@@ -273,11 +275,11 @@ def main() -> None:
 
 def load_data(name: str, root: str, n_train: int, resolution: int = 32) -> Dataset:
     if name == "synthetic":
-        return load_dataset(DataConfig(dataset="synthetic", resolution=resolution,
-                                       train_subset=n_train, test_subset=256))
-    cfg = DataConfig(
-        dataset="cifar10", root=root, resolution=resolution, train_subset=min(n_train, 50_000),
-        test_subset=500,
+        return load_dataset(DataSpec(dataset="synthetic", resolution=resolution,
+                                     train_subset=n_train, test_subset=256))
+    cfg = DataSpec(
+        dataset="cifar10", root=root, download=False, resolution=resolution,
+        train_subset=min(n_train, 50_000), test_subset=500,
     )
     return load_dataset(cfg)
 

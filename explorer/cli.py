@@ -390,8 +390,8 @@ def train(
     ] = False,
 ) -> None:
     """Train one candidate without a scheduler, with a progress bar."""
+    from explorer.console import train_with_progress
     from explorer.space import enumerate_spec
-    from explorer.train import train_with_progress
 
     parsed = read_spec(spec)
     if device not in ("cpu", "cuda", "auto"):
@@ -445,6 +445,7 @@ def cost(
     """Measure every candidate: latency at batch 1, training images/s, peak memory."""
     import pandas as pd
 
+    from explorer.console import CostBar
     from explorer.cost import measure_costs
     from explorer.space import enumerate_spec
     from explorer.tables import write_table
@@ -455,14 +456,16 @@ def cost(
     candidates = enumerate_spec(parsed).candidates
     if device not in ("cpu", "cuda", "auto"):
         fail(f"--device {device!r}: use cpu, cuda or auto")
-    rows = measure_costs(
-        [(c.key, c.arch) for c in candidates],
-        parsed.train,
-        num_classes=parsed.num_classes,
-        resolution=parsed.data.resolution,
-        device=device,
-        console=err,
-    )
+    with CostBar(err, len(candidates)) as bar:
+        rows = measure_costs(
+            [(c.key, c.arch) for c in candidates],
+            parsed.train,
+            num_classes=parsed.num_classes,
+            resolution=parsed.data.resolution,
+            device=device,
+            on_candidate=bar.starting,
+            on_row=bar.measured,
+        )
     frame = pd.DataFrame([r.to_dict() for r in rows])
     out.print(frame.to_string(index=False))
     if output is not None:

@@ -12,13 +12,16 @@ the explorer also measures, on the device at hand:
 - peak memory: CUDA ``max_memory_allocated`` over the training steps. On CPU
   it is None: the process RSS high-water mark cannot be reset between
   candidates, and its deltas mostly measure the allocator, not the model.
+
+The terminal's progress bar for ``explorer cost`` is `explorer.console`'s,
+fed by `measure_costs`'s callbacks.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -26,10 +29,9 @@ import torch
 
 from explorer.arch import Arch
 from explorer.data import crop_pad, make_synthetic, random_crop_flip
+from explorer.spec import TrainSpec
 from explorer.train import (
     ModelBuilder,
-    Recipe,
-    RecipeLike,
     TrialSetup,
     TrialState,
     autocast,
@@ -60,6 +62,10 @@ class Cost:
         return asdict(self)
 
 
+CandidateCallback = Callable[[str, Arch], None]
+RowCallback = Callable[["CostRow"], None]
+
+
 @dataclass(frozen=True)
 class CostRow:
     """A measured (or failed) candidate, as ``explorer cost`` lists them."""
@@ -80,7 +86,7 @@ class CostRow:
 
 def measure_cost(
     arch: Arch,
-    recipe: RecipeLike | Recipe,
+    recipe: TrainSpec,
     *,
     num_classes: int = 10,
     resolution: int = 32,
@@ -98,17 +104,16 @@ def measure_cost(
     pixel values, and no dataset has to be present.
     """
     dev = resolve_device(device)
-    rec = Recipe.from_like(recipe)
-    precision = resolve_precision(rec.precision, dev, cpu_low_precision=cpu_low_precision)
+    precision = resolve_precision(recipe.precision, dev, cpu_low_precision=cpu_low_precision)
     data = make_synthetic(
-        num_classes=num_classes, resolution=resolution, train_size=rec.batch_size, test_size=1,
+        num_classes=num_classes, resolution=resolution, train_size=recipe.batch_size, test_size=1,
         seed=seed,
     )
     with trial_settings(dev):
         try:
             # The model and its data live only in this call's frame.
-            setup = make_setup(data, rec, dev, precision, augment=True)
-            state = make_state(arch, num_classes, rec, seed, dev, precision, build)
+            setup = make_setup(data, recipe, dev, precision, augment=True)
+            state = make_state(arch, num_classes, recipe, seed, dev, precision, build)
             throughput, peak = _train_throughput(setup, state, warmup, train_steps)
             latency = _latency_ms(setup, state, warmup, repeats)
             del setup, state
@@ -117,7 +122,7 @@ def measure_cost(
     return Cost(
         device=str(dev),
         resolution=resolution,
-        batch_size=rec.batch_size,
+        batch_size=recipe.batch_size,
         precision=precision,
         latency_ms=latency,
         train_images_per_sec=throughput,
@@ -172,7 +177,7 @@ def _latency_ms(setup: TrialSetup, state: TrialState, warmup: int, repeats: int)
 
 def measure_costs(
     items: Sequence[tuple[str, Arch]],
-    recipe: RecipeLike | Recipe,
+    recipe: TrainSpec,
     *,
     num_classes: int = 10,
     resolution: int = 32,
@@ -180,35 +185,31 @@ def measure_costs(
     warmup: int = 3,
     repeats: int = 20,
     train_steps: int = 5,
-    console: Any = None,
+    on_candidate: CandidateCallback | None = None,
+    on_row: RowCallback | None = None,
 ) -> list[CostRow]:
-    """Measure several candidates with a rich progress bar: what ``explorer cost`` runs.
+    """Measure several candidates (key, arch): what ``explorer cost`` runs.
 
     Candidates are measured one after another in one process (never
     concurrently: they would compete for the device). One that runs out of
     memory is reported as a row with the error and the rest continue.
+    `on_candidate(key, arch)` runs before each measurement and `on_row(row)`
+    after it, so a caller can show progress.
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    out: Console = console or Console(stderr=True)
     rows: list[CostRow] = []
-    progress = Progress(
-        TextColumn("[bold]cost"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.description}"), TimeElapsedColumn(), console=out, transient=True,
-    )
-    with progress:
-        task = progress.add_task("", total=len(items))
-        for key, arch in items:
-            progress.update(task, description=f"{key} {arch.label()}")
-            try:
-                cost = measure_cost(
-                    arch, recipe, num_classes=num_classes, resolution=resolution,
-                    device=device, warmup=warmup, repeats=repeats, train_steps=train_steps,
-                )
-                rows.append(CostRow(key, arch.label(), cost))
-            except torch.OutOfMemoryError as exc:
-                first = str(exc).splitlines()[0] if str(exc) else "out of memory"
-                rows.append(CostRow(key, arch.label(), None, f"out of memory: {first}"))
-            progress.advance(task)
+    for key, arch in items:
+        if on_candidate is not None:
+            on_candidate(key, arch)
+        try:
+            cost = measure_cost(
+                arch, recipe, num_classes=num_classes, resolution=resolution,
+                device=device, warmup=warmup, repeats=repeats, train_steps=train_steps,
+            )
+            row = CostRow(key, arch.label(), cost)
+        except torch.OutOfMemoryError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else "out of memory"
+            row = CostRow(key, arch.label(), None, f"out of memory: {first}")
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
     return rows

@@ -10,7 +10,7 @@ Datasets:
 
 - ``cifar10`` / ``cifar100``: the official python-pickle layout under
   ``root``; optional download of the official archive, md5-verified and
-  extracted atomically (a temp folder renamed into place).
+  extracted atomically (a temp folder renamed into place, `explorer.files`).
 - ``imagenet`` / ``imagefolder``: ``root/train/<class>/*`` and
   ``root/val/<class>/*``, decoded with Pillow, shorter side resized to
   ``resolution`` then centre-cropped; decoded arrays cached only in an
@@ -27,24 +27,20 @@ ImageNet constants.
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 import shutil
 import tarfile
-import tempfile
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-DATASETS: tuple[str, ...] = (
-    "cifar10", "cifar100", "imagenet", "imagefolder", "digits", "synthetic",
-)
+from explorer.files import atomic_directory, atomic_write, scratch_file
+from explorer.spec import DataSpec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -56,50 +52,8 @@ Fetch = Callable[[str, Path], None]
 """Writes the resource at a URL to a local path (the default uses urllib)."""
 
 
-KNOWN_NUM_CLASSES: dict[str, int] = {
-    "cifar10": 10, "cifar100": 100, "imagenet": 1000, "digits": 10, "synthetic": 10,
-}
-
-
-def default_num_classes(dataset: str) -> int | None:
-    """Classes a dataset has without loading it (None for an image folder: count them)."""
-    return KNOWN_NUM_CLASSES.get(dataset)
-
-
 class DatasetError(Exception):
     """A data problem a person can fix; the message is one line naming what and how."""
-
-
-class DataConfigLike(Protocol):
-    """The spec's ``data:`` block; satisfied by the spec's DataSpec or `DataConfig`."""
-
-    @property
-    def dataset(self) -> str: ...
-    @property
-    def num_classes(self) -> int | None: ...
-    @property
-    def root(self) -> str | Path: ...
-    @property
-    def download(self) -> bool: ...
-    @property
-    def resolution(self) -> int: ...
-    @property
-    def train_subset(self) -> int | None: ...
-    @property
-    def test_subset(self) -> int | None: ...
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """A stand-alone ``data:`` block for tests, benchmarks and library use."""
-
-    dataset: str = "digits"
-    num_classes: int | None = None
-    root: str | Path = "~/.cache/explorer"
-    download: bool = False
-    resolution: int = 32
-    train_subset: int | None = None
-    test_subset: int | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,7 +98,7 @@ class Dataset:
 
 
 def load_dataset(
-    cfg: DataConfigLike,
+    cfg: DataSpec,
     *,
     cache_dir: str | Path | None = None,
     fetch: Fetch | None = None,
@@ -154,12 +108,10 @@ def load_dataset(
 
     `subset_seed` is part of the data's identity, not the trial's: every seed
     of a sweep must see the same subset, or seeds would measure data noise.
+    The block's own rules (a known dataset, a positive resolution) were
+    checked when it was built.
     """
     name = cfg.dataset
-    if name not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
-    if cfg.resolution < 1:
-        raise DatasetError(f"resolution must be positive (got {cfg.resolution})")
     root = Path(cfg.root).expanduser()
     if name in ("cifar10", "cifar100"):
         ds = load_cifar(root, name, download=cfg.download, fetch=fetch)
@@ -266,11 +218,7 @@ def ensure_extracted(
             f"{target} not found; set data.download: true, or put the extracted "
             f"{archive.folder}/ (or {archive.filename}) under {root}"
         )
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{archive.filename}.", suffix=".part", dir=root)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with scratch_file(root, prefix=f".{archive.filename}.", suffix=".part") as tmp:
         try:
             (fetch or urllib_fetch)(archive.url, tmp)
         except Exception as exc:  # any transport failure is the same fix for a person
@@ -280,8 +228,6 @@ def ensure_extracted(
             ) from exc
         _check_md5(tmp, archive, downloaded=True)
         _extract_atomically(tmp, root, archive)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 
@@ -302,29 +248,21 @@ def _check_md5(path: Path, archive: Archive, *, downloaded: bool) -> None:
 
 
 def _extract_atomically(path: Path, root: Path, archive: Archive) -> None:
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{archive.folder}.", suffix=".extract", dir=root))
-    try:
+    """Extract `archive.folder` from `path` into `root`: all of it, or nothing."""
+    with atomic_directory(root / archive.folder) as folder:
         try:
             with tarfile.open(path, "r:*") as tar:
-                tar.extractall(tmpdir, filter="data")
+                # The archive holds <folder>/...: unpacked beside `folder`, it becomes `folder`.
+                tar.extractall(folder.parent, filter="data")
         except (tarfile.TarError, EOFError, OSError) as exc:
             raise DatasetError(
                 f"{path} could not be extracted ({type(exc).__name__}: {exc}); delete it and "
                 f"run again, or replace it with {archive.url}"
             ) from exc
-        extracted = tmpdir / archive.folder
-        if not extracted.is_dir():
+        if not folder.is_dir():
             raise DatasetError(
                 f"{path} does not contain {archive.folder}/; replace it with {archive.url}"
             )
-        try:
-            os.replace(extracted, root / archive.folder)
-        except OSError:
-            # Another process won the race and put a complete folder in place.
-            if not (root / archive.folder).is_dir():
-                raise
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def load_cifar(
@@ -450,12 +388,14 @@ def _decode_cached(
     if cache.is_file():
         return torch.from_numpy(np.load(cache)), torch.from_numpy(labels)
     images = _decode_all(files, resolution)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".imagefolder-", suffix=".npy", dir=cache.parent)
-    with os.fdopen(fd, "wb") as f:
-        np.save(f, images)
-    os.replace(tmp, cache)
+    atomic_write(cache, lambda tmp: _save_array(tmp, images))
     return torch.from_numpy(images), torch.from_numpy(labels)
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    # Through a file object: given a path, np.save appends ".npy" to a temp name.
+    with open(path, "wb") as f:
+        np.save(f, array)
 
 
 def _decode_all(files: list[tuple[Path, int]], resolution: int) -> np.ndarray:

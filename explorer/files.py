@@ -1,27 +1,60 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of either."""
+"""Atomic file writes: a reader sees the old file or the new one, never half of either.
+
+Every write that must not leave a partial result behind (tables, reports,
+checkpoints, cached decodes, downloads, extracted archives) goes through here,
+so the temp-file-and-rename dance is written once.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | Path) -> Iterator[Path]:
-    """A temporary path beside `target`, renamed onto it only if the block succeeds."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+def scratch_file(
+    directory: str | Path, *, prefix: str = "", suffix: str = ".tmp"
+) -> Iterator[Path]:
+    """A new empty file in `directory`, deleted when the block ends, whatever happens.
+
+    It lies beside what it is for (not in /tmp) so that renaming it into place
+    never crosses a file system, and a crash leaves only a dot-file behind.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
     os.close(fd)
     try:
-        yield Path(tmp)
-        os.replace(tmp, target)
+        yield Path(name)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        Path(name).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path, *, fsync: bool = False) -> Iterator[Path]:
+    """A temporary path beside `target`, renamed onto it only if the block succeeds.
+
+    `fsync` flushes the new file to disk before the rename, for a file whose
+    loss in a power cut would cost real work (a checkpoint).
+    """
+    target = Path(target)
+    with scratch_file(target.parent, prefix=f".{target.name}.") as tmp:
+        yield tmp
+        if fsync:
+            _fsync(tmp)
+        os.replace(tmp, target)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(target: str | Path, text: str) -> None:
@@ -29,7 +62,33 @@ def atomic_write_text(target: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def atomic_write(target: str | Path, write: Callable[[Path], None]) -> None:
+def atomic_write(
+    target: str | Path, write: Callable[[Path], None], *, fsync: bool = False
+) -> None:
     """Call `write(tmp_path)`, then move the result into place."""
-    with atomic_path(target) as tmp:
+    with atomic_path(target, fsync=fsync) as tmp:
         write(tmp)
+
+
+@contextlib.contextmanager
+def atomic_directory(target: str | Path) -> Iterator[Path]:
+    """A path for a folder the block creates, renamed onto `target` if the block succeeds.
+
+    The path (named like `target`) lies in a fresh scratch folder beside
+    `target`, so the block may leave other things next to it, such as an
+    archive's other members: the scratch folder is removed either way. A
+    folder another process put at `target` in the meantime is kept (both were
+    complete).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield scratch / target.name
+        try:
+            os.replace(scratch / target.name, target)
+        except OSError:
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

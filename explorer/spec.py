@@ -15,7 +15,7 @@ import typing
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import (
@@ -31,6 +31,8 @@ from pydantic import (
     Tag,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -183,6 +185,16 @@ class DataSpec(Frozen):
 
 
 class TrainSpec(Frozen):
+    """The training recipe, the one vocabulary of the spec, the trainer and the cost probe.
+
+    `lr` is for batch `REFERENCE_BATCH` and scales linearly with `batch_size`
+    (Goyal et al.). `augment` None means the dataset's default (crop+flip for
+    natural images, none for digits). Weight decay applies to every
+    parameter, batch-norm affine included, as in the paper's code.
+    """
+
+    REFERENCE_BATCH: ClassVar[int] = 128
+
     epochs: PositiveInt = 30
     batch_size: PositiveInt = 128
     lr: PositiveFloat = 0.1
@@ -197,6 +209,20 @@ class TrainSpec(Frozen):
     compile: bool = False
     augment: bool | None = None
     seeds: Annotated[tuple[NonNegativeInt, ...], Field(min_length=1)] = (0,)
+
+    @field_validator("warmup_epochs")
+    @classmethod
+    def _warmup_within_epochs(cls, warmup: int, info: ValidationInfo) -> int:
+        # A field check, not a model one, so the problem is reported at warmup_epochs' line.
+        epochs = info.data.get("epochs")  # absent when epochs itself is invalid
+        if epochs is not None and warmup > epochs:
+            raise ValueError(f"must be at most epochs ({epochs}): the warm-up is part of them")
+        return warmup
+
+    @property
+    def peak_lr(self) -> float:
+        """The learning rate at this batch size, reached at the end of the warm-up."""
+        return self.lr * self.batch_size / self.REFERENCE_BATCH
 
 
 class SearchSpec(Frozen):

@@ -14,7 +14,11 @@ the exact random stream. On CPU the trial runs with
 `torch.use_deterministic_algorithms(True)`; every global flag set here is
 restored on exit.
 
-This module does not import Ray: the sweep wraps `train_trial` in a worker.
+The recipe is the spec's `TrainSpec` and the data the spec's `DataSpec`,
+validated when they were built; a recipe changed in code goes through
+`revise`, so it is validated again. This module does not import Ray (the sweep
+wraps `train_trial` in a worker) nor draw on a terminal (`explorer.console`
+does, through `on_epoch` and `on_step`).
 """
 
 from __future__ import annotations
@@ -23,13 +27,11 @@ import contextlib
 import dataclasses
 import gc
 import math
-import os
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -37,7 +39,6 @@ from torch import nn
 
 from explorer.arch import Arch
 from explorer.data import (
-    DataConfigLike,
     Dataset,
     Normalizer,
     eval_batches,
@@ -45,14 +46,12 @@ from explorer.data import (
     steps_per_epoch,
     train_batches,
 )
+from explorer.files import atomic_write
 from explorer.metrics import EpochMetrics, TrialResult
+from explorer.spec import DataSpec, TrainSpec
 
 Precision = Literal["fp32", "bf16", "fp16"]
-Schedule = Literal["cosine", "step"]
 
-PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "fp16")
-SCHEDULES: tuple[Schedule, ...] = ("cosine", "step")
-REFERENCE_BATCH = 128
 CHECKPOINT_NAME = "last.pt"
 CHECKPOINT_FORMAT = 1
 EVAL_BATCH = 512
@@ -67,104 +66,13 @@ class TrialError(Exception):
     """A trial that cannot start as asked; the message is one line for a person."""
 
 
-class RecipeLike(Protocol):
-    """The spec's ``train:`` block; satisfied by the spec's TrainSpec or `Recipe`."""
+def revise(recipe: TrainSpec, **changes: object) -> TrainSpec:
+    """`recipe` with some fields changed, validated again like the spec's own block.
 
-    @property
-    def epochs(self) -> int: ...
-    @property
-    def batch_size(self) -> int: ...
-    @property
-    def lr(self) -> float: ...
-    @property
-    def momentum(self) -> float: ...
-    @property
-    def nesterov(self) -> bool: ...
-    @property
-    def weight_decay(self) -> float: ...
-    @property
-    def schedule(self) -> str: ...
-    @property
-    def warmup_epochs(self) -> float: ...
-    @property
-    def label_smoothing(self) -> float: ...
-    @property
-    def precision(self) -> str: ...
-    @property
-    def channels_last(self) -> bool: ...
-    @property
-    def compile(self) -> bool: ...
-    @property
-    def seeds(self) -> Sequence[int]: ...
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """The training recipe; defaults are the spec's.
-
-    `lr` is for batch 128 and scales linearly with `batch_size` (Goyal et al.).
-    `augment` None means the dataset's default (crop+flip for natural images,
-    none for digits). Weight decay applies to every parameter, batch-norm
-    affine included, as in the paper's code.
+    (`model_copy(update=...)` would skip validation: a bad change must be refused here,
+    not found by the trainer.)
     """
-
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5.0e-4
-    schedule: str = "cosine"
-    warmup_epochs: float = 0
-    label_smoothing: float = 0.0
-    precision: str = "bf16"
-    channels_last: bool = True
-    compile: bool = False
-    augment: bool | None = None
-    seeds: tuple[int, ...] = (0,)
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.epochs < 1:
-            problems.append(f"epochs must be at least 1 (got {self.epochs})")
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be at least 1 (got {self.batch_size})")
-        if not self.lr > 0:
-            problems.append(f"lr must be positive (got {self.lr})")
-        if self.schedule not in SCHEDULES:
-            problems.append(f"schedule must be one of {SCHEDULES} (got {self.schedule!r})")
-        if self.precision not in PRECISIONS:
-            problems.append(f"precision must be one of {PRECISIONS} (got {self.precision!r})")
-        if not 0 <= self.label_smoothing < 1:
-            problems.append(f"label_smoothing must be in [0, 1) (got {self.label_smoothing})")
-        if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
-            problems.append(f"warmup_epochs must be in [0, epochs] (got {self.warmup_epochs})")
-        if problems:
-            raise TrialError("; ".join(problems))
-
-    @classmethod
-    def from_like(cls, recipe: RecipeLike | Recipe) -> Recipe:
-        """Copy any object with the ``train:`` attributes (e.g. the spec's TrainSpec)."""
-        if isinstance(recipe, Recipe):
-            return recipe
-        fields = {f.name for f in dataclasses.fields(cls)} - {"augment", "seeds"}
-        values: dict[str, Any] = {name: getattr(recipe, name) for name in fields}
-        values["augment"] = getattr(recipe, "augment", None)
-        values["seeds"] = tuple(int(s) for s in recipe.seeds)
-        return cls(**values)
-
-    def replace(self, **changes: Any) -> Recipe:
-        return dataclasses.replace(self, **changes)
-
-    @property
-    def peak_lr(self) -> float:
-        return self.lr * self.batch_size / REFERENCE_BATCH
-
-    def record(self) -> dict[str, Any]:
-        """What identifies the training (for checkpoints): everything but the seed list."""
-        record = asdict(self)
-        del record["seeds"]
-        return record
+    return TrainSpec.model_validate({**recipe.model_dump(), **changes})
 
 
 class NonFiniteLoss(Exception):
@@ -175,7 +83,7 @@ class NonFiniteLoss(Exception):
 # Schedule, precision, device
 
 
-def lr_at(step: int, steps_in_epoch: int, recipe: Recipe) -> float:
+def lr_at(step: int, steps_in_epoch: int, recipe: TrainSpec) -> float:
     """Learning rate for optimizer step `step` (0-based), set per step.
 
     Linear warm-up over `warmup_epochs`, then cosine to zero, or ×0.1 at 50%
@@ -205,15 +113,13 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def resolve_precision(
-    precision: str, device: torch.device, *, cpu_low_precision: bool = False
+    precision: Precision, device: torch.device, *, cpu_low_precision: bool = False
 ) -> Precision:
     """fp32 on CPU unless `cpu_low_precision`: CPU autocast is often slower, and
     the spec's default (bf16) is chosen for GPUs. fp16 on CPU is always fp32."""
-    if precision not in PRECISIONS:
-        raise TrialError(f"precision must be one of {PRECISIONS} (got {precision!r})")
     if device.type == "cpu" and (not cpu_low_precision or precision == "fp16"):
         return "fp32"
-    return precision  # type: ignore[return-value]
+    return precision
 
 
 _DTYPES: dict[str, torch.dtype] = {
@@ -295,14 +201,15 @@ class TrialState:
 
 
 def _fingerprint(
-    arch: Arch, num_classes: int, data: Dataset, recipe: Recipe, seed: int, augment: bool,
+    arch: Arch, num_classes: int, data: Dataset, recipe: TrainSpec, seed: int, augment: bool,
     precision: Precision,
 ) -> dict[str, Any]:
     return {
         "arch": arch.key,
         "num_classes": num_classes,
         "data": data.describe(),
-        "recipe": recipe.record(),
+        # Everything that identifies the training but the seed list: the trial has one seed.
+        "recipe": recipe.model_dump(mode="json", exclude={"seeds"}),
         "seed": seed,
         "augment": augment,
         "precision": precision,
@@ -310,7 +217,7 @@ def _fingerprint(
 
 
 def save_checkpoint(path: Path, state: TrialState, fingerprint: dict[str, Any]) -> None:
-    """Write atomically (temp file + os.replace): a crash leaves the previous one intact."""
+    """Write atomically and to disk: a crash leaves the previous checkpoint intact."""
     payload = {
         "format": CHECKPOINT_FORMAT,
         "fingerprint": fingerprint,
@@ -322,17 +229,7 @@ def save_checkpoint(path: Path, state: TrialState, fingerprint: dict[str, Any]) 
         "generator": state.generator.get_state(),
         "history": [asdict(m) for m in state.history],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".last-", suffix=".pt.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: torch.save(payload, tmp), fsync=True)
 
 
 def load_checkpoint(
@@ -372,7 +269,7 @@ def load_checkpoint(
 class TrialSetup:
     """What stays fixed during a trial."""
 
-    recipe: Recipe
+    recipe: TrainSpec
     device: torch.device
     precision: Precision
     augment: bool
@@ -505,8 +402,8 @@ def _run_epoch(
 
 def train_trial(
     arch: Arch,
-    data: Dataset | DataConfigLike,
-    recipe: RecipeLike | Recipe,
+    data: Dataset | DataSpec,
+    recipe: TrainSpec,
     *,
     seed: int,
     device: str | torch.device = "cpu",
@@ -534,14 +431,13 @@ def train_trial(
     propagate.
     """
     dev = resolve_device(device)
-    rec = Recipe.from_like(recipe)
     ds = data if isinstance(data, Dataset) else load_dataset(data)
     classes = num_classes if num_classes is not None else ds.num_classes
     if classes < ds.num_classes:
         raise TrialError(f"num_classes {classes} is less than the dataset's {ds.num_classes}")
-    precision = resolve_precision(rec.precision, dev, cpu_low_precision=cpu_low_precision)
-    augment = ds.augment if rec.augment is None else rec.augment
-    fingerprint = _fingerprint(arch, classes, ds, rec, seed, augment, precision)
+    precision = resolve_precision(recipe.precision, dev, cpu_low_precision=cpu_low_precision)
+    augment = ds.augment if recipe.augment is None else recipe.augment
+    fingerprint = _fingerprint(arch, classes, ds, recipe, seed, augment, precision)
     ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT_NAME
     states: list[TrialState] = []
     failure: str | None = None
@@ -549,16 +445,16 @@ def train_trial(
         try:
             # `_attempt` holds the device tensors in its own frame, so they are
             # freed as soon as a failure has been caught.
-            _attempt(arch, classes, ds, rec, seed, dev, precision, augment, build, ckpt,
+            _attempt(arch, classes, ds, recipe, seed, dev, precision, augment, build, ckpt,
                      fingerprint, max_steps, on_epoch, on_step, states)
         except NonFiniteLoss as exc:
             failure = str(exc)
         except torch.OutOfMemoryError as exc:
-            failure = f"out of memory at batch size {rec.batch_size}: {_first_line(exc)}"
+            failure = f"out of memory at batch size {recipe.batch_size}: {_first_line(exc)}"
         except RuntimeError as exc:
             if not is_cpu_out_of_memory(exc):
                 raise
-            failure = f"out of memory at batch size {rec.batch_size}: {_first_line(exc)}"
+            failure = f"out of memory at batch size {recipe.batch_size}: {_first_line(exc)}"
     result = _result(states[0] if states else None, failure, dev, precision, seed)
     if failure is not None:
         states.clear()
@@ -567,7 +463,7 @@ def train_trial(
 
 
 def _attempt(
-    arch: Arch, classes: int, ds: Dataset, rec: Recipe, seed: int, dev: torch.device,
+    arch: Arch, classes: int, ds: Dataset, rec: TrainSpec, seed: int, dev: torch.device,
     precision: Precision, augment: bool, build: ModelBuilder | None, ckpt: Path | None,
     fingerprint: dict[str, Any], max_steps: int | None, on_epoch: EpochCallback | None,
     on_step: StepCallback | None, states: list[TrialState],
@@ -582,7 +478,7 @@ def _attempt(
 
 
 def make_setup(
-    ds: Dataset, rec: Recipe, dev: torch.device, precision: Precision, augment: bool
+    ds: Dataset, rec: TrainSpec, dev: torch.device, precision: Precision, augment: bool
 ) -> TrialSetup:
     # The input is produced directly in the autocast dtype: half the bytes, and
     # the first convolution would cast it anyway.
@@ -605,7 +501,7 @@ def make_setup(
 
 
 def make_state(
-    arch: Arch, classes: int, rec: Recipe, seed: int, dev: torch.device, precision: Precision,
+    arch: Arch, classes: int, rec: TrainSpec, seed: int, dev: torch.device, precision: Precision,
     build: ModelBuilder | None,
 ) -> TrialState:
     model = build_seeded(build or default_builder, arch, classes, seed).to(dev)
@@ -684,75 +580,3 @@ def release_memory(dev: torch.device) -> None:
     gc.collect()
     if dev.type == "cuda":
         torch.cuda.empty_cache()
-
-
-def train_with_progress(
-    arch: Arch,
-    data: Dataset | DataConfigLike,
-    recipe: RecipeLike | Recipe,
-    *,
-    seed: int | None = None,
-    epochs: int | None = None,
-    device: str | torch.device = "auto",
-    checkpoint_dir: str | Path | None = None,
-    max_steps: int | None = None,
-    console: Any = None,
-    title: str | None = None,
-) -> TrialResult:
-    """`train_trial` with a rich progress bar: what ``explorer train`` runs.
-
-    `seed` defaults to the recipe's first; `epochs` overrides the recipe's
-    (a different recipe, so a different trial). One line per epoch is
-    printed above the bar so a finished run leaves its history on screen.
-    """
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    out: Console = console or Console(stderr=True)
-    rec = Recipe.from_like(recipe)
-    if epochs is not None:
-        rec = rec.replace(epochs=epochs, warmup_epochs=min(rec.warmup_epochs, epochs))
-    trial_seed = rec.seeds[0] if seed is None else seed
-    if not isinstance(data, Dataset):
-        with out.status(f"loading {data.dataset}…"):
-            data = load_dataset(data)
-    progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=out, transient=True,
-    )
-    name = title or arch.label()
-
-    with progress:
-        task = progress.add_task(f"{name} epoch 1/{rec.epochs}", total=None, info="")
-
-        def step(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
-
-        def epoch_done(m: EpochMetrics) -> None:
-            info = (
-                f"loss {m.train_loss:.3f}  train err {m.train_error:.1f}%  "
-                f"test err {m.test_error:.2f}%  {m.train_images_per_sec:,.0f} img/s"
-            )
-            out.print(f"epoch {m.epoch}/{rec.epochs}  {info}  ({m.seconds:.1f}s)")
-            progress.update(
-                task, description=f"{name} epoch {min(m.epoch + 1, rec.epochs)}/{rec.epochs}",
-                completed=0, info=info,
-            )
-
-        result = train_trial(
-            arch, data, rec, seed=trial_seed, device=device, checkpoint_dir=checkpoint_dir,
-            max_steps=max_steps, on_epoch=epoch_done, on_step=step,
-        )
-    if result.resumed_from_epoch:
-        out.print(f"resumed from epoch {result.resumed_from_epoch} in {checkpoint_dir}")
-    if result.status == "failed":
-        out.print(f"[red]trial failed:[/red] {result.error}")
-    return result

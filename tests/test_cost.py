@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from explorer.arch import Arch, make_arch
-from explorer.cost import Cost, measure_cost, measure_costs
-from explorer.train import Recipe
+from explorer.console import CostBar
+from explorer.cost import Cost, CostRow, measure_cost, measure_costs
+from explorer.spec import TrainSpec
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +33,7 @@ def tiny() -> Arch:
 def test_measure_cost_on_cpu(tiny: Arch) -> None:
     rng = torch.get_rng_state()
     cost = measure_cost(
-        tiny, Recipe(batch_size=16, precision="bf16"), num_classes=10, resolution=16,
+        tiny, TrainSpec(batch_size=16, precision="bf16"), num_classes=10, resolution=16,
         device="cpu", warmup=1, repeats=3, train_steps=2,
     )
     assert isinstance(cost, Cost)
@@ -51,11 +52,21 @@ def test_measure_costs_keeps_order_and_keys(tiny: Arch) -> None:
         bottleneck_width=4,
     )
     console = Console(file=io.StringIO(), width=100)
-    rows = measure_costs(
-        [("a", tiny), ("b", wider)], Recipe(batch_size=8), resolution=8, device="cpu",
-        warmup=1, repeats=2, train_steps=1, console=console,
-    )
+    seen: list[CostRow] = []
+    with CostBar(console, 2) as bar:
+
+        def measured(row: CostRow) -> None:
+            seen.append(row)
+            bar.measured(row)
+
+        rows = measure_costs(
+            [("a", tiny), ("b", wider)], TrainSpec(batch_size=8), resolution=8, device="cpu",
+            warmup=1, repeats=2, train_steps=1, on_candidate=bar.starting, on_row=measured,
+        )
     assert [r.key for r in rows] == ["a", "b"]
+    assert seen == rows  # each row reported as it was measured, for the bar
+    task = bar.progress.tasks[0]
+    assert task.completed == 2 and task.description == f"b {wider.label()}"
     assert all(r.cost is not None and r.error is None for r in rows)
     record = rows[0].to_dict()
     assert record["key"] == "a" and record["label"] == tiny.label()

@@ -14,7 +14,6 @@ import torch
 
 from explorer.data import (
     Archive,
-    DataConfig,
     DatasetError,
     Normalizer,
     ensure_extracted,
@@ -24,6 +23,7 @@ from explorer.data import (
     stratified_subset,
     train_batches,
 )
+from explorer.spec import DataSpec
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 HAVE_CIFAR10 = (SHARED_DATA / "cifar-10-batches-py" / "data_batch_1").is_file()
@@ -89,7 +89,9 @@ def test_good_archive_downloads_verifies_and_extracts(tiny_archive: Path, tmp_pa
     assert ds.train_labels.dtype == torch.int64
     assert ds.classes == tuple(f"c{i}" for i in range(10))
     # The loader reads an extracted folder without asking for a download.
-    loaded = load_dataset(DataConfig(dataset="cifar10", root=root, download=False, resolution=32))
+    loaded = load_dataset(
+        DataSpec(dataset="cifar10", root=str(root), download=False, resolution=32)
+    )
     assert torch.equal(loaded.train_images, ds.train_images)
 
 
@@ -172,7 +174,7 @@ def test_failed_fetch_is_a_clear_error_and_keeps_nothing(
 
 def test_missing_data_without_download_names_path_and_fix(tmp_path: Path) -> None:
     with pytest.raises(DatasetError) as info:
-        load_dataset(DataConfig(dataset="cifar10", root=tmp_path, download=False))
+        load_dataset(DataSpec(dataset="cifar10", root=str(tmp_path), download=False))
     message = str(info.value)
     assert str(tmp_path / CIFAR_FOLDER) in message and "download: true" in message
 
@@ -187,7 +189,7 @@ def test_incomplete_folder_is_named(tiny_archive: Path, tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not HAVE_CIFAR10, reason=f"CIFAR-10 not found under {SHARED_DATA}")
 def test_real_cifar10_loads_balanced() -> None:
-    ds = load_dataset(DataConfig(dataset="cifar10", root=SHARED_DATA, download=False))
+    ds = load_dataset(DataSpec(dataset="cifar10", root=str(SHARED_DATA), download=False))
     assert ds.train_images.shape == (50_000, 3, 32, 32)
     assert ds.test_images.shape == (10_000, 3, 32, 32)
     assert torch.bincount(ds.train_labels).tolist() == [5000] * 10
@@ -200,7 +202,7 @@ def test_real_cifar10_loads_balanced() -> None:
 
 
 def test_digits_offline_default() -> None:
-    ds = load_dataset(DataConfig(dataset="digits", resolution=16))
+    ds = load_dataset(DataSpec(dataset="digits", resolution=16))
     assert ds.train_images.shape == (1437, 3, 16, 16) and ds.test_images.shape == (360, 3, 16, 16)
     assert ds.train_images.dtype == torch.uint8 and ds.train_labels.dtype == torch.int64
     assert ds.num_classes == 10 and not ds.augment
@@ -214,11 +216,11 @@ def test_digits_offline_default() -> None:
 
 def test_num_classes_mismatch_is_an_error() -> None:
     with pytest.raises(DatasetError, match="num_classes"):
-        load_dataset(DataConfig(dataset="digits", num_classes=100, resolution=8))
+        load_dataset(DataSpec(dataset="digits", num_classes=100, resolution=8))
 
 
 def test_synthetic_is_seeded_and_sized() -> None:
-    cfg = DataConfig(dataset="synthetic", resolution=8, train_subset=64, test_subset=16)
+    cfg = DataSpec(dataset="synthetic", resolution=8, train_subset=64, test_subset=16)
     a, b = load_dataset(cfg), load_dataset(cfg)
     assert a.train_images.shape == (64, 3, 8, 8) and a.test_images.shape == (16, 3, 8, 8)
     assert torch.equal(a.train_images, b.train_images)
@@ -239,7 +241,7 @@ def test_imagefolder_decodes_resizes_and_caches_only_where_told(tmp_path: Path) 
                 _write_png(root / split / c / f"{i}.png", (20 + 7 * i, 12), colour)
     before = sorted(str(p) for p in root.rglob("*"))
     cache = tmp_path / "cache"
-    cfg = DataConfig(dataset="imagefolder", root=root, resolution=8)
+    cfg = DataSpec(dataset="imagefolder", root=str(root), resolution=8)
     ds = load_dataset(cfg, cache_dir=cache)
     assert ds.classes == ("cat", "dog")
     assert ds.train_images.shape == (6, 3, 8, 8) and ds.test_images.shape == (4, 3, 8, 8)
@@ -254,7 +256,7 @@ def test_imagefolder_decodes_resizes_and_caches_only_where_told(tmp_path: Path) 
 def test_imagefolder_without_val_names_the_layout(tmp_path: Path) -> None:
     _write_png(tmp_path / "train" / "a" / "0.png", (8, 8), (1, 2, 3))
     with pytest.raises(DatasetError, match="val"):
-        load_dataset(DataConfig(dataset="imagefolder", root=tmp_path, resolution=8))
+        load_dataset(DataSpec(dataset="imagefolder", root=str(tmp_path), resolution=8))
 
 
 # ---------------------------------------------------------------------------
@@ -274,7 +276,7 @@ def test_subsets_are_stratified_and_seeded() -> None:
 
 
 def test_dataset_subsets_are_balanced_and_fixed() -> None:
-    cfg = DataConfig(dataset="digits", resolution=8, train_subset=500, test_subset=100)
+    cfg = DataSpec(dataset="digits", resolution=8, train_subset=500, test_subset=100)
     a, b = load_dataset(cfg), load_dataset(cfg)
     assert a.train_labels.numel() == 500 and a.test_labels.numel() == 100
     assert torch.equal(a.train_images, b.train_images)

@@ -9,17 +9,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from explorer.arch import Arch, make_arch
-from explorer.data import DataConfig, Dataset, load_dataset
+from explorer.console import train_with_progress
+from explorer.data import Dataset, load_dataset
+from explorer.spec import DataSpec, SpecError, TrainSpec, parse_spec
 from explorer.train import (
     CHECKPOINT_NAME,
     EpochMetrics,
-    Recipe,
     TrialError,
     lr_at,
+    revise,
     train_trial,
-    train_with_progress,
 )
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
@@ -46,19 +48,19 @@ def tiny() -> Arch:
 
 @pytest.fixture(scope="module")
 def digits() -> Dataset:
-    return load_dataset(DataConfig(dataset="digits", resolution=16))
+    return load_dataset(DataSpec(dataset="digits", resolution=16))
 
 
 @pytest.fixture(scope="module")
 def small_digits() -> Dataset:
     return load_dataset(
-        DataConfig(dataset="digits", resolution=8, train_subset=256, test_subset=100)
+        DataSpec(dataset="digits", resolution=8, train_subset=256, test_subset=100)
     )
 
 
-def _recipe(**changes: object) -> Recipe:
-    base = Recipe(epochs=2, batch_size=64, lr=0.2, precision="fp32", channels_last=False)
-    return base.replace(**changes)
+def _recipe(**changes: object) -> TrainSpec:
+    base = TrainSpec(epochs=2, batch_size=64, lr=0.2, precision="fp32", channels_last=False)
+    return revise(base, **changes)
 
 
 def test_tiny_candidate_learns_digits(tiny: Arch, digits: Dataset) -> None:
@@ -78,8 +80,8 @@ def test_tiny_candidate_learns_digits(tiny: Arch, digits: Dataset) -> None:
 @pytest.mark.skipif(not HAVE_CIFAR10, reason=f"CIFAR-10 not found under {SHARED_DATA}")
 def test_tiny_candidate_learns_cifar10_subset(tiny: Arch) -> None:
     data = load_dataset(
-        DataConfig(
-            dataset="cifar10", root=SHARED_DATA, download=False, resolution=16,
+        DataSpec(
+            dataset="cifar10", root=str(SHARED_DATA), download=False, resolution=16,
             train_subset=2000, test_subset=500,
         )
     )
@@ -130,6 +132,13 @@ def test_checkpoint_of_another_trial_is_refused(
     train_trial(tiny, small_digits, _recipe(epochs=1), seed=0, checkpoint_dir=tmp_path)
     with pytest.raises(TrialError, match=r"different trial .*seed"):
         train_trial(tiny, small_digits, _recipe(epochs=1), seed=1, checkpoint_dir=tmp_path)
+    with pytest.raises(TrialError, match=r"different trial .*recipe"):
+        train_trial(tiny, small_digits, _recipe(epochs=1, lr=0.1), seed=0,
+                    checkpoint_dir=tmp_path)
+    # The seed list picks trials, it is not part of one: an equal recipe resumes.
+    again = train_trial(tiny, small_digits, _recipe(epochs=1, seeds=(0, 1)), seed=0,
+                        checkpoint_dir=tmp_path)
+    assert again.resumed_from_epoch == 1
 
 
 def test_same_seed_same_result_other_seed_differs(tiny: Arch, small_digits: Dataset) -> None:
@@ -192,25 +201,23 @@ def test_global_state_is_left_as_found(tiny: Arch, small_digits: Dataset) -> Non
 
 
 def test_spec_blocks_are_accepted(tiny: Arch) -> None:
-    spec = pytest.importorskip("explorer.spec")
-    data = spec.DataSpec(dataset="digits", resolution=8, train_subset=128, test_subset=50)
-    train = spec.TrainSpec(epochs=1, batch_size=64, precision="bf16", seeds=(7,))
-    recipe = Recipe.from_like(train)
-    assert recipe.seeds == (7,) and recipe.epochs == 1
+    data = DataSpec(dataset="digits", resolution=8, train_subset=128, test_subset=50)
+    train = TrainSpec(epochs=1, batch_size=64, precision="bf16", seeds=(7,))
+    assert train.seeds == (7,) and train.epochs == 1
     result = train_trial(tiny, data, train, seed=7)
     assert result.status == "finished" and result.precision == "fp32"  # fp32 on CPU
 
 
 def test_lr_schedules() -> None:
-    cosine = Recipe(epochs=4, batch_size=256, lr=0.1, schedule="cosine")
+    cosine = TrainSpec(epochs=4, batch_size=256, lr=0.1, schedule="cosine")
     assert lr_at(0, 10, cosine) == pytest.approx(0.2)  # scaled for batch 256
     assert lr_at(20, 10, cosine) == pytest.approx(0.1)
     assert lr_at(39, 10, cosine) < 0.001
-    step = Recipe(epochs=300, batch_size=128, lr=0.1, schedule="step")
+    step = TrainSpec(epochs=300, batch_size=128, lr=0.1, schedule="step")
     assert lr_at(149 * 10 + 9, 10, step) == pytest.approx(0.1)
     assert lr_at(150 * 10, 10, step) == pytest.approx(0.01)  # the paper's epoch 150
     assert lr_at(225 * 10, 10, step) == pytest.approx(0.001)  # and 225
-    warm = Recipe(epochs=4, batch_size=128, lr=0.1, warmup_epochs=1)
+    warm = TrainSpec(epochs=4, batch_size=128, lr=0.1, warmup_epochs=1)
     assert lr_at(0, 10, warm) == pytest.approx(0.01)
     assert lr_at(9, 10, warm) == pytest.approx(0.1)
     assert lr_at(10, 10, warm) == pytest.approx(0.1)
@@ -218,9 +225,45 @@ def test_lr_schedules() -> None:
 
 
 def test_bad_recipe_is_one_clear_line() -> None:
-    with pytest.raises(TrialError, match="schedule must be one of") as info:
-        Recipe(schedule="linear", epochs=0)
-    assert "epochs must be at least 1" in str(info.value) and "\n" not in str(info.value)
+    # Built in code, a bad recipe is refused at construction, naming every problem...
+    with pytest.raises(ValidationError, match="schedule") as info:
+        TrainSpec(schedule="linear", epochs=0)
+    assert {e["loc"] for e in info.value.errors()} == {("schedule",), ("epochs",)}
+    # ... and in a spec, each is one line.
+    text = "name: t\nspaces: {s: {}}\ntrain: {schedule: linear, epochs: 0}\n"
+    with pytest.raises(SpecError) as spec_info:
+        parse_spec(text, "t.yaml")
+    lines = str(spec_info.value).splitlines()
+    assert len(lines) == 2 and all(line.startswith("t.yaml:3: train.") for line in lines)
+    assert "train.schedule: should be 'cosine' or 'step'" in lines[1]
+    assert "train.epochs: should be greater than 0" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"epochs": 0},
+        {"batch_size": 0},
+        {"lr": 0.0},
+        {"lr": -0.1},
+        {"schedule": "linear"},
+        {"precision": "fp8"},
+        {"label_smoothing": 1.0},
+        {"label_smoothing": -0.1},
+        {"warmup_epochs": -1},
+        {"epochs": 2, "warmup_epochs": 3},
+    ],
+)
+def test_every_recipe_rule_is_checked_by_the_spec(bad: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        TrainSpec(**bad)  # type: ignore[arg-type]
+
+
+def test_a_revised_recipe_is_validated_again() -> None:
+    recipe = TrainSpec(epochs=4, warmup_epochs=2)
+    assert revise(recipe, epochs=3).epochs == 3 and recipe.epochs == 4
+    with pytest.raises(ValidationError, match="must be at most epochs"):
+        revise(recipe, epochs=1)
 
 
 def test_train_with_progress_reports_each_epoch(tiny: Arch, small_digits: Dataset) -> None:
