@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from explorer.console import SweepDisplay
 from explorer.experiment import RunRequest, run_experiment
 from explorer.spec import parse_spec
 from explorer.store import Reader
@@ -66,7 +67,7 @@ def sweep(runs: Path, text: str) -> tuple[float, Any, Any]:
     spec = parse_spec(text)
     started = time.monotonic()
     summary = run_experiment(RunRequest(spec=spec, spec_text=text, runs_dir=runs),
-                             Console(file=io.StringIO()))
+                             SweepDisplay(Console(file=io.StringIO())))
     wall = time.monotonic() - started
     if summary.failed or summary.finished != summary.planned:
         raise SystemExit(f"{spec.name}: {summary.finished} of {summary.planned} trials "

@@ -241,6 +241,7 @@ def run(
 
     Exit 0 when every trial finished, 3 when some failed, 2 for a bad spec or set-up.
     """
+    from explorer.console import SweepDisplay
     from explorer.experiment import RunRequest, run_experiment
     from explorer.store import SpecChanged, StoreError
     from explorer.sweep import SetupError
@@ -260,7 +261,7 @@ def run(
         fail_trial=fail_trial,
     )
     try:
-        summary = run_experiment(request, out)
+        summary = run_experiment(request, SweepDisplay(out))
     except SpecChanged as changed:
         keys = ", ".join(changed.differing_keys[:8]) or "(formatting)"
         fail(

@@ -1,17 +1,24 @@
-"""The terminal UI of the CLI: the progress bars of ``explorer train`` and ``explorer cost``.
+"""The terminal UI of the CLI: the progress bars of ``explorer train`` and ``explorer cost``,
+and the live status of ``explorer run``.
 
-The library (`explorer.train`, `explorer.cost`) reports through callbacks and
-never draws; this module turns those callbacks into rich displays. Modules
+The library (`explorer.train`, `explorer.cost`, `explorer.experiment`) reports
+through callbacks and never draws; this module turns those callbacks into rich
+displays. Modules
 that load torch are imported inside functions or for type checking only, so
 importing this one stays cheap for commands that draw without training.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -21,6 +28,8 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
+from rich.text import Text
 
 from explorer.arch import Arch
 from explorer.metrics import EpochMetrics, TrialResult
@@ -31,6 +40,7 @@ if TYPE_CHECKING:
 
     from explorer.cost import CostRow
     from explorer.data import Dataset
+    from explorer.experiment import PlanSummary
 
 
 def stderr_console() -> Console:
@@ -157,3 +167,105 @@ class CostBar(LiveBar):
 
     def measured(self, row: CostRow) -> None:
         self.progress.advance(self.task)
+
+
+# ---------------------------------------------------------------------------
+# explorer run
+
+
+@dataclass
+class SweepStatus:
+    """Counts and timings of a running sweep, as the live line shows them."""
+
+    name: str
+    total: int
+    concurrency: int
+    started: float = field(default_factory=time.monotonic)
+    done: int = 0
+    failed: int = 0
+    running: set[str] = field(default_factory=set)
+    best: float | None = None
+    durations: list[float] = field(default_factory=list)
+    began: dict[str, float] = field(default_factory=dict)
+
+    def render(self) -> Table:
+        pending = max(self.total - self.done - self.failed - len(self.running), 0)
+        elapsed = time.monotonic() - self.started
+        table = Table.grid(padding=(0, 2))
+        table.add_row(
+            Text(f"{self.name}", style="bold"),
+            Text(f"done {self.done}", style="green"),
+            Text(f"running {len(self.running)}", style="cyan"),
+            Text(f"failed {self.failed}", style="red" if self.failed else "dim"),
+            Text(f"pending {pending}"),
+            Text("best test error " + (f"{self.best:.2f}%" if self.best is not None else "–")),
+            Text(f"elapsed {clock(elapsed)}"),
+            Text(f"ETA {self.eta(pending)}"),
+        )
+        return table
+
+    def eta(self, pending: int) -> str:
+        if not self.durations:
+            return "–"
+        mean = sum(self.durations) / len(self.durations)
+        left = (pending + len(self.running) / 2) * mean / max(self.concurrency, 1)
+        return clock(left)
+
+
+def clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+class SweepDisplay:
+    """The live status line of ``explorer run``: a `RunObserver` drawing on `console`."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.status = SweepStatus("", 0, 1)
+        self.live: Live | None = None
+
+    def planned(self, plan: PlanSummary) -> None:
+        self.console.print(
+            f"{plan.experiment} v{plan.version}: {plan.planned} trials planned, {plan.skipped} "
+            f"already finished, {plan.reused} reused from other experiments, {plan.to_run} "
+            "to run", highlight=False)
+        self.status = SweepStatus(plan.experiment, plan.to_run, plan.concurrency)
+
+    @contextlib.contextmanager
+    def sweeping(self) -> Iterator[None]:
+        # A console of its own on the same file: the live region must not take the
+        # caller's settings (highlighting, a fixed width for piped output) along.
+        display = Console(file=self.console.file, width=self.console.width)
+        try:
+            with Live(self.status.render(), console=display, refresh_per_second=4,
+                      transient=False) as live:
+                self.live = live
+                yield
+                live.update(Group(self.status.render()))
+        finally:  # the display's last line has no newline: an error must not run on from it
+            self.live = None
+            self.console.line()
+
+    def trial_started(self, trial_key: str) -> None:
+        self.status.running.add(trial_key)
+        self.status.began[trial_key] = time.monotonic()
+        self.tick()
+
+    def trial_ended(self, trial_key: str, finished: bool, test_error: float | None) -> None:
+        status = self.status
+        status.running.discard(trial_key)
+        if trial_key in status.began:
+            status.durations.append(time.monotonic() - status.began.pop(trial_key))
+        if not finished:
+            status.failed += 1
+        else:
+            status.done += 1
+            if test_error is not None and (status.best is None or test_error < status.best):
+                status.best = test_error
+        self.tick()
+
+    def tick(self) -> None:
+        if self.live is not None:
+            self.live.update(self.status.render())

@@ -2,24 +2,21 @@
 sweep the rest on Ray, and record everything in the store as it happens.
 
 This is where the stages meet: the sweep reports events to a `Sink`, and the
-`StoreSink` here writes them to the database and the live status display.
+`StoreSink` here writes them to the database and tells a `RunObserver` (the
+CLI's live status display, explorer/console.py; nothing draws here).
 Only the driver writes; it does so idempotently, so the same command run
 again after a crash continues where the last one stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console, Group
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
+from typing import Any, Protocol
 
 from explorer.plan import TrialPlan
 from explorer.search import Listed, OptunaStrategy, Strategy, listed_candidates, listed_trials
@@ -54,60 +51,61 @@ class RunSummary:
     seconds: float
 
 
-@dataclass
-class LiveStatus:
-    """Counts and timings for the live display, updated by the sink."""
+@dataclass(frozen=True)
+class PlanSummary:
+    """What a run is about to do, for the person watching it."""
 
-    name: str
-    total: int
+    experiment: str
+    version: int
+    planned: int  # trials the spec asks for (an Optuna search's n_trials)
+    skipped: int
+    reused: int
+    to_run: int
     concurrency: int
-    started: float = field(default_factory=time.monotonic)
-    done: int = 0
-    failed: int = 0
-    running: set[str] = field(default_factory=set)
-    best: float | None = None
-    durations: list[float] = field(default_factory=list)
-    began: dict[str, float] = field(default_factory=dict)
-
-    def render(self) -> Table:
-        pending = max(self.total - self.done - self.failed - len(self.running), 0)
-        elapsed = time.monotonic() - self.started
-        table = Table.grid(padding=(0, 2))
-        table.add_row(
-            Text(f"{self.name}", style="bold"),
-            Text(f"done {self.done}", style="green"),
-            Text(f"running {len(self.running)}", style="cyan"),
-            Text(f"failed {self.failed}", style="red" if self.failed else "dim"),
-            Text(f"pending {pending}"),
-            Text("best test error " + (f"{self.best:.2f}%" if self.best is not None else "–")),
-            Text(f"elapsed {_clock(elapsed)}"),
-            Text(f"ETA {self.eta(pending)}"),
-        )
-        return table
-
-    def eta(self, pending: int) -> str:
-        if not self.durations:
-            return "–"
-        mean = sum(self.durations) / len(self.durations)
-        left = (pending + len(self.running) / 2) * mean / max(self.concurrency, 1)
-        return _clock(left)
 
 
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}"
+class RunObserver(Protocol):
+    """What `explorer run` shows while it works; explorer/console.py draws it."""
+
+    def planned(self, plan: PlanSummary) -> None: ...
+
+    def sweeping(self) -> contextlib.AbstractContextManager[None]:
+        """Entered while trials train."""
+        ...
+
+    def trial_started(self, trial_key: str) -> None: ...
+
+    def trial_ended(self, trial_key: str, finished: bool, test_error: float | None) -> None: ...
+
+    def tick(self) -> None: ...
+
+
+class Unobserved:
+    """A run nobody watches (library callers, tests of the results only)."""
+
+    def planned(self, plan: PlanSummary) -> None:
+        pass
+
+    def sweeping(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def trial_started(self, trial_key: str) -> None:
+        pass
+
+    def trial_ended(self, trial_key: str, finished: bool, test_error: float | None) -> None:
+        pass
+
+    def tick(self) -> None:
+        pass
 
 
 class StoreSink:
-    """Writes a sweep's events to the store and refreshes the live display."""
+    """Writes a sweep's events to the store and tells the observer."""
 
-    def __init__(self, store: Writer, experiment_id: int, live: LiveStatus,
-                 display: Live | None) -> None:
+    def __init__(self, store: Writer, experiment_id: int, observer: RunObserver) -> None:
         self.store = store
         self.experiment_id = experiment_id
-        self.live = live
-        self.display = display
+        self.observer = observer
         self.failed: dict[str, str] = {}
 
     def trial_planned(self, plan: TrialPlan, candidate: Candidate | None) -> None:
@@ -117,13 +115,11 @@ class StoreSink:
 
     def trial_started(self, trial_key: str, node: str, device: str) -> None:
         self.store.mark_running(self.experiment_id, trial_key, f"{device}@{node[:8]}")
-        self.live.running.add(trial_key)
-        self.live.began[trial_key] = time.monotonic()
-        self.tick()
+        self.observer.trial_started(trial_key)
 
     def epoch(self, trial_key: str, metrics: Mapping[str, Any]) -> None:
         self.store.record_epoch(self.experiment_id, trial_key, metrics)
-        self.tick()
+        self.observer.tick()
 
     def trial_ended(self, trial_key: str, status: str, metrics: Mapping[str, Any],
                     error: str | None, history: Sequence[Mapping[str, Any]]) -> None:
@@ -132,22 +128,15 @@ class StoreSink:
         if history:
             self.store.record_epochs(self.experiment_id, trial_key, history)
         self.store.finish_trial(self.experiment_id, trial_key, status, metrics, error)
-        self.live.running.discard(trial_key)
-        if trial_key in self.live.began:
-            self.live.durations.append(time.monotonic() - self.live.began.pop(trial_key))
-        if status == "finished":
-            self.live.done += 1
-            err = metrics.get("test_error")
-            if err is not None and (self.live.best is None or err < self.live.best):
-                self.live.best = float(err)
-        else:
-            self.live.failed += 1
+        finished = status == "finished"
+        if not finished:
             self.failed[trial_key] = error or "failed"
-        self.tick()
+        error_figure = metrics.get("test_error")
+        self.observer.trial_ended(trial_key, finished,
+                                  None if error_figure is None else float(error_figure))
 
     def tick(self) -> None:
-        if self.display is not None:
-            self.display.update(self.live.render())
+        self.observer.tick()
 
 
 @dataclass(frozen=True)
@@ -188,8 +177,9 @@ def plan_run(store: Writer, experiment_id: int, spec: Spec) -> Planned:
     return Planned(Listed(todo), len(trials), len(trials) - len(todo) - reused, reused)
 
 
-def run_experiment(request: RunRequest, console: Console) -> RunSummary:
-    """Run (or continue) an experiment; returns what happened."""
+def run_experiment(request: RunRequest, observer: RunObserver | None = None) -> RunSummary:
+    """Run (or continue) an experiment, telling `observer` as it goes; returns what happened."""
+    watch = observer or Unobserved()
     spec = request.spec
     started = time.monotonic()
     store = Writer.open(store_url(request.runs_dir, request.store_url))
@@ -201,16 +191,14 @@ def run_experiment(request: RunRequest, console: Console) -> RunSummary:
     store.requeue_running(record.id)  # left 'running' by a driver that died
     planned = plan_run(store, record.id, spec)
     total = planned.strategy.budget
-    listed = isinstance(planned.strategy, Listed)
-    console.print(f"{spec.name} v{record.version}: "
-                  f"{planned.planned if listed else spec.search.n_trials} trials "
-                  f"planned, {planned.skipped} already finished, {planned.reused} reused from "
-                  f"other experiments, {total} to run", highlight=False)
+    resources = spec.resources
+    shown = planned.planned if isinstance(planned.strategy, Listed) else spec.search.n_trials
+    watch.planned(PlanSummary(spec.name, record.version, shown or 0, planned.skipped,
+                              planned.reused, total, resources.max_concurrent or 1))
     failed: dict[str, str] = {}
     if total and not request.dry_run:
         from explorer.sweep import SweepOptions, run_sweep  # ray loads only when there is work
 
-        resources = spec.resources
         options = SweepOptions(
             runs_dir=request.runs_dir, experiment=spec.name, address=request.address
             or resources.address, cpus_per_trial=resources.cpus_per_trial,
@@ -219,21 +207,13 @@ def run_experiment(request: RunRequest, console: Console) -> RunSummary:
             max_steps=request.max_steps, num_cpus=request.num_cpus, fail_trial=request.fail_trial,
             log_file=exp_dir / "ray.log",
         )
-        live = LiveStatus(spec.name, total, resources.max_concurrent or 1)
-        display_console = Console(file=console.file, width=console.width)
-        try:
-            with Live(live.render(), console=display_console, refresh_per_second=4,
-                      transient=False) as display:
-                sink = StoreSink(store, record.id, live, display)
-                run_sweep(planned.strategy, sink, options, max_epochs=spec.train.epochs)
-                display.update(Group(live.render()))
-        finally:  # the display's last line has no newline: an error must not run on from it
-            console.line()
+        sink = StoreSink(store, record.id, watch)
+        with watch.sweeping():
+            run_sweep(planned.strategy, sink, options, max_epochs=spec.train.epochs)
         failed = sink.failed
     counts = store.status_counts(record.id)
     return RunSummary(
         experiment=spec.name, version=record.version, planned=planned.planned,
-        skipped=planned.skipped,
-        reused=planned.reused, finished=counts.get("finished", 0), failed=tuple(failed.items()),
-        seconds=time.monotonic() - started,
+        skipped=planned.skipped, reused=planned.reused, finished=counts.get("finished", 0),
+        failed=tuple(failed.items()), seconds=time.monotonic() - started,
     )

@@ -19,6 +19,7 @@ import pytest
 from conftest import tiny_spec, wait_for_no_processes_with_env
 from rich.console import Console
 
+from explorer.console import SweepDisplay
 from explorer.experiment import RunRequest, RunSummary, run_experiment
 from explorer.spec import load_spec
 from explorer.store import Reader
@@ -31,7 +32,7 @@ def run(spec_path: Path, runs: Path, **request: Any) -> RunSummary:
     return run_experiment(
         RunRequest(spec=spec, spec_text=spec_path.read_text(encoding="utf-8"), runs_dir=runs,
                    **request),
-        Console(file=io.StringIO(), width=200),
+        SweepDisplay(Console(file=io.StringIO(), width=200)),
     )
 
 
@@ -146,6 +147,7 @@ CLUSTER_SCRIPT = textwrap.dedent("""
     from pathlib import Path
     from ray.cluster_utils import Cluster
     from rich.console import Console
+    from explorer.console import SweepDisplay
     from explorer.experiment import RunRequest, run_experiment
     from explorer.spec import load_spec
 
@@ -159,7 +161,7 @@ CLUSTER_SCRIPT = textwrap.dedent("""
         summary = run_experiment(
             RunRequest(spec=load_spec(spec_path), spec_text=spec_path.read_text(),
                        runs_dir=runs, address=cluster.address),
-            Console(file=io.StringIO()))
+            SweepDisplay(Console(file=io.StringIO())))
         print(json.dumps({"nodes": nodes, "finished": summary.finished,
                           "failed": summary.failed}))
     finally:
