@@ -20,7 +20,7 @@ import torch
 
 from explorer.arch import BLOCK_FORMS, make_arch
 from explorer.complexity import count
-from explorer.cost import measure_cost
+from explorer.cost import Timing, measure_cost
 from explorer.spec import TrainSpec
 
 
@@ -76,10 +76,10 @@ def main() -> None:
         arch = dataclasses.replace(base, block=form)
         best_tp, best_lat = 0.0, float("inf")
         for _ in range(args.rounds):
-            cost = measure_cost(
-                arch, recipe, resolution=args.resolution, device=device,
-                train_steps=args.steps, repeats=args.repeats,
-            )
+            cost = measure_cost(arch, recipe, Timing(
+                resolution=args.resolution, device=str(device), train_steps=args.steps,
+                repeats=args.repeats,
+            ))
             best_tp = max(best_tp, cost.train_images_per_sec)
             best_lat = min(best_lat, cost.latency_ms)
         results[form] = (best_tp, best_lat)

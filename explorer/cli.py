@@ -447,7 +447,7 @@ def cost(
     import pandas as pd
 
     from explorer.console import CostBar
-    from explorer.cost import measure_costs
+    from explorer.cost import Timing, measure_costs
     from explorer.space import enumerate_spec
     from explorer.tables import write_table
 
@@ -461,9 +461,8 @@ def cost(
         rows = measure_costs(
             [(c.key, c.arch) for c in candidates],
             parsed.train,
-            num_classes=parsed.num_classes,
-            resolution=parsed.data.resolution,
-            device=device,
+            Timing(num_classes=parsed.num_classes, resolution=parsed.data.resolution,
+                   device=device),
             on_candidate=bar.starting,
             on_row=bar.measured,
         )

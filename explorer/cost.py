@@ -84,44 +84,52 @@ class CostRow:
         }
 
 
+@dataclass(frozen=True)
+class Timing:
+    """How a cost is measured: the input's shape, the device, how many runs of each kind."""
+
+    num_classes: int = 10
+    resolution: int = 32
+    device: str = "auto"
+    warmup: int = 3
+    repeats: int = 20
+    train_steps: int = 5
+
+
 def measure_cost(
     arch: Arch,
     recipe: TrainSpec,
+    timing: Timing = Timing(),  # frozen: one shared default is safe
     *,
-    num_classes: int = 10,
-    resolution: int = 32,
-    device: str | torch.device = "auto",
-    warmup: int = 3,
-    repeats: int = 20,
-    train_steps: int = 5,
     seed: int = 0,
     cpu_low_precision: bool = False,
     build: ModelBuilder | None = None,
 ) -> Cost:
-    """Measure `arch` on `device` with the recipe's batch size, precision and layout.
+    """Measure `arch` on the timing's device with the recipe's batch size, precision and
+    layout.
 
     Uses synthetic uint8 data of the right shape: cost does not depend on
     pixel values, and no dataset has to be present.
     """
-    dev = resolve_device(device)
+    dev = resolve_device(timing.device)
     precision = resolve_precision(recipe.precision, dev, cpu_low_precision=cpu_low_precision)
     data = make_synthetic(
-        num_classes=num_classes, resolution=resolution, train_size=recipe.batch_size, test_size=1,
-        seed=seed,
+        num_classes=timing.num_classes, resolution=timing.resolution,
+        train_size=recipe.batch_size, test_size=1, seed=seed,
     )
     with trial_settings(dev):
         try:
             # The model and its data live only in this call's frame.
             setup = make_setup(data, recipe, dev, precision, augment=True)
-            state = make_state(arch, num_classes, recipe, seed, dev, precision, build)
-            throughput, peak = _train_throughput(setup, state, warmup, train_steps)
-            latency = _latency_ms(setup, state, warmup, repeats)
+            state = make_state(arch, timing.num_classes, recipe, seed, dev, precision, build)
+            throughput, peak = _train_throughput(setup, state, timing.warmup, timing.train_steps)
+            latency = _latency_ms(setup, state, timing.warmup, timing.repeats)
             del setup, state
         finally:
             release_memory(dev)
     return Cost(
         device=str(dev),
-        resolution=resolution,
+        resolution=timing.resolution,
         batch_size=recipe.batch_size,
         precision=precision,
         latency_ms=latency,
@@ -178,13 +186,8 @@ def _latency_ms(setup: TrialSetup, state: TrialState, warmup: int, repeats: int)
 def measure_costs(
     items: Sequence[tuple[str, Arch]],
     recipe: TrainSpec,
+    timing: Timing = Timing(),  # frozen: one shared default is safe
     *,
-    num_classes: int = 10,
-    resolution: int = 32,
-    device: str | torch.device = "auto",
-    warmup: int = 3,
-    repeats: int = 20,
-    train_steps: int = 5,
     on_candidate: CandidateCallback | None = None,
     on_row: RowCallback | None = None,
 ) -> list[CostRow]:
@@ -201,10 +204,7 @@ def measure_costs(
         if on_candidate is not None:
             on_candidate(key, arch)
         try:
-            cost = measure_cost(
-                arch, recipe, num_classes=num_classes, resolution=resolution,
-                device=device, warmup=warmup, repeats=repeats, train_steps=train_steps,
-            )
+            cost = measure_cost(arch, recipe, timing)
             row = CostRow(key, arch.label(), cost)
         except torch.OutOfMemoryError as exc:
             first = str(exc).splitlines()[0] if str(exc) else "out of memory"

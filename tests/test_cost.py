@@ -10,7 +10,7 @@ import torch
 
 from explorer.arch import Arch, make_arch
 from explorer.console import CostBar
-from explorer.cost import Cost, CostRow, measure_cost, measure_costs
+from explorer.cost import Cost, CostRow, Timing, measure_cost, measure_costs
 from explorer.spec import TrainSpec
 
 
@@ -33,8 +33,8 @@ def tiny() -> Arch:
 def test_measure_cost_on_cpu(tiny: Arch) -> None:
     rng = torch.get_rng_state()
     cost = measure_cost(
-        tiny, TrainSpec(batch_size=16, precision="bf16"), num_classes=10, resolution=16,
-        device="cpu", warmup=1, repeats=3, train_steps=2,
+        tiny, TrainSpec(batch_size=16, precision="bf16"),
+        Timing(num_classes=10, resolution=16, device="cpu", warmup=1, repeats=3, train_steps=2),
     )
     assert isinstance(cost, Cost)
     assert cost.device == "cpu" and cost.batch_size == 16 and cost.resolution == 16
@@ -60,8 +60,9 @@ def test_measure_costs_keeps_order_and_keys(tiny: Arch) -> None:
             bar.measured(row)
 
         rows = measure_costs(
-            [("a", tiny), ("b", wider)], TrainSpec(batch_size=8), resolution=8, device="cpu",
-            warmup=1, repeats=2, train_steps=1, on_candidate=bar.starting, on_row=measured,
+            [("a", tiny), ("b", wider)], TrainSpec(batch_size=8),
+            Timing(resolution=8, device="cpu", warmup=1, repeats=2, train_steps=1),
+            on_candidate=bar.starting, on_row=measured,
         )
     assert [r.key for r in rows] == ["a", "b"]
     assert seen == rows  # each row reported as it was measured, for the bar
