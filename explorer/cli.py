@@ -14,13 +14,20 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from explorer.spec import Spec, SpecError, json_schema, load_spec
+
+if TYPE_CHECKING:  # the commands import what they need when they run
+    import pandas as pd
+
+    from explorer.complexity import Complexity
+    from explorer.space import Candidate
+    from explorer.store import Reader
 
 EXIT_OK, EXIT_SETUP, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
 
@@ -120,7 +127,7 @@ def enumerate_command(
         out.print(f"wrote {output}", highlight=False)
 
 
-def candidates_table(frame: Any, spec: Spec, base: Any) -> Table:
+def candidates_table(frame: pd.DataFrame, spec: Spec, base: Complexity) -> Table:
     table = Table(title=f"{spec.name}: base model {base.params:,} params, {base.flops:,} flops")
     columns = [
         "space",
@@ -159,7 +166,7 @@ def candidates_table(frame: Any, spec: Spec, base: Any) -> Table:
     return table
 
 
-def verify_with_fvcore(candidates: Sequence[Any], spec: Spec) -> None:
+def verify_with_fvcore(candidates: Sequence[Candidate], spec: Spec) -> None:
     """Build each candidate and compare fvcore's counts with the formulas."""
     from rich.progress import track
 
@@ -358,7 +365,7 @@ def export(
     out.print(f"wrote {len(frame)} rows to {output}", highlight=False)
 
 
-def open_reader(runs_dir: Path, url: str | None) -> Any:
+def open_reader(runs_dir: Path, url: str | None) -> Reader:
     from explorer.store import Reader, StoreError, store_url
 
     try:

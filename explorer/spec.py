@@ -15,7 +15,8 @@ import typing
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from types import SimpleNamespace
+from typing import Annotated, Any, ClassVar, Literal, Protocol, Union
 
 import yaml
 from pydantic import (
@@ -35,6 +36,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from explorer.arch import BlockForm, Template, content_key, stage_bottleneck_widths
 
@@ -285,6 +287,13 @@ class Problem:
         return f"{self.file}:{self.line}: {self.path}: {self.message}{got}"
 
 
+class At(Protocol):
+    """Makes the Problem at a key path (the line found from the path, or from `line_loc`)."""
+
+    def __call__(self, loc: Loc, message: str, value: Any = None, show_value: bool = True,
+                 line_loc: Loc = ()) -> Problem: ...
+
+
 class SpecError(Exception):
     """A spec that cannot run; `problems` holds one entry per problem found."""
 
@@ -409,7 +418,7 @@ def _clean_loc(loc: tuple[Any, ...]) -> Loc:
     return tuple(x for x in loc if x not in _UNION_TAGS)
 
 
-def _check_semantics(data: dict[str, Any], at: Any) -> Iterator[Problem]:
+def _check_semantics(data: dict[str, Any], at: At) -> Iterator[Problem]:
     """Rules across fields, checked on whichever fields are valid on their own."""
     model = _valid(ModelSpec, data.get("model"))
     if model is not None:
@@ -453,7 +462,7 @@ def _check_semantics(data: dict[str, Any], at: Any) -> Iterator[Problem]:
         )
 
 
-def _check_model(model: Any, at: Any) -> Iterator[Problem]:
+def _check_model(model: SimpleNamespace, at: At) -> Iterator[Problem]:
     if model.depths is None or model.widths is None:
         return
     if len(model.depths) != len(model.widths):
@@ -467,7 +476,8 @@ def _check_model(model: Any, at: Any) -> Iterator[Problem]:
         yield from _check_d(model.bottleneck_width, model.widths, ("model", "bottleneck_width"), at)
 
 
-def _check_space(name: str, axes: Any, solve: Any, model: Any, at: Any) -> Iterator[Problem]:
+def _check_space(name: str, axes: SimpleNamespace, solve: SimpleNamespace | None,
+                 model: SimpleNamespace, at: At) -> Iterator[Problem]:
     present = {k: v for k, v in vars(axes).items() if v is not None}
     base = ("spaces", name)
     if solve is not None and solve.field is not None:
@@ -499,7 +509,7 @@ def _check_space(name: str, axes: Any, solve: Any, model: Any, at: Any) -> Itera
                 yield from _check_d(d, widths, (*base, "axes", "bottleneck_width", i), at)
 
 
-def _check_d(d: int, widths: tuple[int, ...], loc: Loc, at: Any) -> Iterator[Problem]:
+def _check_d(d: int, widths: tuple[int, ...], loc: Loc, at: At) -> Iterator[Problem]:
     ds = stage_bottleneck_widths(d, widths)
     if 0 in ds:
         stage = ds.index(0)
@@ -511,7 +521,7 @@ def _check_d(d: int, widths: tuple[int, ...], loc: Loc, at: Any) -> Iterator[Pro
         )
 
 
-def _valid(model: type[BaseModel], data: Any) -> Any:
+def _valid(model: type[BaseModel], data: Any) -> SimpleNamespace | None:
     """The section's fields, each validated on its own (None where invalid).
 
     Checking fields one by one lets the rules across fields run even when an
@@ -531,7 +541,7 @@ def _valid(model: type[BaseModel], data: Any) -> Any:
             values[name] = _adapter(model, name).validate_python(data[key])
         except ValidationError:
             values[name] = None
-    return types.SimpleNamespace(**values)
+    return SimpleNamespace(**values)
 
 
 @functools.cache
@@ -545,7 +555,7 @@ def _adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
     return TypeAdapter(annotation)
 
 
-def _message(error: Any, loc: Loc) -> str:
+def _message(error: ErrorDetails, loc: Loc) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
