@@ -625,17 +625,17 @@ def test_environment_info_never_fails(tmp_path: Path) -> None:
     assert versions["explorer"] and versions["surely-not-installed-package"] is None
 
 
-def test_store_imports_no_heavy_dependency() -> None:
-    code = ("import sys, explorer.store; "
-            "print(sorted({'torch', 'ray', 'streamlit', 'optuna'} & set(sys.modules)))")
+def _loaded_by_importing_the_store(modules: set[str]) -> str:
+    """Which of these modules a fresh interpreter has loaded after `import explorer.store`."""
+    code = f"import sys, explorer.store; print(sorted(set({sorted(modules)!r}) & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, cwd=REPO)
-    assert done.stdout.strip() == "[]"
+    return done.stdout.strip()
+
+
+def test_store_imports_no_heavy_dependency() -> None:
+    assert _loaded_by_importing_the_store({"torch", "ray", "streamlit", "optuna"}) == "[]"
 
 
 def test_readers_need_neither_the_spec_machinery_nor_alembic() -> None:
-    code = ("import sys, explorer.store; print(sorted({'explorer.space', 'explorer.spec', "
-            "'alembic'} & set(sys.modules)))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True, cwd=REPO)
-    assert done.stdout.strip() == "[]"
+    assert _loaded_by_importing_the_store({"explorer.space", "explorer.spec", "alembic"}) == "[]"
