@@ -25,6 +25,7 @@ import pandas as pd
 import streamlit as st
 
 from explorer import analysis, figures
+from explorer.metrics import SHOWN_STATUSES
 from explorer.store import Reader, StoreError
 
 POLL_SECONDS = 3.0
@@ -229,7 +230,7 @@ def render(url: str | None) -> None:
     candidates = load_candidates(url, version, names, chosen)
     counts = selected.drop_duplicates("trial_id")["status"].value_counts()
     st.caption(" · ".join(f"{int(counts.get(s, 0))} {s}"
-                          for s in ("finished", "running", "pending", "failed"))
+                          for s in SHOWN_STATUSES)
                + f" · {len(candidates)} candidate means (over seeds)")
     tabs = st.tabs(list(VIEWS), on_change="rerun", key="view")
     views = dict(zip(VIEWS, tabs, strict=True))

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from explorer.arch import setting_label
+from explorer.metrics import SHOWN_STATUSES
 
 # Columns that identify a candidate within a space; seeds are averaged over them.
 CANDIDATE = ["experiment", "space", "key"]
@@ -298,6 +299,10 @@ def trial_table(trials: pd.DataFrame) -> pd.DataFrame:
         "seed": "seed", "status": "status", "test_error": "test error %",
         "test_top5_error": "top-5 error %", "epochs_completed": "epochs",
         "train_images_per_sec": "images/s", "latency_ms": "latency ms", "error": "error message",
+        # What ran (explorer/metrics.py's Provenance), and how many attempts it took.
+        "attempts": "attempts", "device": "device", "gpu_name": "GPU", "precision": "precision",
+        "channels_last": "channels last", "compiled": "compiled", "torch_version": "torch",
+        "node": "node", "resumed_from_epoch": "resumed from epoch",
         "trial_key": "trial key",
     }
     present = [c for c in columns if c in trials.columns]
@@ -326,23 +331,24 @@ def summary_table(trials: pd.DataFrame, candidates: pd.DataFrame) -> pd.DataFram
     """Per space: trials by status, candidates with results, the best candidate."""
     rows = []
     if trials.empty:
-        return pd.DataFrame(columns=["space", "trials", "finished", "running", "pending", "failed",
-                                     "candidates", "best", "best test error %"])
+        return pd.DataFrame(columns=["space", "trials", *SHOWN_STATUSES, "candidates", "best",
+                                     "best test error %"])
     per_trial = trials.drop_duplicates(["space", "trial_id"])
     for space, part in per_trial.groupby("space", sort=True, dropna=False):
         counts = part["status"].value_counts()
         done = candidates[candidates["space"] == space] if not candidates.empty else candidates
         best = done.nsmallest(1, "test_error_mean") if not done.empty else done
-        rows.append({
+        row: dict[str, object] = {
             "space": "(no space)" if missing(space) else str(space),
             "trials": len(part),
-            **{s: int(counts.get(s, 0)) for s in ("finished", "running", "pending", "failed")},
+            **{s: int(counts.get(s, 0)) for s in SHOWN_STATUSES},
             "candidates": len(done),
             "best": arch_labels(best).iloc[0] if not best.empty else "",
             "best test error %": (f"{best['test_error_mean'].iloc[0]:.2f} ± "
                                   f"{best['test_error_std'].iloc[0]:.2f}"
                                   if not best.empty else "–"),
-        })
+        }
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

@@ -228,7 +228,13 @@ def run(
     spec: SpecArg,
     runs_dir: RunsDir = Path("runs"),
     address: Annotated[
-        str | None, typer.Option("--address", help="Join a Ray cluster: 'auto' or ray://host:port.")
+        str | None,
+        typer.Option(
+            "--address",
+            help="Join the Ray cluster this machine is a node of: 'auto' or the head's "
+            "HOST:PORT (default: RAY_ADDRESS). A token the cluster requires is taken from "
+            "where Ray looks (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token).",
+        ),
     ] = None,
     store: StoreOpt = None,
     dry_run: Annotated[
@@ -255,6 +261,7 @@ def run(
 
     parsed = read_spec(spec)
     preflight_data(parsed)
+    address = address or ray_address_from_env(announce=not dry_run)
     request = RunRequest(
         spec=parsed,
         spec_text=spec.read_text(encoding="utf-8"),
@@ -288,6 +295,15 @@ def run(
         raise typer.Exit(EXIT_FAILED)
 
 
+def ray_address_from_env(announce: bool) -> str | None:
+    """RAY_ADDRESS, Ray's own variable: ray.init would join it anyway, but as a machine of its
+    own (with --num-cpus), which fails; it is passed on as the address instead."""
+    address = os.environ.get("RAY_ADDRESS", "").strip()
+    if address and announce:
+        out.print(f"joining the Ray cluster at {address} (RAY_ADDRESS)", highlight=False)
+    return address or None
+
+
 def preflight_data(spec: Spec) -> None:
     """A missing dataset is found before Ray starts, not in every trial."""
     if spec.data.dataset in ("imagenet", "imagefolder"):
@@ -314,33 +330,32 @@ def status(
     runs_dir: RunsDir = Path("runs"),
     store: StoreOpt = None,
 ) -> None:
-    """How far each experiment is: trials finished, running, failed and pending."""
-    frame = open_reader(runs_dir, store).trials_frame([experiment] if experiment else None)
+    """How far each experiment is: trials by status, the best error, the driver running it."""
+    from explorer.metrics import SHOWN_STATUSES
+
+    reader = open_reader(runs_dir, store)
+    frame = reader.trials_frame([experiment] if experiment else None)
     if frame.empty:
         fail(f"no experiment {experiment!r} in the store" if experiment else "the store is empty")
+    drivers = reader.leases()
     table = Table(title="experiments")
-    for column in (
-        "experiment",
-        "version",
-        "trials",
-        "finished",
-        "running",
-        "failed",
-        "pending",
-        "best test error %",
-    ):
-        table.add_column(column, justify="left" if column == "experiment" else "right")
+    for column in ("experiment", "version", "trials", *SHOWN_STATUSES, "best test error %",
+                   "driver"):
+        table.add_column(column, justify="left" if column in ("experiment", "driver") else "right")
     trials = frame.drop_duplicates(["experiment", "version", "trial_key"])
-    for (name, version), group in trials.groupby(["experiment", "version"], sort=True):
+    for (name, version, experiment_id), group in trials.groupby(
+            ["experiment", "version", "experiment_id"], sort=True):
         counts = group["status"].value_counts()
         best = group.loc[group["status"] == "finished", "test_error"].min()
+        holder = drivers.get(int(experiment_id))
         table.add_row(
             str(name),
             str(version),
             str(len(group)),
-            *(str(int(counts.get(s, 0))) for s in ("finished", "running", "failed", "pending")),
-            "–" if best != best else f"{best:.2f}",
-        )  # NaN when nothing finished
+            *(str(int(counts.get(s, 0))) for s in SHOWN_STATUSES),
+            "–" if math.isnan(best) else f"{best:.2f}",  # NaN when nothing finished
+            holder.describe() if holder is not None else "–",
+        )
     out.print(table)
 
 

@@ -233,6 +233,9 @@ class SweepDisplay:
             "to run", highlight=False)
         self.status = SweepStatus(plan.experiment, plan.to_run, plan.concurrency)
 
+    def notice(self, message: str) -> None:
+        self.console.print(f"[yellow]note:[/] {message}", highlight=False, soft_wrap=True)
+
     @contextlib.contextmanager
     def sweeping(self) -> Iterator[None]:
         # A console of its own on the same file: the live region must not take the

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from explorer.lease import driver_lease
 from explorer.plan import TrialPlan
 from explorer.search import Listed, OptunaStrategy, Strategy, listed_candidates, listed_trials
 from explorer.space import Candidate
 from explorer.spec import Spec
-from explorer.store import Writer, environment_info, store_url
+from explorer.store import ExperimentRecord, Writer, environment_info, store_url
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class RunRequest:
     max_steps: int | None = None
     num_cpus: int | None = None
     fail_trial: str | None = None
+    heartbeat_seconds: float = 10.0  # the driver's lease (explorer/lease.py)
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,10 @@ class RunObserver(Protocol):
 
     def planned(self, plan: PlanSummary) -> None: ...
 
+    def notice(self, message: str) -> None:
+        """One line worth telling (e.g. a lease taken over); may come from another thread."""
+        ...
+
     def sweeping(self) -> contextlib.AbstractContextManager[None]:
         """Entered while trials train."""
         ...
@@ -84,6 +90,9 @@ class Unobserved:
     """A run nobody watches (library callers, tests of the results only)."""
 
     def planned(self, plan: PlanSummary) -> None:
+        pass
+
+    def notice(self, message: str) -> None:
         pass
 
     def sweeping(self) -> contextlib.AbstractContextManager[None]:
@@ -116,6 +125,9 @@ class StoreSink:
     def trial_started(self, trial_key: str, node: str, device: str) -> None:
         self.store.mark_running(self.experiment_id, trial_key, f"{device}@{node[:8]}")
         self.observer.trial_started(trial_key)
+
+    def trial_provenance(self, trial_key: str, provenance: Mapping[str, Any]) -> None:
+        self.store.record_provenance(self.experiment_id, trial_key, provenance)
 
     def epoch(self, trial_key: str, metrics: Mapping[str, Any]) -> None:
         self.store.record_epoch(self.experiment_id, trial_key, metrics)
@@ -187,8 +199,22 @@ def run_experiment(request: RunRequest, observer: RunObserver | None = None) -> 
         spec.name, request.spec_text, spec.hash, json.dumps(spec.model_dump(mode="json")),
         new_version=request.new_version, environment=environment_info(),
     )
-    exp_dir = request.runs_dir / spec.name
-    store.requeue_running(record.id)  # left 'running' by a driver that died
+    with driver_lease(store, record, interval=request.heartbeat_seconds, notice=watch.notice):
+        store.requeue_running(record.id)  # left 'running' by a driver that is gone
+        planned, failed = _plan_and_sweep(request, store, record, watch)
+    counts = store.status_counts(record.id)
+    return RunSummary(
+        experiment=spec.name, version=record.version, planned=planned.planned,
+        skipped=planned.skipped, reused=planned.reused, finished=counts.get("finished", 0),
+        failed=tuple(failed.items()), seconds=time.monotonic() - started,
+    )
+
+
+def _plan_and_sweep(request: RunRequest, store: Writer, record: ExperimentRecord,
+                    watch: RunObserver) -> tuple[Planned, dict[str, str]]:
+    """With the lease held: plan, tell the observer, sweep what is left; returns the plan
+    and the trials that failed, with their reasons."""
+    spec = request.spec
     planned = plan_run(store, record.id, spec)
     total = planned.strategy.budget
     resources = spec.resources
@@ -205,15 +231,10 @@ def run_experiment(request: RunRequest, observer: RunObserver | None = None) -> 
             gpus_per_trial=resources.gpus_per_trial, max_concurrent=resources.max_concurrent,
             max_failures=resources.max_failures, early_stopping=spec.search.early_stopping,
             max_steps=request.max_steps, num_cpus=request.num_cpus, fail_trial=request.fail_trial,
-            log_file=exp_dir / "ray.log",
+            log_file=request.runs_dir / spec.name / "ray.log",
         )
         sink = StoreSink(store, record.id, watch)
         with watch.sweeping():
             run_sweep(planned.strategy, sink, options, max_epochs=spec.train.epochs)
         failed = sink.failed
-    counts = store.status_counts(record.id)
-    return RunSummary(
-        experiment=spec.name, version=record.version, planned=planned.planned,
-        skipped=planned.skipped, reused=planned.reused, finished=counts.get("finished", 0),
-        failed=tuple(failed.items()), seconds=time.monotonic() - started,
-    )
+    return planned, failed

@@ -17,11 +17,16 @@ import typing
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-Status = Literal["pending", "running", "finished", "failed"]
-STATUSES: tuple[Status, ...] = ("pending", "running", "finished", "failed")
+# pending -> running -> finished (every planned epoch) | stopped (ended early by the
+# scheduler, e.g. ASHA; epochs_completed says where) | failed (with the reason). Only
+# finished trials are skipped on a rerun or reused by another experiment.
+Status = Literal["pending", "running", "finished", "stopped", "failed"]
+STATUSES: tuple[Status, ...] = ("pending", "running", "finished", "stopped", "failed")
+# The order tables and captions list them in: results first, then work left, then problems.
+SHOWN_STATUSES: tuple[Status, ...] = ("finished", "running", "pending", "stopped", "failed")
 # How a trial can end; the others are states on the way.
-Outcome = Literal["finished", "failed"]
-OUTCOMES: tuple[Outcome, ...] = ("finished", "failed")
+Outcome = Literal["finished", "stopped", "failed"]
+OUTCOMES: tuple[Outcome, ...] = ("finished", "stopped", "failed")
 
 
 # An epoch metric whose last value is also a column of the trial.
@@ -58,19 +63,49 @@ class EpochMetrics:
 
 
 @dataclass(frozen=True)
+class Provenance:
+    """What actually ran, as the trainer resolved it (bf16 asked for on a CPU runs as fp32).
+
+    Reported when training starts, and stored with the trial beside the Ray
+    node it ran on and how many attempts it took.
+    """
+
+    device: str
+    gpu_name: str | None
+    precision: str
+    channels_last: bool
+    compiled: bool
+    torch_version: str
+    resumed_from_epoch: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class TrialResult:
     """How a trial ended. `metrics` is the last completed epoch's, if any."""
 
-    status: Outcome
+    status: Literal["finished", "failed"]  # the trainer never stops a trial early
     error: str | None
     metrics: EpochMetrics | None
     history: tuple[EpochMetrics, ...]
     epochs_completed: int
     steps: int
-    device: str
-    precision: str
     seed: int
-    resumed_from_epoch: int = 0
+    provenance: Provenance
+
+    @property
+    def device(self) -> str:
+        return self.provenance.device
+
+    @property
+    def precision(self) -> str:
+        return self.provenance.precision
+
+    @property
+    def resumed_from_epoch(self) -> int:
+        return self.provenance.resumed_from_epoch
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,9 +129,20 @@ TRIAL_TOTALS: tuple[str, ...] = ("epochs_completed", "seconds")
 # The trial row's metrics: the final epoch's (`final` fields) and the totals.
 TRIAL_METRICS: tuple[str, ...] = (
     *(f.name for f in _EPOCH_FIELDS if f.metadata.get("final")), *TRIAL_TOTALS)
-# What the sweep reports when a trial ends: its last epoch, the totals, and where it ran.
-FINAL_REPORT: tuple[str, ...] = (*EPOCH_REPORT, "epochs_completed", "device",
-                                 "resumed_from_epoch")
+# What the store keeps of a trial's provenance: the trainer's (but `device`, which the
+# trial row already has as DEVICE@NODE) and the Ray node's id.
+PROVENANCE: tuple[str, ...] = (
+    *(f.name for f in dataclasses.fields(Provenance) if f.name != "device"), "node")
+_PROVENANCE_HINTS = typing.get_type_hints(Provenance)
+# The plain type of each provenance field (None allowed for every one in the store).
+PROVENANCE_TYPES: dict[str, type] = {
+    **{name: next(t for t in (_PROVENANCE_HINTS[name], *typing.get_args(_PROVENANCE_HINTS[name]))
+                  if t in (bool, int, str))
+       for name in PROVENANCE if name in _PROVENANCE_HINTS},
+    "node": str,
+}
+# What the sweep reports when a trial ends: its last epoch and the totals.
+FINAL_REPORT: tuple[str, ...] = (*EPOCH_REPORT, *TRIAL_TOTALS)
 # What a rerun of the same trial must reproduce exactly (everything but timings and memory).
 REPRODUCIBLE: tuple[str, ...] = ("epoch", "train_loss", "train_error", "test_error",
                                  "test_top5_error", "lr")

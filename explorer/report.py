@@ -21,6 +21,7 @@ import plotly.io as pio
 
 from explorer import analysis, figures
 from explorer.files import atomic_write
+from explorer.metrics import SHOWN_STATUSES
 from explorer.store import Reader
 
 CURVE_TRIALS = 6
@@ -148,7 +149,7 @@ def render_report(trials: pd.DataFrame, epochs: pd.DataFrame, experiment: dict[s
     per_trial = trials.drop_duplicates("trial_id") if not trials.empty else trials
     counts = per_trial["status"].value_counts() if not per_trial.empty else pd.Series(dtype=int)
     status = ", ".join(f"{int(counts.get(s, 0))} {s}"
-                       for s in ("finished", "running", "pending", "failed"))
+                       for s in SHOWN_STATUSES)
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{_e(name)}: explorer report</title>", f"<style>{_STYLE}</style></head><body>",

@@ -314,21 +314,113 @@ class Parsed:
     duplicates: list[tuple[Loc, int]]
 
 
+# Bounds on what a spec may be, so a hostile file is refused in milliseconds, not after
+# gigabytes: a spec is a few kB holding a few hundred values, nested about six levels deep
+# (spaces.NAME.axes.depths.I.J). Pure-Python YAML composes ~20,000 nodes a second, so the
+# value bound also keeps a written-out file under half a second.
+MAX_SPEC_BYTES = 256 * 1024
+MAX_VALUES = 10_000
+MAX_DEPTH = 32
+
+
+class _Refused(Exception):
+    """A spec refused while it is read (too large, too deep, an alias cycle): one problem."""
+
+    def __init__(self, line: int, message: str, path: str = "(yaml)",
+                 value: str | None = None) -> None:
+        super().__init__(message)
+        self.line, self.message, self.path, self.value = line, message, path, value
+
+
+def _too_deep(line: int) -> _Refused:
+    return _Refused(line, f"the spec nests more than {MAX_DEPTH} levels deep")
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """A SafeLoader that counts the values its document expands to while composing it.
+
+    An alias is a reference to its anchor's node, so composing stays linear in the text,
+    but a walk visits the anchored node once per alias: nine levels of ten aliases are
+    10**9 values (the "billion laughs"). Counting each node once and each alias as the
+    whole size of its anchor gives the expanded size exactly, before anything expands.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.values = 0
+        self.aliased = False
+        self.depth = 0
+        self.sizes: dict[int, int] = {}  # id(anchored node) -> its expanded size, once composed
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent):
+            node = super().compose_node(parent, index)
+            size = self.sizes.get(id(node))
+            if size is None:  # its anchor is still being composed: the alias is inside it
+                raise _Refused(line, f"the alias *{event.anchor} is inside its own anchor, so "
+                                     "it never ends; write the value out")
+            self.aliased = True
+            self._count(size, line)
+            return node
+        self.depth += 1
+        if self.depth > MAX_DEPTH:  # compose recurses; refuse before Python's stack runs out
+            raise _too_deep(line)
+        start = self._count(1, line)
+        node = super().compose_node(parent, index)
+        self.depth -= 1
+        if event.anchor is not None:
+            self.sizes[id(node)] = self.values - start
+        return node
+
+    def _count(self, values: int, line: int) -> int:
+        """Add `values` to the expanded size; the size before them."""
+        before = self.values
+        self.values += values
+        if self.values > MAX_VALUES:
+            if self.aliased:
+                raise _Refused(line, f"the spec expands to more than {MAX_VALUES:,} values "
+                                     "(YAML aliases); write it out or use fewer aliases")
+            raise _Refused(line, f"the spec holds more than {MAX_VALUES:,} values; "
+                                 "a spec is a few kB")
+        return before
+
+
 def parse_yaml(text: str) -> Parsed:
-    """Parse YAML keeping lines, and noting duplicate keys (yaml.safe_load keeps the last)."""
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    """Parse YAML keeping lines, and noting duplicate keys (yaml.safe_load keeps the last).
+
+    Raises _Refused for a document too large or deep to be a spec (see _BoundedLoader), so
+    the walk below visits at most MAX_VALUES nodes.
+    """
+    root = yaml.compose(text, Loader=_BoundedLoader)
     lines: dict[Loc, int] = {(): 1}
     duplicates: list[tuple[Loc, int]] = []
     if root is None:
         return Parsed(None, lines, duplicates)
     constructor = yaml.SafeLoader("")
 
+    def scalar(node: yaml.Node, loc: Loc) -> Any:
+        try:
+            return constructor.construct_object(node, deep=True)
+        except ValueError as err:  # a date like 2001-02-30, an int past Python's 4300 digits
+            reason = str(err).split(";")[0]
+            raise _Refused(node.start_mark.line + 1, f"YAML cannot read this value: {reason}",
+                           _dotted(loc), _show(node.value)) from None
+
     def build(node: yaml.Node, loc: Loc) -> Any:
-        lines.setdefault(loc, node.start_mark.line + 1)
+        line = node.start_mark.line + 1
+        if len(loc) > MAX_DEPTH:  # deeper than composed: aliases nested in aliases
+            raise _too_deep(line)
+        lines.setdefault(loc, line)
         if isinstance(node, yaml.MappingNode):
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
-                key = constructor.construct_object(key_node, deep=True)
+                if not isinstance(key_node, yaml.ScalarNode):  # unhashable, and maybe huge
+                    raise _Refused(key_node.start_mark.line + 1,
+                                   "a key is a name or a number, not a list or mapping",
+                                   _dotted(loc))
+                key = scalar(key_node, loc)
                 child = (*loc, key if isinstance(key, str | int) else str(key))
                 if key in out:
                     duplicates.append((child, key_node.start_mark.line + 1))
@@ -338,7 +430,7 @@ def parse_yaml(text: str) -> Parsed:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [build(item, (*loc, i)) for i, item in enumerate(node.value)]
-        return constructor.construct_object(node, deep=True)
+        return scalar(node, loc)
 
     return Parsed(build(root, ()), lines, duplicates)
 
@@ -347,7 +439,12 @@ def load_spec(path: str | Path) -> Spec:
     """Read and validate a spec file; raises SpecError listing every problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            raw = file.read(MAX_SPEC_BYTES + 1)  # no further: the file may be huge, or endless
+        if len(raw) > MAX_SPEC_BYTES:
+            raise SpecError([Problem(str(path), 0, "(file)", f"the spec is larger than "
+                                     f"{MAX_SPEC_BYTES // 1024} kB; a spec is a few kB")])
+        text = raw.decode("utf-8")  # YAML reads \r\n and \r as line breaks, as read_text did
     except (OSError, UnicodeDecodeError) as err:
         reason = getattr(err, "strerror", None) or str(err)
         raise SpecError(
@@ -360,6 +457,8 @@ def parse_spec(text: str, filename: str = "<spec>") -> Spec:
     """Validate spec text; `filename` names it in the problems reported."""
     try:
         parsed = parse_yaml(text)
+    except _Refused as err:
+        raise SpecError([Problem(filename, err.line, err.path, err.message, err.value)]) from None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark else 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import json
 import logging
 import os
@@ -29,7 +30,8 @@ from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.search import Searcher
 
-from explorer.metrics import EPOCH_REPORT, FINAL_REPORT, EpochMetrics
+from explorer.metrics import EPOCH_REPORT, FINAL_REPORT, EpochMetrics, Provenance
+from explorer.metrics import PROVENANCE as PROVENANCE_FIELDS
 from explorer.plan import TrialPlan
 from explorer.search import SearchError, Strategy, Suggestion
 from explorer.space import Candidate
@@ -52,8 +54,12 @@ TUNE_SETTINGS = {
     "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
 }
 
-FINAL = "final"
+# The kinds of report a trial sends: where it runs (before anything loads), what runs
+# (once the model is built), each epoch, and how it ended.
+START = "start"
+PROVENANCE = "provenance"
 EPOCH = "epoch"
+FINAL = "final"
 
 
 class SetupError(Exception):
@@ -87,6 +93,8 @@ class Sink(Protocol):
 
     def trial_started(self, trial_key: str, node: str, device: str) -> None: ...
 
+    def trial_provenance(self, trial_key: str, provenance: Mapping[str, Any]) -> None: ...
+
     def epoch(self, trial_key: str, metrics: Mapping[str, Any]) -> None: ...
 
     def trial_ended(self, trial_key: str, status: str, metrics: Mapping[str, Any],
@@ -102,6 +110,9 @@ class _NullSink:
         pass
 
     def trial_started(self, trial_key: str, node: str, device: str) -> None:
+        pass
+
+    def trial_provenance(self, trial_key: str, provenance: Mapping[str, Any]) -> None:
         pass
 
     def epoch(self, trial_key: str, metrics: Mapping[str, Any]) -> None:
@@ -122,7 +133,10 @@ def run_trial(config: dict[str, Any]) -> None:
     plan = TrialPlan.from_config(config["plan"])
     device = "cuda" if ray.get_gpu_ids() else "cpu"
     node = ray.get_runtime_context().get_node_id()
-    tune.report({"kind": "start", "node": node, "device": device, "epoch": 0})
+    tune.report({"kind": START, "node": node, "device": device, "epoch": 0})
+
+    def on_start(ran: Provenance) -> None:
+        tune.report({"kind": PROVENANCE, "epoch": 0, "node": node, **ran.to_dict()})
 
     def on_epoch(metrics: EpochMetrics) -> None:
         tune.report({"kind": EPOCH, **metrics.to_dict()})
@@ -132,7 +146,7 @@ def run_trial(config: dict[str, Any]) -> None:
         plan.arch, _dataset(plan.data), plan.train, seed=plan.seed, device=device,
         num_classes=plan.num_classes,
         checkpoint_dir=Path(config["checkpoint_root"]) / plan.trial_key,
-        max_steps=config.get("max_steps"), on_epoch=on_epoch,
+        max_steps=config.get("max_steps"), on_epoch=on_epoch, on_start=on_start,
         build=_diverging_builder if poison and plan.trial_key.startswith(poison) else None,
     )
     if device == "cuda":  # the worker is reused: keep no cached blocks from the GPU's others
@@ -146,8 +160,7 @@ def run_trial(config: dict[str, Any]) -> None:
         # The trial's training time is every epoch's (the last epoch's alone was reported).
         **final, "seconds": sum(m.seconds for m in result.history),
         "kind": FINAL, "status": result.status, "error": result.error or "",
-        "epochs_completed": result.epochs_completed, "device": result.device,
-        "resumed_from_epoch": result.resumed_from_epoch,
+        "epochs_completed": result.epochs_completed,
         "history": json.dumps([m.to_dict() for m in result.history]),
     })
 
@@ -199,8 +212,11 @@ class _Events(tune.Callback):
                         result: dict[str, Any], **info: Any) -> None:
         key = _trial_key(trial)
         kind = result.get("kind")
-        if kind == "start":
+        if kind == START:
             self.sink.trial_started(key, str(result["node"]), str(result["device"]))
+        elif kind == PROVENANCE:
+            self.sink.trial_provenance(key, {k: result[k] for k in PROVENANCE_FIELDS
+                                             if k in result})
         elif kind == EPOCH:
             self.seconds[key] = self.seconds.get(key, 0.0) + float(result.get("seconds", 0.0))
             self.sink.epoch(key, _epoch_fields(result))
@@ -213,13 +229,15 @@ class _Events(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial,
                           **info: Any) -> None:
-        # A trial stopped early by ASHA never sends its final report.
+        # A trial stopped early by the scheduler (ASHA) never sends its final report: it is
+        # stored as stopped, never as finished, so it is neither skipped nor reused.
         key = _trial_key(trial)
         last = trial.last_result or {}
         if key not in self.ended and last.get("kind") == EPOCH:
             self.ended.add(key)
-            fields = {**_final_fields(last), "seconds": self.seconds.get(key, 0.0)}
-            self.sink.trial_ended(key, "finished", fields, None, [])
+            fields = {**_final_fields(last), "seconds": self.seconds.get(key, 0.0),
+                      "epochs_completed": int(last["epoch"])}
+            self.sink.trial_ended(key, "stopped", fields, None, [])
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial,
                        **info: Any) -> None:
@@ -314,35 +332,57 @@ def ray_session(options: SweepOptions) -> Iterator[None]:
     """Ray on this machine (started and stopped here) or an existing cluster.
 
     A Ray already started by the caller (a test session) is used and left running.
+    A cluster that requires token authentication is joined with the token Ray finds
+    on this machine (see `_token_auth`).
     """
+    if options.address:
+        _refuse_client_mode(options.address)
     if ray.is_initialized():
         yield
         return
     if options.address:
         _check_reachable(options.address)
-    log = _quiet_ray_logging(options.log_file)
+    with contextlib.ExitStack() as session:
+        log = _quiet_ray_logging(options.log_file)
+        if log is not None:
+            session.callback(log.close)
+        if options.address:
+            session.enter_context(_token_auth(options.address, options.log_file))
+        _init_ray(options)
+        session.callback(ray.shutdown)
+        yield
+
+
+def _init_ray(options: SweepOptions) -> None:
     kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING,
                               "configure_logging": False, "include_dashboard": False}
+    where = options.address or "this machine"
     try:
-        if options.address:
-            ray.init(address=options.address, **kwargs)
-        else:
-            ray.init(num_cpus=options.num_cpus, **kwargs)
+        with _native_stderr_to(options.log_file):
+            if options.address:
+                ray.init(address=options.address, **kwargs)
+            else:
+                ray.init(num_cpus=options.num_cpus, **kwargs)
+    except _AUTH_ERRORS:  # `auto`: Ray's own token handling found none it could use
+        raise SetupError(f"Ray at {where} requires token authentication and took none from "
+                         f"this machine: {_TOKEN_FIX}") from None
     except (ConnectionError, RuntimeError, ValueError) as problem:
-        where = options.address or "this machine"
         raise SetupError(f"cannot start or reach Ray at {where}: {str(problem).splitlines()[0]}"
                          " (start one with `ray start --head`, or leave --address out)") from None
-    try:
-        yield
-    finally:
-        ray.shutdown()
-        if log is not None:
-            log.close()
+
+
+def _refuse_client_mode(address: str) -> None:
+    """Ray Client runs the Tune driver, and with it the sink's callback, on the cluster:
+    the copy there reports to a `_NullSink`, so nothing would reach the store."""
+    if address.startswith("ray://"):
+        raise SetupError(f"--address {address} is Ray Client mode, where the sweep's results "
+                         "would not reach the store: run explorer on a node of the cluster with "
+                         "--address auto (or --address HOST:PORT of the head)")
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
     """Fail fast on a host:port nobody listens on: ray.init would wait for minutes."""
-    host, _, port = address.removeprefix("ray://").rpartition(":")
+    host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         return  # Ray's own lookup or its own error message
     try:
@@ -353,17 +393,119 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
                          "`ray start --head`, or leave --address out)") from None
 
 
+# --- token authentication ----------------------------------------------------------------
+#
+# Ray (2.52 on) makes every call carry one shared token when RAY_AUTH_MODE=token. Ray turns
+# that mode on by itself for a cluster it starts or finds (`ray.init()`, `--address auto`,
+# `ray start --head` once ~/.ray/auth_token exists, and any local `ray.init()` writes it),
+# never for an address it is given: there ray.init retries for 20 s, printing a refusal a
+# second, and ends in "Failed to connect" without naming the token. So explorer asks the
+# cluster first, and uses the token Ray finds here only if the cluster requires one.
+
+_AUTH_ERRORS: tuple[type[Exception], ...] = tuple(  # empty before Ray 2.52: no tokens
+    error for error in [getattr(ray.exceptions, "AuthenticationError", None)] if error)
+_TOKEN_FIX = ("put the cluster's token (`ray get-auth-token` on the head prints it) in "
+              "~/.ray/auth_token, or set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH")
+
+
+@contextlib.contextmanager
+def _token_auth(address: str, log_file: Path | None) -> Iterator[None]:
+    """Ray's token mode for this process while it is joined to `address`, if the cluster
+    requires it; the caller's RAY_AUTH_MODE is back afterwards."""
+    if address == "auto" or not _AUTH_ERRORS:  # `auto`: Ray's own handling
+        yield
+        return
+    mode_on = _raylet("get_authentication_mode")() == _raylet("AuthenticationMode").TOKEN
+    if not mode_on and not _refused(address, log_file):
+        yield  # the cluster takes calls without a token
+        return
+    if not _token_found():
+        why = "RAY_AUTH_MODE is token" if mode_on else \
+            f"Ray at {address} requires token authentication"
+        raise SetupError(f"{why} and this machine has no token: {_TOKEN_FIX}")
+    with contextlib.nullcontext() if mode_on else _token_mode():
+        if _refused(address, log_file):
+            raise SetupError(f"Ray at {address} refused this machine's token: {_TOKEN_FIX}")
+        if not mode_on:
+            logging.getLogger(__name__).info(
+                "Ray at %s requires token authentication: joined with the token Ray found on "
+                "this machine (RAY_AUTH_MODE=token for this run)", address)
+        yield
+
+
+def _raylet(name: str) -> Any:
+    """A name from Ray's native module: the token API has no Python stubs."""
+    return getattr(importlib.import_module("ray._raylet"), name)
+
+
+def _token_found() -> bool:
+    """Whether Ray finds a token where it looks: RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH
+    names, ~/.ray/auth_token (in that order)."""
+    try:
+        return bool(_raylet("AuthenticationTokenLoader").instance()
+                    .has_token(ignore_auth_mode=True))
+    except _AUTH_ERRORS as problem:  # RAY_AUTH_TOKEN_PATH names a missing or empty file
+        reason = str(getattr(problem, "message", problem))
+        raise SetupError(f"{reason}: point it at the cluster's token file, or unset it") from None
+
+
+def _refused(address: str, log_file: Path | None) -> bool:
+    """Whether the cluster turns this process away for its token (none, or not the
+    cluster's): one call, answered at once."""
+    try:
+        with _native_stderr_to(log_file):  # Ray's C++ client prints the refusal there
+            _raylet("GcsClient")(address=address)
+    except _AUTH_ERRORS:
+        return True
+    except ray.exceptions.RayError:
+        return False  # not about tokens: ray.init says what it is
+    return False
+
+
+@contextlib.contextmanager
+def _token_mode() -> Iterator[None]:
+    """RAY_AUTH_MODE=token in this process while the block runs; Ray's native config
+    rereads the environment only when told to (as Ray does when it turns the mode on)."""
+    reload = _raylet("Config").initialize
+    try:
+        with _environment({"RAY_AUTH_MODE": "token"}):
+            reload("")
+            yield
+    finally:
+        reload("")
+
+
+@contextlib.contextmanager
+def _native_stderr_to(log_file: Path | None) -> Iterator[None]:
+    """Ray's C++ core writes its warnings to file descriptor 2, past sys.stderr: while Ray
+    connects they go to the log, not over the terminal."""
+    if log_file is None:
+        yield
+        return
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    saved = os.dup(2)
+    try:
+        with open(log_file, "ab") as stream:
+            os.dup2(stream.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _quiet_ray_logging(log_file: Path | None) -> logging.Handler | None:
-    """Send Ray's and Tune's log records to a file instead of the terminal."""
+    """Send Ray's and Tune's log records, and the sweep's own, to a file instead of the
+    terminal."""
     if log_file is None:
         return None
     log_file.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    for name in ("ray", "ray.tune", "ray.train", "ray.air"):
+    for name in ("ray", "ray.tune", "ray.train", "ray.air", __name__):
         logger = logging.getLogger(name)
         logger.handlers = [handler]
         logger.propagate = False
+    logging.getLogger(__name__).setLevel(logging.INFO)  # how it joined, how long it took
     return handler
 
 
@@ -448,11 +590,16 @@ def _trial_name(trial: Trial) -> str:
     return f"{_trial_key(trial)}-{trial.trial_id}"
 
 
-@contextlib.contextmanager
-def _tune_settings() -> Iterator[None]:
+def _tune_settings() -> contextlib.AbstractContextManager[None]:
     """TUNE_SETTINGS in the environment while a sweep runs, the caller's values after."""
-    saved = {name: os.environ.get(name) for name in TUNE_SETTINGS}
-    os.environ.update(TUNE_SETTINGS)
+    return _environment(TUNE_SETTINGS)
+
+
+@contextlib.contextmanager
+def _environment(settings: Mapping[str, str]) -> Iterator[None]:
+    """`settings` in this process's environment while the block runs, the caller's after."""
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
     try:
         yield
     finally:

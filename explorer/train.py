@@ -47,7 +47,7 @@ from explorer.data import (
     train_batches,
 )
 from explorer.files import atomic_write
-from explorer.metrics import EpochMetrics, TrialResult
+from explorer.metrics import EpochMetrics, Provenance, TrialResult
 from explorer.spec import DataSpec, TrainSpec
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -60,6 +60,7 @@ NONFINITE_CHECK_EVERY = 50
 ModelBuilder = Callable[[Arch, int], nn.Module]
 EpochCallback = Callable[["EpochMetrics"], None]
 StepCallback = Callable[[int, int], None]
+StartCallback = Callable[[Provenance], None]
 
 
 class TrialError(Exception):
@@ -412,10 +413,14 @@ def train_trial(
     max_steps: int | None = None,
     on_epoch: EpochCallback | None = None,
     on_step: StepCallback | None = None,
+    on_start: StartCallback | None = None,
     cpu_low_precision: bool = False,
     build: ModelBuilder | None = None,
 ) -> TrialResult:
     """Train `arch` on `data` with `recipe` and `seed`; resume from `checkpoint_dir`.
+
+    `on_start` hears what actually runs (device, precision, ...; see Provenance)
+    once the model is built and any checkpoint loaded, before the first step.
 
     A checkpoint is written after every complete epoch, before `on_epoch`
     runs, so a callback that raises (to stop a trial) loses nothing. A rerun
@@ -446,7 +451,7 @@ def train_trial(
             # `_attempt` holds the device tensors in its own frame, so they are
             # freed as soon as a failure has been caught.
             _attempt(arch, classes, ds, recipe, seed, dev, precision, augment, build, ckpt,
-                     fingerprint, max_steps, on_epoch, on_step, states)
+                     fingerprint, max_steps, on_epoch, on_step, on_start, states)
         except NonFiniteLoss as exc:
             failure = str(exc)
         except torch.OutOfMemoryError as exc:
@@ -455,7 +460,9 @@ def train_trial(
             if not is_cpu_out_of_memory(exc):
                 raise
             failure = f"out of memory at batch size {recipe.batch_size}: {_first_line(exc)}"
-    result = _result(states[0] if states else None, failure, dev, precision, seed)
+    state = states[0] if states else None
+    ran = provenance(dev, precision, recipe, state.resumed_from if state else 0)
+    result = _result(state, failure, ran, seed)
     if failure is not None:
         states.clear()
         release_memory(dev)
@@ -466,7 +473,7 @@ def _attempt(
     arch: Arch, classes: int, ds: Dataset, rec: TrainSpec, seed: int, dev: torch.device,
     precision: Precision, augment: bool, build: ModelBuilder | None, ckpt: Path | None,
     fingerprint: dict[str, Any], max_steps: int | None, on_epoch: EpochCallback | None,
-    on_step: StepCallback | None, states: list[TrialState],
+    on_step: StepCallback | None, on_start: StartCallback | None, states: list[TrialState],
 ) -> None:
     setup = make_setup(ds, rec, dev, precision, augment)
     state = make_state(arch, classes, rec, seed, dev, precision, build)
@@ -474,6 +481,8 @@ def _attempt(
     if ckpt is not None and ckpt.is_file():
         load_checkpoint(ckpt, state, fingerprint, dev)
         state.resumed_from = state.epoch
+    if on_start is not None:
+        on_start(provenance(dev, precision, rec, state.resumed_from))
     _loop(setup, state, ckpt, fingerprint, max_steps, on_epoch, on_step)
 
 
@@ -546,9 +555,22 @@ def _loop(
             on_epoch(metrics)
 
 
+def provenance(dev: torch.device, precision: Precision, rec: TrainSpec,
+               resumed_from: int) -> Provenance:
+    """What runs: the resolved device and precision, not what the recipe asked for."""
+    return Provenance(
+        device=str(dev),
+        gpu_name=torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+        precision=precision,
+        channels_last=rec.channels_last,
+        compiled=rec.compile,
+        torch_version=torch.__version__,
+        resumed_from_epoch=resumed_from,
+    )
+
+
 def _result(
-    state: TrialState | None, failure: str | None, dev: torch.device, precision: Precision,
-    seed: int,
+    state: TrialState | None, failure: str | None, ran: Provenance, seed: int,
 ) -> TrialResult:
     history = tuple(state.history) if state else ()
     return TrialResult(
@@ -558,10 +580,8 @@ def _result(
         history=history,
         epochs_completed=state.epoch if state else 0,
         steps=state.step if state else 0,
-        device=str(dev),
-        precision=precision,
         seed=seed,
-        resumed_from_epoch=state.resumed_from if state else 0,
+        provenance=ran,
     )
 
 

@@ -1,9 +1,11 @@
 """explorer.store: schema, idempotent writes, reuse across experiments, read-only
-readers, and one writer with polling readers in other processes on one SQLite file.
+readers, and one writer with polling readers in other processes on one database.
 
-The backend-neutral tests (those taking `url` or `store`) run on SQLite, and also
-on PostgreSQL when EXPLORER_TEST_POSTGRES_URL names a database they may empty,
-e.g. ``postgresql+psycopg://postgres@/scratch?host=/tmp/pgsock&port=55432``.
+The backend-neutral tests (those taking `store_url`, `store` or `first_release`) run
+twice, on SQLite and on PostgreSQL: each on a fresh database, on PostgreSQL one made
+on the server EXPLORER_TEST_POSTGRES_URL names (conftest.py's `store_url`; .ci/run
+starts a throwaway server). Without that variable the PostgreSQL runs skip, except
+under CI, where they fail.
 """
 
 from __future__ import annotations
@@ -15,15 +17,19 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from conftest import STORE_BACKENDS
 from fixtures_store import make_fixture_store
 
 from explorer.arch import resnext29
@@ -49,8 +55,6 @@ REPO = Path(__file__).resolve().parents[1]
 SPEC: dict[str, Any] = {"name": "exp", "train": {"epochs": 3, "lr": 0.1, "seeds": [0]},
         "spaces": {"preserved": {"axes": {"cardinality": [1, 2]}}}}
 ENV = {"git_revision": None, "package_versions": {"explorer": "0.1.0"}}
-POSTGRES = os.environ.get("EXPLORER_TEST_POSTGRES_URL")
-BACKENDS = ["sqlite", *(["postgresql"] if POSTGRES else [])]
 
 
 def candidate(space: str, c: int = 8, d: int = 64) -> Candidate:
@@ -67,27 +71,19 @@ def experiment(store: Writer, name: str = "exp", spec: dict[str, Any] | None = N
     return record.id
 
 
-def _empty_database(url: str) -> None:
+@contextmanager
+def plain_engine(url: str) -> Iterator[sa.Engine]:
+    """An engine with none of the store's code (no pragmas, no read-only session)."""
     engine = sa.create_engine(url)
-    tables = sa.MetaData()
-    tables.reflect(engine)
-    tables.drop_all(engine)
-    engine.dispose()
-
-
-@pytest.fixture(params=BACKENDS)
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty database: a runs directory, or the PostgreSQL test database emptied."""
-    if request.param == "sqlite":
-        return str(tmp_path / "runs")
-    assert POSTGRES is not None
-    _empty_database(POSTGRES)
-    return POSTGRES
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture
-def store(url: str) -> Any:
-    with Writer.open(url) as opened:
+def store(store_url: str) -> Iterator[Writer]:
+    with Writer.open(store_url) as opened:
         yield opened
 
 
@@ -110,6 +106,17 @@ def test_writer_creates_the_schema_in_wal_mode(tmp_path: Path) -> None:
             again.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM schema_version")).scalar() == \
             SCHEMA_VERSION
+
+
+def test_reopening_keeps_one_schema_version_row_per_version(store_url: str) -> None:
+    for _ in range(2):  # the second open is a resumed run's
+        with Writer.open(store_url) as store, store.engine.connect() as conn:
+            assert store.schema_version() == SCHEMA_VERSION
+            assert {"experiments", "candidates", "trials", "epochs", "schema_version"} <= \
+                set(sa.inspect(conn).get_table_names())
+            versions = conn.execute(sa.text("SELECT version FROM schema_version "
+                                            "ORDER BY version")).scalars().all()
+            assert versions == list(range(1, SCHEMA_VERSION + 1))
 
 
 def test_an_explicit_file_path_is_the_database(tmp_path: Path) -> None:
@@ -141,30 +148,29 @@ WRITER_METHODS = ("create_or_get_experiment", "add_candidates", "add_trials", "m
                   "copy_finished", "set_cost")
 
 
-def test_readonly_store_cannot_write(url: str) -> None:
-    with Writer.open(url) as writer:
+def test_readonly_store_cannot_write(store_url: str) -> None:
+    """On SQLite the file is opened read-only; on PostgreSQL the session is."""
+    with Writer.open(store_url) as writer:
         experiment(writer)
-    with Reader.open(url) as reader:
-        with pytest.raises(sa.exc.DBAPIError, match=r"(?i)read-?only"), \
-                reader.engine.begin() as conn:
-            conn.execute(sa.text("INSERT INTO schema_version VALUES (99, '2020-01-01')"))
+    with Reader.open(store_url) as reader:
+        for _ in range(2):  # and still after the pool took the connection back and reset it
+            with pytest.raises(sa.exc.DBAPIError, match=r"(?i)read-?only"), \
+                    reader.engine.begin() as conn:
+                conn.execute(sa.text("INSERT INTO schema_version VALUES (99, '2020-01-01')"))
         # No writer method to call: a Reader is read-only by construction.
         assert [name for name in WRITER_METHODS if hasattr(reader, name)] == []
         assert all(callable(getattr(Writer, name)) for name in WRITER_METHODS)
         assert reader.experiments()["experiment"].tolist() == ["exp"]
-    with Reader.open(url) as reader:  # after the writer closed (no -shm on SQLite)
+    with Reader.open(store_url) as reader:  # after the writer closed (no -shm on SQLite)
         assert reader.schema_version() == SCHEMA_VERSION
 
 
-@pytest.mark.skipif(POSTGRES is None, reason="EXPLORER_TEST_POSTGRES_URL is not set")
-def test_readonly_postgres_never_creates_tables() -> None:
-    assert POSTGRES is not None
-    _empty_database(POSTGRES)
-    with pytest.raises(StoreError, match="explorer run"):
-        Reader.open(POSTGRES)
-    engine = sa.create_engine(POSTGRES)
-    assert sa.inspect(engine).get_table_names() == []
-    engine.dispose()
+def test_readonly_postgres_never_creates_tables(postgres_url: str) -> None:
+    with pytest.raises(StoreError, match="explorer run") as caught:
+        Reader.open(postgres_url)
+    assert "\n" not in str(caught.value)
+    with plain_engine(postgres_url) as engine:
+        assert sa.inspect(engine).get_table_names() == []
 
 
 def test_in_memory_store_for_quick_use() -> None:
@@ -181,18 +187,25 @@ def test_in_memory_store_for_quick_use() -> None:
 FIRST_RELEASE_DB = REPO / "tests" / "data" / "store_v1.db"
 
 
-def _rows(path: Path, table: str) -> list[tuple[Any, ...]]:
-    """Every row of a table, straight from the file (no store code involved)."""
-    with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
-        return conn.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
+def _rows(url: str, table: str) -> list[tuple[Any, ...]]:
+    """Every row of a table in primary-key order, as the driver gives it (no store code)."""
+    with plain_engine(url) as engine, engine.connect() as conn:
+        key = sa.inspect(conn).get_pk_constraint(table)["constrained_columns"]
+        rows = conn.execute(sa.text(f"SELECT * FROM {table} ORDER BY {', '.join(key)}"))
+        return [tuple(row) for row in rows]
 
 
-def _schema(path: Path) -> dict[str, str]:
-    """What SQLite says each table and index is, by name, without Alembic's own table."""
+def _schema(path: Path) -> dict[str, list[str]]:
+    """What SQLite says each table and index is, by name, without Alembic's own table.
+
+    Each definition's lines in sorted order: a table rebuilt by Alembic's batch mode
+    lists its unnamed constraints (the foreign keys) in no fixed order.
+    """
     with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
-        return {name: sql for name, sql in conn.execute(
-            "SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL "
-            "AND name NOT LIKE 'alembic%'")}
+        return {name: sorted(line.strip().rstrip(",") for line in sql.splitlines())
+                for name, sql in conn.execute(
+                    "SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL "
+                    "AND name NOT LIKE 'alembic%'")}
 
 
 @pytest.fixture
@@ -204,6 +217,50 @@ def first_release_db(tmp_path: Path) -> Path:
     return copy
 
 
+def _utc(value: Any) -> Any:
+    """SQLite keeps no time zone; the release wrote UTC."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def make_first_release_postgres(url: str) -> None:
+    """Make the empty PostgreSQL database at `url` what the first release left there.
+
+    Revision 0001's tables are exactly the release's, and it had no Alembic table:
+    so upgrade to 0001, drop alembic_version, and copy in every row of store_v1.db
+    (its counters' sequences moved past the copied ids, as inserting them would have).
+    """
+    with plain_engine(f"sqlite:///file:{FIRST_RELEASE_DB}?mode=ro&uri=true") as source, \
+            plain_engine(url) as target, target.begin() as conn, source.connect() as release:
+        command.upgrade(alembic_config(conn), "0001")
+        conn.execute(sa.text("DROP TABLE alembic_version"))
+        tables, written = sa.MetaData(), sa.MetaData()
+        tables.reflect(conn)
+        written.reflect(release)  # as SQLite typed the columns: its datetimes are parsed
+        for table in reversed(tables.sorted_tables):  # what 0001 itself inserted
+            conn.execute(table.delete())
+        for table in tables.sorted_tables:
+            old = written.tables[table.name]
+            rows = [{k: _utc(v) for k, v in row._mapping.items()}
+                    for row in release.execute(sa.select(old).order_by(*old.primary_key))]
+            conn.execute(table.insert(), rows)
+            if "id" in table.c and table.c.id.autoincrement is True:
+                conn.execute(sa.text(f"SELECT setval(pg_get_serial_sequence('{table.name}', "
+                                     f"'id'), (SELECT max(id) FROM {table.name}))"))
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+def first_release(request: pytest.FixtureRequest) -> str:
+    """A database the first release wrote, as a URL: a copy of store_v1.db, or its rows
+    on PostgreSQL in that release's tables (`make_first_release_postgres`)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{request.getfixturevalue('first_release_db')}"
+    url: str = request.getfixturevalue("postgres_url")
+    make_first_release_postgres(url)
+    return url
+
+
 def test_schema_version_is_the_newest_revision() -> None:
     with Writer.open("sqlite://") as store, store.engine.connect() as conn:
         script = ScriptDirectory.from_config(alembic_config(conn))
@@ -211,32 +268,30 @@ def test_schema_version_is_the_newest_revision() -> None:
         assert MigrationContext.configure(conn).get_current_revision() == f"{SCHEMA_VERSION:04d}"
 
 
-def test_the_revisions_make_exactly_the_schema_modules_tables(url: str) -> None:
+def test_the_revisions_make_exactly_the_schema_modules_tables(store_url: str) -> None:
     """A new metric in explorer/metrics.py needs its revision: this fails until it has one."""
-    with Writer.open(url) as store, store.engine.connect() as conn:
+    with Writer.open(store_url) as store, store.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
         versions = conn.execute(sa.text("SELECT version FROM schema_version")).scalars().all()
         assert versions == list(range(1, SCHEMA_VERSION + 1))  # what older releases look at
 
 
-def test_first_release_database_is_upgraded_in_place(first_release_db: Path,
-                                                     tmp_path: Path) -> None:
+def test_first_release_database_is_upgraded_in_place(first_release: str) -> None:
     tables = ("experiments", "candidates", "trials", "epochs", "store_revision")
-    before = {table: _rows(first_release_db, table) for table in tables}
+    before = {table: _rows(first_release, table) for table in tables}
     assert [len(before[t]) for t in tables] == [3, 12, 9, 18, 1]
-    with Writer.open(first_release_db.parent) as writer:
+    with Writer.open(first_release) as writer:
         assert writer.schema_version() == SCHEMA_VERSION
         assert writer.data_version() == 47
-    after = {table: _rows(first_release_db, table) for table in tables}
+    after = {table: _rows(first_release, table) for table in tables}
     for table in tables:  # every row and value intact (new columns, if any, come last)
         assert [row[:len(old)] for row, old in zip(after[table], before[table], strict=True)] \
             == before[table], table
-    assert _rows(first_release_db, "schema_version")[0][0] == 1  # the release's row is kept
-    fresh = tmp_path / "fresh.db"
-    Writer.open(fresh).close()
-    assert _schema(first_release_db) == _schema(fresh)
+    assert _rows(first_release, "schema_version")[0][0] == 1  # the release's row is kept
+    with plain_engine(first_release) as engine, engine.connect() as conn:  # the newest schema
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
 
-    with Reader.open(first_release_db) as reader:
+    with Reader.open(first_release) as reader:
         assert reader.experiments()[["experiment", "version", "trials"]].values.tolist() == [
             ["cifar10-cardinality", 1, 3], ["cifar10-cardinality", 2, 3],
             ["cifar10-width", 1, 3]]
@@ -253,9 +308,19 @@ def test_first_release_database_is_upgraded_in_place(first_release_db: Path,
             [62.0, 12.4421155483917, 5.73518521952596])
         assert epochs["peak_memory_bytes"].tolist() == [4202707968] * 3
         assert trials["cost_device"].eq("NVIDIA H100 80GB HBM3").all()
-    with Writer.open(first_release_db) as again:  # a second open has nothing left to do
+    with Writer.open(first_release) as again:  # a second open has nothing left to do
         assert again.data_version() == 47
         assert again.trials_frame(latest_version_only=False).equals(trials)
+        assert again.add_trials(1, [("after-the-upgrade", "k", 0)]) == 1  # and it carries on
+        assert again.get_trial(1, "after-the-upgrade") is not None
+
+
+def test_an_upgraded_first_release_file_is_a_fresh_file_to_the_letter(
+        first_release_db: Path, tmp_path: Path) -> None:
+    Writer.open(first_release_db).close()
+    fresh = tmp_path / "fresh.db"
+    Writer.open(fresh).close()
+    assert _schema(first_release_db) == _schema(fresh)
 
 
 def test_a_reader_reads_a_first_release_database_without_touching_it(
@@ -272,31 +337,32 @@ def test_a_reader_reads_a_first_release_database_without_touching_it(
     assert "alembic_version" not in _schema(first_release_db)
 
 
-def test_newer_schemas_are_refused_by_readers_and_writers(url: str) -> None:
+def test_newer_schemas_are_refused_by_readers_and_writers(store_url: str) -> None:
     newer = f"{SCHEMA_VERSION + 1:04d}"
-    with Writer.open(url) as store, store.engine.begin() as conn:  # as a later explorer would
+    with Writer.open(store_url) as store, store.engine.begin() as conn:  # as a later explorer would
         conn.execute(sa.text("UPDATE alembic_version SET version_num = :v"), {"v": newer})
     for opener in (Reader.open, Writer.open):
         with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}, newer") \
                 as caught:
-            opener(url)
+            opener(store_url)
         assert "\n" not in str(caught.value) and "upgrade explorer" in str(caught.value)
 
 
-def test_older_schemas_are_left_to_the_writer(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_older_schemas_are_left_to_the_writer(store_url: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A reader never migrates: it says how to upgrade (simulated: one more revision known)."""
-    Writer.open(url).close()
+    Writer.open(store_url).close()
     monkeypatch.setattr("explorer.store.reader.SCHEMA_VERSION", SCHEMA_VERSION + 1)
     with pytest.raises(StoreError, match="older than this explorer's") as caught:
-        Reader.open(url)
+        Reader.open(store_url)
     assert "explorer.store upgrade" in str(caught.value) and "\n" not in str(caught.value)
 
 
-def test_upgrade_command(first_release_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert store_main(["upgrade", str(first_release_db.parent)]) == 0
+def test_upgrade_command(first_release: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert store_main(["upgrade", first_release]) == 0
     assert f"schema version {SCHEMA_VERSION}" in capsys.readouterr().out
-    assert _rows(first_release_db, "alembic_version") == [(f"{SCHEMA_VERSION:04d}",)]
-    with Reader.open(first_release_db) as reader:
+    assert _rows(first_release, "alembic_version") == [(f"{SCHEMA_VERSION:04d}",)]
+    with Reader.open(first_release) as reader:
         assert reader.schema_version() == SCHEMA_VERSION
 
 
@@ -343,7 +409,8 @@ def test_new_version_lives_side_by_side(store: Writer) -> None:
     everything = store.trials_frame(latest_version_only=False)
     assert everything[["version", "trial_key"]].values.tolist() == [[1, "old"], [2, "new"]]
     assert experiment(store, spec=changed) == v2  # the latest version, unchanged
-    assert store.status_counts("exp") == {"pending": 1, "running": 0, "finished": 0, "failed": 0}
+    assert store.status_counts("exp") == {"pending": 1, "running": 0, "finished": 0,
+                                          "stopped": 0, "failed": 0}
 
 
 def test_experiment_records_the_environment(store: Writer) -> None:
@@ -402,7 +469,8 @@ def test_attempts_finish_and_requeue(store: Writer) -> None:
     assert (trial.attempts, trial.status, trial.device) == (2, "failed", "cuda:1")
     assert trial.error == "RuntimeError: CUDA out of memory"
     assert store.requeue_running(exp) == 1
-    assert store.status_counts(exp) == {"pending": 1, "running": 0, "finished": 0, "failed": 1}
+    assert store.status_counts(exp) == {"pending": 1, "running": 0, "finished": 0,
+                                        "stopped": 0, "failed": 1}
     with pytest.raises(ValueError, match="finished"):
         store.finish_trial(exp, "t", "running", {})
 
@@ -503,11 +571,11 @@ def test_empty_frames_keep_their_columns(store: Writer) -> None:
     assert store.epochs_frame([]).empty
     assert store.experiments().empty
     assert store.status_counts("nothing") == {"pending": 0, "running": 0, "finished": 0,
-                                              "failed": 0}
+                                              "stopped": 0, "failed": 0}
 
 
-def test_data_version_changes_with_every_write(url: str) -> None:
-    with Writer.open(url) as writer, Reader.open(url) as reader:
+def test_data_version_changes_with_every_write(store_url: str) -> None:
+    with Writer.open(store_url) as writer, Reader.open(store_url) as reader:
         before = reader.data_version()
         assert reader.data_version() == before  # polling alone changes nothing
         exp = experiment(writer)
@@ -520,10 +588,10 @@ def test_data_version_changes_with_every_write(url: str) -> None:
         assert reader.data_version() == unchanged
 
 
-def test_fixture_store_is_consistent(url: str, tmp_path: Path) -> None:
-    summary = make_fixture_store(url, trials_per_space=3, epochs=4, failed=1, running=1,
+def test_fixture_store_is_consistent(store_url: str, tmp_path: Path) -> None:
+    summary = make_fixture_store(store_url, trials_per_space=3, epochs=4, failed=1, running=1,
                                  seeds=2, versions=2)
-    with Reader.open(url) as reader:
+    with Reader.open(store_url) as reader:
         everything = reader.trials_frame(latest_version_only=False)
         assert len(everything) == summary.trial_spaces
         assert everything["trial_id"].nunique() == summary.trials
@@ -567,8 +635,8 @@ READER = textwrap.dedent("""
 """)
 
 
-def test_writer_and_polling_readers_never_lock(tmp_path: Path) -> None:
-    writer = Writer.open(tmp_path)
+def test_writer_and_polling_readers_never_lock(store_url: str) -> None:
+    writer = Writer.open(store_url)
     exp = experiment(writer, "busy")
     c = candidate("preserved")
     writer.add_candidates(exp, [c, candidate("deeper")])
@@ -576,7 +644,7 @@ def test_writer_and_polling_readers_never_lock(tmp_path: Path) -> None:
     writer.add_trials(exp, [(k, c.key, i) for i, k in enumerate(keys)])
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "PYTHONPATH": path}
-    readers = [subprocess.Popen([sys.executable, "-c", READER, str(tmp_path), "3"],
+    readers = [subprocess.Popen([sys.executable, "-c", READER, store_url, "3"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=env) for _ in range(2)]
     writes, write_errors, epoch = 0, [], 0
@@ -609,7 +677,7 @@ def test_writer_and_polling_readers_never_lock(tmp_path: Path) -> None:
         assert seen == sorted(seen) and seen[-1] > seen[0]  # progress seen, never a regression
         assert report["versions"] >= 5
         assert report["slowest"] < 2.0, summary
-    with Reader.open(tmp_path) as check:
+    with Reader.open(store_url) as check:
         assert len(check.epochs_frame(experiment_names=["busy"])) == epoch * len(keys)
 
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from explorer.store.records import Holder
+
 
 class StoreError(Exception):
     """A problem with the results database the user can act on; one line."""
@@ -19,4 +24,16 @@ class SpecChanged(StoreError):
             f"experiment {name!r}{where} already exists with a different spec; changed: "
             f"{', '.join(self.differing_keys)}. Rerun with --new-version to keep both side by "
             "side, or give the experiment a new name"
+        )
+
+
+class LeaseHeld(StoreError):
+    """Another driver, alive, holds the experiment's lease: this one must not run it."""
+
+    def __init__(self, experiment: str, holder: Holder, heartbeat_age: float) -> None:
+        self.holder = holder
+        super().__init__(
+            f"experiment {experiment} is being run by {holder.describe()} (last heartbeat "
+            f"{heartbeat_age:.0f} s ago); wait for it to finish or stop that process: a driver "
+            "that is gone is taken over automatically"
         )

@@ -48,7 +48,10 @@ def upgrade(conn: Connection, where: str) -> None:
     """Bring the database on `conn` to SCHEMA_VERSION (creating it when empty).
 
     Call it inside a transaction: every step, stamping a first-release
-    database included, then commits or rolls back together.
+    database included, then commits or rolls back together. On SQLite, call it
+    with foreign keys off (Writer.open does): a revision that rebuilds a table
+    drops the old one, and with foreign keys on that DROP would cascade into
+    the rows referring to it. The references are checked before commit.
     """
     found = stored_version(conn)
     if found is not None and found > SCHEMA_VERSION:
@@ -60,6 +63,17 @@ def upgrade(conn: Connection, where: str) -> None:
                              f"{ALEMBIC_TABLE} table: explorer did not write it")
         command.stamp(config, revision_id(found))
     command.upgrade(config, "head")
+    if conn.dialect.name == "sqlite":
+        _check_foreign_keys(conn, where)
+
+
+def _check_foreign_keys(conn: Connection, where: str) -> None:
+    """SQLite's own rule for schema changes made with foreign keys off: check every
+    reference before committing (a rebuilt table must not leave a row pointing nowhere)."""
+    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        raise StoreError(f"upgrading {where} would leave {len(broken)} rows referring to "
+                         f"missing ones (first: {tuple(broken[0])}); nothing was changed")
 
 
 def record_step(ctx: MigrationContext, step: MigrationInfo, heads: Collection[Any],

@@ -30,10 +30,10 @@ import pandas as pd
 from sqlalchemy import ColumnElement, Connection, Engine, Select, and_, case, false, func, select
 from sqlalchemy.exc import DBAPIError
 
-from explorer.metrics import EPOCH_METRICS, STATUSES, TRIAL_METRICS
+from explorer.metrics import EPOCH_METRICS, PROVENANCE, PROVENANCE_TYPES, STATUSES, TRIAL_METRICS
 from explorer.store.engine import cannot_open, open_engine
 from explorer.store.errors import StoreError
-from explorer.store.records import TrialRecord
+from explorer.store.records import Holder, TrialRecord
 from explorer.store.schema import (
     LIST_FIELDS,
     METRIC_INTEGER_TYPES,
@@ -41,6 +41,7 @@ from explorer.store.schema import (
     candidate_table,
     epoch_table,
     experiment_table,
+    lease_table,
     revision_table,
     stored_version,
     too_new,
@@ -74,12 +75,26 @@ class Reader:
         reader._prepare(reader._check_schema)
         return reader
 
-    def _prepare(self, step: Callable[[Connection], None]) -> None:
-        """Run the opening `step` on a connection; on failure release the engine, and
-        turn a driver's error into one line."""
+    def _prepare(self, step: Callable[[Connection], None], *,
+                 sqlite_foreign_keys: bool = True) -> None:
+        """Run the opening `step` in a transaction; on failure release the engine, and
+        turn a driver's error into one line.
+
+        `sqlite_foreign_keys=False` runs it with SQLite's foreign keys off (a schema
+        upgrade that rebuilds a table; see explorer.store.migrate): SQLite only changes
+        that setting outside a transaction, so it is set before this one begins.
+        """
         try:
-            with self._engine.begin() as conn:
-                step(conn)
+            with self._engine.connect() as conn:
+                switch = not sqlite_foreign_keys and conn.dialect.name == "sqlite"
+                if switch:
+                    _sqlite_pragma(conn, "foreign_keys=OFF")
+                try:
+                    with conn.begin():
+                        step(conn)
+                finally:
+                    if switch:
+                        _sqlite_pragma(conn, "foreign_keys=ON")
         except StoreError:
             self._engine.dispose()
             raise
@@ -177,6 +192,13 @@ class Reader:
         return {row["trial_key"]: {k: v for k, v in row.items() if k != "trial_key"}
                 for row in rows}
 
+    def leases(self) -> dict[int, Holder]:
+        """The driver holding each experiment that has one, by experiment id."""
+        t = lease_table.c
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(lease_table).where(t.token.is_not(None))).mappings()
+            return {int(row["experiment_id"]): Holder.from_row(row) for row in rows}
+
     def status_counts(self, experiment: str | int) -> dict[str, int]:
         """Trials by status for an experiment id, or a name's latest version (0s if none)."""
         t, e = trial_table.c, experiment_table.c
@@ -241,6 +263,7 @@ class Reader:
                 c.peak_memory_bytes, c.cost_device, t.seed, t.status, t.attempts, t.device,
                 t.error, t.created_at, t.started_at, t.finished_at,
                 *(t[name] for name in TRIAL_METRICS), t.reused_from_trial_id,
+                *(t[name] for name in PROVENANCE),
             )
             .select_from(trial_table).join(experiment_table, e.id == t.experiment_id)
             .outerjoin(candidate_table,
@@ -318,6 +341,12 @@ def _chunks(items: Sequence[int], size: int = _IN_CHUNK) -> Iterator[Sequence[in
         yield items[start:start + size]
 
 
+def _sqlite_pragma(conn: Connection, pragma: str) -> None:
+    """A PRAGMA on the driver's connection itself, outside SQLAlchemy's transaction (the
+    driver is in autocommit mode: the engine begins transactions explicitly)."""
+    conn.connection.driver_connection.execute(f"PRAGMA {pragma}")  # type: ignore[union-attr]
+
+
 # --- frames -------------------------------------------------------------------------------
 
 
@@ -333,6 +362,9 @@ _TRIAL_KINDS: Mapping[str, str] = {
     **dict.fromkeys(["params_deviation_pct", "flops_deviation_pct", "latency_ms",
                      "measured_train_images_per_sec"], "float"),
     **_metric_kinds(TRIAL_METRICS),
+    # Provenance: nullable (a trial that never started has none), so integers as Int64
+    # and flags as pandas' nullable booleans.
+    **{name: {int: "Int", bool: "boolean"}.get(PROVENANCE_TYPES[name], "") for name in PROVENANCE},
     **dict.fromkeys(["created_at", "started_at", "finished_at"], "time"),
     **dict.fromkeys(LIST_FIELDS, "tuple"),
 }
@@ -352,6 +384,8 @@ def _column(values: Sequence[Any], kind: str) -> Any:
         return np.array(values, dtype="float64")  # None becomes NaN
     if kind == "bool":
         return np.array(values, dtype=bool)
+    if kind == "boolean":
+        return pd.array(list(values), dtype="boolean")
     if kind == "time":
         return pd.to_datetime(list(values), utc=True).as_unit("us")
     if kind in ("tuple", "json"):

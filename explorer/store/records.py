@@ -49,6 +49,27 @@ def json_dict(value: Mapping[str, Any] | str) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class Holder:
+    """The driver holding an experiment's lease: who, where, since when, last heard of when."""
+
+    token: str
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Row) -> Holder:
+        return cls(token=row["token"], host=row["host"], pid=int(row["pid"]),
+                   started_at=aware(row["started_at"]), heartbeat_at=aware(row["heartbeat_at"]))
+
+    def describe(self) -> str:
+        """'pid 1234 on host-a since 2026-12-01 22:50:03 UTC'."""
+        return (f"pid {self.pid} on {self.host} since "
+                f"{self.started_at.strftime('%Y-%m-%d %H:%M:%S UTC')}")
+
+
+@dataclass(frozen=True)
 class ExperimentRecord:
     """One version of an experiment as stored."""
 

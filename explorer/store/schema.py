@@ -25,9 +25,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     Connection,
@@ -47,7 +49,14 @@ from sqlalchemy import (
     text,
 )
 
-from explorer.metrics import EPOCH_METRICS, INTEGER_METRICS, STATUSES, TRIAL_METRICS
+from explorer.metrics import (
+    EPOCH_METRICS,
+    INTEGER_METRICS,
+    PROVENANCE,
+    PROVENANCE_TYPES,
+    STATUSES,
+    TRIAL_METRICS,
+)
 from explorer.store.errors import StoreError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -82,6 +91,14 @@ METRIC_INTEGER_TYPES: dict[str, type[Integer]] = {
 def metric_columns(names: Iterable[str]) -> list[Column[float | int]]:
     """Nullable columns for these metrics: a trial that has not reported one has NULL."""
     return [Column(name, METRIC_INTEGER_TYPES.get(name, Float)) for name in names]
+
+
+_PROVENANCE_SQL: dict[type, Any] = {bool: Boolean, int: Integer, str: String(128)}
+
+
+def provenance_columns() -> list[Column[Any]]:
+    """What ran, per trial (explorer/metrics.py's PROVENANCE), NULL until it starts."""
+    return [Column(name, _PROVENANCE_SQL[PROVENANCE_TYPES[name]]) for name in PROVENANCE]
 
 
 COST_FIELDS = ("latency_ms", "train_images_per_sec", "peak_memory_bytes", "cost_device")
@@ -164,6 +181,7 @@ trial_table = Table(
     Column("finished_at", DateTime(timezone=True)),
     *metric_columns(TRIAL_METRICS),
     Column("reused_from_trial_id", ForeignKey("trials.id", ondelete="SET NULL")),
+    *provenance_columns(),
     UniqueConstraint("experiment_id", "trial_key"),
     Index("ix_trials_experiment_candidate", "experiment_id", "candidate_key"),
     CheckConstraint(f"status IN ({', '.join(repr(s) for s in STATUSES)})",
@@ -175,6 +193,20 @@ epoch_table = Table(
     Column("trial_id", ForeignKey("trials.id", ondelete="CASCADE"), primary_key=True),
     Column("epoch", Integer, primary_key=True, autoincrement=False),
     *metric_columns(EPOCH_METRICS),
+)
+
+
+# The driver's lease on an experiment: one row per experiment, its holder (a random token,
+# the host and pid) and when the holder last said it is alive. A free lease has no token.
+lease_table = Table(
+    "leases", metadata,
+    Column("experiment_id", ForeignKey("experiments.id", ondelete="CASCADE"),
+           primary_key=True, autoincrement=False),
+    Column("token", String(64)),
+    Column("host", String(255)),
+    Column("pid", Integer),
+    Column("started_at", DateTime(timezone=True)),
+    Column("heartbeat_at", DateTime(timezone=True)),
 )
 
 

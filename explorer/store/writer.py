@@ -12,20 +12,21 @@ long; each bumps the ``store_revision`` counter readers poll (Reader.data_versio
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Table, and_, func, insert, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from explorer.metrics import EPOCH_METRICS, OUTCOMES, TRIAL_METRICS
+from explorer.metrics import EPOCH_METRICS, OUTCOMES, PROVENANCE, TRIAL_METRICS
 from explorer.store.engine import open_engine
-from explorer.store.errors import SpecChanged, StoreError
+from explorer.store.errors import LeaseHeld, SpecChanged, StoreError
 from explorer.store.provenance import differing_keys, environment_info
 from explorer.store.reader import Reader
 from explorer.store.records import (
     ExperimentRecord,
+    Holder,
     TrialRecord,
     candidate_record,
     dumps,
@@ -40,6 +41,7 @@ from explorer.store.schema import (
     candidate_table,
     epoch_table,
     experiment_table,
+    lease_table,
     revision_table,
     trial_table,
 )
@@ -63,7 +65,7 @@ class Writer(Reader):
 
         engine, where = open_engine(url_or_path, readonly=False)
         writer = cls(engine, where)
-        writer._prepare(lambda conn: migrate.upgrade(conn, where))
+        writer._prepare(lambda conn: migrate.upgrade(conn, where), sqlite_foreign_keys=False)
         return writer
 
     def __enter__(self) -> Writer:
@@ -179,6 +181,17 @@ class Writer(Reader):
             ))
             _bump(conn)
 
+    def record_provenance(self, experiment_id: int, trial_key: str,
+                          provenance: Mapping[str, Any]) -> None:
+        """What the trial's attempt runs with (explorer/metrics.py's PROVENANCE, by name)."""
+        values = pick(provenance, trial_table, PROVENANCE)
+        if not values:
+            return
+        with self._engine.begin() as conn:
+            trial_id = _trial_id(conn, experiment_id, trial_key)
+            conn.execute(update(trial_table).where(trial_table.c.id == trial_id).values(values))
+            _bump(conn)
+
     def record_epoch(self, experiment_id: int, trial_key: str, metrics: Mapping[str, Any]) -> None:
         """Store one epoch's metrics (`metrics['epoch']` required).
 
@@ -209,7 +222,7 @@ class Writer(Reader):
 
     def finish_trial(self, experiment_id: int, trial_key: str, status: str,
                      metrics: Mapping[str, Any], error: str | None = None) -> None:
-        """Record the outcome: 'finished' or 'failed', the final metrics given, the error.
+        """Record the outcome (finished, stopped or failed), the final metrics given, the error.
 
         epochs_completed defaults to the number of epoch rows recorded.
         """
@@ -257,7 +270,7 @@ class Writer(Reader):
             conn.execute(update(trial_table).where(t.id == trial_id).values(
                 status="finished", error=None, device=src["device"], started_at=at,
                 finished_at=at, reused_from_trial_id=src["id"],
-                **{name: src[name] for name in TRIAL_METRICS},
+                **{name: src[name] for name in (*TRIAL_METRICS, *PROVENANCE)},
             ))
             epochs = [{**dict(row), "trial_id": trial_id} for row in conn.execute(
                 select(epoch_table).where(epoch_table.c.trial_id == src["id"])).mappings()]
@@ -267,6 +280,54 @@ class Writer(Reader):
 
 
 # --- statements ---------------------------------------------------------------------------
+
+
+    # -- the driver's lease --------------------------------------------------------------
+
+    def take_lease(self, experiment: ExperimentRecord, token: str, host: str, pid: int,
+                   gone: Callable[[Holder], bool]) -> Holder | None:
+        """Hold `experiment` for the driver `token` (its `host` and `pid`).
+
+        Atomic on every backend: the row is locked (PostgreSQL's FOR UPDATE; on
+        SQLite the writer's transactions hold the write lock from the start), so of
+        two drivers exactly one gets it. Returns the holder taken over from, when
+        `gone(holder)` says it is gone, or None when the lease was free; raises
+        LeaseHeld naming a holder that is alive.
+        """
+        key = experiment.id
+        with self._engine.begin() as conn:
+            _insert_missing(conn, lease_table, [{"experiment_id": key}], ("experiment_id",))
+            row = conn.execute(select(lease_table).where(lease_table.c.experiment_id == key)
+                               .with_for_update()).mappings().one()
+            previous = Holder.from_row(row) if row["token"] and row["token"] != token else None
+            if previous is not None and not gone(previous):
+                age = (now() - previous.heartbeat_at).total_seconds()
+                raise LeaseHeld(f"{experiment.name!r} v{experiment.version}", previous, age)
+            at = now()
+            conn.execute(update(lease_table).where(lease_table.c.experiment_id == key).values(
+                token=token, host=host, pid=pid, started_at=at, heartbeat_at=at))
+            _bump(conn)
+        return previous
+
+    def heartbeat(self, experiment_id: int, token: str) -> bool:
+        """Say the holder `token` is alive; False when it no longer holds the lease."""
+        t = lease_table.c
+        with self._engine.begin() as conn:
+            done = conn.execute(update(lease_table)
+                                .where(t.experiment_id == experiment_id, t.token == token)
+                                .values(heartbeat_at=now()))
+        return bool(done.rowcount)
+
+    def release_lease(self, experiment_id: int, token: str) -> None:
+        """Give the lease back (if `token` still holds it): the next driver starts at once."""
+        t = lease_table.c
+        with self._engine.begin() as conn:
+            done = conn.execute(update(lease_table)
+                                .where(t.experiment_id == experiment_id, t.token == token)
+                                .values(token=None, host=None, pid=None, started_at=None,
+                                        heartbeat_at=None))
+            if done.rowcount:
+                _bump(conn)
 
 
 def _bump(conn: Connection) -> None:

@@ -1,0 +1,94 @@
+"""One driver per experiment: the lease `explorer run` holds while it works.
+
+The lease is a row in the store (explorer/store: Writer.take_lease) naming its
+holder: a random token, the host, the pid, when it started and when it last
+said it was alive. A driver keeps it fresh from a background thread every
+`interval` seconds and gives it back when it ends, however it ends short of
+being killed. A second driver on a live experiment is refused (LeaseHeld,
+exit 2). A holder that is gone is taken over at once, with a notice:
+
+- on this host, when its pid is dead (a driver killed with kill -9);
+- anywhere, when it has not said it was alive for `STALE_INTERVALS`
+  intervals (a machine that died, a pid reused by another program).
+
+Read-only commands (status, export, dashboard, report) never take it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from explorer.store import ExperimentRecord, Writer
+from explorer.store.records import Holder
+
+# A holder silent for this many heartbeat intervals is gone.
+STALE_INTERVALS = 3
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine (signal 0 checks, sends
+    nothing); one we may not signal exists too."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def holder_gone(holder: Holder, interval: float, host: str,
+                now: datetime | None = None) -> bool:
+    """The rule above: a dead pid on this host, or silence for STALE_INTERVALS intervals."""
+    if holder.host == host and not pid_alive(holder.pid):
+        return True
+    silent = ((now or datetime.now(UTC)) - holder.heartbeat_at).total_seconds()
+    return silent > STALE_INTERVALS * interval
+
+
+@contextmanager
+def driver_lease(store: Writer, experiment: ExperimentRecord, *, interval: float,
+                 notice: Callable[[str], None]) -> Iterator[None]:
+    """Hold `experiment`'s lease for this process while the block runs.
+
+    Raises LeaseHeld (a StoreError) at once when a live driver holds it; tells
+    `notice` in one line when it takes over from one that is gone.
+    """
+    token, host, pid = uuid.uuid4().hex, socket.gethostname(), os.getpid()
+    previous = store.take_lease(experiment, token, host, pid,
+                                gone=lambda h: holder_gone(h, interval, host))
+    if previous is not None:
+        notice(f"took over experiment {experiment.name!r} v{experiment.version} from "
+               f"{previous.describe()}, which is gone; its running trials go back to pending")
+    stop = threading.Event()
+    beat = threading.Thread(target=_keep_alive, args=(store, experiment.id, token, interval,
+                                                      stop, notice),
+                            name="explorer-lease", daemon=True)
+    beat.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beat.join()
+        store.release_lease(experiment.id, token)
+
+
+def _keep_alive(store: Writer, experiment_id: int, token: str, interval: float,
+                stop: threading.Event, notice: Callable[[str], None]) -> None:
+    while not stop.wait(interval):
+        try:
+            held = store.heartbeat(experiment_id, token)
+        except Exception as problem:  # a busy or unreachable database: try again next time
+            notice(f"could not renew the experiment's lease ({type(problem).__name__}); "
+                   "retrying")
+            continue
+        if not held:
+            notice("another driver took this experiment's lease over (this one was silent "
+                   "too long); stop this run, its results may be written twice")
+            return
