@@ -125,3 +125,77 @@ def ray_env() -> Iterator[dict[str, str]]:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- results stores: SQLite and PostgreSQL ------------------------------------------------
+
+POSTGRES_URL_ENV = "EXPLORER_TEST_POSTGRES_URL"
+STORE_BACKENDS = ("sqlite", "postgresql")
+
+
+def postgres_server_url() -> str:
+    """EXPLORER_TEST_POSTGRES_URL: a PostgreSQL database whose role may create databases.
+
+    Without it the calling test is skipped, except under CI (env CI set), where
+    that is a failure: .ci/run starts a throwaway server and sets it.
+    """
+    url = os.environ.get(POSTGRES_URL_ENV)
+    if url:
+        return url
+    reason = (f"{POSTGRES_URL_ENV} is not set (.ci/run starts a throwaway PostgreSQL and "
+              "sets it; see .ci/postgres.sh)")
+    if os.environ.get("CI"):
+        pytest.fail(f"PostgreSQL test under CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def fresh_postgres_database(server_url: str) -> Iterator[str]:
+    """A new, empty database on that server, its URL (password included); dropped after,
+    its connections closed first (a killed driver's included)."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    server = sa.make_url(server_url)
+    name = f"explorer_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        try:
+            yield server.set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """The URL of a fresh, empty PostgreSQL database, dropped after the test.
+
+    Made on the server of EXPLORER_TEST_POSTGRES_URL (PostgreSQL 13 or newer; its
+    role needs CREATEDB); skipped without it, failed instead under CI.
+    """
+    with fresh_postgres_database(postgres_server_url()) as url:
+        yield url
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty results store as a SQLAlchemy URL, once per backend.
+
+    Give it to `Writer.open`/`Reader.open`, `RunRequest(store_url=...)` or
+    ``explorer run --store``; the test runs as ``[sqlite]`` and ``[postgresql]``:
+
+    - sqlite: ``sqlite:///<tmp_path>/runs/explorer.db``, not created yet: exactly the
+      default store of the runs directory ``tmp_path / "runs"``;
+    - postgresql: `postgres_url`, a new database (skipped without
+      EXPLORER_TEST_POSTGRES_URL, failed under CI).
+    """
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'runs' / 'explorer.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
