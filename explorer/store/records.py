@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Column, Float, Integer, Table
+from sqlalchemy import Boolean, Column, Float, Integer, Table
 from sqlalchemy.engine import RowMapping
 
 from explorer.metrics import TRIAL_METRICS
@@ -138,6 +138,8 @@ def coerce(column: Column[Any], value: Any) -> Any:
     """A plain Python value of the column's type (numpy and torch scalars included)."""
     if value is None:
         return None
+    if isinstance(column.type, Boolean):
+        return bool(value)
     if isinstance(column.type, Integer):
         return int(value)
     if isinstance(column.type, Float):
