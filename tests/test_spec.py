@@ -17,6 +17,7 @@ import pickle
 import re
 import subprocess
 import sys
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,7 +27,16 @@ import pydantic
 import pytest
 import yaml
 
-from explorer.spec import Problem, Spec, SpecError, load_spec, parse_spec
+from explorer.spec import (
+    MAX_DEPTH,
+    MAX_SPEC_BYTES,
+    MAX_VALUES,
+    Problem,
+    Spec,
+    SpecError,
+    load_spec,
+    parse_spec,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 BAD = REPO / "tests" / "specs" / "bad"
@@ -143,7 +153,9 @@ def test_corpus_covers_the_required_cases() -> None:
                    "cannot also be an axis", "rounds to 0", "duplicate key", "YAML syntax error",
                    "must be a safe folder name", "should be 'cifar' or 'imagenet'", "is required",
                    "a spec is a YAML mapping", "grid search needs a list", "needs n_trials",
-                   "low bound is above high bound", "needs 3 stages", "imagefolder needs"):
+                   "low bound is above high bound", "needs 3 stages", "imagefolder needs",
+                   "(YAML aliases)", "inside its own anchor", "levels deep",
+                   "a key is a name or a number", "YAML cannot read this value"):
         assert needle in messages, needle
     assert (BAD / "empty.yaml").read_bytes() == b""
     assert max(len(expectations(p)) for p in BAD_SPECS) >= 5  # one file, many problems
@@ -237,6 +249,109 @@ def test_missing_file_is_one_problem_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     assert re.match(rf"^{re.escape(str(tmp_path / 'nope.yaml'))}:0: \(file\): cannot read",
                     result.stderr.splitlines()[0])
+
+
+# --- hostile specs: bounded before anything expands ---------------------------------------
+
+
+def _limit_memory() -> None:
+    """In the child: 1 GB of address space, so a regression fails fast instead of eating RAM."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS guards the child on Linux")
+def test_validate_refuses_the_alias_bomb_at_once() -> None:
+    """Nine levels of ten aliases (10**9 values) used to take hours and all memory."""
+    path = BAD / "alias_bomb.yaml"
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "explorer.cli", "validate", _relative(path)], cwd=REPO,
+        env=_env(), capture_output=True, text=True, timeout=60, preexec_fn=_limit_memory)
+    seconds = time.perf_counter() - start
+    print(f"explorer validate {path.name}: {seconds:.2f} s, interpreter start-up included "
+          "(benchmarks/hostile_spec.py measures the validation alone)")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = problem_lines(result)
+    assert line.startswith(f"{_relative(path)}:8: (yaml): the spec expands to more than ")
+    assert "YAML aliases" in line
+    assert seconds < 10  # a guard against hanging; the 1 s target is the benchmark's
+
+
+def _refusal(text: str) -> Problem:
+    with pytest.raises(SpecError) as caught:
+        parse_spec(text, "t.yaml")
+    (problem,) = caught.value.problems
+    return problem
+
+
+def test_anchors_and_aliases_within_the_bound_read_as_written_out() -> None:
+    shared = """\
+name: shared
+model: {depths: &d [3, 3, 3], widths: [256, 512, 1024]}
+spaces:
+  a: &space {axes: {cardinality: &c [1, 2, 4], depths: [*d, [2, 2, 2]]}}
+  b: *space
+  c: {axes: {cardinality: *c}}
+"""
+    written = """\
+name: shared
+model: {depths: [3, 3, 3], widths: [256, 512, 1024]}
+spaces:
+  a: {axes: {cardinality: [1, 2, 4], depths: [[3, 3, 3], [2, 2, 2]]}}
+  b: {axes: {cardinality: [1, 2, 4], depths: [[3, 3, 3], [2, 2, 2]]}}
+  c: {axes: {cardinality: [1, 2, 4]}}
+"""
+    assert parse_spec(shared) == parse_spec(written)
+    assert parse_spec(shared).hash == parse_spec(written).hash
+
+
+def test_an_aliased_mapping_as_a_key_is_refused_without_expanding() -> None:
+    # Four thousand values, under the bound even twice, and a key that is that mapping: as a
+    # key it would be built, hashed (a dict cannot be) and spelt out in the key path.
+    big = "{" + ", ".join(f"k{i}: {i}" for i in range(2_000)) + "}"
+    problem = _refusal(f"name: t\nbig: &big {big}\nmodel:\n  ? *big\n  : 1\n")
+    assert (problem.path, problem.message) == (
+        "model", "a key is a name or a number, not a list or mapping")
+
+
+def test_a_key_that_aliases_past_the_value_bound_is_refused_at_the_alias() -> None:
+    big = "{" + ", ".join(f"k{i}: {i}" for i in range(3_000)) + "}"  # 6,001 values
+    problem = _refusal(f"name: t\nbig: &big {big}\nmodel:\n  ? *big\n  : 1\n")
+    assert problem.path == "(yaml)" and "YAML aliases" in problem.message
+    assert problem.line == 4  # the alias's own line, found while composing, nothing built
+
+
+def test_a_written_out_spec_past_the_value_bound_is_one_problem() -> None:
+    problem = _refusal("name: t\nv: [" + ", ".join(["1"] * MAX_VALUES) + "]\n")
+    assert problem.path == "(yaml)"
+    assert problem.message == f"the spec holds more than {MAX_VALUES:,} values; a spec is a few kB"
+
+
+def test_aliases_nested_past_the_depth_bound_are_refused_by_the_walk() -> None:
+    # Each anchor nests 20 levels (under the bound); the alias inside the next one adds its 20.
+    text = "name: t\na: &a " + "[" * 20 + "1" + "]" * 20 + "\nb: " + "[" * 20 + "*a" + "]" * 20
+    problem = _refusal(text + "\n")
+    assert problem.path == "(yaml)"
+    assert problem.message == f"the spec nests more than {MAX_DEPTH} levels deep"
+
+
+def test_a_file_past_the_size_bound_is_one_line(tmp_path: Path) -> None:
+    spec = tmp_path / "huge.yaml"
+    spec.write_text(MINIMAL + "# " + "x" * MAX_SPEC_BYTES + "\n")
+    result = run_cli("validate", str(spec))
+    assert result.returncode == 2
+    assert problem_lines(result) == [
+        f"{spec}:0: (file): the spec is larger than {MAX_SPEC_BYTES // 1024} kB; "
+        "a spec is a few kB"]
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs an endless file")
+def test_an_endless_file_is_read_no_further_than_the_bound() -> None:
+    with pytest.raises(SpecError, match="larger than"):
+        load_spec("/dev/zero")
 
 
 # --- good specs ----------------------------------------------------------------------------
