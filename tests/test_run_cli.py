@@ -178,8 +178,11 @@ def test_a_failing_trial_is_stored_with_its_error_and_exits_3(
 class Reader:
     """Polls the store read-only, as the dashboard does; keeps every error it meets."""
 
-    def __init__(self, runs: Path, experiment: str) -> None:
-        self.runs = runs
+    # Opening before the writer has made the store, or while it makes it, is no error.
+    NOT_YET = ("no results database at", "no schema_version table")
+
+    def __init__(self, store_url: str, experiment: str) -> None:
+        self.store_url = store_url
         self.experiment = experiment
         self.store: StoreReader | None = None
         self.errors: list[str] = []
@@ -189,13 +192,11 @@ class Reader:
     def poll(self) -> tuple[Any, Any] | None:
         try:
             if self.store is None:
-                if not (self.runs / "explorer.db").is_file():
-                    return None
-                self.store = StoreReader.open(self.runs)
+                self.store = StoreReader.open(self.store_url)
             trials = self.store.trials_frame([self.experiment]).drop_duplicates("trial_key")
             epochs = self.store.epochs_frame(experiment_names=[self.experiment])
         except (OperationalError, StoreError) as problem:
-            if "no schema_version table" in str(problem):  # the writer is creating it
+            if any(words in str(problem) for words in self.NOT_YET):
                 self.store = None
                 return None
             self.errors.append(str(problem).splitlines()[0])
@@ -222,14 +223,15 @@ def checkpoint(runs: Path, key: str) -> dict[str, Any] | None:
 @pytest.mark.ray
 @pytest.mark.slow
 def test_sigkill_of_the_driver_then_the_same_command_resumes_every_trial_once(
-        tmp_path: Path, ray_env: dict[str, str]) -> None:
+        tmp_path: Path, ray_env: dict[str, str], store_url: str) -> None:
+    """On SQLite (the runs directory's own store) and on PostgreSQL, with `--store URL`."""
     epochs = 6
     spec = tiny_spec(tmp_path, name="killed", train={"epochs": epochs})
     runs = tmp_path / "runs"
     command = [sys.executable, "-m", "explorer.cli", "run", str(spec), "--runs-dir", str(runs),
-               "--num-cpus", "2"]
+               "--store", store_url, "--num-cpus", "2"]
     folder = ray_env["RAY_TMPDIR"]
-    reader = Reader(runs, "killed")
+    reader = Reader(store_url, "killed")
 
     # 1. Run until one trial has finished and another is part-way (at least one epoch
     # stored, at least two to go: its checkpoint, written just before an epoch is

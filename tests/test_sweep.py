@@ -36,26 +36,27 @@ def run(spec_path: Path, runs: Path, **request: Any) -> RunSummary:
     )
 
 
-def trials(runs: Path, experiment: str) -> Any:
-    with Reader.open(runs) as store:
+def trials(runs_or_url: Path | str, experiment: str) -> Any:
+    with Reader.open(runs_or_url) as store:
         return store.trials_frame([experiment]).drop_duplicates("trial_key") \
             .set_index("trial_key").sort_index()
 
 
-def epochs(runs: Path, experiment: str) -> Any:
-    with Reader.open(runs) as store:
+def epochs(runs_or_url: Path | str, experiment: str) -> Any:
+    with Reader.open(runs_or_url) as store:
         return store.epochs_frame(experiment_names=[experiment])
 
 
 def test_grid_sweep_records_every_trial_and_a_rerun_trains_nothing(
-        ray_local: None, tmp_path: Path) -> None:
+        ray_local: None, tmp_path: Path, store_url: str) -> None:
+    """On SQLite (the runs directory's own store) and on PostgreSQL (`--store URL`)."""
     spec = tiny_spec(tmp_path, name="grid4")
     runs = tmp_path / "runs"
 
-    first = run(spec, runs)
+    first = run(spec, runs, store_url=store_url)
 
     assert (first.planned, first.skipped, first.finished, first.failed) == (4, 0, 4, ())
-    done = trials(runs, "grid4")
+    done = trials(store_url, "grid4")
     assert len(done) == 4
     assert set(done["status"]) == {"finished"}
     assert done["error"].isna().all()
@@ -63,7 +64,7 @@ def test_grid_sweep_records_every_trial_and_a_rerun_trains_nothing(
     assert (done["epochs_completed"] == 2).all()
     assert done["device"].str.fullmatch(r"cpu@[0-9a-f]{8}").all()
     assert done["test_error"].between(0, 100).all()
-    per_epoch = epochs(runs, "grid4")
+    per_epoch = epochs(store_url, "grid4")
     assert {key: list(group) for key, group in per_epoch.groupby("trial_key")["epoch"]} == \
         {key: [1, 2] for key in done.index}
     # The trial's seconds are its whole training time: every epoch's, not the last one's.
@@ -72,15 +73,15 @@ def test_grid_sweep_records_every_trial_and_a_rerun_trains_nothing(
     tune_runs = sorted((runs / "ray").iterdir())
 
     started = time.monotonic()
-    again = run(spec, runs)
+    again = run(spec, runs, store_url=store_url)
     seconds = time.monotonic() - started
 
     print(f"rerun of a finished 4-trial sweep: {seconds:.2f} s")
     assert (again.planned, again.skipped, again.finished, again.failed) == (4, 4, 4, ())
-    after = trials(runs, "grid4")
+    after = trials(store_url, "grid4")
     for column in ("status", "attempts", "started_at", "finished_at", "device", "test_error"):
         assert after[column].equals(done[column]), column
-    assert epochs(runs, "grid4").equals(per_epoch)
+    assert epochs(store_url, "grid4").equals(per_epoch)
     assert sorted((runs / "ray").iterdir()) == tune_runs  # Tune was not even started
 
 
