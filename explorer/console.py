@@ -256,17 +256,17 @@ class SweepDisplay:
         self.status.began[trial_key] = time.monotonic()
         self.tick()
 
-    def trial_ended(self, trial_key: str, finished: bool, test_error: float | None) -> None:
-        status = self.status
-        status.running.discard(trial_key)
-        if trial_key in status.began:
-            status.durations.append(time.monotonic() - status.began.pop(trial_key))
-        if not finished:
-            status.failed += 1
-        else:
-            status.done += 1
-            if test_error is not None and (status.best is None or test_error < status.best):
-                status.best = test_error
+    def trial_ended(self, trial_key: str, status: str, test_error: float | None) -> None:
+        line = self.status
+        line.running.discard(trial_key)
+        if trial_key in line.began:
+            line.durations.append(time.monotonic() - line.began.pop(trial_key))
+        if status == "failed":
+            line.failed += 1
+        else:  # finished, or stopped early: done either way, with an error figure to show
+            line.done += 1
+            if test_error is not None and (line.best is None or test_error < line.best):
+                line.best = test_error
         self.tick()
 
     def tick(self) -> None:

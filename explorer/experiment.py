@@ -81,7 +81,9 @@ class RunObserver(Protocol):
 
     def trial_started(self, trial_key: str) -> None: ...
 
-    def trial_ended(self, trial_key: str, finished: bool, test_error: float | None) -> None: ...
+    def trial_ended(self, trial_key: str, status: str, test_error: float | None) -> None:
+        """`status`: finished, stopped or failed; `test_error`: the last epoch's, if any."""
+        ...
 
     def tick(self) -> None: ...
 
@@ -101,7 +103,7 @@ class Unobserved:
     def trial_started(self, trial_key: str) -> None:
         pass
 
-    def trial_ended(self, trial_key: str, finished: bool, test_error: float | None) -> None:
+    def trial_ended(self, trial_key: str, status: str, test_error: float | None) -> None:
         pass
 
     def tick(self) -> None:
@@ -140,11 +142,10 @@ class StoreSink:
         if history:
             self.store.record_epochs(self.experiment_id, trial_key, history)
         self.store.finish_trial(self.experiment_id, trial_key, status, metrics, error)
-        finished = status == "finished"
-        if not finished:
+        if status == "failed":
             self.failed[trial_key] = error or "failed"
         error_figure = metrics.get("test_error")
-        self.observer.trial_ended(trial_key, finished,
+        self.observer.trial_ended(trial_key, status,
                                   None if error_figure is None else float(error_figure))
 
     def tick(self) -> None:
