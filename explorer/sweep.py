@@ -363,7 +363,7 @@ def _init_ray(options: SweepOptions) -> None:
                 ray.init(address=options.address, **kwargs)
             else:
                 ray.init(num_cpus=options.num_cpus, **kwargs)
-    except _AUTH_ERRORS:  # `auto`: Ray's own token handling found none it could use
+    except _AUTH_ERRORS:  # a refusal `_token_auth` could not foresee (no probe ran)
         raise SetupError(f"Ray at {where} requires token authentication and took none from "
                          f"this machine: {_TOKEN_FIX}") from None
     except (ConnectionError, RuntimeError, ValueError) as problem:
@@ -412,9 +412,11 @@ _TOKEN_FIX = ("put the cluster's token (`ray get-auth-token` on the head prints 
 def _token_auth(address: str, log_file: Path | None) -> Iterator[None]:
     """Ray's token mode for this process while it is joined to `address`, if the cluster
     requires it; the caller's RAY_AUTH_MODE is back afterwards."""
-    if address == "auto" or not _AUTH_ERRORS:  # `auto`: Ray's own handling
-        yield
+    found = _cluster_address(address) if _AUTH_ERRORS else None
+    if found is None:
+        yield  # no cluster found for `auto`, or a Ray without tokens: ray.init says
         return
+    address = found
     mode_on = _raylet("get_authentication_mode")() == _raylet("AuthenticationMode").TOKEN
     if not mode_on and not _refused(address, log_file):
         yield  # the cluster takes calls without a token
@@ -431,6 +433,19 @@ def _token_auth(address: str, log_file: Path | None) -> Iterator[None]:
                 "Ray at %s requires token authentication: joined with the token Ray found on "
                 "this machine (RAY_AUTH_MODE=token for this run)", address)
         yield
+
+
+def _cluster_address(address: str) -> str | None:
+    """The HOST:PORT `address` names: for `auto`, the cluster Ray finds on this machine
+    (RAY_ADDRESS, or the last one started here), None where it finds none."""
+    if address != "auto":
+        return address
+    from ray._private.services import canonicalize_bootstrap_address
+
+    try:
+        return canonicalize_bootstrap_address(address)
+    except (ConnectionError, ValueError):
+        return None
 
 
 def _raylet(name: str) -> Any:
