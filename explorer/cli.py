@@ -255,12 +255,11 @@ def run(
     Exit 0 when every trial finished, 3 when some failed, 2 for a bad spec or set-up.
     """
     from explorer.console import SweepDisplay
+    from explorer.errors import SetupError
     from explorer.experiment import RunRequest, run_experiment
     from explorer.store import SpecChanged, StoreError
-    from explorer.sweep import SetupError
 
     parsed = read_spec(spec)
-    preflight_data(parsed)
     address = address or ray_address_from_env(announce=not dry_run)
     request = RunRequest(
         spec=parsed,
@@ -284,6 +283,12 @@ def run(
         )
     except (SetupError, StoreError) as problem:
         fail(str(problem))
+    except Exception as problem:  # the data check runs once the lease is held
+        from explorer.data import DatasetError
+
+        if not isinstance(problem, DatasetError):
+            raise
+        fail(str(problem))
     for key, reason in summary.failed:
         err.print(f"[red]failed[/] trial {key}: {reason}", highlight=False)
     out.print(
@@ -305,19 +310,11 @@ def ray_address_from_env(announce: bool) -> str | None:
 
 
 def preflight_data(spec: Spec) -> None:
-    """A missing dataset is found before Ray starts, not in every trial."""
-    if spec.data.dataset in ("imagenet", "imagefolder"):
-        root = Path(spec.data.root).expanduser()
-        if not (root / "train").is_dir():
-            fail(
-                f"data.root {root} has no train/ folder of class subfolders; "
-                "point data.root at the dataset"
-            )
-        return
-    from explorer.data import DatasetError, load_dataset
+    """A missing dataset is found before anything trains, in one line."""
+    from explorer.data import DatasetError, check_available
 
     try:
-        load_dataset(spec.data)
+        check_available(spec.data)
     except DatasetError as problem:
         fail(str(problem))
 

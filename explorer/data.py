@@ -97,6 +97,19 @@ class Dataset:
 # Entry point
 
 
+def check_available(cfg: DataSpec) -> None:
+    """Raise DatasetError, in one line, when the data a spec names is not there: what a
+    run checks once before anything trains (an image folder's layout is checked, not
+    decoded; the others are loaded, which also verifies a download)."""
+    if cfg.dataset in ("imagenet", "imagefolder"):
+        root = Path(cfg.root).expanduser()
+        if not (root / "train").is_dir():
+            raise DatasetError(f"data.root {root} has no train/ folder of class subfolders; "
+                               "point data.root at the dataset")
+        return
+    load_dataset(cfg)
+
+
 def load_dataset(
     cfg: DataSpec,
     *,

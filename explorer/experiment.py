@@ -215,7 +215,10 @@ def _plan_and_sweep(request: RunRequest, store: Writer, record: ExperimentRecord
                     watch: RunObserver) -> tuple[Planned, dict[str, str]]:
     """With the lease held: plan, tell the observer, sweep what is left; returns the plan
     and the trials that failed, with their reasons."""
+    from explorer.data import check_available  # torch: only once the lease is held
+
     spec = request.spec
+    check_available(spec.data)  # a missing dataset is found before Ray starts
     planned = plan_run(store, record.id, spec)
     total = planned.strategy.budget
     resources = spec.resources

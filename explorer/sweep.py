@@ -30,6 +30,7 @@ from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.search import Searcher
 
+from explorer.errors import SetupError
 from explorer.metrics import EPOCH_REPORT, FINAL_REPORT, EpochMetrics, Provenance
 from explorer.metrics import PROVENANCE as PROVENANCE_FIELDS
 from explorer.plan import TrialPlan
@@ -60,10 +61,6 @@ START = "start"
 PROVENANCE = "provenance"
 EPOCH = "epoch"
 FINAL = "final"
-
-
-class SetupError(Exception):
-    """The sweep cannot start (no cluster, storage not shared, no GPU); one line for people."""
 
 
 @dataclass(frozen=True)
@@ -229,15 +226,19 @@ class _Events(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial,
                           **info: Any) -> None:
-        # A trial stopped early by the scheduler (ASHA) never sends its final report: it is
-        # stored as stopped, never as finished, so it is neither skipped nor reused.
+        # A trial the scheduler (ASHA) stops never sends its final report: ASHA stops every
+        # trial at its last epoch too. One that completed every planned epoch is finished;
+        # one stopped before is stored as stopped, so it is neither skipped nor reused.
         key = _trial_key(trial)
         last = trial.last_result or {}
         if key not in self.ended and last.get("kind") == EPOCH:
             self.ended.add(key)
+            completed = int(last["epoch"])
+            planned = int(trial.config["plan"]["train"]["epochs"])
             fields = {**_final_fields(last), "seconds": self.seconds.get(key, 0.0),
-                      "epochs_completed": int(last["epoch"])}
-            self.sink.trial_ended(key, "stopped", fields, None, [])
+                      "epochs_completed": completed}
+            status = "finished" if completed >= planned else "stopped"
+            self.sink.trial_ended(key, status, fields, None, [])
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial,
                        **info: Any) -> None:

@@ -189,6 +189,13 @@ def test_a_failing_trial_is_stored_with_its_error_and_exits_3(
     stored = trials(runs, "one-fails")
     assert stored.loc[poisoned, "status"] == "failed"
     assert stored.loc[poisoned, "error"].startswith("non-finite training loss (nan) by step ")
+    # It never completed an epoch: no error figures, never a stand-in value.
+    assert stored.loc[poisoned, "epochs_completed"] == 0
+    assert stored.loc[poisoned, ["test_error", "test_top5_error", "train_loss"]].isna().all()
+    # What ran is recorded all the same (CPU: fp32, as the spec's precision resolves there).
+    assert stored.loc[poisoned, "precision"] == "fp32"
+    assert stored.loc[poisoned, "torch_version"].startswith("2.")
+    assert stored.loc[poisoned, "node"] and stored.loc[poisoned, "attempts"] == 1
     others = stored.drop(index=poisoned)
     assert set(others["status"]) == {"finished"} and others["error"].isna().all()
 
