@@ -330,6 +330,8 @@ def test_sigkill_of_the_driver_then_the_same_command_resumes_every_trial_once(
           f"{sorted(set(reader.finished_counts))}")
     assert driver.returncode == 0, output
     assert f"{len(finished)} already finished" in output
+    # The killed driver's lease is taken over at once (its pid is dead), said in one line.
+    assert output.count("took over experiment 'killed' v1 from pid ") == 1, output
     assert not wait_for_no_processes_with_env("RAY_TMPDIR", folder), \
         "the resumed sweep left Ray processes behind"
 

@@ -85,24 +85,48 @@ def test_grid_sweep_records_every_trial_and_a_rerun_trains_nothing(
     assert sorted((runs / "ray").iterdir()) == tune_runs  # Tune was not even started
 
 
-def test_asha_early_stopping_ends_every_trial_as_finished(
+def test_asha_stops_trials_early_as_stopped_and_a_full_run_retrains_them(
         ray_local: None, tmp_path: Path) -> None:
-    spec = tiny_spec(tmp_path, name="asha", train={"epochs": 3},
-                     search={"early_stopping": "asha"})
+    # One trial at a time, in grid order, on CPU (bitwise reproducible): ASHA decides the
+    # same way every run, and with six trials of three epochs it stops some early.
+    axes = {"grid": {"axes": {"cardinality": [1, 2, 4]}}}
+    asha = tiny_spec(tmp_path, "asha.yaml", name="asha", spaces=axes, train={"epochs": 3},
+                     search={"early_stopping": "asha"}, resources={"max_concurrent": 1})
     runs = tmp_path / "runs"
 
-    summary = run(spec, runs)
+    summary = run(asha, runs)
 
-    assert (summary.finished, summary.failed) == (4, ())
     done = trials(runs, "asha")
-    assert set(done["status"]) == {"finished"} and done["error"].isna().all()
-    assert done["epochs_completed"].between(1, 3).all()
+    assert len(done) == 6 and summary.failed == () and done["error"].isna().all()
+    assert set(done["status"]) == {"finished", "stopped"}, done["status"]
+    stopped = done[done["status"] == "stopped"]
+    finished = done[done["status"] == "finished"]
+    assert (stopped["epochs_completed"] < 3).all() and (stopped["epochs_completed"] >= 1).all()
+    assert (finished["epochs_completed"] == 3).all()
+    assert summary.finished == len(finished)
     per_epoch = epochs(runs, "asha")
     assert per_epoch.groupby("trial_key").size().sort_index().eq(
         done["epochs_completed"]).all()
     total = per_epoch.groupby("trial_key")["seconds"].sum().sort_index()
     assert done["seconds"].to_numpy() == pytest.approx(total.to_numpy())
     print(f"asha: epochs per trial {sorted(int(n) for n in done['epochs_completed'])}")
+
+    # The same candidates without early stopping: the finished trials are reused, the
+    # stopped ones trained to the end (resuming their checkpoints), never reused.
+    full = tiny_spec(tmp_path, "full.yaml", name="full", spaces=axes, train={"epochs": 3},
+                     resources={"max_concurrent": 1})
+    again = run(full, runs)
+
+    assert (again.reused, again.finished, again.failed) == (len(finished), 6, ())
+    after = trials(runs, "full")
+    assert set(after["status"]) == {"finished"} and (after["epochs_completed"] == 3).all()
+    assert after.loc[stopped.index, "reused_from_trial_id"].isna().all()
+    assert after.loc[stopped.index, "attempts"].eq(1).all()
+    assert after.loc[finished.index, "reused_from_trial_id"].notna().all()
+    # Resumed where each stopped (its checkpoint may be an epoch ahead of its last report).
+    resumed = after.loc[stopped.index, "resumed_from_epoch"]
+    assert (resumed >= stopped["epochs_completed"]).all()
+    assert (resumed <= stopped["epochs_completed"] + 1).all()
 
 
 def test_optuna_never_starts_a_trial_outside_the_flops_bound(
