@@ -13,7 +13,6 @@ Needs neither torch, ray nor streamlit to import.
 from __future__ import annotations
 
 import errno
-import importlib.util
 import ipaddress
 import os
 import socket
@@ -30,12 +29,14 @@ DEFAULT_PORT = 8501
 def app_path() -> Path:
     """dashboard/app.py of the installed package (an editable or a regular install).
 
-    Found through the import system without importing it (that would import streamlit).
+    The dashboard package is installed beside explorer (both at the top of
+    site-packages, or both in the checkout): found as a file there, never imported
+    (that would import streamlit into the CLI).
     """
-    spec = importlib.util.find_spec("dashboard.app")
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError("the dashboard package is not installed with explorer")
-    return Path(spec.origin).resolve()
+    app = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+    if not app.is_file():
+        raise FileNotFoundError(f"the dashboard is not installed with explorer (no {app})")
+    return app
 
 
 def is_loopback(host: str) -> bool:

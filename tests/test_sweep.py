@@ -47,6 +47,19 @@ def epochs(runs_or_url: Path | str, experiment: str) -> Any:
         return store.epochs_frame(experiment_names=[experiment])
 
 
+def export_csv(runs: Path, experiment: str, path: Path) -> Any:
+    """`explorer export EXPERIMENT -o PATH` through the real CLI, read back."""
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from explorer.cli import app
+
+    done = CliRunner().invoke(app, ["export", experiment, "-o", str(path), "--runs-dir",
+                                    str(runs)])
+    assert done.exit_code == 0, done.output
+    return pd.read_csv(path)
+
+
 def test_grid_sweep_records_every_trial_and_a_rerun_trains_nothing(
         ray_local: None, tmp_path: Path, store_url: str) -> None:
     """On SQLite (the runs directory's own store) and on PostgreSQL (`--store URL`)."""
@@ -110,6 +123,10 @@ def test_asha_stops_trials_early_as_stopped_and_a_full_run_retrains_them(
     total = per_epoch.groupby("trial_key")["seconds"].sum().sort_index()
     assert done["seconds"].to_numpy() == pytest.approx(total.to_numpy())
     print(f"asha: epochs per trial {sorted(int(n) for n in done['epochs_completed'])}")
+    exported = export_csv(runs, "asha", tmp_path / "asha.csv").set_index("trial_key")
+    assert (exported.loc[stopped.index, "status"] == "stopped").all()
+    assert (exported.loc[stopped.index, "epochs_completed"]
+            == stopped["epochs_completed"]).all()
 
     # The same candidates without early stopping: the finished trials are reused, the
     # stopped ones trained to the end (resuming their checkpoints), never reused.
