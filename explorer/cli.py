@@ -108,7 +108,12 @@ def enumerate_command(
     unknown = [s for s in space or [] if s not in parsed.spaces]
     if unknown:
         fail(f"--space {unknown[0]!r} is not in {spec}; its spaces are: {', '.join(parsed.spaces)}")
-    result = enumerate_spec(parsed, space or None)
+    from explorer.errors import SetupError
+
+    try:
+        result = enumerate_spec(parsed, space or None)
+    except SetupError as problem:  # a sampled space with fewer distinct candidates than n
+        fail(f"{spec}: {problem}")
     frame = candidates_frame(result.candidates)
     if not frame.empty:
         out.print(candidates_table(frame, parsed, result.base.complexity))
@@ -117,6 +122,8 @@ def enumerate_command(
         out.print(
             f"[yellow]dropped[/] {dropped.space} ({values}): {dropped.reason}", highlight=False
         )
+    for sampled in result.samples:
+        out.print(sampled.summary(), highlight=False)
     out.print(
         f"{len(result.candidates)} candidates, {len(result.dropped)} dropped", highlight=False
     )

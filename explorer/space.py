@@ -16,6 +16,7 @@ from typing import Any
 
 from explorer.arch import Arch, make_arch
 from explorer.complexity import Complexity, count
+from explorer.sampling import SampleReport, sample_space
 from explorer.spec import Range, Solve, SpaceSpec, Spec
 
 # The axes a space may vary, in the order tables show them.
@@ -59,6 +60,8 @@ class Candidate:
             "cardinality": a.stages[0].cardinality,
             "bottleneck_width": a.stages[0].bottleneck_width,
             "group_widths": list(a.group_widths),
+            "cardinalities": list(a.cardinalities),
+            "bottleneck_widths": list(a.bottleneck_widths),
             "params": c.params,
             "flops": c.flops,
             "acts": c.acts,
@@ -82,6 +85,7 @@ class Enumeration:
     base: Candidate
     candidates: tuple[Candidate, ...]
     dropped: tuple[Dropped, ...] = field(default=())
+    samples: tuple[SampleReport, ...] = field(default=())  # one per sampled space
 
     def in_space(self, name: str) -> tuple[Candidate, ...]:
         return tuple(c for c in self.candidates if c.space == name)
@@ -150,12 +154,16 @@ def enumerate_spec(spec: Spec, spaces: list[str] | None = None) -> Enumeration:
     base = base_candidate(spec)
     kept: list[Candidate] = []
     dropped: list[Dropped] = []
+    samples: list[SampleReport] = []
     # Enumeration allocates many small objects that all live to the end: the
     # cyclic garbage collector would rescan the growing heap for nothing.
     collecting = gc.isenabled()
     gc.disable()
     try:
         for name in spaces or list(spec.spaces):
+            if spec.spaces[name].sample is not None:
+                samples.append(_add_sampled(spec, name, base, kept))
+                continue
             seen: set[Arch] = set()  # equal records, equal keys: hashing the record is cheaper
             for values in grid(spec.spaces[name]):
                 result = realise(spec, name, values, base)
@@ -169,7 +177,15 @@ def enumerate_spec(spec: Spec, spaces: list[str] | None = None) -> Enumeration:
     finally:
         if collecting:
             gc.enable()
-    return Enumeration(base, tuple(kept), tuple(dropped))
+    return Enumeration(base, tuple(kept), tuple(dropped), tuple(samples))
+
+
+def _add_sampled(spec: Spec, name: str, base: Candidate, kept: list[Candidate]) -> SampleReport:
+    """A sampled space's candidates (explorer.sampling), appended to `kept` in draw order."""
+    drawn = sample_space(spec, name)
+    kept.extend(Candidate(name, arch, cost, base.complexity)
+                for arch, cost in zip(drawn.archs, drawn.complexities, strict=True))
+    return drawn.report
 
 
 def valid_widths(spec: Spec, values: Mapping[str, Any]) -> bool:

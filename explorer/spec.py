@@ -146,9 +146,74 @@ class Solve(Frozen):
     high: PositiveInt = 4096
 
 
+StageField = Literal["depths", "widths", "cardinality", "bottleneck_width"]
+
+
+class StageRange(Frozen):
+    """Integers low, low + step, ... up to high, drawn uniformly; `log`: log-uniformly."""
+
+    low: PositiveInt
+    high: PositiveInt
+    step: PositiveInt = 1
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> StageRange:
+        if self.low > self.high:
+            raise ValueError(f"low {self.low} is above high {self.high}")
+        if self.log and self.step != 1:
+            raise ValueError("step and log: true cannot be combined; drop one")
+        return self
+
+
+def _draw_kind(value: Any) -> str:
+    return "range" if isinstance(value, dict | StageRange) else "list"
+
+
+# A per-stage draw: a non-empty list of values to pick from uniformly, or a StageRange.
+StageDraw = Annotated[
+    Union[  # noqa: UP007
+        Annotated[Annotated[tuple[PositiveInt, ...], Field(min_length=1)], Tag("list")],
+        Annotated[StageRange, Tag("range")],
+    ],
+    Discriminator(_draw_kind),
+]
+
+
+class SampleStages(Frozen):
+    """What each stage draws; a field left out keeps the base model's per-stage values."""
+
+    depths: StageDraw | None = None
+    widths: StageDraw | None = None
+    cardinality: StageDraw | None = None
+    bottleneck_width: StageDraw | None = None
+
+    def present(self) -> dict[str, Any]:
+        return {k: v for k, v in self if v is not None}
+
+
+class Stratify(Frozen):
+    """Equal counts per equal-width bin of the constraints' band of `by`."""
+
+    by: Literal["flops", "params"]
+    bins: PositiveInt
+
+
+class Sample(Frozen):
+    """A sampled space (DESIGN.md, "Sampled design spaces"): n distinct drawn candidates."""
+
+    n: PositiveInt
+    seed: NonNegativeInt = 0
+    stages: SampleStages = SampleStages()
+    shared: tuple[StageField, ...] = ()
+    non_decreasing: tuple[StageField, ...] = ()
+    stratify: Stratify | None = None
+
+
 class SpaceSpec(Frozen):
     axes: Axes = Axes()
     solve: Solve | None = None
+    sample: Sample | None = None
 
 
 Band = tuple[NonNegativeFloat | None, NonNegativeFloat | None]
@@ -531,6 +596,8 @@ def _check_semantics(data: dict[str, Any], at: At) -> Iterator[Problem]:
         axes, solve = _valid(Axes, raw.get("axes")), _valid(Solve, raw.get("solve"))
         if axes is not None and model is not None:
             yield from _check_space(str(name), axes, solve if raw.get("solve") else None, model, at)
+        if isinstance(raw.get("sample"), dict):
+            yield from _check_sample(str(name), raw, data, search, at)
         if axes is not None and search is not None and search.strategy == "grid":
             for axis, values in vars(axes).items():
                 if isinstance(values, Range):
@@ -559,6 +626,43 @@ def _check_semantics(data: dict[str, Any], at: At) -> Iterator[Problem]:
             None,
             False,
         )
+
+
+def _check_sample(name: str, raw: dict[str, Any], data: dict[str, Any],
+                  search: SimpleNamespace | None, at: At) -> Iterator[Problem]:
+    """A sampled space draws its own candidates: no grid, no solver, a band to stratify."""
+    base = ("spaces", name)
+    for other in ("axes", "solve"):
+        if other in raw:
+            yield at((*base, other), "a sampled space draws its candidates, so it cannot also "
+                     f"have {other}; put them in a space of their own", None, False)
+    if search is not None and search.strategy not in (None, "grid"):
+        yield at((*base, "sample"), "a sampled space trains every candidate it draws: it needs "
+                 "search.strategy grid", search.strategy)
+    sample = _valid(Sample, raw["sample"])
+    assert sample is not None  # raw["sample"] is a mapping
+    drawn = set(sample.stages.present()) if sample.stages is not None else None
+    for key in ("shared", "non_decreasing"):
+        for i, field in enumerate(getattr(sample, key) or ()):
+            if drawn is not None and field not in drawn:
+                yield at((*base, "sample", key, i), "is not drawn: give it a range or a list "
+                         "in sample.stages, or leave it out here", field)
+    stratify = sample.stratify
+    if stratify is None:
+        return
+    if sample.n is not None and stratify.bins > sample.n:
+        yield at((*base, "sample", "stratify", "bins"), f"is more than sample.n ({sample.n}), "
+                 "so some bins could hold no candidate", stratify.bins)
+    given = data.get("constraints")
+    raw_band = given.get(stratify.by) if isinstance(given, dict) else None
+    constraints = _valid(Constraints, given)
+    band = getattr(constraints, stratify.by) if constraints is not None else None
+    if band is None and raw_band is not None:
+        return  # the band itself is invalid, and reported where it is
+    if band is None or band[0] is None or band[1] is None or band[0] == band[1]:
+        yield at((*base, "sample", "stratify", "by"), f"stratifying by {stratify.by} needs a "
+                 f"band of two different bounds, constraints.{stratify.by}: [low, high], to "
+                 "divide into bins", list(band) if band is not None else None, band is not None)
 
 
 def _check_model(model: SimpleNamespace, at: At) -> Iterator[Problem]:
