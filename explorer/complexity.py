@@ -12,7 +12,9 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from explorer.arch import Arch, Stage
+import numpy as np
+
+from explorer.arch import Arch, Stage, stage_strides
 
 
 @dataclass(frozen=True)
@@ -108,3 +110,70 @@ def count(arch: Arch, resolution: int, num_classes: int) -> Complexity:
         total = _sum(total, first, (n * rest[0], n * rest[1], n * rest[2]))
         c_in = stage.width
     return Complexity(*_sum(total, linear(c_in, num_classes)))
+
+
+def count_stages(*, template: str, stem_width: int | np.ndarray, block: str,
+                 depths: np.ndarray, widths: np.ndarray, cardinalities: np.ndarray,
+                 bottleneck_widths: np.ndarray, resolution: int, num_classes: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """params, flops, acts (int64 arrays of shape (N,)) of N networks; per-stage
+    arrays are (N, S), each stage with its own depth, width, cardinality and
+    bottleneck width (the values of explorer.arch.Stage); stem_width scalar or (N,).
+
+    The same formula as `count`, layer for layer, on whole columns: spatial
+    sizes depend only on the template, resolution and stage index, so they are
+    scalars, and everything else is an exact int64 product.
+    """
+    depth, width, card, d = (np.asarray(a, dtype=np.int64)
+                             for a in (depths, widths, cardinalities, bottleneck_widths))
+    n, num_stages = depth.shape
+    stem_channels = np.broadcast_to(np.asarray(stem_width, dtype=np.int64), (n,))
+    if template == "imagenet":
+        size = conv_out_size(resolution, 7, 2, 3)
+        stem_weights = stem_channels * (3 * 7 * 7)
+        stem_out = size
+        size = conv_out_size(size, 3, 2, 1)  # max-pool: no cost by convention
+    else:
+        size = resolution
+        stem_weights = stem_channels * (3 * 3 * 3)
+        stem_out = size
+    params = stem_weights + 2 * stem_channels
+    flops = stem_weights * (stem_out * stem_out)
+    acts = stem_channels * (stem_out * stem_out)
+
+    c_in = stem_channels
+    strides = stage_strides(template, num_stages)  # type: ignore[arg-type]
+    for s, stride in enumerate(strides):
+        c, g, w, blocks = card[:, s], card[:, s] * d[:, s], width[:, s], depth[:, s]
+        out = conv_out_size(size, 3, stride, 1)
+        expand_acts = w * (c if block == "split" else 1)
+        # Every block: reduce 1x1 (c_in -> g), grouped 3x3 (g -> g, g/c per group),
+        # expand 1x1 (g -> w), three batch norms; only c_in, size and stride differ
+        # between the first block and the rest.
+        spatial_w = g * d[:, s] * 9
+        expand_w = w * g
+        norms = 4 * g + 2 * w
+        # the first block
+        reduce_w = g * c_in
+        p = reduce_w + spatial_w + expand_w + norms
+        f = reduce_w * (size * size) + (spatial_w + expand_w) * (out * out)
+        a = g * (size * size) + (g + expand_acts) * (out * out)
+        projects = (c_in != w) if stride == 1 else np.ones(n, dtype=bool)
+        shortcut_w = np.where(projects, w * c_in, 0)
+        p = p + shortcut_w + np.where(projects, 2 * w, 0)
+        f = f + shortcut_w * (out * out)
+        a = a + np.where(projects, w * (out * out), 0)
+        # the depth - 1 blocks after it: c_in = w, stride 1, at the output size
+        rest = blocks - 1
+        rest_reduce = g * w
+        rp = rest_reduce + spatial_w + expand_w + norms
+        rf = (rest_reduce + spatial_w + expand_w) * (out * out)
+        ra = (2 * g + expand_acts) * (out * out)
+        params = params + p + rest * rp
+        flops = flops + f + rest * rf
+        acts = acts + a + rest * ra
+        c_in, size = w, out
+    params = params + c_in * num_classes + num_classes
+    flops = flops + c_in * num_classes
+    acts = acts + num_classes
+    return params, flops, acts
