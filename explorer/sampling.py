@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from explorer.arch import Arch, BlockForm, Stage, Template, make_arch, stage_strides
-from explorer.complexity import Complexity, count
+from explorer.complexity import Complexity, count_stages
 from explorer.errors import SetupError
 from explorer.spec import Sample, Spec, StageRange
 
@@ -73,20 +73,6 @@ class Drawn:
     archs: tuple[Arch, ...]
     complexities: tuple[Complexity, ...]
     report: SampleReport
-
-
-def count_stages(*, template: Template, stem_width: int, block: BlockForm, depths: Int64Array,
-                 widths: Int64Array, cardinalities: Int64Array, bottleneck_widths: Int64Array,
-                 resolution: int, num_classes: int) -> tuple[Int64Array, Int64Array, Int64Array]:
-    """params, flops, acts per row of per-stage (N, S) values: explorer.complexity.count per row.
-
-    A stand-in, with its signature, for the vectorised engine being written in complexity.py.
-    """
-    rows = [_arch(template, stem_width, block, per_stage)
-            for per_stage in zip(depths, widths, cardinalities, bottleneck_widths, strict=True)]
-    costs = [count(a, resolution, num_classes) for a in rows]
-    return tuple(np.array([getattr(c, k) for c in costs], dtype=np.int64).reshape(len(rows))
-                 for k in ("params", "flops", "acts"))  # type: ignore[return-value]
 
 
 def _arch(template: Template, stem_width: int, block: BlockForm, per_stage: Any) -> Arch:
