@@ -28,12 +28,14 @@ from pydantic import (
     NonNegativeFloat,
     PlainSerializer,
     PositiveFloat,
+    SerializerFunctionWrapHandler,
     Strict,
     Tag,
     TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import ErrorDetails
@@ -211,9 +213,22 @@ class Sample(Frozen):
 
 
 class SpaceSpec(Frozen):
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={
+        "not": {"anyOf": [{"required": ["sample", "axes"]}, {"required": ["sample", "solve"]}]},
+    })
+
     axes: Axes = Axes()
     solve: Solve | None = None
     sample: Sample | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_no_sample(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # A space that samples nothing dumps as before sampling existed, so the hashes
+        # and recorded specs of existing experiments stay theirs.
+        data = handler(self)
+        if self.sample is None and isinstance(data, dict):
+            data.pop("sample", None)
+        return data
 
 
 Band = tuple[NonNegativeFloat | None, NonNegativeFloat | None]

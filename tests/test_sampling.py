@@ -235,3 +235,17 @@ def test_cli_space_too_small_exits_2_with_the_count(tmp_path: Path) -> None:
     assert "spaces.s.sample.n: the space yielded 2 distinct candidates" in result.stderr
     assert "fewer than n = 5" in result.stderr
     assert not out.exists()
+
+
+def test_a_space_without_sample_dumps_as_before_so_recorded_hashes_hold() -> None:
+    spec = parse_spec(BASE + "spaces:\n  c:\n    axes:\n      cardinality: [1, 2]\n")
+    assert set(spec.model_dump(mode="json")["spaces"]["c"]) == {"axes", "solve"}
+
+
+def test_a_sampled_spec_survives_its_dump() -> None:
+    from explorer.spec import Spec
+
+    spec = parse_spec(BANDED)
+    again = Spec.model_validate(spec.model_dump(mode="json", by_alias=True))
+    assert again == spec and again.hash == spec.hash
+    assert sample_space(again, "s").archs == sample_space(spec, "s").archs

@@ -591,7 +591,7 @@ def test_schema_accepts_the_good_specs(schema: dict, path: Path) -> None:
                                   "unknown_enums.yaml", "missing_spaces.yaml",
                                   "name_dotdot.yaml", "empty_axis.yaml", "spec_is_list.yaml",
                                   "non_positive_sizes.yaml", "wrong_type_int.yaml",
-                                  "sample_bad_stages.yaml"])
+                                  "sample_bad_stages.yaml", "sample_with_axes_and_solve.yaml"])
 def test_schema_rejects_what_validate_rejects(schema: dict, name: str) -> None:
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(load_yaml12(BAD / name), schema)
