@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from explorer.space import Enumeration, enumerate_spec
@@ -72,3 +73,22 @@ def test_cpu_proxy_is_the_full_run_with_fewer_epochs() -> None:
     assert proxy.spaces == full.spaces and proxy.train.seeds == full.train.seeds
     assert ({c.key for c in enumerate_spec(proxy).candidates}
             == {c.key for c in enumerate_spec(full).candidates})
+
+
+def test_nds_study_draws_resnet_and_resnext_in_one_band() -> None:
+    spec = load_spec(SPACES / "cpu" / "cifar10_nds.yaml")
+    result = enumerate_spec(spec)
+    low, high = spec.constraints.flops
+    resnet, resnext = result.in_space("resnet"), result.in_space("resnext")
+    assert len(resnet) == len(resnext) == 48
+    assert {c.arch.cardinalities for c in resnet} == {(1, 1, 1)}
+    assert {len(set(c.arch.cardinalities)) for c in resnext} == {1}  # shared by the stages
+    drawn = {c.arch.cardinalities[0] for c in resnext}
+    assert drawn <= {2, 4, 8, 16, 32} and len(drawn) >= 4  # 32 is rare inside the band
+    assert len({c.arch.bottleneck_widths for c in resnext}) > 24  # d drawn per stage
+    for space in (resnet, resnext):
+        flops = [c.complexity.flops for c in space]
+        assert all(low <= f <= high for f in flops)
+        counts, _ = np.histogram(flops, bins=np.linspace(low, high, 5))
+        assert list(counts) == [12, 12, 12, 12]  # the same complexity strata in both
+    assert spec.train.seeds == (0,) and spec.data.resolution == 16
