@@ -253,7 +253,8 @@ def test_a_sampled_spec_survives_its_dump() -> None:
 
 def test_run_refuses_a_space_too_small_with_exit_2(tmp_path: Path) -> None:
     path = tmp_path / "s.yaml"
-    path.write_text(spec_text("n: 3\nstages:\n  cardinality: [1, 2]\nshared: [cardinality]\n"))
+    text = spec_text("n: 3\nstages:\n  cardinality: [1, 2]\nshared: [cardinality]\n")
+    path.write_text(text.replace("dataset: cifar10", "dataset: synthetic"))  # nothing to fetch
     result = run_cli("run", str(path), "--runs-dir", str(tmp_path / "runs"), "--dry-run")
     assert result.returncode == 2, result.stdout + result.stderr
     assert "yielded 2 distinct candidates" in result.stderr and "Traceback" not in result.stderr
