@@ -224,7 +224,8 @@ def space_verdict(space: str, runs: pd.DataFrame, *, draws: int = 2000, seed: in
 
 
 def verdict_sentence(space: str, trend: stats.Trend, log2_cardinalities: np.ndarray) -> str:
-    """"error falls by X points per doubling of C, 95% CI [a, b]", or why no trend shows."""
+    """"error falls by X points per doubling of C, 95% CI [a, b]" (with "but the trend test
+    does not confirm it" where Kendall's test disagrees), or why no trend shows."""
     level = f"{trend.level:.0%}"
     where = (f" ({trend.candidates} cardinalities × {trend.seeds} seed"
              f"{'s' if trend.seeds != 1 else ''}; Kendall τ = {trend.tau:.2f}, "
@@ -233,8 +234,13 @@ def verdict_sentence(space: str, trend: stats.Trend, log2_cardinalities: np.ndar
         falls = trend.slope < 0
         size, low, high = (-trend.slope, -trend.high, -trend.low) if falls \
             else (trend.slope, trend.low, trend.high)
-        return (f"{space}: error {'falls' if falls else 'rises'} by {size:.2f} points per "
-                f"doubling of C, {level} CI [{low:.2f}, {high:.2f}]{where}")
+        found = (f"{space}: error {'falls' if falls else 'rises'} by {size:.2f} points per "
+                 f"doubling of C, {level} CI [{low:.2f}, {high:.2f}]")
+        if trend.confirmed:
+            return found + where
+        return (f"{found}, but the trend test does not confirm it (Kendall τ = {trend.tau:.2f}, "
+                f"p = {trend.tau_p:.2g}, over {trend.candidates} cardinalities × {trend.seeds} "
+                f"seed{'s' if trend.seeds != 1 else ''}): not conclusive")
     seeds = f"{trend.seeds} seed{'s' if trend.seeds != 1 else ''}"
     needed = stats.seeds_to_detect(trend.slope, trend.residual_std, log2_cardinalities)
     if not math.isfinite(needed) or needed > MANY_SEEDS:
@@ -252,7 +258,8 @@ def verdict_json(verdict: Verdict) -> dict[str, Any]:
     out: dict[str, Any] = {"space": verdict.space, "sentence": verdict.sentence}
     if trend is not None:
         out.update(slope=_number(trend.slope), ci=[_number(trend.low), _number(trend.high)],
-                   level=trend.level, detected=trend.detected, kendall_tau=_number(trend.tau),
+                   level=trend.level, detected=trend.detected,
+                   confirmed=trend.detected and trend.confirmed, kendall_tau=_number(trend.tau),
                    kendall_p=_number(trend.tau_p), candidates=trend.candidates,
                    seeds=trend.seeds, runs=trend.points)
     return out

@@ -28,7 +28,9 @@ Choices, written down once:
   log2(C) with one intercept per seed (a fixed-effects fit, so runs of the
   same seed are compared with each other); a 95% bootstrap interval that
   resamples candidates, each with all of its seeds; Kendall's tau between C and
-  the candidates' mean errors as the trend test.
+  the candidates' mean errors as the trend test. A slope is reported as found
+  when the interval excludes 0, and as confirmed when the trend test agrees at
+  5% too (with 6 candidates, the percentile bootstrap alone is optimistic).
 - Sample sizes (`ks_samples_needed`): the KS test at level α flags a distance
   D between samples of sizes n and m once D exceeds c(α)·sqrt((n+m)/(n·m)),
   c(α) = sqrt(-ln(α/2)/2); for n = m that is n = 2·c(α)²/D².
@@ -241,6 +243,12 @@ class Trend:
     def detected(self) -> bool:
         """Whether the interval excludes 0."""
         return self.low > 0 or self.high < 0
+
+    @property
+    def confirmed(self) -> bool:
+        """Whether the trend test agrees at ALPHA. With few candidates a percentile bootstrap
+        is optimistic, so a slope is stated as found only when both say so."""
+        return self.tau_p < ALPHA
 
 
 def fixed_effects_slope(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> float:
