@@ -41,12 +41,23 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import stats as scipy_stats
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 ALPHA = 0.05
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def _scipy_stats() -> ModuleType:
+    """scipy.stats, imported when a test runs: it takes seconds to import, and the EDFs that
+    explorer.analysis draws from here do not need it."""
+    from scipy import stats
+
+    return stats
 
 
 class NoCommonComplexity(ValueError):
@@ -149,7 +160,7 @@ def ks_test(a: np.ndarray, b: np.ndarray, weights_a: np.ndarray | None = None,
     """Two-sample KS test of two error samples; scipy.stats.ks_2samp's when unweighted."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if weights_a is None and weights_b is None:
-        result = scipy_stats.ks_2samp(a, b)
+        result = _scipy_stats().ks_2samp(a, b)
         return KSResult(float(result.statistic), float(result.pvalue), a.size, b.size)
     wa = renormalise(np.full(a.size, 1.0) if weights_a is None else np.asarray(weights_a, float))
     wb = renormalise(np.full(b.size, 1.0) if weights_b is None else np.asarray(weights_b, float))
@@ -175,7 +186,7 @@ def ks_asymptotic_p(statistic: float, n_a: float, n_b: float) -> float:
     if n_a <= 0 or n_b <= 0:
         return float("nan")
     en = max(1.0, float(np.round(n_a * n_b / (n_a + n_b))))
-    return float(np.clip(scipy_stats.kstwo.sf(statistic, en), 0.0, 1.0))
+    return float(np.clip(_scipy_stats().kstwo.sf(statistic, en), 0.0, 1.0))
 
 
 # --- how many samples the KS test needs -----------------------------------------------------
@@ -298,7 +309,7 @@ def cardinality_trend(cardinality: np.ndarray, error: np.ndarray, seed: np.ndarr
     low, high = (np.quantile(slopes, [tail, 1 - tail]) if slopes else (math.nan, math.nan))
     means = np.array([y[m].mean() for m in members])
     cards = np.array([x[m[0]] for m in members])
-    tau = scipy_stats.kendalltau(cards, means) if keys.size >= 2 else None
+    tau = _scipy_stats().kendalltau(cards, means) if keys.size >= 2 else None
     return Trend(
         slope=slope, low=float(low), high=float(high), level=level,
         tau=float(tau.statistic) if tau is not None else math.nan,
@@ -317,5 +328,5 @@ def seeds_to_detect(effect: float, residual: float, log2_cardinalities: np.ndarr
     sxx = float(np.sum((x - x.mean()) ** 2))
     if effect == 0 or sxx == 0 or not math.isfinite(residual):
         return math.inf
-    z = scipy_stats.norm.ppf(1 - alpha / 2) + scipy_stats.norm.ppf(power)
+    z = _scipy_stats().norm.ppf(1 - alpha / 2) + _scipy_stats().norm.ppf(power)
     return (z * residual / abs(effect)) ** 2 / sxx
