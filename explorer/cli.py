@@ -25,6 +25,7 @@ from explorer.spec import Spec, SpecError, json_schema, load_spec
 if TYPE_CHECKING:  # the commands import what they need when they run
     import pandas as pd
 
+    from explorer.compare import Comparison
     from explorer.complexity import Complexity
     from explorer.space import Candidate
     from explorer.store import Reader
@@ -556,6 +557,138 @@ def report(
         tau = "n/a" if math.isnan(fidelity.tau) else f"{fidelity.tau:.2f}"
         out.print(f"proxy fidelity: Kendall τ = {tau} between {fidelity.proxy} and the full "
                   f"run over {len(fidelity.table)} candidates", highlight=False)
+
+
+@app.command()
+def compare(
+    experiment: Annotated[str, typer.Argument(help="The experiment's name.")],
+    space: Annotated[
+        list[str] | None,
+        typer.Option("--space", help="Compare this space (repeatable); default: every space."),
+    ] = None,
+    normalize: Annotated[
+        str | None,
+        typer.Option("--normalize", metavar="none|params|flops",
+                     help="Weight models so that every space has the same complexity "
+                          "distribution, uniform over the log-spaced bins they share "
+                          "(Radosavovic et al. 2019); none: plain EDFs and scipy's ks_2samp. "
+                          "Default: flops, or none (with a notice) where the spaces share no "
+                          "flops bin.", show_default=False),
+    ] = None,
+    bins: Annotated[
+        int, typer.Option("--bins", help="Log-spaced complexity bins for --normalize.")
+    ] = 10,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object (the contract's) instead.")
+    ] = False,
+    plan: Annotated[
+        bool, typer.Option("--plan", help="Also say how many models per space the KS test "
+                                          "needs to detect a difference of --ks.")
+    ] = False,
+    ks: Annotated[
+        float, typer.Option("--ks", help="The KS difference --plan sizes the samples for.")
+    ] = 0.1,
+    runs_dir: RunsDir = Path("runs"),
+    store: StoreOpt = None,
+) -> None:
+    """Compare an experiment's design spaces as error distributions: per space n, min, mean
+    and the EDF, per pair the two-sample KS test, and the verdict on doubling C."""
+    from explorer.compare import (
+        DEFAULT_NORMALIZE,
+        NORMALIZE_CHOICES,
+        CompareError,
+        compare_spaces,
+        plan_samples,
+        space_names,
+    )
+
+    if normalize is not None and normalize not in NORMALIZE_CHOICES:
+        fail(f"--normalize {normalize!r}: use {', '.join(NORMALIZE_CHOICES)}")
+    if not 0 < ks <= 1:
+        fail(f"--ks {ks:g}: a KS difference is between 0 and 1 (e.g. 0.1)")
+    if bins < 1:
+        fail(f"--bins {bins}: use 1 or more bins")
+    trials = open_reader(runs_dir, store).trials_frame([experiment])
+    if trials.empty:
+        fail(f"no experiment {experiment!r} in the store; `explorer status` lists them")
+    known = space_names(trials)
+    unknown = [s for s in space or [] if s not in known]
+    if unknown:
+        fail(f"--space {unknown[0]!r} is not a space of {experiment!r}; its spaces are: "
+             f"{', '.join(known)}")
+    chosen = list(dict.fromkeys(space or [])) or None
+    try:
+        result = compare_spaces(trials, spaces=chosen, normalize=normalize or DEFAULT_NORMALIZE,
+                                bins=bins)
+    except CompareError as problem:
+        if normalize is not None:  # asked for: say why it cannot be done
+            fail(str(problem))
+        err.print(f"note: {problem}; compared without normalisation", highlight=False,
+                  soft_wrap=True)
+        result = compare_spaces(trials, spaces=chosen, normalize="none", bins=bins)
+    if plan:
+        result = dataclasses.replace(result, plan=plan_samples(result, trials, ks=ks))
+    if as_json:
+        print(json.dumps(result.to_json()))
+        return
+    print_comparison(experiment, result)
+
+
+def print_comparison(experiment: str, result: Comparison) -> None:
+    """`explorer compare`'s tables and sentences on the terminal."""
+    from explorer.compare import plan_sentence
+    from explorer.stats import QUANTILES
+
+    weighted = result.normalize != "none"
+    how = (f"normalised by {result.normalize} ({result.bins} log bins)" if weighted
+           else "not normalised")
+    table = Table(title=f"{experiment}: test error (%) of each space's candidates, {how}")
+    headers = ["space", "n", "min", "mean", *(["weighted mean", "n effective"] if weighted
+                                               else []),
+               *(f"EDF {level:.0%}" for level in QUANTILES)]
+    for header in headers:
+        table.add_column(header, justify="left" if header == "space" else "right")
+    for s in result.spaces:
+        figures = [s.min, s.mean, *([s.weighted_mean] if weighted else [])]
+        table.add_row(s.name, str(s.n), *(_figure(v) for v in figures),
+                      *([_figure(s.n_effective, 1)] if weighted else []),
+                      *(_figure(v) for v in s.quantiles))
+    out.print(table)
+    if result.pairs:
+        pairs = Table(title="two-sample Kolmogorov–Smirnov tests"
+                            + (" (weighted; p from Kish effective sizes)" if weighted else ""))
+        for header in ("a", "b", "KS statistic", "p-value", "n a", "n b"):
+            pairs.add_column(header, justify="left" if header in ("a", "b") else "right")
+        for p in result.pairs:
+            pairs.add_row(p.a, p.b, _figure(p.ks_statistic, 3), _p_value(p.p_value),
+                          _figure(p.n_a, 1), _figure(p.n_b, 1))
+        out.print(pairs)
+    for verdict in result.verdicts:
+        out.print(f"verdict: {verdict.sentence}", highlight=False, soft_wrap=True)
+    planned = result.plan
+    if planned is not None:
+        out.print(f"plan: {plan_sentence(planned, result.normalize)}", highlight=False,
+                  soft_wrap=True)
+        out.print(f"  rule: {planned.rule}", highlight=False, soft_wrap=True)
+        for name, n in planned.simulated.items():
+            found = f"{n}" if n is not None else "more than 5000"
+            out.print(f"  {name}: {planned.have[name]} models now; resampling its errors, two "
+                      f"samples of {found} models each fall within KS {planned.ks:g} of each "
+                      f"other in {1 - planned.alpha:.0%} of draws", highlight=False,
+                      soft_wrap=True)
+        for (a, b), d in planned.detectable.items():
+            can = (f"flags KS differences above {d:.3f}" if d < 1 else
+                   f"can flag no KS difference (its critical value is {d:.2f}, above 1)")
+            out.print(f"  {a} vs {b}: with today's samples the test {can}", highlight=False,
+                      soft_wrap=True)
+
+
+def _figure(value: float, digits: int = 2) -> str:
+    return "–" if value != value else f"{value:.{digits}f}"
+
+
+def _p_value(value: float) -> str:
+    return "–" if value != value else f"{value:.3g}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
