@@ -301,6 +301,12 @@ class Batch:
         return Arch(template=self.template, stem_width=int(self.stem_width[i]),  # type: ignore[arg-type]
                     stages=stages, block=self.blocks[i])  # type: ignore[arg-type]
 
+    def candidates(self, base: Complexity) -> list[Candidate]:
+        """The batch as Candidate records, relative to the base model's complexity."""
+        costs = zip(self.params.tolist(), self.flops.tolist(), self.acts.tolist(), strict=True)
+        return [Candidate(self.space, self.arch(i), Complexity(*cost), base, self.solved)
+                for i, cost in enumerate(costs)]
+
     def rows(self, limit: int | None = None) -> list[dict[str, Any]]:
         """The first `limit` (default all) candidates as Candidate.row() records."""
         n = len(self) if limit is None else min(limit, len(self))
@@ -325,26 +331,55 @@ class Batch:
         } for i in range(n)]
 
 
+def distinct_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of a 2-D integer array and, per row, the index of its distinct row.
+
+    Like np.unique(axis=0), which sorts rows as opaque bytes and is slow: each
+    column is factorised on its own and the codes are combined into one
+    integer per row, sorted as plain int64.
+    """
+    if values.ndim != 2 or values.shape[0] == 0:
+        return np.unique(values, axis=0, return_inverse=True)
+    code = np.zeros(values.shape[0], dtype=np.int64)
+    room = 1
+    for column in values.T:
+        levels, inverse = np.unique(column, return_inverse=True)
+        room *= len(levels)
+        if room >= 2**62:  # the combined code would overflow
+            return np.unique(values, axis=0, return_inverse=True)
+        code = code * len(levels) + inverse.reshape(-1)
+    _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+    return values[first], inverse.reshape(-1)
+
+
+def _text_per_row(template: str, values: np.ndarray) -> np.ndarray:
+    """`template % row` for every row of a 2-D array, each distinct row formatted once."""
+    unique, inverse = distinct_rows(values)
+    text = np.array([template % tuple(row) for row in unique.tolist()], dtype=object)
+    return text[inverse]
+
+
 def canonical_keys(template: str, blocks: Sequence[str], stem_width: np.ndarray,
                    stages: Mapping[str, np.ndarray]) -> tuple[str, ...]:
     """Arch.key of every row, from the columns: the same canonical JSON, written directly.
 
     json.dumps with sorted keys and no spaces, per record, costs more than the
-    whole count; the text has one fixed shape, so a format string writes it.
+    whole count; the text has one fixed shape, so each stage's part is
+    formatted once per distinct stage and the parts are joined column-wise.
     """
+    n = stem_width.shape[0]
     strides = stage_strides(template, stages["depths"].shape[1])  # type: ignore[arg-type]
-    stage_text = ('{"bottleneck_width":%d,"cardinality":%d,"depth":%d,"stride":%d,'
-                  '"width":%d}')
-    columns = [zip(stages["bottleneck_widths"][:, s].tolist(),
-                   stages["cardinalities"][:, s].tolist(), stages["depths"][:, s].tolist(),
-                   itertools.repeat(stride), stages["widths"][:, s].tolist())
-               for s, stride in enumerate(strides)]
-    head, tail = '{"block":"%s","stages":[', '],"stem_width":%d,"template":"' + template + '"}'
-    keys = []
-    for block, stem, *per in zip(blocks, stem_width.tolist(), *columns, strict=True):
-        text = head % block + ",".join(stage_text % v for v in per) + tail % stem
-        keys.append(hashlib.sha256(text.encode()).hexdigest()[:16])
-    return tuple(keys)
+    text = np.array([f'{{"block":"{b}","stages":[' for b in blocks], dtype=object) \
+        if n else np.zeros(0, dtype=object)
+    for s, stride in enumerate(strides):
+        stage = np.stack([stages["bottleneck_widths"][:, s], stages["cardinalities"][:, s],
+                          stages["depths"][:, s], stages["widths"][:, s]], axis=1)
+        part = '{"bottleneck_width":%d,"cardinality":%d,"depth":%d,"stride":' + str(stride) \
+            + ',"width":%d}'
+        text = text + ("," if s else "") + _text_per_row(part, stage)
+    tail = '],"stem_width":%d,"template":"' + template + '"}'
+    text = text + _text_per_row(tail, stem_width.reshape(-1, 1))
+    return tuple(hashlib.sha256(t.encode()).hexdigest()[:16] for t in text.tolist())
 
 
 # Why a point was dropped, as a code per point; constraint codes follow, two per band.

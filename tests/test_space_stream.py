@@ -77,7 +77,7 @@ def check_same(spec: Spec, chunk_points: int) -> tuple[int, set[str]]:
         assert row["cardinalities"] == list(c.arch.cardinalities)
         assert row["bottleneck_widths"] == list(c.arch.bottleneck_widths)
     assert rows == [c.row() for c in ref.candidates]
-    assert [b.arch(i) for b in batches for i in range(len(b))] == [c.arch for c in ref.candidates]
+    assert [c for b in batches for c in b.candidates(ref.base.complexity)] == list(ref.candidates)
     assert drops(stream.dropped) == drops(ref.dropped)
     assert (stream.candidates, stream.dropped_count) == (len(ref.candidates), len(ref.dropped))
     assert stream.points_done == stream.total_points == len(ref.candidates) + len(ref.dropped)
