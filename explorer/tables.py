@@ -73,9 +73,26 @@ def _column(batch: Batch, name: str) -> Any:
     if name == "bottleneck_width":
         return batch.bottleneck_widths[:, 0]
     if name in ("params_deviation_pct", "flops_deviation_pct"):
-        # Python's round, as Candidate.row() rounds: numpy's rounds some halves the other way.
-        return [round(x, 3) for x in getattr(batch, name.removesuffix("_pct")).tolist()]
+        return round_like_python(getattr(batch, name.removesuffix("_pct")), 3)
     return getattr(batch, name)
+
+
+def round_like_python(values: np.ndarray, digits: int) -> np.ndarray:
+    """round(x, digits) of every value, as Candidate.row() rounds, at numpy's speed.
+
+    np.round scales, rounds to an integer and scales back; that agrees with
+    Python's correctly rounded result except where the scaled value lies
+    within its own rounding error of a half, so those few go through round().
+    """
+    scale = 10.0**digits
+    scaled = values * scale
+    out = np.rint(scaled) / scale
+    near_half = np.abs(np.abs(scaled - np.floor(scaled)) - 0.5) < 1e-9 * np.maximum(
+        1.0, np.abs(scaled))
+    odd = near_half | ~np.isfinite(values) | (np.abs(values) >= 1e12)  # huge: scaling is inexact
+    for i in np.flatnonzero(odd).tolist():
+        out[i] = round(float(values[i]), digits)
+    return out
 
 
 def list_text(values: np.ndarray) -> list[str]:

@@ -16,7 +16,14 @@ import numpy as np
 import pytest
 
 from explorer.arch import BLOCK_FORMS
-from explorer.space import CandidateStream, Dropped, canonical_keys, enumerate_spec, grid_size
+from explorer.space import (
+    CandidateStream,
+    Dropped,
+    canonical_keys,
+    distinct_rows,
+    enumerate_spec,
+    grid_size,
+)
 from explorer.spec import Spec, SpecError, load_spec, parse_spec
 
 SOLVABLE = ("bottleneck_width", "cardinality", "stem_width")
@@ -139,3 +146,13 @@ def test_only_the_first_drops_are_kept_whole_and_all_are_counted() -> None:
         pass
     assert drops(stream.dropped) == drops(ref.dropped[:5])
     assert stream.dropped_count == len(ref.dropped)
+
+
+@pytest.mark.parametrize(("shape", "high"), [((1000, 4), 5), ((5000, 3), 10**9), ((1, 1), 3),
+                                             ((300, 2), 2**40), ((100, 70), 3), ((0, 3), 2)])
+def test_distinct_rows_are_numpys_unique_rows(shape: tuple[int, int], high: int) -> None:
+    values = np.random.default_rng(1).integers(0, high, size=shape)
+    unique, inverse = distinct_rows(values)
+    assert np.array_equal(unique[inverse], values)
+    expected = np.unique(values, axis=0)
+    assert np.array_equal(unique[np.lexsort(unique.T[::-1])], expected)
