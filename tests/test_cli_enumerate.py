@@ -297,9 +297,10 @@ def test_ctrl_c_leaves_no_file_and_exits_130(tmp_path: Path) -> None:
     first = proc.stdout.readline()  # printed before any work
     assert "1,049,760 grid points" in first, first
     time.sleep(1.0)  # well into the stream: the scratch file exists by now
-    assert proc.poll() is None, "the enumeration ended before it could be interrupted"
+    assert proc.poll() is None, ("the enumeration ended before it could be interrupted",
+                                 proc.communicate())
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stdout + stderr
-    assert "interrupted" in stderr and "Traceback" not in stderr
-    assert list(tmp_path.iterdir()) == []
+    assert proc.returncode == 130, (stdout, stderr)
+    assert "interrupted" in stderr and "Traceback" not in stderr, stderr
+    assert list(tmp_path.iterdir()) == [], (list(tmp_path.iterdir()), stdout, stderr)

@@ -11,6 +11,7 @@ candidates, the same rows, the same drops with the same reasons, in the same ord
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +28,7 @@ from explorer.space import (
 from explorer.spec import Spec, SpecError, load_spec, parse_spec
 
 SOLVABLE = ("bottleneck_width", "cardinality", "stem_width")
+SPACES = Path(__file__).resolve().parents[1] / "spaces"
 
 
 def pick(rng: np.random.Generator, values: list[int], k: int) -> list[int]:
@@ -110,7 +112,6 @@ def test_random_specs_stream_exactly_as_enumerate_spec() -> None:
 @pytest.mark.parametrize("name", ["resnext50_table2.yaml", "cifar10_fig7_small.yaml",
                                   "cpu/cifar10_preserved.yaml"])
 def test_ready_made_specs_stream_exactly_as_enumerate_spec(name: str) -> None:
-    from tests.test_space import SPACES
     check_same(load_spec(SPACES / name), chunk_points=2)
 
 
@@ -124,7 +125,7 @@ def test_grid_size_is_the_number_of_points() -> None:
 
 
 def test_canonical_keys_are_the_arch_keys() -> None:
-    spec = load_spec("spaces/resnext50_table2.yaml")
+    spec = load_spec(SPACES / "resnext50_table2.yaml")
     ref = enumerate_spec(spec).candidates
     archs = [c.arch for c in ref]
     cols = {k: np.array([getattr(a, k) for a in archs]) for k in

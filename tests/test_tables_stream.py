@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_space_stream import random_spec
 
 from explorer.space import CandidateStream, enumerate_spec
 from explorer.spec import Spec
 from explorer.tables import ROW_KINDS, TableStream, candidates_frame, round_like_python, write_table
-from tests.test_space_stream import random_spec
 
 
 @pytest.fixture(scope="module")
