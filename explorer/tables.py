@@ -60,10 +60,9 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
 
 
 def _column(batch: Batch, name: str) -> Any:
-    """The column `name` of Candidate.row() for the whole batch (arrays where it can)."""
-    n = len(batch)
+    """The column `name` of Candidate.row() for the whole batch (one value where it is one)."""
     if name in ("space", "template", "solved"):
-        return [getattr(batch, name)] * n
+        return getattr(batch, name)
     if name == "key":
         return list(batch.keys)
     if name == "block":
@@ -95,30 +94,35 @@ def round_like_python(values: np.ndarray, digits: int) -> np.ndarray:
     return out
 
 
-def list_text(values: np.ndarray) -> list[str]:
-    """Rows of a (n, stages) array as "[a,b,c]", each distinct row formatted once."""
+def list_text(values: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Rows of a (n, stages) array as "[a,b,c]": the distinct texts and each row's index."""
     from explorer.space import distinct_rows
 
-    if values.shape[0] == 0:
-        return []
     unique, inverse = distinct_rows(values)
-    text = np.array(["[" + ",".join(map(str, row)) + "]" for row in unique.tolist()], dtype=object)
-    return list(text[inverse])
+    return ["[" + ",".join(map(str, row)) + "]" for row in unique.tolist()], inverse
 
 
 def arrow_table(batch: Batch, *, lists_as_text: bool) -> pa.Table:
     import pyarrow as pa
 
     columns: dict[str, Any] = {}
+    n = len(batch)
     for name, kind in ROW_KINDS.items():
         value = _column(batch, name)
         if kind == "list" and lists_as_text:
-            columns[name] = pa.array(list_text(value), type=pa.string())
+            # Each distinct text built once; arrow repeats it (a dictionary decoded in C++).
+            texts, inverse = list_text(value)
+            columns[name] = pa.DictionaryArray.from_arrays(
+                pa.array(inverse.astype(np.int32)), pa.array(texts, type=pa.string())
+            ).cast(pa.string())
         elif kind == "list":
             stages = value.shape[1]
             offsets = pa.array(np.arange(0, value.size + 1, stages, dtype=np.int32))
             columns[name] = pa.ListArray.from_arrays(
                 offsets, pa.array(np.ascontiguousarray(value).reshape(-1), type=pa.int64()))
+        elif name in ("space", "template", "solved"):
+            columns[name] = pa.nulls(n, pa.string()) if value is None else pa.repeat(
+                pa.scalar(value, pa.string()), n)
         else:
             kinds = {"str": pa.string(), "int": pa.int64(), "float": pa.float64()}
             columns[name] = pa.array(value, type=kinds[kind])

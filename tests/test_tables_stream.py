@@ -23,9 +23,11 @@ from explorer.tables import ROW_KINDS, TableStream, candidates_frame, round_like
 def spec() -> Spec:
     rng = np.random.default_rng(4)
     while True:
-        found = random_spec(rng)
-        if found is not None and len(enumerate_spec(found).candidates) > 40:
-            return found
+        found = random_spec(rng)  # one with a solved space and an unsolved one ("b")
+        if found is not None and found.spaces["a"].solve is not None:
+            solved = {c.solved for c in enumerate_spec(found).candidates}
+            if len(enumerate_spec(found).candidates) > 40 and len(solved) == 2:
+                return found
 
 
 def stream_to(spec: Spec, path: Path) -> int:
