@@ -105,7 +105,7 @@ def enumerate_command(
     limit: Annotated[
         int | None,
         typer.Option("--limit", min=0, help=f"Show the first N candidates, as enumerated "
-                     f"[default: {SHOWN_ROWS}; none with --output]."),
+                     f"(default {SHOWN_ROWS}; none with --output)."),
     ] = None,
     show_all: Annotated[
         bool, typer.Option("--all", help="Show every candidate in the terminal.")
