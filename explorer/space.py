@@ -4,6 +4,11 @@ Per named space: the grid product of its axes applied to the base model; a
 `solve` picks the solved field per candidate so its params or flops come
 closest to the base model's; `tolerance` and the absolute `constraints` drop
 the rest, each with a reason. Needs neither torch nor ray.
+
+Two engines give the same candidates in the same order: `enumerate_spec`
+realises one point at a time with `count` and keeps every record (the
+reference); `CandidateStream` does the same steps on numpy columns with
+`count_stages`, a chunk of points at a time, for spaces of millions of points.
 """
 
 from __future__ import annotations
