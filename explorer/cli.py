@@ -7,6 +7,7 @@ Exit codes: 0 success; 1 an internal error (a bug); 2 a bad spec, bad arguments 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -27,7 +28,7 @@ if TYPE_CHECKING:  # the commands import what they need when they run
 
     from explorer.compare import Comparison
     from explorer.complexity import Complexity
-    from explorer.space import Candidate
+    from explorer.space import Batch, Candidate, CandidateStream
     from explorer.store import Reader
 
 EXIT_OK, EXIT_SETUP, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
@@ -82,6 +83,10 @@ def schema() -> None:
     print(json.dumps(json_schema(), indent=2))
 
 
+SHOWN_ROWS = 50  # rows the terminal shows by default when no --output is given
+DROP_LINES = 20  # up to this many drops get a line each; more are counted by reason
+
+
 @app.command("enumerate")
 def enumerate_command(
     spec: SpecArg,
@@ -98,10 +103,23 @@ def enumerate_command(
     space: Annotated[
         list[str] | None, typer.Option("--space", help="Only this space (repeatable).")
     ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=0, help=f"Show the first N candidates, as enumerated "
+                     f"(default {SHOWN_ROWS}; none with --output)."),
+    ] = None,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Show every candidate in the terminal.")
+    ] = False,
 ) -> None:
-    """List every candidate with its exact params, flops and activations."""
-    from explorer.space import enumerate_spec
-    from explorer.tables import candidates_frame, write_table
+    """List the candidates with their exact params, flops and activations.
+
+    The grid's size is printed first. The terminal shows the first --limit
+    candidates in the order they are enumerated (--all: every one) and a
+    summary; --output writes every candidate to the file, streamed in chunks,
+    and the file appears only when complete. Ctrl-C leaves no file and exits 130.
+    """
+    from explorer.space import CandidateStream
 
     parsed = read_spec(spec)
     if output is not None:
@@ -109,23 +127,91 @@ def enumerate_command(
     unknown = [s for s in space or [] if s not in parsed.spaces]
     if unknown:
         fail(f"--space {unknown[0]!r} is not in {spec}; its spaces are: {', '.join(parsed.spaces)}")
-    result = enumerate_spec(parsed, space or None)
-    frame = candidates_frame(result.candidates)
-    if not frame.empty:
-        out.print(candidates_table(frame, parsed, result.base.complexity))
-    for dropped in result.dropped:
-        values = ", ".join(f"{k}={_short(v)}" for k, v in dropped.values.items()) or "base"
-        out.print(
-            f"[yellow]dropped[/] {dropped.space} ({values}): {dropped.reason}", highlight=False
-        )
-    out.print(
-        f"{len(result.candidates)} candidates, {len(result.dropped)} dropped", highlight=False
-    )
+    stream = CandidateStream(parsed, space or None, keep_dropped=DROP_LINES)
+    sizes = ", ".join(f"{name} {n:,}" for name, n in stream.sizes.items())
+    out.print(f"{parsed.name}: {stream.total_points:,} grid points ({sizes})", highlight=False)
+    shown = None if show_all else (limit if limit is not None else
+                                   (0 if output is not None else SHOWN_ROWS))
+    try:
+        rows, checked, ranges = _run_stream(stream, output, shown, verify_fvcore)
+    except KeyboardInterrupt:
+        err.print("interrupted: nothing written" if output else "interrupted")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if rows:
+        import pandas as pd
+
+        out.print(candidates_table(pd.DataFrame(rows), parsed, stream.base.complexity))
+    _print_drops(stream)
+    out.print(f"{stream.candidates} candidates, {stream.dropped_count} dropped", highlight=False)
+    for name, (n, low, high) in ranges.items():
+        out.print(f"  {name}: {n:,} of {stream.sizes[name]:,} points; params {low[0]:,}–"
+                  f"{high[0]:,}, flops {low[1]:,}–{high[1]:,}", highlight=False)
+    if len(rows) < stream.candidates and (output is None or rows):
+        out.print(f"showed {len(rows):,} of {stream.candidates:,} candidates, as enumerated "
+                  "(--limit N, --all to show more)", highlight=False)
     if verify_fvcore:
-        verify_with_fvcore(result.candidates, parsed)
+        verify_with_fvcore(checked, parsed)
     if output is not None:
-        write_table(frame, output)
         out.print(f"wrote {output}", highlight=False)
+
+
+def _run_stream(
+    stream: CandidateStream, output: Path | None, shown: int | None, keep: bool
+) -> tuple[list[dict[str, Any]], list[Candidate], dict[str, tuple[int, Any, Any]]]:
+    """Iterate the stream once: write every batch, keep the rows to show (and all
+    candidates when `keep`), and each space's count and params/flops range."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from explorer.tables import TableStream
+
+    rows: list[dict[str, Any]] = []
+    kept: list[Candidate] = []
+    ranges: dict[str, tuple[int, Any, Any]] = {}
+    progress = Progress("enumerating", BarColumn(), MofNCompleteColumn(), "points",
+                        TimeRemainingColumn(), console=err, transient=True,
+                        disable=stream.total_points <= stream.chunk_points)
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(TableStream(output)) if output is not None else None
+        task = stack.enter_context(progress).add_task("enumerate", total=stream.total_points)
+        for batch in stream:
+            if writer is not None:
+                writer.write(batch)
+            room = None if shown is None else shown - len(rows)
+            if room is None or room > 0:
+                rows.extend(batch.rows(room))
+            if keep:
+                kept.extend(batch.candidates(stream.base.complexity))
+            if len(batch):
+                _widen(ranges, batch)
+            progress.update(task, completed=stream.points_done)
+    return rows, kept, ranges
+
+
+def _widen(ranges: dict[str, tuple[int, Any, Any]], batch: Batch) -> None:
+    """Add a batch to its space's running count and (params, flops) minimum and maximum."""
+    low = (int(batch.params.min()), int(batch.flops.min()))
+    high = (int(batch.params.max()), int(batch.flops.max()))
+    if batch.space in ranges:
+        n, was_low, was_high = ranges[batch.space]
+        low = (min(low[0], was_low[0]), min(low[1], was_low[1]))
+        high = (max(high[0], was_high[0]), max(high[1], was_high[1]))
+    else:
+        n = 0
+    ranges[batch.space] = (n + len(batch), low, high)
+
+
+def _print_drops(stream: CandidateStream) -> None:
+    """One line per dropped point when there are few; counts by reason when there are many."""
+    if stream.dropped_count <= DROP_LINES:
+        for dropped in stream.dropped:
+            values = ", ".join(f"{k}={_short(v)}" for k, v in dropped.values.items()) or "base"
+            out.print(
+                f"[yellow]dropped[/] {dropped.space} ({values}): {dropped.reason}",
+                highlight=False,
+            )
+        return
+    for reason, n in stream.dropped_by_reason.most_common():
+        out.print(f"[yellow]dropped[/] {n:,} points: {reason}", highlight=False)
 
 
 def candidates_table(frame: pd.DataFrame, spec: Spec, base: Complexity) -> Table:
