@@ -24,7 +24,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from explorer import analysis, figures
+from explorer import analysis, figures, stats
+from explorer.compare import CompareError, Comparison, cardinality_verdicts, compare_spaces
 from explorer.metrics import SHOWN_STATUSES
 from explorer.store import Reader, StoreError
 
@@ -111,6 +112,18 @@ def load_edf(url: str, version: int, experiments: tuple[str, ...], chosen: Filte
              normalize_by: str | None) -> pd.DataFrame:
     return analysis.edf_table(select(url, version, experiments, chosen),
                               normalize_by=normalize_by)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def load_comparison(url: str, version: int, experiments: tuple[str, ...], chosen: Filters,
+                    normalize: str) -> Comparison:
+    return compare_spaces(select(url, version, experiments, chosen), normalize=normalize)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def load_verdicts(url: str, version: int, experiments: tuple[str, ...], chosen: Filters
+                  ) -> list[str]:
+    return [v.sentence for v in cardinality_verdicts(select(url, version, experiments, chosen))]
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -244,7 +257,7 @@ def render(url: str | None) -> None:
                 chart(figures.error_vs_cost(candidates, "params"), "error_vs_params")
     with views["Tradeoff"]:
         if views["Tradeoff"].open:
-            tradeoff_view(candidates, nothing)
+            tradeoff_view(candidates, nothing, load_verdicts(url, version, names, chosen))
     with views["Training curves"]:
         if views["Training curves"].open:
             curves_view(url, version, names, chosen, selected)
@@ -264,12 +277,18 @@ def render(url: str | None) -> None:
                 on_click="ignore")
 
 
-def tradeoff_view(candidates: pd.DataFrame, nothing: str) -> None:
+def tradeoff_view(candidates: pd.DataFrame, nothing: str, verdicts: Sequence[str] = ()
+                  ) -> None:
     if candidates.empty:
         st.info(nothing)
         return
     kinds = analysis.space_kinds(candidates)
     varying = [space for space, kind in kinds.items() if "cardinality" in kind]
+    for sentence in verdicts:  # the paper's question, answered in one sentence per space
+        st.info(f"Verdict on doubling C: {sentence}")
+    if varying and not verdicts:
+        st.caption("No space here trades d for C at preserved complexity, so there is no "
+                   "verdict on doubling C (`explorer compare` explains the test).")
     if varying:
         chart(figures.cardinality_tradeoff(candidates), "cardinality_tradeoff")
         table = analysis.tradeoff(candidates[candidates["space"].astype(str).isin(varying)])
@@ -312,8 +331,25 @@ def edf_view(url: str, version: int, names: tuple[str, ...], chosen: Filters,
                    help="Weight models so that each space's complexity distribution is flat "
                         "(Radosavovic et al. 2019): compares spaces at equal complexity.")
     normalize = None if how == "none" else how
-    edf = load_edf(url, version, names, chosen, normalize)
+    try:
+        edf = load_edf(url, version, names, chosen, normalize)
+        comparison = load_comparison(url, version, names, chosen, how)
+    except (stats.NoCommonComplexity, CompareError):
+        st.warning(f"The spaces shown share no {how} bin, so they cannot be normalised to the "
+                   "same complexity distribution: showing the plain EDFs (pick fewer spaces "
+                   "in the sidebar to normalise).")
+        normalize, how = None, "none"
+        edf = load_edf(url, version, names, chosen, None)
+        comparison = load_comparison(url, version, names, chosen, "none")
     chart(figures.edf_figure(edf, normalize_by=normalize), "error_edf")
+    pairs = pd.DataFrame([{"a": p.a, "b": p.b, "KS statistic": p.ks_statistic,
+                           "p-value": p.p_value, "n a": p.n_a, "n b": p.n_b}
+                          for p in comparison.pairs])
+    if not pairs.empty:
+        st.caption("Two-sample Kolmogorov–Smirnov tests between the spaces' EDFs"
+                   + (" (weighted; p-values from Kish effective sizes)" if normalize else
+                      " (scipy.stats.ks_2samp)") + "; the same as `explorer compare`.")
+        st.dataframe(pairs, hide_index=True, key="ks_table")
 
 
 def cost_view(candidates: pd.DataFrame, nothing: str) -> None:

@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from explorer import stats
 from explorer.arch import setting_label
 from explorer.metrics import SHOWN_STATUSES
+from explorer.stats import weighted_edf
 
 # Columns that identify a candidate within a space; seeds are averaged over them.
 CANDIDATE = ["experiment", "space", "key"]
@@ -106,60 +108,48 @@ def edf_table(
     bootstrap: int = 200,
     level: float = 0.9,
     seed: int = 0,
+    bins: int = 10,
 ) -> pd.DataFrame:
     """Error EDFs per design space with bootstrap bands (Radosavovic et al. 2019).
 
-    With `normalize_by` ("params" or "flops"), models are weighted so that
-    each space's complexity distribution is uniform over common bins, as in
-    the paper's complexity-normalised EDFs. Returns long form: group, error,
-    edf, low, high.
+    The unit is a candidate (its mean error over seeds). With `normalize_by`
+    ("params" or "flops"), models are weighted so that every space has the same
+    complexity distribution, uniform over the complexity bins they share
+    (`stats.nds_weights`; raises stats.NoCommonComplexity when they share none).
+    Returns long form: group, error, edf, low, high, models.
     """
     done = by_candidate(trials)
     if done.empty:
         return pd.DataFrame(columns=[group, "error", "edf", "low", "high", "models"])
     grid = np.linspace(done["test_error_mean"].min(), done["test_error_mean"].max(), points)
     rng = np.random.default_rng(seed)
+    parts = [(name, part) for name, part in done.groupby(group, sort=True)]
+    weights = group_weights([part for _, part in parts], normalize_by, bins)
     frames = []
-    for name, part in done.groupby(group, sort=True):
+    for (name, part), weight in zip(parts, weights, strict=True):
         errors = part["test_error_mean"].to_numpy(dtype=float)
-        weights = complexity_weights(part[normalize_by].to_numpy(dtype=float)) \
-            if normalize_by else np.full(errors.size, 1.0 / errors.size)
-        edf = weighted_edf(errors, weights, grid)
-        draws = np.stack([
-            weighted_edf(errors[idx], _renormalise(weights[idx]), grid)
-            for idx in (rng.integers(0, errors.size, errors.size) for _ in range(bootstrap))
-        ]) if bootstrap else np.stack([edf])
-        alpha = (1 - level) / 2
+        low, high = stats.edf_band(errors, weight, grid, draws=bootstrap, level=level, rng=rng)
         frames.append(pd.DataFrame({
-            group: name, "error": grid, "edf": edf,
-            "low": np.quantile(draws, alpha, axis=0), "high": np.quantile(draws, 1 - alpha, axis=0),
-            "models": errors.size,
+            group: name, "error": grid, "edf": weighted_edf(errors, weight, grid),
+            "low": low, "high": high, "models": errors.size,
         }))
     return pd.concat(frames, ignore_index=True)
 
 
-def weighted_edf(errors: np.ndarray, weights: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """The EDF of `errors` with a weight per model (weights summing to 1)."""
-    order = np.argsort(errors)
-    cumulative = np.concatenate([[0.0], np.cumsum(weights[order])])
-    return cumulative[np.searchsorted(errors[order], grid, side="right")]
+def group_weights(parts: Sequence[pd.DataFrame], normalize_by: str | None,
+                  bins: int = 10) -> list[np.ndarray]:
+    """Per group of candidates, the weights of its models: equal, or NDS-normalised by a
+    complexity column over the bins the groups share."""
+    if not normalize_by:
+        return [np.full(len(part), 1.0 / len(part)) for part in parts]
+    return stats.nds_weights([part[normalize_by].to_numpy(dtype=float) for part in parts], bins)
 
 
 def complexity_weights(values: np.ndarray, bins: int = 10) -> np.ndarray:
-    """Weights making the complexity histogram flat: 1 / (models in the same log bin)."""
+    """Weights making one space's complexity histogram flat: 1 / (models in the same log bin)."""
     if values.size == 0:
         return values
-    logs = np.log(np.maximum(values, 1.0))
-    edges = np.linspace(logs.min(), logs.max() + 1e-9, bins + 1)
-    which = np.clip(np.digitize(logs, edges) - 1, 0, bins - 1)
-    counts = np.bincount(which, minlength=bins)
-    weights = 1.0 / counts[which]
-    return _renormalise(weights)
-
-
-def _renormalise(weights: np.ndarray) -> np.ndarray:
-    total = weights.sum()
-    return weights / total if total > 0 else weights
+    return stats.nds_weights([values], bins)[0]
 
 
 def curves(epochs: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:

@@ -7,6 +7,7 @@ Exit codes: 0 success; 1 an internal error (a bug); 2 a bad spec, bad arguments 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -25,8 +26,9 @@ from explorer.spec import Spec, SpecError, json_schema, load_spec
 if TYPE_CHECKING:  # the commands import what they need when they run
     import pandas as pd
 
+    from explorer.compare import Comparison
     from explorer.complexity import Complexity
-    from explorer.space import Candidate
+    from explorer.space import Batch, Candidate, CandidateStream
     from explorer.store import Reader
 
 EXIT_OK, EXIT_SETUP, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
@@ -81,6 +83,10 @@ def schema() -> None:
     print(json.dumps(json_schema(), indent=2))
 
 
+SHOWN_ROWS = 50  # rows the terminal shows by default when no --output is given
+DROP_LINES = 20  # up to this many drops get a line each; more are counted by reason
+
+
 @app.command("enumerate")
 def enumerate_command(
     spec: SpecArg,
@@ -97,10 +103,23 @@ def enumerate_command(
     space: Annotated[
         list[str] | None, typer.Option("--space", help="Only this space (repeatable).")
     ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=0, help=f"Show the first N candidates, as enumerated "
+                     f"(default {SHOWN_ROWS}; none with --output)."),
+    ] = None,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Show every candidate in the terminal.")
+    ] = False,
 ) -> None:
-    """List every candidate with its exact params, flops and activations."""
-    from explorer.space import enumerate_spec
-    from explorer.tables import candidates_frame, write_table
+    """List the candidates with their exact params, flops and activations.
+
+    The grid's size is printed first. The terminal shows the first --limit
+    candidates in the order they are enumerated (--all: every one) and a
+    summary; --output writes every candidate to the file, streamed in chunks,
+    and the file appears only when complete. Ctrl-C leaves no file and exits 130.
+    """
+    from explorer.space import CandidateStream
 
     parsed = read_spec(spec)
     if output is not None:
@@ -108,30 +127,97 @@ def enumerate_command(
     unknown = [s for s in space or [] if s not in parsed.spaces]
     if unknown:
         fail(f"--space {unknown[0]!r} is not in {spec}; its spaces are: {', '.join(parsed.spaces)}")
+    stream = CandidateStream(parsed, space or None, keep_dropped=DROP_LINES)
+    sizes = ", ".join(f"{name} {n:,}" for name, n in stream.sizes.items())
+    out.print(f"{parsed.name}: {stream.total_points:,} grid points ({sizes})", highlight=False)
+    shown = None if show_all else (limit if limit is not None else
+                                   (0 if output is not None else SHOWN_ROWS))
     from explorer.errors import SetupError
 
     try:
-        result = enumerate_spec(parsed, space or None)
+        rows, checked, ranges = _run_stream(stream, output, shown, verify_fvcore)
+    except KeyboardInterrupt:
+        err.print("interrupted: nothing written" if output else "interrupted")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except SetupError as problem:  # a sampled space with fewer distinct candidates than n
         fail(f"{spec}: {problem}")
-    frame = candidates_frame(result.candidates)
-    if not frame.empty:
-        out.print(candidates_table(frame, parsed, result.base.complexity))
-    for dropped in result.dropped:
-        values = ", ".join(f"{k}={_short(v)}" for k, v in dropped.values.items()) or "base"
-        out.print(
-            f"[yellow]dropped[/] {dropped.space} ({values}): {dropped.reason}", highlight=False
-        )
-    for sampled in result.samples:
+    if rows:
+        import pandas as pd
+
+        out.print(candidates_table(pd.DataFrame(rows), parsed, stream.base.complexity))
+    _print_drops(stream)
+    for sampled in stream.samples:
         out.print(sampled.summary(), highlight=False)
-    out.print(
-        f"{len(result.candidates)} candidates, {len(result.dropped)} dropped", highlight=False
-    )
+    out.print(f"{stream.candidates} candidates, {stream.dropped_count} dropped", highlight=False)
+    for name, (n, low, high) in ranges.items():
+        out.print(f"  {name}: {n:,} of {stream.sizes[name]:,} points; params {low[0]:,}–"
+                  f"{high[0]:,}, flops {low[1]:,}–{high[1]:,}", highlight=False)
+    if len(rows) < stream.candidates and (output is None or rows):
+        out.print(f"showed {len(rows):,} of {stream.candidates:,} candidates, as enumerated "
+                  "(--limit N, --all to show more)", highlight=False)
     if verify_fvcore:
-        verify_with_fvcore(result.candidates, parsed)
+        verify_with_fvcore(checked, parsed)
     if output is not None:
-        write_table(frame, output)
         out.print(f"wrote {output}", highlight=False)
+
+
+def _run_stream(
+    stream: CandidateStream, output: Path | None, shown: int | None, keep: bool
+) -> tuple[list[dict[str, Any]], list[Candidate], dict[str, tuple[int, Any, Any]]]:
+    """Iterate the stream once: write every batch, keep the rows to show (and all
+    candidates when `keep`), and each space's count and params/flops range."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from explorer.tables import TableStream
+
+    rows: list[dict[str, Any]] = []
+    kept: list[Candidate] = []
+    ranges: dict[str, tuple[int, Any, Any]] = {}
+    progress = Progress("enumerating", BarColumn(), MofNCompleteColumn(), "points",
+                        TimeRemainingColumn(), console=err, transient=True,
+                        disable=stream.total_points <= stream.chunk_points)
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(TableStream(output)) if output is not None else None
+        task = stack.enter_context(progress).add_task("enumerate", total=stream.total_points)
+        for batch in stream:
+            if writer is not None:
+                writer.write(batch)
+            room = None if shown is None else shown - len(rows)
+            if room is None or room > 0:
+                rows.extend(batch.rows(room))
+            if keep:
+                kept.extend(batch.candidates(stream.base.complexity))
+            if len(batch):
+                _widen(ranges, batch)
+            progress.update(task, completed=stream.points_done)
+    return rows, kept, ranges
+
+
+def _widen(ranges: dict[str, tuple[int, Any, Any]], batch: Batch) -> None:
+    """Add a batch to its space's running count and (params, flops) minimum and maximum."""
+    low = (int(batch.params.min()), int(batch.flops.min()))
+    high = (int(batch.params.max()), int(batch.flops.max()))
+    if batch.space in ranges:
+        n, was_low, was_high = ranges[batch.space]
+        low = (min(low[0], was_low[0]), min(low[1], was_low[1]))
+        high = (max(high[0], was_high[0]), max(high[1], was_high[1]))
+    else:
+        n = 0
+    ranges[batch.space] = (n + len(batch), low, high)
+
+
+def _print_drops(stream: CandidateStream) -> None:
+    """One line per dropped point when there are few; counts by reason when there are many."""
+    if stream.dropped_count <= DROP_LINES:
+        for dropped in stream.dropped:
+            values = ", ".join(f"{k}={_short(v)}" for k, v in dropped.values.items()) or "base"
+            out.print(
+                f"[yellow]dropped[/] {dropped.space} ({values}): {dropped.reason}",
+                highlight=False,
+            )
+        return
+    for reason, n in stream.dropped_by_reason.most_common():
+        out.print(f"[yellow]dropped[/] {n:,} points: {reason}", highlight=False)
 
 
 def candidates_table(frame: pd.DataFrame, spec: Spec, base: Complexity) -> Table:
@@ -563,6 +649,138 @@ def report(
         tau = "n/a" if math.isnan(fidelity.tau) else f"{fidelity.tau:.2f}"
         out.print(f"proxy fidelity: Kendall τ = {tau} between {fidelity.proxy} and the full "
                   f"run over {len(fidelity.table)} candidates", highlight=False)
+
+
+@app.command()
+def compare(
+    experiment: Annotated[str, typer.Argument(help="The experiment's name.")],
+    space: Annotated[
+        list[str] | None,
+        typer.Option("--space", help="Compare this space (repeatable); default: every space."),
+    ] = None,
+    normalize: Annotated[
+        str | None,
+        typer.Option("--normalize", metavar="none|params|flops",
+                     help="Weight models so that every space has the same complexity "
+                          "distribution, uniform over the log-spaced bins they share "
+                          "(Radosavovic et al. 2019); none: plain EDFs and scipy's ks_2samp. "
+                          "Default: flops, or none (with a notice) where the spaces share no "
+                          "flops bin.", show_default=False),
+    ] = None,
+    bins: Annotated[
+        int, typer.Option("--bins", help="Log-spaced complexity bins for --normalize.")
+    ] = 10,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object (the contract's) instead.")
+    ] = False,
+    plan: Annotated[
+        bool, typer.Option("--plan", help="Also say how many models per space the KS test "
+                                          "needs to detect a difference of --ks.")
+    ] = False,
+    ks: Annotated[
+        float, typer.Option("--ks", help="The KS difference --plan sizes the samples for.")
+    ] = 0.1,
+    runs_dir: RunsDir = Path("runs"),
+    store: StoreOpt = None,
+) -> None:
+    """Compare an experiment's design spaces as error distributions: per space n, min, mean
+    and the EDF, per pair the two-sample KS test, and the verdict on doubling C."""
+    from explorer.compare import (
+        DEFAULT_NORMALIZE,
+        NORMALIZE_CHOICES,
+        CompareError,
+        compare_spaces,
+        plan_samples,
+        space_names,
+    )
+
+    if normalize is not None and normalize not in NORMALIZE_CHOICES:
+        fail(f"--normalize {normalize!r}: use {', '.join(NORMALIZE_CHOICES)}")
+    if not 0 < ks <= 1:
+        fail(f"--ks {ks:g}: a KS difference is between 0 and 1 (e.g. 0.1)")
+    if bins < 1:
+        fail(f"--bins {bins}: use 1 or more bins")
+    trials = open_reader(runs_dir, store).trials_frame([experiment])
+    if trials.empty:
+        fail(f"no experiment {experiment!r} in the store; `explorer status` lists them")
+    known = space_names(trials)
+    unknown = [s for s in space or [] if s not in known]
+    if unknown:
+        fail(f"--space {unknown[0]!r} is not a space of {experiment!r}; its spaces are: "
+             f"{', '.join(known)}")
+    chosen = list(dict.fromkeys(space or [])) or None
+    try:
+        result = compare_spaces(trials, spaces=chosen, normalize=normalize or DEFAULT_NORMALIZE,
+                                bins=bins)
+    except CompareError as problem:
+        if normalize is not None:  # asked for: say why it cannot be done
+            fail(str(problem))
+        err.print(f"note: {problem}; compared without normalisation", highlight=False,
+                  soft_wrap=True)
+        result = compare_spaces(trials, spaces=chosen, normalize="none", bins=bins)
+    if plan:
+        result = dataclasses.replace(result, plan=plan_samples(result, trials, ks=ks))
+    if as_json:
+        print(json.dumps(result.to_json()))
+        return
+    print_comparison(experiment, result)
+
+
+def print_comparison(experiment: str, result: Comparison) -> None:
+    """`explorer compare`'s tables and sentences on the terminal."""
+    from explorer.compare import plan_sentence
+    from explorer.stats import QUANTILES
+
+    weighted = result.normalize != "none"
+    how = (f"normalised by {result.normalize} ({result.bins} log bins)" if weighted
+           else "not normalised")
+    table = Table(title=f"{experiment}: test error (%) of each space's candidates, {how}")
+    headers = ["space", "n", "min", "mean", *(["weighted mean", "n effective"] if weighted
+                                               else []),
+               *(f"EDF {level:.0%}" for level in QUANTILES)]
+    for header in headers:
+        table.add_column(header, justify="left" if header == "space" else "right")
+    for s in result.spaces:
+        figures = [s.min, s.mean, *([s.weighted_mean] if weighted else [])]
+        table.add_row(s.name, str(s.n), *(_figure(v) for v in figures),
+                      *([_figure(s.n_effective, 1)] if weighted else []),
+                      *(_figure(v) for v in s.quantiles))
+    out.print(table)
+    if result.pairs:
+        pairs = Table(title="two-sample Kolmogorov–Smirnov tests"
+                            + (" (weighted; p from Kish effective sizes)" if weighted else ""))
+        for header in ("a", "b", "KS statistic", "p-value", "n a", "n b"):
+            pairs.add_column(header, justify="left" if header in ("a", "b") else "right")
+        for p in result.pairs:
+            pairs.add_row(p.a, p.b, _figure(p.ks_statistic, 3), _p_value(p.p_value),
+                          _figure(p.n_a, 1), _figure(p.n_b, 1))
+        out.print(pairs)
+    for verdict in result.verdicts:
+        out.print(f"verdict: {verdict.sentence}", highlight=False, soft_wrap=True)
+    planned = result.plan
+    if planned is not None:
+        out.print(f"plan: {plan_sentence(planned, result.normalize)}", highlight=False,
+                  soft_wrap=True)
+        out.print(f"  rule: {planned.rule}", highlight=False, soft_wrap=True)
+        for name, n in planned.simulated.items():
+            found = f"{n}" if n is not None else "more than 5000"
+            out.print(f"  {name}: {planned.have[name]} models now; resampling its errors, two "
+                      f"samples of {found} models each fall within KS {planned.ks:g} of each "
+                      f"other in {1 - planned.alpha:.0%} of draws", highlight=False,
+                      soft_wrap=True)
+        for (a, b), d in planned.detectable.items():
+            can = (f"flags KS differences above {d:.3f}" if d < 1 else
+                   f"can flag no KS difference (its critical value is {d:.2f}, above 1)")
+            out.print(f"  {a} vs {b}: with today's samples the test {can}", highlight=False,
+                      soft_wrap=True)
+
+
+def _figure(value: float, digits: int = 2) -> str:
+    return "–" if value != value else f"{value:.{digits}f}"
+
+
+def _p_value(value: float) -> str:
+    return "–" if value != value else f"{value:.3g}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:

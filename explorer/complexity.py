@@ -122,12 +122,32 @@ def count_stages(*, template: str, stem_width: int | np.ndarray, block: str,
 
     The same formula as `count`, layer for layer, on whole columns: spatial
     sizes depend only on the template, resolution and stage index, so they are
-    scalars, and everything else is an exact int64 product.
+    scalars, and everything else is an exact int64 product. Long inputs are
+    counted in blocks of rows that stay in cache.
     """
     depth, width, card, d = (np.asarray(a, dtype=np.int64)
                              for a in (depths, widths, cardinalities, bottleneck_widths))
-    n, num_stages = depth.shape
+    n = depth.shape[0]
     stem_channels = np.broadcast_to(np.asarray(stem_width, dtype=np.int64), (n,))
+    if n <= _ROWS_PER_BLOCK:
+        return _count_block(template, stem_channels, block, depth, width, card, d,
+                            resolution, num_classes)
+    parts = [_count_block(template, stem_channels[at], block, depth[at], width[at], card[at],
+                          d[at], resolution, num_classes)
+             for at in (slice(s, s + _ROWS_PER_BLOCK) for s in range(0, n, _ROWS_PER_BLOCK))]
+    params, flops, acts = (np.concatenate(column) for column in zip(*parts, strict=True))
+    return params, flops, acts
+
+
+# Rows per block: a stage's column of a (n, stages) array is strided, and whole-array
+# steps over millions of rows spend their time in cache misses.
+_ROWS_PER_BLOCK = 16_384
+
+
+def _count_block(template: str, stem_channels: np.ndarray, block: str, depth: np.ndarray,
+                 width: np.ndarray, card: np.ndarray, d: np.ndarray, resolution: int,
+                 num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n, num_stages = depth.shape
     if template == "imagenet":
         size = conv_out_size(resolution, 7, 2, 3)
         stem_weights = stem_channels * (3 * 7 * 7)

@@ -8,6 +8,7 @@ so the temp-file-and-rename dance is written once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import tempfile
@@ -44,9 +45,20 @@ def atomic_path(target: str | Path, *, fsync: bool = False) -> Iterator[Path]:
     target = Path(target)
     with scratch_file(target.parent, prefix=f".{target.name}.") as tmp:
         yield tmp
+        # mkstemp makes the file private (0600); the result should carry the
+        # mode a plain open() would have given it, so others can read a table.
+        os.chmod(tmp, 0o666 & ~_umask())
         if fsync:
             _fsync(tmp)
         os.replace(tmp, target)
+
+
+@functools.cache
+def _umask() -> int:
+    # The only way to read the umask is to set it; done once, before any thread needs it.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync(path: Path) -> None:

@@ -8,6 +8,7 @@ anywhere; every text from the store is HTML-escaped. The file is written atomica
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 import os
@@ -19,7 +20,15 @@ from typing import Any
 import pandas as pd
 import plotly.io as pio
 
-from explorer import analysis, figures
+from explorer import analysis, figures, stats
+from explorer.compare import (
+    DEFAULT_NORMALIZE,
+    CompareError,
+    Comparison,
+    compare_spaces,
+    plan_samples,
+    plan_sentence,
+)
 from explorer.files import atomic_write
 from explorer.metrics import SHOWN_STATUSES
 from explorer.store import Reader
@@ -99,7 +108,8 @@ def write_report(store: Reader, experiment: str, output: str | Path, *,
     return ReportSummary(
         experiment=experiment, version=int(record["version"]), trials=len(per_trial),
         finished=int((per_trial["status"] == "finished").sum()),
-        figures=len(SECTIONS) + (fidelity is not None), bytes=len(text.encode("utf-8")),
+        figures=len(SECTIONS) + 1 + (fidelity is not None),  # + the compare section's EDFs
+        bytes=len(text.encode("utf-8")),
         proxy=fidelity,
     )
 
@@ -175,6 +185,7 @@ def render_report(trials: pd.DataFrame, epochs: pd.DataFrame, experiment: dict[s
                               config={"displaylogo": False, "responsive": True}),
                   "</section>"]
         first = False
+    parts += _compare_section(trials)
     if proxy is not None:
         parts += _proxy_section(proxy)
     if not candidates.empty:
@@ -190,6 +201,57 @@ def render_report(trials: pd.DataFrame, epochs: pd.DataFrame, experiment: dict[s
                   f"<pre>{_e(str(spec_text))}</pre></details></section>"]
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def comparison_for_report(trials: pd.DataFrame) -> Comparison:
+    """`explorer compare`'s default comparison of every space, with the closed-form plan;
+    unnormalised where the spaces share no complexity bin."""
+    try:
+        result = compare_spaces(trials, normalize=DEFAULT_NORMALIZE)
+    except CompareError:
+        result = compare_spaces(trials, normalize="none")
+    return dataclasses.replace(result, plan=plan_samples(result, trials, simulate=False))
+
+
+def _compare_section(trials: pd.DataFrame) -> list[str]:
+    """The spaces as distributions: normalised EDFs with bands, per-space figures, the KS
+    table, the verdict on doubling C, and the planner's line."""
+    result = comparison_for_report(trials)
+    by = None if result.normalize == "none" else result.normalize
+    fig = figures.edf_figure(analysis.edf_table(trials, normalize_by=by), normalize_by=by)
+    spaces = pd.DataFrame([{
+        "space": s.name, "n": s.n, "min": s.min, "mean": s.mean,
+        "weighted mean": s.weighted_mean, "n effective": s.n_effective,
+        **{f"EDF {level:.0%}": v for level, v in zip(stats.QUANTILES, s.quantiles,
+                                                       strict=True)},
+    } for s in result.spaces])
+    pairs = pd.DataFrame([{"a": p.a, "b": p.b, "KS statistic": p.ks_statistic,
+                           "p-value": "" if p.p_value != p.p_value else f"{p.p_value:.3g}",
+                           "n a": p.n_a, "n b": p.n_b}
+                          for p in result.pairs])
+    how = (f"complexity-normalised by {result.normalize} over {result.bins} log-spaced bins "
+           "(every space weighted to the same, uniform distribution over the bins they share; "
+           "p-values from Kish effective sizes)" if by else
+           "not normalised (the spaces share no complexity bin); p-values are scipy's ks_2samp")
+    verdicts = [f"<li>{_e(v.sentence)}</li>" for v in result.verdicts] or [
+        "<li>No space trades d for C at preserved complexity, so there is no verdict on "
+        "doubling C.</li>"]
+    plan = result.plan
+    return ['<section id="section-compare"><h2>Design spaces as distributions '
+            "(Radosavovic et al. 2019)</h2>",
+            f"<p>Each candidate's mean error over its finished seeds; {_e(how)}. "
+            "The same as <code>explorer compare</code>.</p>",
+            pio.to_html(fig, full_html=False, include_plotlyjs=False,
+                        div_id="figure-compare_edf", default_width="100%",
+                        default_height="480px",
+                        config={"displaylogo": False, "responsive": True}),
+            _table(spaces),
+            "<h3>Two-sample Kolmogorov–Smirnov tests</h3>",
+            _table(pairs) if not pairs.empty else "<p>One space only: nothing to test.</p>",
+            "<h3>The verdict: what doubling C does</h3>", f"<ul>{''.join(verdicts)}</ul>",
+            "<h3>Sample size</h3>",
+            f"<p>{_e(plan_sentence(plan, result.normalize)) if plan else ''}. "
+            f"Rule: {_e(plan.rule) if plan else ''}.</p>", "</section>"]
 
 
 def _proxy_section(proxy: ProxyFidelity) -> list[str]:

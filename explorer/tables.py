@@ -1,22 +1,44 @@
-"""Candidates as a pandas table, and writing tables to CSV, Parquet or JSON atomically."""
+"""Candidates as a pandas table, and writing tables to CSV, Parquet or JSON atomically.
+
+Two ways in: `write_table` writes a DataFrame held in memory; `TableStream`
+writes an enumeration's batches as they come (pyarrow for CSV and Parquet),
+so memory stays flat in the number of rows. Both write beside the target
+and rename at the end: an interrupted write leaves no file behind.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
-import pandas as pd
+import numpy as np
 
-from explorer.files import atomic_write
+from explorer.files import atomic_path, atomic_write
 
 if TYPE_CHECKING:
-    from explorer.space import Candidate
+    import pandas as pd
+    import pyarrow as pa
+
+    from explorer.space import Batch, Candidate
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".json")
 
+# Candidate.row()'s columns and how each is stored: str, int, float or a per-stage list.
+ROW_KINDS = {
+    "space": "str", "key": "str", "template": "str", "block": "str", "depths": "list",
+    "widths": "list", "stem_width": "int", "cardinality": "int", "bottleneck_width": "int",
+    "group_widths": "list", "cardinalities": "list", "bottleneck_widths": "list",
+    "params": "int", "flops": "int", "acts": "int", "params_deviation_pct": "float",
+    "flops_deviation_pct": "float", "solved": "str",
+}
+
 
 def candidates_frame(candidates: Iterable[Candidate]) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.DataFrame([c.row() for c in candidates])
 
 
@@ -35,3 +57,153 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
         atomic_write(path, lambda tmp: frame.to_json(tmp, orient="records", indent=2))
     else:
         raise ValueError(f"unknown table format {suffix!r}; use {', '.join(TABLE_SUFFIXES)}")
+
+
+def _column(batch: Batch, name: str) -> Any:
+    """The column `name` of Candidate.row() for the whole batch (one value where it is one)."""
+    if name in ("space", "template", "solved"):
+        return getattr(batch, name)
+    if name == "key":
+        return list(batch.keys)
+    if name == "block":
+        return list(batch.blocks)
+    if name == "cardinality":
+        return batch.cardinalities[:, 0]
+    if name == "bottleneck_width":
+        return batch.bottleneck_widths[:, 0]
+    if name in ("params_deviation_pct", "flops_deviation_pct"):
+        return round_like_python(getattr(batch, name.removesuffix("_pct")), 3)
+    return getattr(batch, name)
+
+
+def round_like_python(values: np.ndarray, digits: int) -> np.ndarray:
+    """round(x, digits) of every value, as Candidate.row() rounds, at numpy's speed.
+
+    np.round scales, rounds to an integer and scales back; that agrees with
+    Python's correctly rounded result except where the scaled value lies
+    within its own rounding error of a half, so those few go through round().
+    """
+    scale = 10.0**digits
+    scaled = values * scale
+    out = np.rint(scaled) / scale
+    near_half = np.abs(np.abs(scaled - np.floor(scaled)) - 0.5) < 1e-9 * np.maximum(
+        1.0, np.abs(scaled))
+    odd = near_half | ~np.isfinite(values) | (np.abs(values) >= 1e12)  # huge: scaling is inexact
+    for i in np.flatnonzero(odd).tolist():
+        out[i] = round(float(values[i]), digits)
+    return out
+
+
+def list_text(values: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Rows of a (n, stages) array as "[a,b,c]": the distinct texts and each row's index."""
+    from explorer.space import distinct_rows
+
+    unique, inverse = distinct_rows(values)
+    return ["[" + ",".join(map(str, row)) + "]" for row in unique.tolist()], inverse
+
+
+def arrow_table(batch: Batch, *, lists_as_text: bool) -> pa.Table:
+    import pyarrow as pa
+
+    columns: dict[str, Any] = {}
+    n = len(batch)
+    for name, kind in ROW_KINDS.items():
+        value = _column(batch, name)
+        if kind == "list" and lists_as_text:
+            # Each distinct text built once; arrow repeats it (a dictionary decoded in C++).
+            texts, inverse = list_text(value)
+            columns[name] = pa.DictionaryArray.from_arrays(
+                pa.array(inverse.astype(np.int32)), pa.array(texts, type=pa.string())
+            ).cast(pa.string())
+        elif kind == "list":
+            stages = value.shape[1]
+            offsets = pa.array(np.arange(0, value.size + 1, stages, dtype=np.int32))
+            columns[name] = pa.ListArray.from_arrays(
+                offsets, pa.array(np.ascontiguousarray(value).reshape(-1), type=pa.int64()))
+        elif name in ("space", "template", "solved"):
+            columns[name] = pa.nulls(n, pa.string()) if value is None else pa.repeat(
+                pa.scalar(value, pa.string()), n)
+        else:
+            kinds = {"str": pa.string(), "int": pa.int64(), "float": pa.float64()}
+            columns[name] = pa.array(value, type=kinds[kind])
+    return pa.table(columns)
+
+
+class TableStream:
+    """Rows written to `path` batch by batch, by its suffix; the file appears only when closed.
+
+    Use it as a context manager: leaving the block by an exception (Ctrl-C
+    included) deletes the scratch file and leaves whatever was at `path` as it was.
+    """
+
+    def __init__(self, path: Path) -> None:
+        suffix = path.suffix.lower()
+        if suffix not in TABLE_SUFFIXES:
+            raise ValueError(f"unknown table format {suffix!r}; use {', '.join(TABLE_SUFFIXES)}")
+        self.path, self.suffix = path, suffix
+        self.rows = 0
+        self._writer: Any = None
+        self._file: IO[str] | None = None
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> TableStream:
+        self._tmp = self._stack.enter_context(atomic_path(self.path))
+        return self
+
+    def write(self, batch: Batch) -> None:
+        if self.suffix == ".json":
+            self._write_json(batch)
+        elif len(batch):
+            table = arrow_table(batch, lists_as_text=self.suffix == ".csv")
+            self._open(table.schema).write_table(table)
+        self.rows += len(batch)
+
+    def _open(self, schema: pa.Schema) -> Any:
+        if self._writer is None:
+            if self.suffix == ".csv":
+                import pyarrow.csv as csv
+
+                self._writer = csv.CSVWriter(str(self._tmp), schema)
+            else:
+                import pyarrow.parquet as pq
+
+                self._writer = pq.ParquetWriter(str(self._tmp), schema)
+        return self._writer
+
+    def _write_json(self, batch: Batch) -> None:
+        if self._file is None:
+            self._file = self._stack.enter_context(self._tmp.open("w", encoding="utf-8"))
+            self._file.write("[")
+        for i, row in enumerate(batch.rows()):
+            self._file.write(("\n" if self.rows + i == 0 else ",\n") + json.dumps(row))
+
+    def _finish(self) -> None:
+        if self.suffix == ".json":
+            if self._file is None:
+                self._file = self._stack.enter_context(self._tmp.open("w", encoding="utf-8"))
+                self._file.write("[")
+            self._file.write("\n]\n" if self.rows else "]\n")
+            self._file.close()
+        elif self._writer is None:
+            self._open(_empty_schema(lists_as_text=self.suffix == ".csv"))
+        if self._writer is not None:
+            self._writer.close()
+
+    def __exit__(self, kind: object, value: object, traceback: object) -> None:
+        try:
+            if kind is None:
+                self._finish()
+        finally:
+            if self._writer is not None and kind is not None:
+                with contextlib.suppress(Exception):
+                    self._writer.close()
+            self._stack.__exit__(kind, value, traceback)  # type: ignore[arg-type]
+
+
+def _empty_schema(*, lists_as_text: bool) -> pa.Schema:
+    import pyarrow as pa
+
+    types = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(),
+             "list": pa.string() if lists_as_text else pa.list_(pa.int64())}
+    return pa.schema([(name, types[kind]) for name, kind in ROW_KINDS.items()])
+

@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -162,13 +164,13 @@ def test_verify_fvcore_agrees_on_a_tiny_space(tiny_spec: Path) -> None:
 PATCHED = """\
 import sys
 import explorer.space as space
-from explorer.complexity import Complexity, count
+from explorer.complexity import count_stages
 
-def off_by_one(arch, resolution, num_classes):
-    c = count(arch, resolution, num_classes)
-    return Complexity(c.params + 1, c.flops, c.acts)
+def off_by_one(**columns):
+    params, flops, acts = count_stages(**columns)
+    return params + 1, flops, acts
 
-space.count = off_by_one
+space.count_stages = off_by_one
 from explorer.cli import main
 main(sys.argv[1:])
 """
@@ -191,3 +193,114 @@ def test_a_space_with_every_point_dropped_enumerates_to_nothing(tmp_path: Path) 
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
     assert result.returncode == 0, result.stderr
     assert "0 candidates, 3 dropped" in result.stdout
+
+
+GRID = """\
+name: grid
+model:
+  template: cifar
+  depths: [1, 1]
+  stem_width: 8
+  widths: [16, 32]
+  cardinality: 1
+  bottleneck_width: 4
+spaces:
+  grid:
+    axes:
+      cardinality: [1, 2, 3, 4, 5, 6]
+      bottleneck_width: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+      stem_width: [4, 8]
+data:
+  dataset: cifar10
+  resolution: 16
+"""
+
+
+@pytest.fixture
+def grid_spec(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A 120-point grid, and its candidates' keys in the order the file lists them."""
+    path = tmp_path / "grid.yaml"
+    path.write_text(GRID)
+    table = tmp_path / "all.csv"
+    result = run_cli(str(path), "--output", str(table))
+    assert result.returncode == 0, result.stderr
+    return path, list(pd.read_csv(table)["key"])
+
+
+def shown_keys(stdout: str, keys: list[str]) -> list[str]:
+    return [k for k in keys if k in stdout]
+
+
+def test_the_grid_size_is_the_first_line(grid_spec: tuple[Path, list[str]]) -> None:
+    result = run_cli(str(grid_spec[0]), "--limit", "0")
+    assert result.stdout.splitlines()[0] == "grid: 120 grid points (grid 120)"  # 6 x 10 x 2
+
+
+def test_the_terminal_shows_the_first_50_rows_then_limit_then_all(
+        grid_spec: tuple[Path, list[str]]) -> None:
+    path, keys = grid_spec
+    assert len(keys) == 120
+    default = run_cli(str(path))
+    assert default.returncode == 0, default.stderr
+    assert shown_keys(default.stdout, keys) == keys[:50]
+    assert "showed 50 of 120 candidates, as enumerated" in default.stdout
+    three = run_cli(str(path), "--limit", "3")
+    assert shown_keys(three.stdout, keys) == keys[:3]
+    every = run_cli(str(path), "--all")
+    assert shown_keys(every.stdout, keys) == keys
+    assert "showed" not in every.stdout
+
+
+def test_output_writes_the_file_and_a_summary_without_a_table(
+        grid_spec: tuple[Path, list[str]], tmp_path: Path) -> None:
+    path, keys = grid_spec
+    out = tmp_path / "again.parquet"
+    result = run_cli(str(path), "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    assert shown_keys(result.stdout, keys) == []
+    assert "120 candidates, 0 dropped" in result.stdout
+    assert "grid: 120 of 120 points; params " in result.stdout
+    assert f"wrote {out}" in result.stdout
+    assert list(pd.read_parquet(out)["key"]) == keys
+    with_rows = run_cli(str(path), "--output", str(out), "--limit", "2")
+    assert shown_keys(with_rows.stdout, keys) == keys[:2]
+
+
+def test_many_drops_are_counted_by_reason_few_get_a_line_each(tmp_path: Path) -> None:
+    many = tmp_path / "many.yaml"
+    many.write_text(GRID + "constraints:\n  params: [null, 2000]\n  flops: [200000, null]\n")
+    result = run_cli(str(many), "--limit", "0")
+    assert result.returncode == 0, result.stderr
+    counts = {line.split(" points: ")[1]: int(line.split()[1].replace(",", ""))
+              for line in result.stdout.splitlines() if line.startswith("dropped ")}
+    kept = int(result.stdout.split(" candidates, ")[0].split()[-1])
+    assert sum(counts.values()) + kept == 120 and len(counts) == 2, result.stdout
+    assert set(counts) == {"params above the constraint's 2000",
+                           "flops below the constraint's 2e+05"}
+
+    few = tmp_path / "few.yaml"
+    few.write_text(TINY + "constraints:\n  params: [null, 1000]\n")
+    lines = [x for x in run_cli(str(few)).stdout.splitlines() if x.startswith("dropped")]
+    assert len(lines) == 3 and all("params" in x and "above the constraint" in x for x in lines)
+
+
+DEEP = REPO / "benchmarks" / "enumerate_deep.yaml"
+
+
+def test_ctrl_c_leaves_no_file_and_exits_130(tmp_path: Path) -> None:
+    """SIGINT mid-way through a million points: exit 130, nothing in the folder."""
+    out = tmp_path / "deep.csv"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "explorer.cli", "enumerate", str(DEEP), "--output", str(out)],
+        cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # printed before any work
+    assert "1,049,760 grid points" in first, first
+    time.sleep(1.0)  # well into the stream: the scratch file exists by now
+    assert proc.poll() is None, ("the enumeration ended before it could be interrupted",
+                                 proc.communicate())
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (stdout, stderr)
+    assert "interrupted" in stderr and "Traceback" not in stderr, stderr
+    assert list(tmp_path.iterdir()) == [], (list(tmp_path.iterdir()), stdout, stderr)

@@ -99,3 +99,15 @@ def test_resnet50_from_columns_matches_torchvision_figures() -> None:
         cardinalities=np.ones((1, 4), dtype=np.int64),
         bottleneck_widths=np.array([[64, 128, 256, 512]]), resolution=224, num_classes=1000)
     assert (int(params[0]), int(flops[0])) == (25_557_032, 4_089_184_256)
+
+
+def test_long_inputs_counted_in_blocks_equal_short_calls() -> None:
+    """Over 16,384 rows count_stages works block by block: the seams must not show."""
+    rng = np.random.default_rng(8)
+    cols = random_columns(rng, 40_000, 3)
+    whole = count_stages(template="cifar", block="split", resolution=32, num_classes=10, **cols)
+    pieces = [count_stages(template="cifar", block="split", resolution=32, num_classes=10,
+                           **{k: v[s:s + 997] for k, v in cols.items()})
+              for s in range(0, 40_000, 997)]
+    for j, column in enumerate(whole):
+        assert np.array_equal(column, np.concatenate([p[j] for p in pieces]))

@@ -452,3 +452,24 @@ def test_dashboard_listens_on_loopback_only(
             probe.connect((outward, port))
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as reply:
         assert reply.status == 200
+
+
+def test_tradeoff_verdict_and_edf_ks_table(fixture_db: str) -> None:
+    from explorer.compare import cardinality_verdicts, compare_spaces
+
+    with Reader.open(fixture_db) as store:
+        trials = store.trials_frame(["cifar10-width"])
+    at = app(fixture_db)
+    at.session_state["view"] = "Tradeoff"
+    ran(at)
+    sentences = [v.sentence for v in cardinality_verdicts(trials)]
+    assert sentences and [f"Verdict on doubling C: {s}" for s in sentences] == [
+        t for t in texts(at, "info") if t.startswith("Verdict")]
+    at.session_state["view"] = "EDFs"
+    ran(at)
+    at.radio(key="edf_normalize").set_value("flops")
+    ran(at)
+    shown = table(at, "KS statistic")
+    expected = compare_spaces(trials, normalize="flops").pairs
+    assert shown["KS statistic"].tolist() == pytest.approx([p.ks_statistic for p in expected])
+    assert {t["meta"]["role"] for t in charts(at)["error_edf"]["data"]} == {"band", "edf"}

@@ -57,8 +57,9 @@ def test_every_figure_div_and_summary(report: str) -> None:
     for key, title in SECTIONS:
         assert f'id="figure-{key}"' in report, key
         assert title.split(" (")[0].replace("'", "&#x27;") in report
-    # Every section's chart, plus the proxy-fidelity chart (epoch 1 of 5 against the end).
-    assert report.count("Plotly.newPlot(") == len(SECTIONS) + 1
+    # Every section's chart, the compare section's normalised EDFs, and the proxy-fidelity
+    # chart (epoch 1 of 5 against the end).
+    assert report.count("Plotly.newPlot(") == len(SECTIONS) + 2
     assert 'id="figure-proxy_fidelity"' in report and "epoch 1 of 5" in report
     assert "Summary per space" in report
     assert "preserved" in report and "deeper" in report
@@ -165,3 +166,18 @@ def test_unknown_proxy_experiment_exit_2(db: str, tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "no experiment 'nope'" in result.output
     assert not (tmp_path / "x.html").exists()
+
+
+def test_compare_section_has_the_ks_table_and_the_verdict(report: str, db: str) -> None:
+    from explorer.compare import cardinality_verdicts
+
+    section = report[report.index('id="section-compare"'):]
+    section = section[:section.index("</section>")]
+    assert 'id="figure-compare_edf"' in section
+    assert "Two-sample Kolmogorov–Smirnov tests" in section
+    assert "<td>deeper</td>" in section and "<td>preserved</td>" in section
+    with Reader.open(db) as store:
+        verdicts = cardinality_verdicts(store.trials_frame(["cifar10-cardinality"]))
+    assert [v.space for v in verdicts] == ["preserved"]
+    assert verdicts[0].sentence.replace("×", "&#215;") in section.replace("×", "&#215;")
+    assert "each space needs about 369 models" in section

@@ -258,3 +258,15 @@ def test_run_refuses_a_space_too_small_with_exit_2(tmp_path: Path) -> None:
     result = run_cli("run", str(path), "--runs-dir", str(tmp_path / "runs"), "--dry-run")
     assert result.returncode == 2, result.stdout + result.stderr
     assert "yielded 2 distinct candidates" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_stream_gives_enumerate_specs_sampled_candidates() -> None:
+    from explorer.space import CandidateStream
+
+    spec = parse_spec(BANDED)
+    reference = enumerate_spec(spec)
+    stream = CandidateStream(spec)
+    assert stream.sizes == {"s": 40}
+    rows = [row for batch in stream for row in batch.rows()]
+    assert rows == [c.row() for c in reference.candidates]
+    assert stream.samples == list(reference.samples)
