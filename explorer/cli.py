@@ -52,6 +52,36 @@ def fail(message: str, code: int = EXIT_SETUP) -> NoReturn:
     raise typer.Exit(code)
 
 
+def need(extra: str, what: str, modules: tuple[str, ...] | None = None) -> None:
+    """Exit 2 in one line naming `pip install 'explorer[EXTRA]'` when the extra is missing."""
+    from explorer.errors import MissingExtra, require_extra
+
+    try:
+        require_extra(extra, what, modules)
+    except MissingExtra as missing:
+        from rich.markup import escape
+
+        fail(escape(str(missing)))  # [EXTRA] is not markup
+
+
+def need_store_driver(url: str | None) -> None:
+    """A PostgreSQL URL needs the postgres extra's driver (psycopg) before the store opens."""
+    if url is None or not url.startswith("postgresql"):
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        driver = make_url(url).get_driver_name()
+    except ArgumentError:
+        return  # the store reports a malformed URL itself
+    if driver == "psycopg":
+        need("postgres", f"the store {url.split('://')[0]}://")
+    else:
+        need("postgres", f"the store {url.split('://')[0]}:// (use postgresql+psycopg://)",
+             (driver,))
+
+
 def read_spec(path: Path) -> Spec:
     try:
         return load_spec(path)
@@ -99,6 +129,8 @@ def enumerate_command(
     ] = None,
 ) -> None:
     """List every candidate with its exact params, flops and activations."""
+    if verify_fvcore:
+        need("fvcore", "explorer enumerate --verify-fvcore")
     from explorer.space import enumerate_spec
     from explorer.tables import candidates_frame, write_table
 
@@ -254,6 +286,8 @@ def run(
 
     Exit 0 when every trial finished, 3 when some failed, 2 for a bad spec or set-up.
     """
+    need("sweep", "explorer run")
+    need_store_driver(store)
     from explorer.console import SweepDisplay
     from explorer.errors import SetupError
     from explorer.experiment import RunRequest, run_experiment
@@ -380,6 +414,8 @@ def export(
 def open_reader(runs_dir: Path, url: str | None) -> Reader:
     from explorer.store import Reader, StoreError, store_url
 
+    need_store_driver(url)
+
     try:
         return Reader.open(store_url(runs_dir, url))
     except StoreError as problem:
@@ -410,6 +446,7 @@ def train(
     ] = False,
 ) -> None:
     """Train one candidate without a scheduler, with a progress bar."""
+    need("train", "explorer train")
     from explorer.console import train_with_progress
     from explorer.space import enumerate_spec
 
@@ -463,6 +500,7 @@ def cost(
     ] = None,
 ) -> None:
     """Measure every candidate: latency at batch 1, training images/s, peak memory."""
+    need("train", "explorer cost")
     import pandas as pd
 
     from explorer.console import CostBar
@@ -504,6 +542,7 @@ def dashboard(
     ] = "127.0.0.1",
 ) -> None:
     """Browse the results in a live Streamlit dashboard (read-only; updates during a sweep)."""
+    need("dashboard", "explorer dashboard")
     from explorer.serve import is_loopback, port_problem, serve
     from explorer.store import store_url
 
@@ -538,6 +577,7 @@ def report(
     ] = None,
 ) -> None:
     """Write an experiment's charts and tables as one standalone HTML file (opens offline)."""
+    need("dashboard", "explorer report", ("plotly", "scipy"))  # no streamlit
     from explorer.report import ReportError, write_report
 
     check_output_suffix(output, (".html", ".htm"))
