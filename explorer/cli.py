@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from explorer.spec import Spec, SpecError, json_schema, load_spec
+from explorer.spec import Spec, SpecError, json_schema, load_spec_source
 
 if TYPE_CHECKING:  # the commands import what they need when they run
     import pandas as pd
@@ -35,7 +35,7 @@ app = typer.Typer(
     name="explorer",
     help="Design-space explorer for ResNeXt-style networks: enumerate, train, compare.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, pwsh)
     pretty_exceptions_enable=False,
 )
 # Piped output is not cut to 80 columns: tables of exact counts are meant to be read whole.
@@ -82,9 +82,14 @@ def need_store_driver(url: str | None) -> None:
              (driver,))
 
 
-def read_spec(path: Path) -> Spec:
+def read_spec(path: Path, overrides: Sequence[str] | None = None) -> Spec:
+    return read_spec_source(path, overrides)[0]
+
+
+def read_spec_source(path: Path, overrides: Sequence[str] | None = None) -> tuple[Spec, str]:
+    """The spec with its --set overrides, and the text to record (see spec.spec_source)."""
     try:
-        return load_spec(path)
+        return load_spec_source(path, overrides or ())
     except SpecError as problem:
         for line in problem.problems:
             err.print(str(line), highlight=False, markup=False, soft_wrap=True)
@@ -95,12 +100,43 @@ def read_spec(path: Path) -> Spec:
 
 
 SpecArg = Annotated[Path, typer.Argument(help="The experiment spec (YAML).", show_default=False)]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", metavar="KEY.PATH=VALUE", show_default=False,
+                 help="Override a spec key, the value read as YAML (train.epochs=2, "
+                      "train.seeds=[0,1]); repeatable, validated like the file."),
+]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("explorer")
+        except PackageNotFoundError:  # run from a source tree that is not installed
+            from explorer import __version__ as found
+        print(f"explorer {found}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_print_version, is_eager=True,
+                     help="Print the version and exit."),
+    ] = None,
+) -> None:
+    pass
 
 
 @app.command()
-def validate(spec: SpecArg) -> None:
+def validate(spec: SpecArg, overrides: SetOpt = None) -> None:
     """Check a spec and report every problem, one line each (exit 2 if any)."""
-    parsed = read_spec(spec)
+    parsed = read_spec(spec, overrides)
+
+
     spaces = ", ".join(parsed.spaces)
     out.print(f"{spec}: ok — experiment {parsed.name!r}, spaces: {spaces}", highlight=False)
 
@@ -127,6 +163,7 @@ def enumerate_command(
     space: Annotated[
         list[str] | None, typer.Option("--space", help="Only this space (repeatable).")
     ] = None,
+    overrides: SetOpt = None,
 ) -> None:
     """List every candidate with its exact params, flops and activations."""
     if verify_fvcore:
@@ -134,7 +171,7 @@ def enumerate_command(
     from explorer.space import enumerate_spec
     from explorer.tables import candidates_frame, write_table
 
-    parsed = read_spec(spec)
+    parsed = read_spec(spec, overrides)
     if output is not None:
         check_output_suffix(output, (".csv", ".parquet", ".json"))
     unknown = [s for s in space or [] if s not in parsed.spaces]
@@ -281,6 +318,7 @@ def run(
     ] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", hidden=True)] = None,
     fail_trial: Annotated[str | None, typer.Option("--fail-trial", hidden=True)] = None,
+    overrides: SetOpt = None,
 ) -> None:
     """Train every trial of SPEC on Ray; the same command again resumes.
 
@@ -293,11 +331,11 @@ def run(
     from explorer.experiment import RunRequest, run_experiment
     from explorer.store import SpecChanged, StoreError
 
-    parsed = read_spec(spec)
+    parsed, spec_text = read_spec_source(spec, overrides)
     address = address or ray_address_from_env(announce=not dry_run)
     request = RunRequest(
         spec=parsed,
-        spec_text=spec.read_text(encoding="utf-8"),
+        spec_text=spec_text,
         runs_dir=runs_dir,
         store_url=store,
         address=address,
@@ -444,13 +482,14 @@ def train(
     as_json: Annotated[
         bool, typer.Option("--json", help="Final metrics as JSON on the last line.")
     ] = False,
+    overrides: SetOpt = None,
 ) -> None:
     """Train one candidate without a scheduler, with a progress bar."""
     need("train", "explorer train")
     from explorer.console import train_with_progress
     from explorer.space import enumerate_spec
 
-    parsed = read_spec(spec)
+    parsed = read_spec(spec, overrides)
     if device not in ("cpu", "cuda", "auto"):
         fail(f"--device {device!r}: use cpu, cuda or auto")
     matches = [c for c in enumerate_spec(parsed).candidates if c.key.startswith(key)]
