@@ -34,6 +34,9 @@ EXIT_OK, EXIT_SETUP, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
 app = typer.Typer(
     name="explorer",
     help="Design-space explorer for ResNeXt-style networks: enumerate, train, compare.",
+    epilog="Exit codes: 0 success · 1 an internal error (a bug; EXPLORER_DEBUG=1 shows the "
+           "traceback) · 2 a bad spec, bad arguments or a set-up problem (a missing extra "
+           "too) · 3 some trials failed · 130 interrupted (the same command again resumes).",
     no_args_is_help=True,
     add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, pwsh)
     pretty_exceptions_enable=False,
