@@ -117,8 +117,8 @@ def _print_version(value: bool) -> None:
 
         try:
             found = version("explorer")
-        except PackageNotFoundError:  # run from a source tree that is not installed
-            from explorer import __version__ as found
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            found = "(not installed: no version)"
         print(f"explorer {found}")
         raise typer.Exit()
 
