@@ -238,7 +238,8 @@ class OptunaStrategy(Strategy):
     With a `place`, the study is Optuna's own, loaded if it exists: a rerun
     continues its history, where each trained trial carries its trial key
     (user attribute ``trial_key``); a trial a gone driver left running is told
-    its result if the store has it, else failed. Without one it lives in memory.
+    its result if the store has it, else failed and asked again first (Optuna's
+    enqueue_trial). Without a place the study lives in memory.
     """
 
     def __init__(self, spec: Spec, known: Mapping[str, Mapping[str, Any]], n_trials: int,
@@ -309,17 +310,21 @@ class OptunaStrategy(Strategy):
         self.study.tell(trial, values)
 
     def _settle_left_running(self) -> None:
-        """Trials a driver that is gone left running: told what the store knows, or failed.
-        Only this driver asks and tells (one driver per experiment), so none is live."""
+        """Trials a driver that is gone left running: told what the store knows, or failed
+        and queued again, so the next asks hand them out first (they resume from their
+        checkpoints). Only this driver asks and tells (one driver per experiment), so none
+        is live."""
         for frozen in self.study.get_trials(deepcopy=False, states=(optuna_state("RUNNING"),)):
             key = frozen.user_attrs.get("trial_key")
             values = None
             if key in self.known:
                 values = self._known_values(frozen, self.known[key])
-            if values is None:
-                self.study.tell(frozen.number, state=optuna_state("FAIL"))
-            else:
+            if values is not None:
                 self.study.tell(frozen.number, values)
+                continue
+            self.study.tell(frozen.number, state=optuna_state("FAIL"))
+            if key is not None and key not in self.known:
+                self.study.enqueue_trial(frozen.params)
 
     def _known_values(self, frozen: optuna.trial.FrozenTrial,
                       result: Mapping[str, Any]) -> list[float] | None:
