@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from explorer.spec import Spec, SpecError, json_schema, load_spec
+from explorer.spec import Spec, SpecError, json_schema, load_spec_source
 
 if TYPE_CHECKING:  # the commands import what they need when they run
     import pandas as pd
@@ -36,8 +36,11 @@ EXIT_OK, EXIT_SETUP, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
 app = typer.Typer(
     name="explorer",
     help="Design-space explorer for ResNeXt-style networks: enumerate, train, compare.",
+    epilog="Exit codes: 0 success · 1 an internal error (a bug; EXPLORER_DEBUG=1 shows the "
+           "traceback) · 2 a bad spec, bad arguments or a set-up problem (a missing extra "
+           "too) · 3 some trials failed · 130 interrupted (the same command again resumes).",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, pwsh)
     pretty_exceptions_enable=False,
 )
 # Piped output is not cut to 80 columns: tables of exact counts are meant to be read whole.
@@ -54,9 +57,44 @@ def fail(message: str, code: int = EXIT_SETUP) -> NoReturn:
     raise typer.Exit(code)
 
 
-def read_spec(path: Path) -> Spec:
+def need(extra: str, what: str, modules: tuple[str, ...] | None = None) -> None:
+    """Exit 2 in one line naming `pip install 'explorer[EXTRA]'` when the extra is missing."""
+    from explorer.errors import MissingExtra, require_extra
+
     try:
-        return load_spec(path)
+        require_extra(extra, what, modules)
+    except MissingExtra as missing:
+        from rich.markup import escape
+
+        fail(escape(str(missing)))  # [EXTRA] is not markup
+
+
+def need_store_driver(url: str | None) -> None:
+    """A PostgreSQL URL needs the postgres extra's driver (psycopg) before the store opens."""
+    if url is None or not url.startswith("postgresql"):
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        driver = make_url(url).get_driver_name()
+    except ArgumentError:
+        return  # the store reports a malformed URL itself
+    if driver == "psycopg":
+        need("postgres", f"the store {url.split('://')[0]}://")
+    else:
+        need("postgres", f"the store {url.split('://')[0]}:// (use postgresql+psycopg://)",
+             (driver,))
+
+
+def read_spec(path: Path, overrides: Sequence[str] | None = None) -> Spec:
+    return read_spec_source(path, overrides)[0]
+
+
+def read_spec_source(path: Path, overrides: Sequence[str] | None = None) -> tuple[Spec, str]:
+    """The spec with its --set overrides, and the text to record (see spec.spec_source)."""
+    try:
+        return load_spec_source(path, overrides or ())
     except SpecError as problem:
         for line in problem.problems:
             err.print(str(line), highlight=False, markup=False, soft_wrap=True)
@@ -67,12 +105,43 @@ def read_spec(path: Path) -> Spec:
 
 
 SpecArg = Annotated[Path, typer.Argument(help="The experiment spec (YAML).", show_default=False)]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", metavar="KEY.PATH=VALUE", show_default=False,
+                 help="Override a spec key, the value read as YAML (train.epochs=2, "
+                      "train.seeds=[0,1]); repeatable, validated like the file."),
+]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("explorer")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            found = "(not installed: no version)"
+        print(f"explorer {found}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_print_version, is_eager=True,
+                     help="Print the version and exit."),
+    ] = None,
+) -> None:
+    pass
 
 
 @app.command()
-def validate(spec: SpecArg) -> None:
+def validate(spec: SpecArg, overrides: SetOpt = None) -> None:
     """Check a spec and report every problem, one line each (exit 2 if any)."""
-    parsed = read_spec(spec)
+    parsed = read_spec(spec, overrides)
+
+
     spaces = ", ".join(parsed.spaces)
     out.print(f"{spec}: ok — experiment {parsed.name!r}, spaces: {spaces}", highlight=False)
 
@@ -103,6 +172,7 @@ def enumerate_command(
     space: Annotated[
         list[str] | None, typer.Option("--space", help="Only this space (repeatable).")
     ] = None,
+    overrides: SetOpt = None,
     limit: Annotated[
         int | None,
         typer.Option("--limit", min=0, help=f"Show the first N candidates, as enumerated "
@@ -119,9 +189,11 @@ def enumerate_command(
     summary; --output writes every candidate to the file, streamed in chunks,
     and the file appears only when complete. Ctrl-C leaves no file and exits 130.
     """
+    if verify_fvcore:
+        need("fvcore", "explorer enumerate --verify-fvcore")
     from explorer.space import CandidateStream
 
-    parsed = read_spec(spec)
+    parsed = read_spec(spec, overrides)
     if output is not None:
         check_output_suffix(output, (".csv", ".parquet", ".json"))
     unknown = [s for s in space or [] if s not in parsed.spaces]
@@ -342,21 +414,24 @@ def run(
     ] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", hidden=True)] = None,
     fail_trial: Annotated[str | None, typer.Option("--fail-trial", hidden=True)] = None,
+    overrides: SetOpt = None,
 ) -> None:
     """Train every trial of SPEC on Ray; the same command again resumes.
 
     Exit 0 when every trial finished, 3 when some failed, 2 for a bad spec or set-up.
     """
+    need("sweep", "explorer run")
+    need_store_driver(store)
     from explorer.console import SweepDisplay
     from explorer.errors import SetupError
     from explorer.experiment import RunRequest, run_experiment
     from explorer.store import SpecChanged, StoreError
 
-    parsed = read_spec(spec)
+    parsed, spec_text = read_spec_source(spec, overrides)
     address = address or ray_address_from_env(announce=not dry_run)
     request = RunRequest(
         spec=parsed,
-        spec_text=spec.read_text(encoding="utf-8"),
+        spec_text=spec_text,
         runs_dir=runs_dir,
         store_url=store,
         address=address,
@@ -473,6 +548,8 @@ def export(
 def open_reader(runs_dir: Path, url: str | None) -> Reader:
     from explorer.store import Reader, StoreError, store_url
 
+    need_store_driver(url)
+
     try:
         return Reader.open(store_url(runs_dir, url))
     except StoreError as problem:
@@ -501,12 +578,14 @@ def train(
     as_json: Annotated[
         bool, typer.Option("--json", help="Final metrics as JSON on the last line.")
     ] = False,
+    overrides: SetOpt = None,
 ) -> None:
     """Train one candidate without a scheduler, with a progress bar."""
+    need("train", "explorer train")
     from explorer.console import train_with_progress
     from explorer.space import enumerate_spec
 
-    parsed = read_spec(spec)
+    parsed = read_spec(spec, overrides)
     if device not in ("cpu", "cuda", "auto"):
         fail(f"--device {device!r}: use cpu, cuda or auto")
     matches = [c for c in enumerate_spec(parsed).candidates if c.key.startswith(key)]
@@ -556,6 +635,7 @@ def cost(
     ] = None,
 ) -> None:
     """Measure every candidate: latency at batch 1, training images/s, peak memory."""
+    need("train", "explorer cost")
     import pandas as pd
 
     from explorer.console import CostBar
@@ -597,6 +677,7 @@ def dashboard(
     ] = "127.0.0.1",
 ) -> None:
     """Browse the results in a live Streamlit dashboard (read-only; updates during a sweep)."""
+    need("dashboard", "explorer dashboard")
     from explorer.serve import is_loopback, port_problem, serve
     from explorer.store import store_url
 
@@ -631,6 +712,7 @@ def report(
     ] = None,
 ) -> None:
     """Write an experiment's charts and tables as one standalone HTML file (opens offline)."""
+    need("dashboard", "explorer report", ("plotly", "scipy"))  # no streamlit
     from explorer.report import ReportError, write_report
 
     check_output_suffix(output, (".html", ".htm"))
@@ -685,6 +767,7 @@ def compare(
 ) -> None:
     """Compare an experiment's design spaces as error distributions: per space n, min, mean
     and the EDF, per pair the two-sample KS test, and the verdict on doubling C."""
+    need("dashboard", "explorer compare", ("scipy",))  # its KS tests and Kendall τ
     from explorer.compare import (
         DEFAULT_NORMALIZE,
         NORMALIZE_CHOICES,

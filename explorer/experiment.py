@@ -20,10 +20,30 @@ from typing import Any, Protocol
 
 from explorer.lease import driver_lease
 from explorer.plan import TrialPlan
-from explorer.search import Listed, OptunaStrategy, Strategy, listed_candidates, listed_trials
+from explorer.search import (
+    Listed,
+    OptunaStrategy,
+    Strategy,
+    StudyPlace,
+    listed_candidates,
+    listed_trials,
+)
 from explorer.space import Candidate
 from explorer.spec import Spec
 from explorer.store import ExperimentRecord, Writer, environment_info, store_url
+
+# Optuna's study of an experiment lives in Optuna's own storage, always this SQLite file of
+# the runs directory (also with a PostgreSQL results store: Optuna's tables stay out of the
+# store's schema, and only the driver, on this machine, asks and tells), so
+# `optuna-dashboard sqlite:///RUNS_DIR/optuna.db` opens it.
+OPTUNA_DB = "optuna.db"
+
+
+def study_place(runs_dir: Path, experiment: str, version: int) -> StudyPlace:
+    """Where an experiment's Optuna study is: named after the experiment (a later version,
+    with its own spec and maybe other axes, as NAME@vN)."""
+    name = experiment if version == 1 else f"{experiment}@v{version}"
+    return StudyPlace(f"sqlite:///{(runs_dir / OPTUNA_DB).resolve()}", name)
 
 
 @dataclass(frozen=True)
@@ -162,15 +182,17 @@ class Planned:
     reused: int
 
 
-def plan_run(store: Writer, experiment_id: int, spec: Spec) -> Planned:
+def plan_run(store: Writer, experiment_id: int, spec: Spec,
+             study: StudyPlace | None = None) -> Planned:
     """Record the trials a listed search needs, then skip the finished ones and reuse those
-    finished in other experiments; a search that picks as it goes is told what is known."""
+    finished in other experiments; a search that picks as it goes is told what is known
+    (its study kept at `study`, in memory without one)."""
     candidates = listed_candidates(spec)
     if candidates is None:
         assert spec.search.n_trials is not None  # the spec requires it
         known = store.finished_results(experiment_id)
         left = max(spec.search.n_trials - len(known), 0)
-        return Planned(OptunaStrategy(spec, known, left), left, len(known), 0)
+        return Planned(OptunaStrategy(spec, known, left, study), left, len(known), 0)
     store.add_candidates(experiment_id, candidates)
     trials = listed_trials(spec, candidates)
     store.add_trials(experiment_id, [(t.plan.trial_key, t.plan.candidate_key, t.plan.seed)
@@ -219,7 +241,9 @@ def _plan_and_sweep(request: RunRequest, store: Writer, record: ExperimentRecord
 
     spec = request.spec
     check_available(spec.data)  # a missing dataset is found before Ray starts
-    planned = plan_run(store, record.id, spec)
+    request.runs_dir.mkdir(parents=True, exist_ok=True)
+    planned = plan_run(store, record.id, spec,
+                       study_place(request.runs_dir, spec.name, record.version))
     total = planned.strategy.budget
     resources = spec.resources
     shown = planned.planned if isinstance(planned.strategy, Listed) else spec.search.n_trials

@@ -8,7 +8,9 @@ the ask-and-tell shape of Optuna's own samplers:
   lists; a rerun hands out only the trials not finished yet.
 - `OptunaStrategy`: asks an Optuna study for each point, turns it into a
   candidate first, and never hands out an infeasible one (outside the
-  tolerance or the constraints) or one already trained.
+  tolerance or the constraints) or one already trained. The study can live
+  in Optuna's own storage (`explorer run` keeps it in RUNS_DIR/optuna.db), so
+  optuna-dashboard opens it and a rerun continues the sampler's history.
 
 The sweep's Ray adapter (explorer/sweep.py) drives any of them. This module
 needs neither torch nor ray; optuna is imported only when an Optuna search
@@ -18,6 +20,7 @@ is made.
 from __future__ import annotations
 
 import abc
+import json
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,8 +28,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from explorer.complexity import Complexity, count
 from explorer.plan import TrialPlan, plan_trial, plan_trials
-from explorer.space import AXIS_FIELDS, Candidate, Dropped, base_candidate, enumerate_spec, realise
+from explorer.space import (
+    AXIS_FIELDS,
+    Candidate,
+    Dropped,
+    base_candidate,
+    build_arch,
+    enumerate_spec,
+    realise,
+    valid_widths,
+)
 from explorer.spec import Range, Spec
 
 if TYPE_CHECKING:
@@ -87,9 +100,9 @@ class Listed(Strategy):
 
 
 class Chooser(Protocol):
-    """Picks a value per axis: an index into a list axis, a number in a range axis."""
+    """Picks a value per axis: an index into a list axis's values, a number in a range axis."""
 
-    def index(self, name: str, size: int) -> int: ...
+    def index(self, name: str, values: Sequence[Any]) -> int: ...
 
     def number(self, name: str, axis: Range) -> int | float: ...
 
@@ -102,7 +115,7 @@ def choose_point(axes: Mapping[str, Any], choose: Chooser) -> dict[str, Any]:
             continue
         axis = axes[name]
         point[name] = choose.number(name, axis) if isinstance(axis, Range) \
-            else axis[choose.index(name, len(axis))]
+            else axis[choose.index(name, axis)]
     return point
 
 
@@ -112,8 +125,8 @@ class RandomChooser:
 
     rng: np.random.Generator
 
-    def index(self, name: str, size: int) -> int:
-        return int(self.rng.integers(size))
+    def index(self, name: str, values: Sequence[Any]) -> int:
+        return int(self.rng.integers(len(values)))
 
     def number(self, name: str, axis: Range) -> int | float:
         if axis.log:
@@ -125,19 +138,30 @@ class RandomChooser:
 
 @dataclass(frozen=True)
 class OptunaChooser:
-    """Each axis as an Optuna parameter named ``SPACE.AXIS`` of one trial."""
+    """Each axis as an Optuna parameter named ``SPACE.AXIS`` of one trial; a list axis is
+    categorical over its values (a list value as its JSON text, e.g. "[3,4,6,3]", since
+    Optuna's choices are scalars), so the study and its dashboard show what was tried."""
 
     trial: optuna.Trial
     space: str
 
-    def index(self, name: str, size: int) -> int:
-        return int(self.trial.suggest_categorical(f"{self.space}.{name}", list(range(size))))
+    def index(self, name: str, values: Sequence[Any]) -> int:
+        choices = [choice_label(v) for v in values]
+        return choices.index(self.trial.suggest_categorical(f"{self.space}.{name}", choices))
 
     def number(self, name: str, axis: Range) -> int | float:
         param = f"{self.space}.{name}"
         if axis.integer:
             return self.trial.suggest_int(param, int(axis.low), int(axis.high), log=axis.log)
         return self.trial.suggest_float(param, axis.low, axis.high, log=axis.log)
+
+
+def choice_label(value: Any) -> bool | int | float | str | None:
+    """A list axis's value as an Optuna categorical choice: scalars as they are, lists (depths,
+    widths) as compact JSON, which is stable and reads like the spec."""
+    if isinstance(value, list | tuple):
+        return json.dumps(list(value), separators=(",", ":"))
+    return value  # type: ignore[no-any-return]
 
 
 # --- grid and random -----------------------------------------------------------------------
@@ -191,17 +215,35 @@ def listed_trials(spec: Spec, candidates: Sequence[Candidate]) -> list[Suggestio
 # --- optuna --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class StudyPlace:
+    """Where an Optuna study lives: Optuna's storage URL and the study's name."""
+
+    storage: str
+    name: str
+
+
 class OptunaStrategy(Strategy):
     """Optuna's suggestions, each made a candidate before it may train.
 
-    An infeasible point is told to the study as failed and asked again, so it
-    never trains; a point already trained (in `known`, by trial key) is told
-    its known result and asked again; a point in flight is never handed out
-    twice. Multi-objective searches use NSGA-II, single-objective ones TPE,
-    both seeded by the spec.
+    An infeasible point never trains: its constraint violations are recorded
+    with Optuna's `Trial.set_constraint` and it is told as pruned (it stopped
+    before its first step; no objective value is made up), so TPE learns to
+    avoid the region. A point already trained (in `known`, by trial key) is
+    told its known result again and asked again (Optuna's FAQ way with a
+    repeat); a point in flight is never handed out twice. Multi-objective
+    searches use NSGA-II, single-objective ones TPE with the constant liar
+    (parallel trials in flight count as pending), both seeded by the spec.
+
+    With a `place`, the study is Optuna's own, loaded if it exists: a rerun
+    continues its history, where each trained trial carries its trial key
+    (user attribute ``trial_key``); a trial a gone driver left running is told
+    its result if the store has it, else failed and asked again first (Optuna's
+    enqueue_trial). Without a place the study lives in memory.
     """
 
-    def __init__(self, spec: Spec, known: Mapping[str, Mapping[str, Any]], n_trials: int) -> None:
+    def __init__(self, spec: Spec, known: Mapping[str, Mapping[str, Any]], n_trials: int,
+                 place: StudyPlace | None = None) -> None:
         import optuna
 
         self.spec = spec
@@ -215,10 +257,13 @@ class OptunaStrategy(Strategy):
         seed = spec.search.seed
         sampler: optuna.samplers.BaseSampler = (
             optuna.samplers.NSGAIISampler(seed=seed) if len(self.objectives) > 1
-            else optuna.samplers.TPESampler(seed=seed))
+            else optuna.samplers.TPESampler(seed=seed, constant_liar=True))
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.study = optuna.create_study(directions=["minimize"] * len(self.objectives),
-                                         sampler=sampler)
+        self.study = optuna.create_study(
+            directions=["minimize"] * len(self.objectives), sampler=sampler,
+            storage=place.storage if place else None, study_name=place.name if place else None,
+            load_if_exists=place is not None)
+        self._settle_left_running()
 
     @property
     def budget(self) -> int:
@@ -232,15 +277,17 @@ class OptunaStrategy(Strategy):
             space, candidate = self._candidate(trial)
             if candidate is None:
                 self.infeasible += 1
-                self._fail(trial)
+                self.study.tell(trial, state=optuna_state("PRUNED"))
                 continue
             plan = plan_trial(self.spec, candidate, self.spec.train.seeds[0], (space,))
             if plan.trial_key in self.known:  # trained before (counted out of n_trials)
+                trial.set_user_attr("repeat_of", plan.trial_key)
                 self.study.tell(trial, self._values(self.known[plan.trial_key], candidate))
                 continue
             if plan.trial_key in self._in_flight:  # suggested again while it trains
                 self._fail(trial)
                 continue
+            trial.set_user_attr("trial_key", plan.trial_key)
             self._in_flight[plan.trial_key] = trial
             self._candidates[plan.trial_key] = candidate
             self.remaining -= 1
@@ -262,12 +309,47 @@ class OptunaStrategy(Strategy):
         self.known[trial_key] = dict(result or {})
         self.study.tell(trial, values)
 
+    def _settle_left_running(self) -> None:
+        """Trials a driver that is gone left running: told what the store knows, or failed
+        and queued again, so the next asks hand them out first (they resume from their
+        checkpoints). Only this driver asks and tells (one driver per experiment), so none
+        is live."""
+        for frozen in self.study.get_trials(deepcopy=False, states=(optuna_state("RUNNING"),)):
+            key = frozen.user_attrs.get("trial_key")
+            values = None
+            if key in self.known:
+                values = self._known_values(frozen, self.known[key])
+            if values is not None:
+                self.study.tell(frozen.number, values)
+                continue
+            self.study.tell(frozen.number, state=optuna_state("FAIL"))
+            if key is not None and key not in self.known:
+                self.study.enqueue_trial(frozen.params)
+
+    def _known_values(self, frozen: optuna.trial.FrozenTrial,
+                      result: Mapping[str, Any]) -> list[float] | None:
+        space = str(frozen.params.get("space", next(iter(self.spec.spaces))))
+        if space not in self.spec.spaces:
+            return None
+        fixed = _FixedChooser(frozen.params, space)
+        found = realise(self.spec, space, choose_point(self.spec.spaces[space].axes.present(),
+                                                      fixed), self._base)
+        return None if isinstance(found, Dropped) else self._values(result, found)
+
     def _candidate(self, trial: optuna.Trial) -> tuple[str, Candidate | None]:
         names = list(self.spec.spaces)
         space = str(trial.suggest_categorical("space", names)) if len(names) > 1 else names[0]
         axes = self.spec.spaces[space].axes.present()
-        result = realise(self.spec, space, choose_point(axes, OptunaChooser(trial, space)),
-                         self._base)
+        values = choose_point(axes, OptunaChooser(trial, space))
+        result = realise(self.spec, space, values, self._base)
+        if isinstance(result, Dropped):
+            cost = _count_if_buildable(self.spec, space, result.values)
+            margins = constraint_margins(self.spec, space, cost, self._base.complexity)
+        else:
+            margins = constraint_margins(self.spec, space, result.complexity,
+                                         self._base.complexity)
+        for name, margin in margins.items():
+            trial.set_constraint(name, margin)
         return space, None if isinstance(result, Dropped) else result
 
     def _values(self, result: Mapping[str, Any], candidate: Candidate) -> list[float] | None:
@@ -283,6 +365,57 @@ class OptunaStrategy(Strategy):
         return values
 
     def _fail(self, trial: optuna.Trial) -> None:
-        import optuna
+        self.study.tell(trial, state=optuna_state("FAIL"))
 
-        self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+def optuna_state(name: str) -> optuna.trial.TrialState:
+    import optuna
+
+    return optuna.trial.TrialState[name]
+
+
+@dataclass(frozen=True)
+class _FixedChooser:
+    """The values a stored trial was given, read back (list axes by their choice labels)."""
+
+    params: Mapping[str, Any]
+    space: str
+
+    def index(self, name: str, values: Sequence[Any]) -> int:
+        return [choice_label(v) for v in values].index(self.params[f"{self.space}.{name}"])
+
+    def number(self, name: str, axis: Range) -> int | float:
+        return self.params[f"{self.space}.{name}"]  # type: ignore[no-any-return]
+
+
+# Optuna's constraint names: a point is feasible when every value is 0 or less.
+UNBUILDABLE = "buildable"
+
+
+def constraint_margins(spec: Spec, space: str, cost: Complexity | None,
+                       base: Complexity) -> dict[str, float]:
+    """How far a point is inside (< 0) or outside (> 0) each of its bounds, relative to the
+    bound: the solve's tolerance and each absolute constraint. A point that cannot be built
+    (no solution, a width rounding to 0) has only ``buildable``: 1."""
+    if cost is None:
+        return {UNBUILDABLE: 1.0}
+    margins: dict[str, float] = {}
+    rule = spec.spaces[space].solve
+    if rule is not None:
+        goal = getattr(base, rule.preserve)
+        margins["tolerance"] = abs(getattr(cost, rule.preserve) - goal) / goal - rule.tolerance
+    for name, band in spec.constraints:
+        if band is None:
+            continue
+        value, (low, high) = getattr(cost, name), band
+        sides = [(low - value) / low if low else None, (value - high) / high if high else None]
+        if any(s is not None for s in sides):
+            margins[name] = max(s for s in sides if s is not None)
+    return margins
+
+
+def _count_if_buildable(spec: Spec, space: str, values: Mapping[str, Any]) -> Complexity | None:
+    rule = spec.spaces[space].solve
+    if (rule is not None and rule.field not in values) or not valid_widths(spec, values):
+        return None
+    return count(build_arch(spec, values), spec.data.resolution, spec.num_classes)

@@ -3,16 +3,21 @@
 A bad spec never starts anything. `load_spec` reports every problem it finds,
 one per line, as ``FILE:LINE: path.to.key: what is wrong (got VALUE)``, by
 raising `SpecError`; the CLI prints those lines and exits with code 2.
+
+Overrides (the CLI's ``--set train.epochs=2``) are applied to the parsed YAML
+before validation and checked exactly like the file; a problem they cause is
+located at ``--set KEY.PATH`` instead of a line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import json
 import types
 import typing
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -361,10 +366,12 @@ class Problem:
     path: str
     message: str
     value: str | None = None
+    origin: str | None = None  # where, when not a line of the file: "--set KEY.PATH"
 
     def __str__(self) -> str:
         got = f" (got {self.value})" if self.value is not None else ""
-        return f"{self.file}:{self.line}: {self.path}: {self.message}{got}"
+        where = self.origin or f"{self.file}:{self.line}"
+        return f"{where}: {self.path}: {self.message}{got}"
 
 
 class At(Protocol):
@@ -392,6 +399,7 @@ class Parsed:
     data: Any
     lines: dict[Loc, int]
     duplicates: list[tuple[Loc, int]]
+    origins: dict[Loc, str] = dataclasses.field(default_factory=dict)  # keys --set made
 
 
 # Bounds on what a spec may be, so a hostile file is refused in milliseconds, not after
@@ -515,8 +523,21 @@ def parse_yaml(text: str) -> Parsed:
     return Parsed(build(root, ()), lines, duplicates)
 
 
-def load_spec(path: str | Path) -> Spec:
-    """Read and validate a spec file; raises SpecError listing every problem."""
+def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> Spec:
+    """Read and validate a spec file, with `overrides` (``KEY.PATH=VALUE``) applied; raises
+    SpecError listing every problem."""
+    return load_spec_source(path, overrides)[0]
+
+
+def load_spec_source(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Spec, str]:
+    """The validated spec and the text an experiment records: the file's own, or with
+    overrides the YAML they produce (see `spec_source`)."""
+    text = read_spec_text(path)
+    return parse_spec(text, str(path), overrides), spec_source(text, str(path), overrides)
+
+
+def read_spec_text(path: str | Path) -> str:
+    """A spec file's text, bounded in size; raises SpecError when it cannot be read."""
     path = Path(path)
     try:
         with path.open("rb") as file:
@@ -530,11 +551,89 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(
             [Problem(str(path), 0, "(file)", f"cannot read the spec: {reason}")]
         ) from None
-    return parse_spec(text, str(path))
+    return text
 
 
-def parse_spec(text: str, filename: str = "<spec>") -> Spec:
-    """Validate spec text; `filename` names it in the problems reported."""
+def parse_spec(text: str, filename: str = "<spec>", overrides: Sequence[str] = ()) -> Spec:
+    """Validate spec text with `overrides` applied; `filename` names it in the problems."""
+    parsed, problems = _parse_overridden(text, filename, overrides)
+    problems.extend(_check(parsed, filename))
+    if problems:
+        raise SpecError(problems)
+    return Spec.model_validate(parsed.data)
+
+
+def spec_source(text: str, filename: str, overrides: Sequence[str]) -> str:
+    """The spec text an experiment records (its hash follows the validated spec either way).
+
+    Without overrides, the file's text as it is. With them, the YAML they produce, under a
+    header naming the file and each ``--set``: a spec that reproduces the run on its own
+    (the file's comments are not carried over)."""
+    if not overrides:
+        return text
+    parsed, problems = _parse_overridden(text, filename, overrides)
+    if problems:
+        raise SpecError(problems)
+    data = parsed.data
+    header = f"# {filename} with\n" + "".join(f"#   --set {item}\n" for item in overrides)
+    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True,
+                                   default_flow_style=None)
+
+
+def _parse_overridden(text: str, filename: str,
+                      overrides: Sequence[str]) -> tuple[Parsed, list[Problem]]:
+    """The parsed file with every override applied that can be, and the problems of those
+    that cannot (validation then reports the rest)."""
+    parsed = _parse_text(text, filename)
+    if not overrides:
+        return parsed, []
+    if parsed.data is None:
+        parsed = Parsed({}, parsed.lines, parsed.duplicates)
+    if not isinstance(parsed.data, dict):
+        return parsed, []  # reported by _check as not a mapping
+    problems = [problem for item in overrides
+                if (problem := _apply_override(parsed, item, filename)) is not None]
+    return parsed, problems
+
+
+def _apply_override(parsed: Parsed, item: str, filename: str) -> Problem | None:
+    """Set one ``KEY.PATH=VALUE`` (the value read as YAML: ``2``, ``[0, 1]``, ``null``) in
+    the parsed data, creating missing mappings on the way; a problem if it cannot be set."""
+    key, sep, text = item.partition("=")
+    parts = key.strip().split(".")
+    origin = f"--set {key.strip()}"
+    if not sep or not all(parts):
+        return Problem(filename, 0, key.strip() or "(none)",
+                       "expected KEY.PATH=VALUE, e.g. --set train.epochs=2", repr(item), origin)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        reason = getattr(err, "problem", None) or "invalid YAML"
+        return Problem(filename, 0, key, f"the value is not YAML: {reason}", repr(text), origin)
+    node: Any = parsed.data
+    loc: list[str | int] = []
+    for depth, part in enumerate(parts):
+        index: str | int = part
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                return Problem(filename, 0, _dotted(loc), f"is a list of {len(node)}; "
+                               f"index it with 0 to {len(node) - 1}", part, origin)
+            index = int(part)
+        elif not isinstance(node, dict):
+            return Problem(filename, 0, _dotted(loc), "is not a mapping, so it has no key "
+                           f"{part!r}", _show(node), origin)
+        loc.append(index)
+        if depth == len(parts) - 1:
+            node[index] = value
+        elif isinstance(node, dict) and node.get(index) is None:
+            node[index] = {}  # a section the file leaves out (or null)
+            parsed.origins[tuple(loc)] = origin
+        node = node[index]
+    parsed.origins[tuple(loc)] = origin
+    return None
+
+
+def _parse_text(text: str, filename: str) -> Parsed:
     try:
         parsed = parse_yaml(text)
     except _Refused as err:
@@ -548,10 +647,7 @@ def parse_spec(text: str, filename: str = "<spec>") -> Spec:
         ) from None
     except yaml.YAMLError as err:
         raise SpecError([Problem(filename, 0, "(yaml)", f"YAML syntax error: {err}")]) from None
-    problems = list(_check(parsed, filename))
-    if problems:
-        raise SpecError(problems)
-    return Spec.model_validate(parsed.data)
+    return parsed
 
 
 def _check(parsed: Parsed, filename: str) -> Iterator[Problem]:
@@ -564,6 +660,7 @@ def _check(parsed: Parsed, filename: str) -> Iterator[Problem]:
             _dotted(loc),
             message,
             _show(value) if show_value else None,
+            _origin_of(parsed.origins, line_loc or loc),
         )
 
     for loc, line in parsed.duplicates:
@@ -831,6 +928,14 @@ def _strip(hint: Any) -> Any:
     while typing.get_origin(hint) is Annotated:
         hint = typing.get_args(hint)[0]
     return hint
+
+
+def _origin_of(origins: dict[Loc, str], loc: Loc) -> str | None:
+    """The override that set the key at `loc` or one of its parents, if one did."""
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in origins:
+            return origins[loc[:end]]
+    return None
 
 
 def _line_of(lines: dict[Loc, int], loc: Loc) -> int:

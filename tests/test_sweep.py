@@ -183,6 +183,21 @@ def test_optuna_never_starts_a_trial_outside_the_flops_bound(
           f"{sorted(int(f) for f in done['flops'])} (bound {bound})")
     assert searcher.infeasible > 0
 
+    # The study is Optuna's own, in the runs directory, named after the experiment.
+    import optuna
+
+    storage = f"sqlite:///{runs / 'optuna.db'}"
+    study = optuna.load_study(study_name="optuna-flops", storage=storage)
+    trained = [t for t in study.trials if "trial_key" in t.user_attrs]
+    assert sorted(t.user_attrs["trial_key"] for t in trained) == sorted(done.index)
+    assert [t.values[0] for t in sorted(trained, key=lambda t: t.user_attrs["trial_key"])] == \
+        pytest.approx(list(done["test_error"]))
+    # A rerun has nothing left to train and tells the study nothing twice.
+    again = run(spec, runs)
+    assert again.finished == 5 and again.failed == ()
+    assert len(optuna.load_study(study_name="optuna-flops", storage=storage).trials) == \
+        len(study.trials)
+
 
 CLUSTER_SCRIPT = textwrap.dedent("""
     import io, json, sys
