@@ -75,8 +75,9 @@ class TensorBoardLog:
     """Event files per trial under `root`/TRIAL_KEY/, one scalar per metric and epoch.
 
     Each event file is flushed after every epoch, so TensorBoard shows a
-    running sweep. A trial that runs again (a retry, a resumed driver) adds an
-    event file to its folder; TensorBoard reads them together.
+    running sweep. A trial that runs again (a retry, a resumed driver, `explorer
+    train` once more) adds an event file to its folder that purges the earlier
+    ones' events from its first epoch on: TensorBoard shows each epoch once.
     """
 
     def __init__(self, root: Path) -> None:
@@ -85,11 +86,13 @@ class TensorBoardLog:
         self._writers: dict[str, Any] = {}
 
     def epoch(self, trial_key: str, metrics: Mapping[str, Any]) -> None:
+        step = int(metrics["epoch"])
         writer = self._writers.get(trial_key)
         if writer is None:
-            writer = self._writer_class(log_dir=str(self.root / trial_key))
+            # purge_step: a trial that trains again from epoch `step` (a rerun, a retry, a
+            # resume) hides the earlier files' events from there on, TensorBoard's own way.
+            writer = self._writer_class(log_dir=str(self.root / trial_key), purge_step=step)
             self._writers[trial_key] = writer
-        step = int(metrics["epoch"])
         for name in SCALARS:
             value = metrics.get(name)
             if value is not None and math.isfinite(float(value)):

@@ -93,6 +93,17 @@ def test_event_files_per_trial_read_back(tmp_path: Path) -> None:
             assert [v for _, v in values] == pytest.approx([v for _, v in expected], rel=1e-6)
 
 
+def test_a_trial_that_trains_again_shows_each_epoch_once(tmp_path: Path) -> None:
+    with TensorBoardLog(tmp_path) as first:
+        for epoch in (1, 2, 3):
+            first.epoch("t", metrics(epoch, 50.0 - epoch).to_dict())
+    with TensorBoardLog(tmp_path) as resumed:  # resumed after epoch 1, different numbers
+        for epoch in (2, 3, 4):
+            resumed.epoch("t", metrics(epoch, 20.0 - epoch).to_dict())
+    assert scalars(tmp_path / "t")["test_error"] == pytest.approx(
+        [(1, 49.0), (2, 18.0), (3, 17.0), (4, 16.0)])
+
+
 def test_train_tensorboard_logs_every_epoch_under_the_trial_key(tmp_path: Path) -> None:
     spec_path = tiny_spec(tmp_path, train={"epochs": 2})
     spec = load_spec(spec_path)
