@@ -231,7 +231,7 @@ StoreOpt = Annotated[
 TensorBoardOpt = Annotated[
     bool,
     typer.Option("--tensorboard", help="Write each trial's epochs as TensorBoard event files "
-                 "to RUNS_DIR/NAME/tensorboard/TRIAL_KEY/ (needs explorer[tracking])."),
+                 "to RUNS_DIR/NAME/tensorboard/TRIAL_KEY/ (needs the tracking extra)."),
 ]
 
 
@@ -394,7 +394,7 @@ def export(
         str | None,
         typer.Option("--mlflow", help="Log each trial as an MLflow run at this tracking URI "
                      "(e.g. file:///tmp/mlruns, offline); again updates the same runs. "
-                     "Needs explorer[tracking]."),
+                     "Needs the tracking extra."),
     ] = None,
 ) -> None:
     """Write an experiment's trials (or their epochs) to a table file, or to MLflow."""

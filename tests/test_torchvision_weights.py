@@ -9,9 +9,11 @@ grouped form, and through models/convert.py into the concat and split forms.
 
 Where `import torchvision` fails (here PyPI's torchvision wheels are built for the
 CUDA torch and fail beside the CPU torch wheel: "operator torchvision::nms does not
-exist"), the tests skip, naming the error. The check functions take no pytest and a
-device, so benchmarks/device_check.py calls them on the GPU machine:
-``compare_with_torchvision("resnext50_32x4d", "cuda")``.
+exist"), the tests skip, naming the error. The check functions need no pytest and take
+a device, so the device check (benchmarks/device_check.py) can call them on the GPU
+machine, where torchvision imports: ``compare_with_torchvision("resnext50_32x4d",
+"cuda")`` returns the largest difference per block form and raises where one is not
+allclose; ``init_from_torchvision_file("resnet50", PATH)`` checks --init's reader.
 """
 
 from __future__ import annotations
