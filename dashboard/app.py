@@ -11,6 +11,11 @@ Live: store reads are cached on ``Reader.data_version()``, which changes with
 every write, and a fragment polls that number every few seconds; when it
 changes, the app reruns (the browser page is not reloaded, and charts keep
 their zoom through ``uirevision``).
+
+Links: the view, the experiments, the filters and the views' settings are in the
+page's query string (URL_PARAMS names them), read once when a session starts and
+written back as the widgets change, so a copied link reproduces the view. Tables
+show numbers for people (column_config formats); the CSV download has exact values.
 """
 
 from __future__ import annotations
@@ -41,6 +46,19 @@ FILTERS = (
     ("f_seeds", "seeds", "seed"),
 )
 Filters = tuple[tuple[str, tuple[Any, ...]], ...]
+NORMALIZE = ("none", "params", "flops")
+COST_METRICS = ("latency_ms", "train_images_per_sec")
+# What a link carries: each shared widget's session key, by its name in the URL.
+URL_PARAMS = {
+    "view": "view", "experiments": "experiment", "f_spaces": "space", "f_cardinality": "C",
+    "f_bottleneck": "d", "f_depths": "depths", "f_status": "status", "f_seeds": "seed",
+    "edf_normalize": "normalize", "cost_metric": "measure",
+}
+SINGLE_VALUED = {"view", "edf_normalize", "cost_metric"}
+LINK_KEY = "_link"  # session state: what the page's URL asked for and is not applied yet
+# Columns shown with thousands separators; numeric columns named for an error or a
+# latency get 2 decimals. Only the display: the data and the CSV keep every digit.
+COUNT_COLUMNS = {"params", "flops", "images/s", "train_images_per_sec"}
 
 
 def store_url(argv: Sequence[str]) -> str | None:
@@ -138,6 +156,69 @@ def trial_csv(url: str, version: int, experiments: tuple[str, ...], chosen: Filt
     return analysis.trial_table(select(url, version, experiments, chosen)).to_csv(index=False)
 
 
+# --- the view in the URL, numbers for people ------------------------------------------------
+
+
+def link_wishes() -> dict[str, list[str]]:
+    """The shared widgets' values the page's URL asks for, read once per session: later
+    reruns keep the widgets' own state."""
+    if LINK_KEY not in st.session_state:
+        st.session_state[LINK_KEY] = {key: st.query_params.get_all(name)
+                                      for key, name in URL_PARAMS.items()
+                                      if st.query_params.get_all(name)}
+    wishes: dict[str, list[str]] = st.session_state[LINK_KEY]
+    return wishes
+
+
+def from_link(key: str, options: Sequence[Any]) -> None:
+    """Start widget `key` from the link's values, matched to its options by their text.
+
+    Called just before the widget is drawn, once its options are known; values the
+    options lack are named in one line and left out.
+    """
+    wanted = link_wishes().pop(key, None)
+    if wanted is None:
+        return
+    by_text = {str(option): option for option in options}
+    picked = [by_text[value] for value in wanted if value in by_text]
+    unknown = [value for value in wanted if value not in by_text]
+    if unknown:
+        st.sidebar.warning(f"The link's {URL_PARAMS[key]}={', '.join(unknown)} is not in "
+                           "this selection; left out.")
+    if picked:
+        st.session_state[key] = picked[-1] if key in SINGLE_VALUED else picked
+
+
+def to_link() -> None:
+    """Write the shared widgets' state into the URL, so that a copied link reproduces the
+    view; link values not applied yet (their widget is not drawn) stay in it."""
+    wanted = {URL_PARAMS[key]: values for key, values in link_wishes().items()}
+    for key, name in URL_PARAMS.items():
+        value = st.session_state.get(key)
+        if value is None or (key not in SINGLE_VALUED and not value):
+            continue
+        wanted[name] = [str(v) for v in ([value] if key in SINGLE_VALUED else value)]
+    now = {name: st.query_params.get_all(name) for name in st.query_params}
+    if now != wanted:
+        st.query_params.from_dict(wanted)
+
+
+def number_formats(table: pd.DataFrame) -> dict[str, Any]:
+    """column_config for `table`: errors and latencies to 2 decimals, counts with thousands
+    separators (in the reader's locale)."""
+    formats: dict[str, Any] = {}
+    for column in table.columns:
+        values = table[column]
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            continue
+        name = str(column)
+        if name in COUNT_COLUMNS:
+            formats[name] = st.column_config.NumberColumn(format="localized", step=1)
+        elif "error" in name or "latency" in name:
+            formats[name] = st.column_config.NumberColumn(format="%.2f")
+    return formats
+
+
 # --- widgets --------------------------------------------------------------------------------
 
 
@@ -156,7 +237,9 @@ def live(url: str, shown: int) -> None:
 def sidebar(experiments: pd.DataFrame) -> tuple[str, ...]:
     names = experiments["experiment"].drop_duplicates().tolist()
     newest = experiments.sort_values("created_at")["experiment"].iloc[-1]
-    chosen = st.sidebar.multiselect("experiments", names, default=[newest], key="experiments")
+    from_link("experiments", names)
+    default = None if "experiments" in st.session_state else [newest]
+    chosen = st.sidebar.multiselect("experiments", names, default=default, key="experiments")
     return tuple(chosen)
 
 
@@ -178,6 +261,7 @@ def filter_widgets(options: dict[str, list[object]]) -> Filters:
     """Multiselects over the values present; empty means all."""
     chosen = []
     for key, label, column in FILTERS:
+        from_link(key, options[column])
         picked = st.sidebar.multiselect(label, options[column], key=key, placeholder="all")
         chosen.append((column, tuple(picked)))
     return tuple(chosen)
@@ -207,6 +291,14 @@ def chart(fig: object, key: str) -> None:
 
 
 def render(url: str | None) -> None:
+    """The page, then its state written back into the URL."""
+    try:
+        page(url)
+    finally:
+        to_link()
+
+
+def page(url: str | None) -> None:
     st.set_page_config(page_title="explorer", layout="wide")
     st.title("explorer: ResNeXt design spaces")
     if not url:
@@ -245,6 +337,7 @@ def render(url: str | None) -> None:
     st.caption(" · ".join(f"{int(counts.get(s, 0))} {s}"
                           for s in SHOWN_STATUSES)
                + f" · {len(candidates)} candidate means (over seeds)")
+    from_link("view", VIEWS)
     tabs = st.tabs(list(VIEWS), on_change="rerun", key="view")
     views = dict(zip(VIEWS, tabs, strict=True))
     nothing = "No finished trials in this selection yet."
@@ -270,7 +363,8 @@ def render(url: str | None) -> None:
     with views["Trials"]:
         if views["Trials"].open:
             table = analysis.trial_table(selected)
-            st.dataframe(table, hide_index=True, key="trial_table")
+            st.dataframe(table, hide_index=True, key="trial_table",
+                         column_config=number_formats(table))
             st.download_button(
                 "Download CSV", lambda: trial_csv(url, version, names, chosen),
                 file_name=f"{'_'.join(names)}-trials.csv", mime="text/csv", key="csv",
@@ -292,8 +386,10 @@ def tradeoff_view(candidates: pd.DataFrame, nothing: str, verdicts: Sequence[str
     if varying:
         chart(figures.cardinality_tradeoff(candidates), "cardinality_tradeoff")
         table = analysis.tradeoff(candidates[candidates["space"].astype(str).isin(varying)])
-        st.dataframe(table[["space", "setting", "params", "flops", "test_error_mean",
-                            "test_error_std", "seeds"]], hide_index=True, key="tradeoff_table")
+        shown = table[["space", "setting", "params", "flops", "test_error_mean",
+                       "test_error_std", "seeds"]]
+        st.dataframe(shown, hide_index=True, key="tradeoff_table",
+                     column_config=number_formats(shown))
     else:
         st.info("No space in this selection varies cardinality: the error-vs-C chart needs one "
                 "(e.g. `axes: {cardinality: [1, 2, 4, 8, 32]}` with `solve`).")
@@ -326,7 +422,8 @@ def edf_view(url: str, version: int, names: tuple[str, ...], chosen: Filters,
     if candidates.empty:
         st.info(nothing)
         return
-    how = st.radio("normalise complexity", ["none", "params", "flops"], horizontal=True,
+    from_link("edf_normalize", NORMALIZE)
+    how = st.radio("normalise complexity", NORMALIZE, horizontal=True,
                    key="edf_normalize",
                    help="Weight models so that each space's complexity distribution is flat "
                         "(Radosavovic et al. 2019): compares spaces at equal complexity.")
@@ -356,7 +453,8 @@ def cost_view(candidates: pd.DataFrame, nothing: str) -> None:
     if candidates.empty:
         st.info(nothing)
         return
-    metric = st.radio("measure", ["latency_ms", "train_images_per_sec"], horizontal=True,
+    from_link("cost_metric", COST_METRICS)
+    metric = st.radio("measure", COST_METRICS, horizontal=True,
                       key="cost_metric", format_func=figures.COST_LABELS.__getitem__)
     if candidates[metric].notna().any():
         chart(figures.cost_figure(candidates, metric), f"cost_{metric}")

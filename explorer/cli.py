@@ -13,12 +13,13 @@ import json
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from explorer.spec import Spec, SpecError, json_schema, load_spec_source
@@ -26,10 +27,13 @@ from explorer.spec import Spec, SpecError, json_schema, load_spec_source
 if TYPE_CHECKING:  # the commands import what they need when they run
     import pandas as pd
 
+    from explorer.arch import Arch
     from explorer.compare import Comparison
     from explorer.complexity import Complexity
+    from explorer.metrics import EpochMetrics
     from explorer.space import Batch, Candidate, CandidateStream
     from explorer.store import Reader
+    from explorer.train import ModelBuilder
 
 EXIT_OK, EXIT_SETUP, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
 
@@ -53,7 +57,8 @@ class UserError(Exception):
 
 
 def fail(message: str, code: int = EXIT_SETUP) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # The message is text, not markup: "pip install 'explorer[tracking]'" keeps its brackets.
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -64,9 +69,7 @@ def need(extra: str, what: str, modules: tuple[str, ...] | None = None) -> None:
     try:
         require_extra(extra, what, modules)
     except MissingExtra as missing:
-        from rich.markup import escape
-
-        fail(escape(str(missing)))  # [EXTRA] is not markup
+        fail(str(missing))
 
 
 def need_store_driver(url: str | None) -> None:
@@ -387,6 +390,21 @@ StoreOpt = Annotated[
     typer.Option("--store", help="A SQLAlchemy URL; default SQLite at RUNS_DIR/explorer.db."),
 ]
 
+TensorBoardOpt = Annotated[
+    bool,
+    typer.Option("--tensorboard", help="Write each trial's epochs as TensorBoard event files "
+                 "to RUNS_DIR/NAME/tensorboard/TRIAL_KEY/ (needs the tracking extra)."),
+]
+
+
+def check_tensorboard() -> None:
+    from explorer.tracking import TrackingError, summary_writer_class
+
+    try:
+        summary_writer_class()
+    except TrackingError as problem:
+        fail(str(problem))
+
 
 @app.command()
 def run(
@@ -415,6 +433,7 @@ def run(
     max_steps: Annotated[int | None, typer.Option("--max-steps", hidden=True)] = None,
     fail_trial: Annotated[str | None, typer.Option("--fail-trial", hidden=True)] = None,
     overrides: SetOpt = None,
+    tensorboard: TensorBoardOpt = False,
 ) -> None:
     """Train every trial of SPEC on Ray; the same command again resumes.
 
@@ -428,6 +447,8 @@ def run(
     from explorer.store import SpecChanged, StoreError
 
     parsed, spec_text = read_spec_source(spec, overrides)
+    if tensorboard:
+        check_tensorboard()
     address = address or ray_address_from_env(announce=not dry_run)
     request = RunRequest(
         spec=parsed,
@@ -440,6 +461,7 @@ def run(
         max_steps=max_steps,
         num_cpus=num_cpus,
         fail_trial=fail_trial,
+        tensorboard=tensorboard,
     )
     try:
         summary = run_experiment(request, SweepDisplay(out))
@@ -527,22 +549,51 @@ def status(
 @app.command()
 def export(
     experiment: Annotated[str, typer.Argument(help="The experiment's name.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="FILE.csv, .parquet or .json")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="FILE.csv, .parquet or .json")
+    ] = None,
     runs_dir: RunsDir = Path("runs"),
     store: StoreOpt = None,
     epochs: Annotated[bool, typer.Option("--epochs", help="One row per trial and epoch.")] = False,
+    mlflow: Annotated[
+        str | None,
+        typer.Option("--mlflow", help="Log each trial as an MLflow run at this tracking URI "
+                     "(e.g. file:///tmp/mlruns, offline); again updates the same runs. "
+                     "Needs the tracking extra."),
+    ] = None,
 ) -> None:
-    """Write an experiment's trials (or their epochs) to a table file."""
+    """Write an experiment's trials (or their epochs) to a table file, or to MLflow."""
     from explorer.tables import write_table
 
-    check_output_suffix(output, (".csv", ".parquet", ".json"))
+    if output is None and mlflow is None:
+        fail("export needs --output FILE or --mlflow URI")
+    if output is not None:
+        check_output_suffix(output, (".csv", ".parquet", ".json"))
     reader = open_reader(runs_dir, store)
     trials = reader.trials_frame([experiment])
     if trials.empty:
         fail(f"no experiment {experiment!r} in the store; `explorer status` lists them")
-    frame = reader.epochs_frame(experiment_names=[experiment]) if epochs else trials
-    write_table(frame, output)
-    out.print(f"wrote {len(frame)} rows to {output}", highlight=False)
+    if output is not None:
+        frame = reader.epochs_frame(experiment_names=[experiment]) if epochs else trials
+        write_table(frame, output)
+        out.print(f"wrote {len(frame)} rows to {output}", highlight=False)
+    if mlflow is not None:
+        export_mlflow(reader, experiment, mlflow)
+
+
+def export_mlflow(reader: Reader, experiment: str, uri: str) -> None:
+    from explorer.tracking import TrackingError, export_to_mlflow
+
+    if uri.startswith("file:") or "://" not in uri:
+        # The user named a file store; MLflow 3 serves one only with this opt-in.
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    try:
+        done = export_to_mlflow(reader, experiment, uri)
+    except TrackingError as problem:
+        fail(str(problem))
+    out.print(f"MLflow experiment {done.experiment!r} at {done.uri}: {done.created} runs "
+              f"added, {done.updated} updated, {done.epochs_logged} epochs logged",
+              highlight=False)
 
 
 def open_reader(runs_dir: Path, url: str | None) -> Reader:
@@ -579,6 +630,13 @@ def train(
         bool, typer.Option("--json", help="Final metrics as JSON on the last line.")
     ] = False,
     overrides: SetOpt = None,
+    init: Annotated[
+        Path | None,
+        typer.Option("--init", help="Start from these weights: a torch.save'd state_dict "
+                     "(torchvision's layout, or any block form's) or an explorer checkpoint."),
+    ] = None,
+    tensorboard: TensorBoardOpt = False,
+    runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Train one candidate without a scheduler, with a progress bar."""
     need("train", "explorer train")
@@ -596,18 +654,25 @@ def train(
             "lists the keys"
         )
     preflight_data(parsed)
-    result = train_with_progress(
-        matches[0].arch,
-        parsed.data,
-        parsed.train,
-        seed=seed,
-        epochs=epochs,
-        device=device,
-        checkpoint_dir=checkpoint_dir,
-        max_steps=max_steps,
-        console=err,
-        title=f"{matches[0].arch.label()} {matches[0].key}",
-    )
+    build = initial_builder(init, matches[0].arch, parsed.num_classes) if init else None
+    with contextlib.ExitStack() as stack:
+        on_epoch = None
+        if tensorboard:
+            on_epoch = tensorboard_callback(stack, parsed, matches[0], seed, epochs, runs_dir)
+        result = train_with_progress(
+            matches[0].arch,
+            parsed.data,
+            parsed.train,
+            seed=seed,
+            epochs=epochs,
+            device=device,
+            checkpoint_dir=checkpoint_dir,
+            max_steps=max_steps,
+            console=err,
+            title=f"{matches[0].arch.label()} {matches[0].key}",
+            build=build,
+            on_epoch=on_epoch,
+        )
     final = dataclasses.asdict(result.metrics) if result.metrics is not None else {}
     summary = {
         **final,
@@ -624,6 +689,40 @@ def train(
         out.print(summary)
     if result.status != "finished":
         raise typer.Exit(EXIT_FAILED)
+
+
+def initial_builder(path: Path, arch: Arch, num_classes: int) -> ModelBuilder:
+    """`--init PATH` checked against the trial's architecture before anything trains."""
+    from explorer.train import TrialError, read_initial_weights, starting_from
+
+    try:
+        return starting_from(read_initial_weights(path, arch, num_classes))
+    except TrialError as problem:
+        fail(f"--init: {problem}")
+    except OSError as problem:
+        fail(f"--init {path}: {problem.strerror or problem}")
+
+
+def tensorboard_callback(stack: contextlib.ExitStack, spec: Spec, candidate: Candidate,
+                         seed: int | None, epochs: int | None, runs_dir: Path
+                         ) -> Callable[[EpochMetrics], None]:
+    """An on_epoch that logs to RUNS_DIR/NAME/tensorboard/TRIAL_KEY/ (the trial key of the
+    recipe that trains, --epochs included)."""
+    from explorer.plan import plan_trial
+    from explorer.tracking import TensorBoardLog, TrackingError, tensorboard_dir
+    from explorer.train import revise
+
+    recipe = spec.train
+    if epochs is not None:  # as train_with_progress revises it
+        recipe = revise(recipe, epochs=epochs, warmup_epochs=min(recipe.warmup_epochs, epochs))
+    trial = plan_trial(spec.model_copy(update={"train": recipe}), candidate,
+                       recipe.seeds[0] if seed is None else seed)
+    try:
+        log = stack.enter_context(TensorBoardLog(tensorboard_dir(runs_dir, spec.name)))
+    except TrackingError as problem:
+        fail(str(problem))
+    err.print(f"TensorBoard: {log.root / trial.trial_key}", highlight=False)
+    return lambda metrics: log.epoch(trial.trial_key, metrics.to_dict())
 
 
 @app.command()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from explorer.cost import CostRow
     from explorer.data import Dataset
     from explorer.experiment import PlanSummary
+    from explorer.train import ModelBuilder
 
 
 def stderr_console() -> Console:
@@ -81,13 +82,16 @@ def train_with_progress(
     max_steps: int | None = None,
     console: Console | None = None,
     title: str | None = None,
+    build: ModelBuilder | None = None,
+    on_epoch: Callable[[EpochMetrics], None] | None = None,
 ) -> TrialResult:
     """`train_trial` with a progress bar: what ``explorer train`` runs.
 
     `seed` defaults to the recipe's first; `epochs` overrides the recipe's
     (a different recipe, so a different trial; the warm-up is cut to fit).
     One line per epoch is printed above the bar so a finished run leaves its
-    history on screen.
+    history on screen; `on_epoch` hears each epoch too (e.g. a TensorBoard log),
+    and `build` makes the model (e.g. from initial weights).
     """
     from explorer.data import load_dataset
     from explorer.train import revise, train_trial
@@ -100,9 +104,14 @@ def train_with_progress(
         with out.status(f"loading {data.dataset}…"):
             data = load_dataset(data)
     with EpochBar(out, title or arch.label(), recipe.epochs) as bar:
+        def epoch_done(metrics: EpochMetrics) -> None:
+            bar.epoch_done(metrics)
+            if on_epoch is not None:
+                on_epoch(metrics)
+
         result = train_trial(
             arch, data, recipe, seed=trial_seed, device=device, checkpoint_dir=checkpoint_dir,
-            max_steps=max_steps, on_epoch=bar.epoch_done, on_step=bar.step,
+            max_steps=max_steps, on_epoch=epoch_done, on_step=bar.step, build=build,
         )
     if result.resumed_from_epoch:
         out.print(f"resumed from epoch {result.resumed_from_epoch} in {checkpoint_dir}")

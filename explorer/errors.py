@@ -22,6 +22,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "dashboard": ("streamlit", "plotly", "scipy"),
     "fvcore": ("fvcore", "torch"),
     "postgres": ("psycopg",),
+    "tracking": ("tensorboard", "mlflow"),
 }
 
 

@@ -31,6 +31,7 @@ from explorer.search import (
 from explorer.space import Candidate
 from explorer.spec import Spec
 from explorer.store import ExperimentRecord, Writer, environment_info, store_url
+from explorer.tracking import TensorBoardLog, tensorboard_dir
 
 # Optuna's study of an experiment lives in Optuna's own storage, always this SQLite file of
 # the runs directory (also with a PostgreSQL results store: Optuna's tables stay out of the
@@ -59,6 +60,7 @@ class RunRequest:
     num_cpus: int | None = None
     fail_trial: str | None = None
     heartbeat_seconds: float = 10.0  # the driver's lease (explorer/lease.py)
+    tensorboard: bool = False  # event files per trial (explorer/tracking.py)
 
 
 @dataclass(frozen=True)
@@ -130,13 +132,23 @@ class Unobserved:
         pass
 
 
-class StoreSink:
-    """Writes a sweep's events to the store and tells the observer."""
+class EpochTracker(Protocol):
+    """Hears each trial's epochs as they are recorded (tracking.TensorBoardLog)."""
 
-    def __init__(self, store: Writer, experiment_id: int, observer: RunObserver) -> None:
+    def epoch(self, trial_key: str, metrics: Mapping[str, Any]) -> None: ...
+
+    def trial_ended(self, trial_key: str) -> None: ...
+
+
+class StoreSink:
+    """Writes a sweep's events to the store and tells the observer (and a tracker)."""
+
+    def __init__(self, store: Writer, experiment_id: int, observer: RunObserver,
+                 tracker: EpochTracker | None = None) -> None:
         self.store = store
         self.experiment_id = experiment_id
         self.observer = observer
+        self.tracker = tracker
         self.failed: dict[str, str] = {}
 
     def trial_planned(self, plan: TrialPlan, candidate: Candidate | None) -> None:
@@ -153,6 +165,8 @@ class StoreSink:
 
     def epoch(self, trial_key: str, metrics: Mapping[str, Any]) -> None:
         self.store.record_epoch(self.experiment_id, trial_key, metrics)
+        if self.tracker is not None:
+            self.tracker.epoch(trial_key, metrics)
         self.observer.tick()
 
     def trial_ended(self, trial_key: str, status: str, metrics: Mapping[str, Any],
@@ -162,6 +176,8 @@ class StoreSink:
         if history:
             self.store.record_epochs(self.experiment_id, trial_key, history)
         self.store.finish_trial(self.experiment_id, trial_key, status, metrics, error)
+        if self.tracker is not None:
+            self.tracker.trial_ended(trial_key)
         if status == "failed":
             self.failed[trial_key] = error or "failed"
         error_figure = metrics.get("test_error")
@@ -261,8 +277,12 @@ def _plan_and_sweep(request: RunRequest, store: Writer, record: ExperimentRecord
             max_steps=request.max_steps, num_cpus=request.num_cpus, fail_trial=request.fail_trial,
             log_file=request.runs_dir / spec.name / "ray.log",
         )
-        sink = StoreSink(store, record.id, watch)
-        with watch.sweeping():
+        with contextlib.ExitStack() as stack:
+            tracker = (stack.enter_context(TensorBoardLog(tensorboard_dir(request.runs_dir,
+                                                                          spec.name)))
+                       if request.tensorboard else None)
+            sink = StoreSink(store, record.id, watch, tracker)
+            stack.enter_context(watch.sweeping())
             run_sweep(planned.strategy, sink, options, max_epochs=spec.train.epochs)
         failed = sink.failed
     return planned, failed

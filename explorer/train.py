@@ -182,6 +182,47 @@ def build_seeded(build: ModelBuilder, arch: Arch, num_classes: int, seed: int) -
         return build(arch, num_classes)
 
 
+def read_initial_weights(path: Path, arch: Arch, num_classes: int,
+                         build: ModelBuilder | None = None) -> dict[str, torch.Tensor]:
+    """The weights a trial starts from (`explorer train --init PATH`), in `arch`'s form.
+
+    The file is a torch.save'd state_dict (torchvision's layout, or any block form of
+    explorer's) or an explorer trial checkpoint (its model is taken). It is checked
+    against `arch` on the meta device, before anything trains: a TrialError names the
+    first key whose name or shape differs.
+    """
+    from explorer.models import WeightsMismatch, fit_state
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise TrialError(f"{path} is not a readable torch file ({type(exc).__name__}: "
+                         f"{_first_line(exc)})") from exc
+    if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
+        payload = payload.get("model")
+    if not isinstance(payload, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload.items()):
+        raise TrialError(f"{path} holds neither a state_dict nor an explorer checkpoint")
+    with torch.device("meta"):
+        like = (build or default_builder)(arch, num_classes).state_dict()
+    try:
+        return fit_state(payload, like)
+    except WeightsMismatch as problem:
+        raise TrialError(f"{path} does not fit {arch.label()}: {problem}") from None
+
+
+def starting_from(weights: dict[str, torch.Tensor], build: ModelBuilder | None = None
+                  ) -> ModelBuilder:
+    """A builder whose models start from `weights` (read_initial_weights's) instead of
+    their seeded initialisation."""
+    def build_from(arch: Arch, num_classes: int) -> nn.Module:
+        model = (build or default_builder)(arch, num_classes)
+        model.load_state_dict(weights)
+        return model
+
+    return build_from
+
+
 # ---------------------------------------------------------------------------
 # The trial's state, and checkpoints
 

@@ -3,7 +3,8 @@
 `explorer dashboard` serves a fixture database; the page must draw one point
 per candidate mean in the error-vs-FLOPs chart (read from the plotly figure in
 the DOM), show no exception, and pick up a trial that finishes while the page
-is open without being reloaded. A screenshot is saved under the test's tmp
+is open without being reloaded. A link with filters in its query string, opened in a
+fresh browser context, must show the same filtered chart. A screenshot is saved under the test's tmp
 folder (the README's picture, of real results, comes from docs/make_screenshot.py).
 
 Skipped when /usr/bin/chromium or playwright is missing, except under CI
@@ -142,3 +143,41 @@ def test_dashboard_in_chromium(chromium: Any, server: tuple[str, str], tmp_path:
                            timeout=20_000)
     assert page.evaluate("() => window.__notReloaded === true")
     page.close()
+
+
+def test_a_shared_link_reproduces_a_filtered_view(chromium: Any, server: tuple[str, str]
+                                                 ) -> None:
+    """Filters picked in one page are in its URL; that URL opened in a fresh page (a new
+    browser context: no shared session) shows the same filtered chart."""
+    url, store = server
+    with Reader.open(store) as reader:
+        trials = reader.trials_frame([EXPERIMENT])
+    cardinality = int(trials["cardinality"].min())
+    expected = len(analysis.by_candidate(trials[trials["cardinality"] == cardinality]))
+    assert 0 < expected < candidate_means(store)
+
+    first = chromium.new_context(viewport={"width": 1400, "height": 1100})
+    page = first.new_page()
+    page.goto(f"{url}?C={cardinality}", wait_until="domcontentloaded")
+    page.wait_for_function(f"() => ({COUNT_POINTS})('error_vs_flops') === {expected}",
+                           timeout=45_000)
+    # The page rewrites its URL with the whole view: the tab and the experiment too.
+    page.wait_for_function("() => location.search.includes('experiment=')", timeout=20_000)
+    shared = page.url
+    assert f"C={cardinality}" in shared and "view=" in shared
+    first.close()
+
+    fresh = chromium.new_context(viewport={"width": 1400, "height": 1100})
+    again = fresh.new_page()
+    errors: list[str] = []
+    again.on("pageerror", lambda problem: errors.append(str(problem)))
+    again.goto(shared, wait_until="domcontentloaded")
+    again.wait_for_function(f"() => ({COUNT_POINTS})('error_vs_flops') > 0", timeout=45_000)
+    assert again.evaluate(COUNT_POINTS, "error_vs_flops") == expected
+    picked = (again.locator('[data-testid="stMultiSelect"]').filter(has_text="cardinality C")
+              .locator("[data-tag]")
+              .evaluate_all("tags => tags.map(t => t.getAttribute('aria-label'))"))
+    assert picked == [str(cardinality)]
+    assert again.locator('[data-testid="stException"]').count() == 0
+    assert not errors, errors
+    fresh.close()

@@ -5,6 +5,7 @@ server that listens on loopback only."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from fixtures_store import ENVIRONMENT, fixture_spec, make_fixture_store
 from streamlit.testing.v1 import AppTest
@@ -231,6 +233,117 @@ def test_unpicking_every_experiment(fixture_db: str) -> None:
     at.sidebar.multiselect(key="experiments").set_value([])
     ran(at)
     assert any("Pick one or more experiments" in m for m in texts(at, "info"))
+
+
+# --- the view in the URL, numbers for people ------------------------------------------------
+
+
+def test_a_link_sets_the_widgets_and_the_view(fixture_db: str) -> None:
+    at = app(fixture_db)
+    at.query_params["experiment"] = "cifar10-cardinality"
+    at.query_params["C"] = ["1", "64"]  # 64 is in no candidate of the fixture
+    at.query_params["seed"] = "1"
+    at.query_params["view"] = "Error vs cost"
+    ran(at)
+    assert at.sidebar.multiselect(key="experiments").value == ["cifar10-cardinality"]
+    assert at.sidebar.multiselect(key="f_cardinality").value == [1]
+    assert at.sidebar.multiselect(key="f_seeds").value == [1]
+    assert any("C=64" in w and "left out" in w for w in texts(at, "warning"))
+    with Reader.open(fixture_db) as store:
+        trials = store.trials_frame(["cifar10-cardinality"])
+    chosen = trials[(trials["cardinality"] == 1) & (trials["seed"] == 1)]
+    expected = len(analysis.by_candidate(chosen))
+    assert 0 < expected < expected_candidates(fixture_db, "cifar10-cardinality")
+    assert points(charts(at)["error_vs_flops"]) == expected
+    # The page writes back what it shows, less what it left out.
+    assert at.query_params == {"view": "Error vs cost", "experiment": "cifar10-cardinality",
+                               "C": "1", "seed": "1"}
+
+
+def test_a_link_opens_a_view_with_its_settings(fixture_db: str) -> None:
+    at = app(fixture_db)
+    at.query_params["view"] = "EDFs"
+    at.query_params["normalize"] = "flops"
+    at.query_params["status"] = "finished"
+    ran(at)
+    assert at.session_state["view"] == "EDFs"
+    assert at.radio(key="edf_normalize").value == "flops"
+    assert at.sidebar.multiselect(key="f_status").value == ["finished"]
+    assert set(charts(at)) == {"error_edf"}
+    assert "flops" in charts(at)["error_edf"]["layout"]["title"]["text"]
+
+
+def test_widget_changes_are_written_to_the_url(fixture_db: str) -> None:
+    at = ran(app(fixture_db))
+    assert at.query_params == {"view": "Error vs cost", "experiment": "cifar10-width"}
+    at.sidebar.multiselect(key="f_status").set_value(["finished", "running"])
+    at.sidebar.multiselect(key="f_depths").set_value(
+        [at.sidebar.multiselect(key="f_depths").options[0]])
+    ran(at)
+    depths = at.sidebar.multiselect(key="f_depths").value[0]
+    assert at.query_params["status"] == ["finished", "running"]
+    assert at.query_params["depths"] == str(depths)
+    at.session_state["view"] = "Trials"
+    ran(at)
+    assert at.query_params["view"] == "Trials"
+    # The same link in a new session shows the same selection.
+    again = app(fixture_db)
+    again.query_params.update(at.query_params)
+    ran(again)
+    for key in ("experiments", "f_status", "f_depths"):
+        assert (again.sidebar.multiselect(key=key).value
+                == at.sidebar.multiselect(key=key).value)
+    assert again.session_state["view"] == "Trials"
+    assert len(table(again, "test error %")) == len(table(at, "test error %"))
+
+
+def column_formats(at: AppTest, column: str) -> dict[str, Any]:
+    """The number formats streamlit sends for the first table that has `column`."""
+    for element in at.dataframe:
+        if column in element.value.columns:
+            config = json.loads(element.proto.columns)
+            return {name: c.get("type_config", {}).get("format") for name, c in config.items()}
+    raise AssertionError(f"no table with a column {column!r}")
+
+
+def test_tables_round_for_people_and_keep_the_data_exact(fixture_db: str) -> None:
+    at = app(fixture_db)
+    at.session_state["view"] = "Trials"
+    ran(at)
+    formats = column_formats(at, "test error %")
+    assert formats["test error %"] == formats["top-5 error %"] == "%.2f"
+    assert formats["latency ms"] == "%.2f"
+    assert formats["params"] == formats["flops"] == formats["images/s"] == "localized"
+    assert "error message" not in formats and "trial" not in formats
+    # The data behind the display keeps every digit: it is the store's.
+    shown = table(at, "test error %")
+    with Reader.open(fixture_db) as store:
+        trials = store.trials_frame(["cifar10-width"]).drop_duplicates("trial_id")
+    exact = dict(zip(trials["trial_id"], trials["test_error"], strict=True))
+    assert any(round(v, 2) != v for v in exact.values() if v == v)  # the fixture has digits
+    for trial, error in zip(shown["trial"], shown["test error %"], strict=True):
+        assert (error != error and exact[trial] != exact[trial]) or error == exact[trial]
+    at.session_state["view"] = "Tradeoff"
+    ran(at)
+    formats = column_formats(at, "setting")
+    assert formats["test_error_mean"] == formats["test_error_std"] == "%.2f"
+    assert formats["params"] == formats["flops"] == "localized"
+
+
+def test_the_csv_download_has_exact_values(fixture_db: str) -> None:
+    from dashboard.app import trial_csv
+
+    with Reader.open(fixture_db) as store:
+        version = store.data_version()
+        trials = store.trials_frame(["cifar10-width"]).drop_duplicates("trial_id")
+    chosen = (("space", ()), ("status", ()), ("seed", ()))
+    rows = pd.read_csv(io.StringIO(trial_csv(fixture_db, version, ("cifar10-width",), chosen)))
+    exact = dict(zip(trials["trial_id"], trials["test_error"], strict=True))
+    written = dict(zip(rows["trial"], rows["test error %"], strict=True))
+    assert written.keys() == exact.keys()
+    for trial, error in exact.items():
+        assert (error != error and written[trial] != written[trial]) or written[trial] == error
+    assert rows["params"].tolist() == trials["params"].tolist()
 
 
 # --- empty and broken stores ----------------------------------------------------------------

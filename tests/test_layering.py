@@ -27,7 +27,9 @@ HEAVY = {
     "ray": {"explorer/sweep.py"},
     "streamlit": {"dashboard/app.py"},
     "torch": {"explorer/models/", "explorer/data.py", "explorer/train.py", "explorer/cost.py",
-              "explorer/sweep.py", "explorer/console.py"},
+              "explorer/sweep.py", "explorer/console.py", "explorer/tracking.py"},
+    "mlflow": {"explorer/tracking.py"},
+    "tensorboard": {"explorer/tracking.py"},
 }
 
 

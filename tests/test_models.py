@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from explorer.arch import Arch, Stage, resnet50, resnext29, resnext50_32x4d
+from explorer.arch import Arch, BlockForm, Stage, resnet50, resnext29, resnext50_32x4d
 from explorer.models import (
     ResNeXt,
     build_model,
@@ -46,6 +46,39 @@ def torchvision_resnet_keys(depths: tuple[int, ...]) -> list[str]:
                     *(f"{prefix}.downsample.1.{e}" for e in BN_ENTRIES),
                 ]
     return [*keys, "fc.weight", "fc.bias"]
+
+
+def torchvision_resnet_layout(depths: tuple[int, ...], groups: int = 1,
+                              width_per_group: int = 64, num_classes: int = 1000
+                              ) -> list[tuple[str, tuple[int, ...]]]:
+    """torchvision.models.ResNet(Bottleneck, depths, groups=, width_per_group=)'s state_dict
+    as (name, shape) in order, written out from torchvision/models/resnet.py: the stem
+    conv1 (64, 3, 7, 7); per stage `planes` = 64·2^s and width = int(planes ·
+    width_per_group / 64) · groups; conv1 1×1 inplanes → width, conv2 3×3 grouped
+    (width, width / groups), conv3 1×1 width → 4·planes; a projection (downsample.0/.1)
+    in each stage's first block, where inplanes != 4·planes or the stride is 2."""
+    def bn(prefix: str, n: int) -> list[tuple[str, tuple[int, ...]]]:
+        return [(f"{prefix}.{e}", () if e == "num_batches_tracked" else (n,))
+                for e in BN_ENTRIES]
+
+    layout = [("conv1.weight", (64, 3, 7, 7)), *bn("bn1", 64)]
+    inplanes = 64
+    for stage, depth in enumerate(depths):
+        planes = 64 * 2 ** stage
+        width = int(planes * (width_per_group / 64.0)) * groups
+        for block in range(depth):
+            prefix = f"layer{stage + 1}.{block}"
+            layout += [(f"{prefix}.conv1.weight", (width, inplanes, 1, 1)),
+                       *bn(f"{prefix}.bn1", width),
+                       (f"{prefix}.conv2.weight", (width, width // groups, 3, 3)),
+                       *bn(f"{prefix}.bn2", width),
+                       (f"{prefix}.conv3.weight", (planes * 4, width, 1, 1)),
+                       *bn(f"{prefix}.bn3", planes * 4)]
+            if block == 0:
+                layout += [(f"{prefix}.downsample.0.weight", (planes * 4, inplanes, 1, 1)),
+                           *bn(f"{prefix}.downsample.1", planes * 4)]
+            inplanes = planes * 4
+    return [*layout, ("fc.weight", (num_classes, 512 * 4)), ("fc.bias", (num_classes,))]
 
 
 def block_of(model: nn.Module, name: str) -> Bottleneck:
@@ -87,6 +120,21 @@ def test_resnet50_state_dict_is_torchvision(reference_models: dict[str, ResNeXt]
     state = reference_models["resnet50"].state_dict()
     assert list(state) == torchvision_resnet_keys((3, 4, 6, 3))
     assert len(state) == 320  # len(torchvision.models.resnet50().state_dict())
+
+
+@pytest.mark.parametrize("form", ["grouped", "concat", "split"])
+@pytest.mark.parametrize(("name", "groups", "width_per_group"),
+                         [("resnet50", 1, 64), ("resnext50_32x4d", 32, 4)])
+def test_state_dict_layout_is_torchvisions(name: str, groups: int, width_per_group: int,
+                                           form: BlockForm) -> None:
+    """Every name and shape, in order; the branch forms' once fused (models/convert.py)."""
+    arch = {"resnet50": resnet50, "resnext50_32x4d": resnext50_32x4d}[name](form)
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        state = build_model(arch, 1000).state_dict()
+    fused = state if form == "grouped" else fuse_state_dict(state)
+    expected = torchvision_resnet_layout((3, 4, 6, 3), groups, width_per_group)
+    assert [(k, tuple(v.shape)) for k, v in fused.items()] == expected
+    assert [k for k, _ in expected] == torchvision_resnet_keys((3, 4, 6, 3))
 
 
 @pytest.mark.parametrize(

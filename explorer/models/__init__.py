@@ -4,14 +4,24 @@
 so building a model does not import fvcore.
 """
 
-from explorer.models.convert import convert_state, fuse_state_dict, unfuse_state_dict
+from explorer.models.convert import (
+    WeightsMismatch,
+    convert_state,
+    fit_state,
+    fuse_state_dict,
+    load_any_form,
+    unfuse_state_dict,
+)
 from explorer.models.resnext import ResNeXt, build_model, init_weights
 
 __all__ = [
     "ResNeXt",
+    "WeightsMismatch",
     "build_model",
     "convert_state",
+    "fit_state",
     "fuse_state_dict",
     "init_weights",
+    "load_any_form",
     "unfuse_state_dict",
 ]

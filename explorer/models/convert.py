@@ -118,3 +118,35 @@ def convert_state(model_from: nn.Module, model_to: nn.Module) -> None:
     """
     fused = fuse_state_dict(model_from.state_dict())
     model_to.load_state_dict(unfuse_state_dict(fused, model_to.state_dict()))
+
+
+class WeightsMismatch(ValueError):
+    """A state_dict that does not fit a model; the message names the first key that differs."""
+
+
+def fit_state(state: Mapping[str, Tensor], like: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """A state_dict of any block form (torchvision's layout is the grouped form's) cut into
+    the form whose state_dict is `like` (only its names and shapes are read, so `like` may
+    be a meta-device model's); WeightsMismatch names the first key whose name or shape
+    differs."""
+    try:
+        fused = fuse_state_dict(state)
+    except ValueError as problem:
+        raise WeightsMismatch(str(problem)) from None
+    wanted = fuse_state_dict(like)
+    for key, tensor in wanted.items():
+        if key not in fused:
+            raise WeightsMismatch(f"{key}: missing from the weights (the model has "
+                                  f"{tuple(tensor.shape)})")
+        if fused[key].shape != tensor.shape:
+            raise WeightsMismatch(f"{key}: shape {tuple(fused[key].shape)} in the weights, "
+                                  f"{tuple(tensor.shape)} in the model")
+    extra = [key for key in fused if key not in wanted]
+    if extra:
+        raise WeightsMismatch(f"{extra[0]}: in the weights but not in the model")
+    return unfuse_state_dict(fused, like)
+
+
+def load_any_form(model: nn.Module, state: Mapping[str, Tensor]) -> None:
+    """Load a state_dict of any block form into `model`, of any form (see fit_state)."""
+    model.load_state_dict(fit_state(state, model.state_dict()))
