@@ -260,13 +260,14 @@ def test_run_refuses_a_space_too_small_with_exit_2(tmp_path: Path) -> None:
     assert "yielded 2 distinct candidates" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_the_stream_gives_enumerate_specs_sampled_candidates() -> None:
-    from explorer.space import CandidateStream
+def test_the_stream_gives_the_per_point_enumerations_sampled_candidates() -> None:
+    from explorer.space import CandidateStream, enumerate_per_point
 
     spec = parse_spec(BANDED)
-    reference = enumerate_spec(spec)
+    reference = enumerate_per_point(spec)
     stream = CandidateStream(spec)
     assert stream.sizes == {"s": 40}
     rows = [row for batch in stream for row in batch.rows()]
     assert rows == [c.row() for c in reference.candidates]
     assert stream.samples == list(reference.samples)
+    assert enumerate_spec(spec) == reference
