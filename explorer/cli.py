@@ -13,7 +13,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -200,8 +200,7 @@ def enumerate_command(
     if unknown:
         fail(f"--space {unknown[0]!r} is not in {spec}; its spaces are: {', '.join(parsed.spaces)}")
     stream = CandidateStream(parsed, space or None, keep_dropped=DROP_LINES)
-    sizes = ", ".join(f"{name} {n:,}" for name, n in stream.sizes.items())
-    out.print(f"{parsed.name}: {stream.total_points:,} grid points ({sizes})", highlight=False)
+    out.print(f"{parsed.name}: {_size_line(parsed, stream.sizes)}", highlight=False)
     shown = None if show_all else (limit if limit is not None else
                                    (0 if output is not None else SHOWN_ROWS))
     from explorer.errors import SetupError
@@ -216,13 +215,16 @@ def enumerate_command(
     if rows:
         import pandas as pd
 
-        out.print(candidates_table(pd.DataFrame(rows), parsed, stream.base.complexity))
+        per_stage = any(parsed.spaces[name].sample is not None for name in stream.sizes)
+        out.print(candidates_table(pd.DataFrame(rows), parsed, stream.base.complexity,
+                                   per_stage=per_stage))
     _print_drops(stream)
     for sampled in stream.samples:
         out.print(sampled.summary(), highlight=False)
     out.print(f"{stream.candidates} candidates, {stream.dropped_count} dropped", highlight=False)
     for name, (n, low, high) in ranges.items():
-        out.print(f"  {name}: {n:,} of {stream.sizes[name]:,} points; params {low[0]:,}–"
+        unit = "drawn" if parsed.spaces[name].sample is not None else "points"
+        out.print(f"  {name}: {n:,} of {stream.sizes[name]:,} {unit}; params {low[0]:,}–"
                   f"{high[0]:,}, flops {low[1]:,}–{high[1]:,}", highlight=False)
     if len(rows) < stream.candidates and (output is None or rows):
         out.print(f"showed {len(rows):,} of {stream.candidates:,} candidates, as enumerated "
@@ -231,6 +233,18 @@ def enumerate_command(
         verify_with_fvcore(checked, parsed)
     if output is not None:
         out.print(f"wrote {output}", highlight=False)
+
+
+def _size_line(spec: Spec, sizes: Mapping[str, int]) -> str:
+    """How many points the spaces have (a grid's) or will draw (a sampled space's n)."""
+    drawn = {name for name in sizes if spec.spaces[name].sample is not None}
+    grid = sum(n for name, n in sizes.items() if name not in drawn)
+    to_draw = sum(n for name, n in sizes.items() if name in drawn)
+    parts = ([f"{grid:,} grid points"] if len(drawn) < len(sizes) else []) + (
+        [f"{to_draw:,} candidates to draw"] if drawn else [])
+    each = ", ".join(f"{name} n={n:,}" if name in drawn else f"{name} {n:,}"
+                     for name, n in sizes.items())
+    return f"{' and '.join(parts)} ({each})"
 
 
 def _run_stream(
@@ -292,15 +306,19 @@ def _print_drops(stream: CandidateStream) -> None:
         out.print(f"[yellow]dropped[/] {n:,} points: {reason}", highlight=False)
 
 
-def candidates_table(frame: pd.DataFrame, spec: Spec, base: Complexity) -> Table:
+def candidates_table(frame: pd.DataFrame, spec: Spec, base: Complexity,
+                     per_stage: bool = False) -> Table:
+    """The candidates as a terminal table; `per_stage` shows each stage's C and d as lists
+    (a sampled space draws them per stage), else stage 1's, from which make_arch derives
+    the rest."""
     table = Table(title=f"{spec.name}: base model {base.params:,} params, {base.flops:,} flops")
     columns = [
         "space",
         "key",
         "depths",
         "widths",
-        "cardinality",
-        "bottleneck_width",
+        "cardinalities" if per_stage else "cardinality",
+        "bottleneck_widths" if per_stage else "bottleneck_width",
         "group_widths",
         "params",
         "flops",
@@ -313,8 +331,8 @@ def candidates_table(frame: pd.DataFrame, spec: Spec, base: Complexity) -> Table
         "key",
         "depths",
         "widths",
-        "C",
-        "d",
+        "C per stage" if per_stage else "C",
+        "d per stage" if per_stage else "d",
         "C·d per stage",
         "params",
         "flops",

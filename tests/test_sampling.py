@@ -271,3 +271,35 @@ def test_the_stream_gives_the_per_point_enumerations_sampled_candidates() -> Non
     assert rows == [c.row() for c in reference.candidates]
     assert stream.samples == list(reference.samples)
     assert enumerate_spec(spec) == reference
+
+
+def test_the_terminal_table_shows_each_stages_c_and_d_and_the_draw_count() -> None:
+    """A sampled space draws C and d per stage: the table shows the lists, not stage 1's."""
+    import os
+    import tempfile
+
+    from explorer.space import enumerate_per_point
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "s.yaml"
+        path.write_text(BANDED.replace("      shared: [cardinality]\n", ""))  # C per stage
+        env = {**os.environ, "COLUMNS": "250"}
+        result = subprocess.run([sys.executable, "-m", "explorer.cli", "enumerate", str(path),
+                                 "--limit", "40"], cwd=REPO, capture_output=True, text=True,
+                                timeout=300, env=env)
+        expected = enumerate_per_point(parse_spec(path.read_text())).candidates
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "t: 40 candidates to draw (s n=40)"
+    assert "C per stage" in result.stdout and "d per stage" in result.stdout
+    varied = 0
+    for c in expected:
+        (line,) = [x for x in lines if c.key in x]
+        cells = [cell.strip() for cell in line.split("│")]
+        listed = [cell for cell in cells if cell.startswith("[")]
+        as_text = [",".join(map(str, v)).join("[]") for v in
+                   (c.arch.depths, c.arch.widths, c.arch.cardinalities,
+                    c.arch.bottleneck_widths, c.arch.group_widths)]
+        assert listed == as_text, line
+        varied += len(set(c.arch.cardinalities)) > 1
+    assert varied > 0  # else the lists and stage 1's values could not be told apart
