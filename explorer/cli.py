@@ -601,12 +601,11 @@ def train(
     """Train one candidate without a scheduler, with a progress bar."""
     need("train", "explorer train")
     from explorer.console import train_with_progress
-    from explorer.space import enumerate_spec
 
     parsed = read_spec(spec, overrides)
     if device not in ("cpu", "cuda", "auto"):
         fail(f"--device {device!r}: use cpu, cuda or auto")
-    matches = [c for c in enumerate_spec(parsed).candidates if c.key.startswith(key)]
+    matches = [c for c in all_candidates(parsed, spec) if c.key.startswith(key)]
     if len({c.key for c in matches}) != 1:
         what = "no candidate" if not matches else "several candidates"
         fail(
@@ -644,6 +643,18 @@ def train(
         raise typer.Exit(EXIT_FAILED)
 
 
+def all_candidates(parsed: Spec, path: Path) -> tuple[Candidate, ...]:
+    """Every candidate of the spec's spaces; exit 2 naming the file when a sampled space
+    cannot yield its n."""
+    from explorer.errors import SetupError
+    from explorer.space import enumerate_spec
+
+    try:
+        return enumerate_spec(parsed).candidates
+    except SetupError as problem:
+        fail(f"{path}: {problem}")
+
+
 @app.command()
 def cost(
     spec: SpecArg,
@@ -658,13 +669,12 @@ def cost(
 
     from explorer.console import CostBar
     from explorer.cost import Timing, measure_costs
-    from explorer.space import enumerate_spec
     from explorer.tables import write_table
 
     parsed = read_spec(spec)
     if output is not None:
         check_output_suffix(output, (".csv", ".parquet", ".json"))
-    candidates = enumerate_spec(parsed).candidates
+    candidates = all_candidates(parsed, spec)
     if device not in ("cpu", "cuda", "auto"):
         fail(f"--device {device!r}: use cpu, cuda or auto")
     with CostBar(err, len(candidates)) as bar:

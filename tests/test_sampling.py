@@ -303,3 +303,16 @@ def test_the_terminal_table_shows_each_stages_c_and_d_and_the_draw_count() -> No
         assert listed == as_text, line
         varied += len(set(c.arch.cardinalities)) > 1
     assert varied > 0  # else the lists and stage 1's values could not be told apart
+
+
+@pytest.mark.parametrize("command", [["train", "--key", "0"], ["cost", "--device", "cpu"]])
+def test_train_and_cost_refuse_a_space_too_small_in_one_line(tmp_path: Path,
+                                                             command: list[str]) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(spec_text("n: 5\nstages:\n  cardinality: [1, 2]\nshared: [cardinality]\n")
+                    .replace("dataset: cifar10", "dataset: synthetic"))
+    result = run_cli(command[0], str(path), *command[1:])
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.strip()]
+    assert line.startswith(f"error: {path}: ") and "yielded 2 distinct candidates" in line
