@@ -316,3 +316,13 @@ def test_train_and_cost_refuse_a_space_too_small_in_one_line(tmp_path: Path,
     assert "Traceback" not in result.stderr
     (line,) = [x for x in result.stderr.splitlines() if x.strip()]
     assert line.startswith(f"error: {path}: ") and "yielded 2 distinct candidates" in line
+
+
+def test_run_prints_each_sampled_spaces_draws_in_its_plan(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(BANDED.replace("dataset: cifar10", "dataset: synthetic"))  # nothing to fetch
+    result = run_cli("run", str(path), "--runs-dir", str(tmp_path / "runs"), "--dry-run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = enumerate_spec(parse_spec(BANDED)).samples[0]
+    assert report.draws > report.n  # the band and the order reject some: a rate below 100%
+    assert f"  {report.summary()}" in result.stdout.splitlines()
