@@ -8,7 +8,7 @@ compares with building each network and counting it with fvcore.
    columns, one call): candidates/s of each.
 2. A CIFAR-template spec (built in memory through parse_spec) whose grid over
    depths x widths x stem_width x cardinality x bottleneck_width has 128,000
-   points, enumerated by `enumerate_spec` (per point) and by `CandidateStream`
+   points, enumerated by `enumerate_per_point` (per point) and by `CandidateStream`
    (vectorised), without and with d solved per point.
 3. The `explorer enumerate` command end to end (a subprocess: interpreter
    start-up, parsing, enumeration, CSV writing) on benchmarks/enumerate_deep.yaml's
@@ -40,7 +40,7 @@ import numpy as np
 
 from explorer.arch import Arch, Stage, stage_strides
 from explorer.complexity import count, count_stages
-from explorer.space import CandidateStream, enumerate_spec
+from explorer.space import CandidateStream, enumerate_per_point
 from explorer.spec import Spec, parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -176,7 +176,7 @@ def main() -> None:
     start = time.perf_counter()
     spec = parse_spec(benchmark_spec(), "<benchmark>")
     solved = parse_spec(solved_spec(), "<benchmark-solved>")
-    # The vectorised engine first: enumerate_spec's heap of Candidates would make every
+    # The vectorised engine first: enumerate_per_point's heap of Candidates would make every
     # garbage collection during the stream slow.
     stream_runs = {label: streamed_keys(parsed) for label, parsed in
                    (("grid", spec), ("d solved", solved))}
@@ -187,7 +187,7 @@ def main() -> None:
     start, cpu = time.perf_counter(), time.process_time()
     if profiler:
         profiler.enable()
-    result = enumerate_spec(spec)
+    result = enumerate_per_point(spec)
     if profiler:
         profiler.disable()
     enum_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu
@@ -197,7 +197,7 @@ def main() -> None:
     print(f"grid points:            {points:,}")
     print(f"candidates:             {n:,} ({len(result.dropped):,} dropped)")
     print(f"parse_spec:             {parse_s * 1e3:.1f} ms")
-    print(f"enumerate_spec:         {enum_s:.2f} s wall, {cpu_s:.2f} s CPU (one process)")
+    print(f"enumerate_per_point:    {enum_s:.2f} s wall, {cpu_s:.2f} s CPU (one process)")
     print(f"throughput:             {(n + len(result.dropped)) / enum_s:,.0f} points/s "
           f"({per_candidate * 1e6:.1f} us per point)")
     verdict = "met" if points >= 100_000 and enum_s < 10 else "NOT met"
@@ -208,7 +208,7 @@ def main() -> None:
         print(stream.getvalue())
 
     start, cpu = time.perf_counter(), time.process_time()
-    with_solve = enumerate_spec(solved)
+    with_solve = enumerate_per_point(solved)
     solve_s, solve_cpu = time.perf_counter() - start, time.process_time() - cpu
     solve_points = len(with_solve.candidates) + len(with_solve.dropped)
     print(f"with d solved:          {solve_points:,} points in {solve_s:.2f} s wall, "
@@ -222,10 +222,10 @@ def main() -> None:
         reference_rate = (len(reference.candidates) + len(reference.dropped)) / reference_s
         print(f"CandidateStream {label + ':':<9} {points:,} points in {stream_s:.2f} s wall, "
               f"{stream_cpu:.2f} s CPU: {rate:,.0f} points/s, "
-              f"{rate / reference_rate:,.0f}x enumerate_spec; "
+              f"{rate / reference_rate:,.0f}x enumerate_per_point; "
               f"{'same candidates' if same else 'DIFFERENT candidates'}")
         if not same:
-            raise SystemExit("CandidateStream and enumerate_spec differ")
+            raise SystemExit("CandidateStream and enumerate_per_point differ")
 
     if args.fvcore <= 0:
         return

@@ -13,7 +13,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -203,8 +203,7 @@ def enumerate_command(
     if unknown:
         fail(f"--space {unknown[0]!r} is not in {spec}; its spaces are: {', '.join(parsed.spaces)}")
     stream = CandidateStream(parsed, space or None, keep_dropped=DROP_LINES)
-    sizes = ", ".join(f"{name} {n:,}" for name, n in stream.sizes.items())
-    out.print(f"{parsed.name}: {stream.total_points:,} grid points ({sizes})", highlight=False)
+    out.print(f"{parsed.name}: {_size_line(parsed, stream.sizes)}", highlight=False)
     shown = None if show_all else (limit if limit is not None else
                                    (0 if output is not None else SHOWN_ROWS))
     from explorer.errors import SetupError
@@ -219,13 +218,16 @@ def enumerate_command(
     if rows:
         import pandas as pd
 
-        out.print(candidates_table(pd.DataFrame(rows), parsed, stream.base.complexity))
+        per_stage = any(parsed.spaces[name].sample is not None for name in stream.sizes)
+        out.print(candidates_table(pd.DataFrame(rows), parsed, stream.base.complexity,
+                                   per_stage=per_stage))
     _print_drops(stream)
     for sampled in stream.samples:
         out.print(sampled.summary(), highlight=False)
     out.print(f"{stream.candidates} candidates, {stream.dropped_count} dropped", highlight=False)
     for name, (n, low, high) in ranges.items():
-        out.print(f"  {name}: {n:,} of {stream.sizes[name]:,} points; params {low[0]:,}–"
+        unit = "drawn" if parsed.spaces[name].sample is not None else "points"
+        out.print(f"  {name}: {n:,} of {stream.sizes[name]:,} {unit}; params {low[0]:,}–"
                   f"{high[0]:,}, flops {low[1]:,}–{high[1]:,}", highlight=False)
     if len(rows) < stream.candidates and (output is None or rows):
         out.print(f"showed {len(rows):,} of {stream.candidates:,} candidates, as enumerated "
@@ -234,6 +236,18 @@ def enumerate_command(
         verify_with_fvcore(checked, parsed)
     if output is not None:
         out.print(f"wrote {output}", highlight=False)
+
+
+def _size_line(spec: Spec, sizes: Mapping[str, int]) -> str:
+    """How many points the spaces have (a grid's) or will draw (a sampled space's n)."""
+    drawn = {name for name in sizes if spec.spaces[name].sample is not None}
+    grid = sum(n for name, n in sizes.items() if name not in drawn)
+    to_draw = sum(n for name, n in sizes.items() if name in drawn)
+    parts = ([f"{grid:,} grid points"] if len(drawn) < len(sizes) else []) + (
+        [f"{to_draw:,} candidates to draw"] if drawn else [])
+    each = ", ".join(f"{name} n={n:,}" if name in drawn else f"{name} {n:,}"
+                     for name, n in sizes.items())
+    return f"{' and '.join(parts)} ({each})"
 
 
 def _run_stream(
@@ -295,15 +309,19 @@ def _print_drops(stream: CandidateStream) -> None:
         out.print(f"[yellow]dropped[/] {n:,} points: {reason}", highlight=False)
 
 
-def candidates_table(frame: pd.DataFrame, spec: Spec, base: Complexity) -> Table:
+def candidates_table(frame: pd.DataFrame, spec: Spec, base: Complexity,
+                     per_stage: bool = False) -> Table:
+    """The candidates as a terminal table; `per_stage` shows each stage's C and d as lists
+    (a sampled space draws them per stage), else stage 1's, from which make_arch derives
+    the rest."""
     table = Table(title=f"{spec.name}: base model {base.params:,} params, {base.flops:,} flops")
     columns = [
         "space",
         "key",
         "depths",
         "widths",
-        "cardinality",
-        "bottleneck_width",
+        "cardinalities" if per_stage else "cardinality",
+        "bottleneck_widths" if per_stage else "bottleneck_width",
         "group_widths",
         "params",
         "flops",
@@ -316,8 +334,8 @@ def candidates_table(frame: pd.DataFrame, spec: Spec, base: Complexity) -> Table
         "key",
         "depths",
         "widths",
-        "C",
-        "d",
+        "C per stage" if per_stage else "C",
+        "d per stage" if per_stage else "d",
         "C·d per stage",
         "params",
         "flops",
@@ -641,12 +659,11 @@ def train(
     """Train one candidate without a scheduler, with a progress bar."""
     need("train", "explorer train")
     from explorer.console import train_with_progress
-    from explorer.space import enumerate_spec
 
     parsed = read_spec(spec, overrides)
     if device not in ("cpu", "cuda", "auto"):
         fail(f"--device {device!r}: use cpu, cuda or auto")
-    matches = [c for c in enumerate_spec(parsed).candidates if c.key.startswith(key)]
+    matches = [c for c in all_candidates(parsed, spec) if c.key.startswith(key)]
     if len({c.key for c in matches}) != 1:
         what = "no candidate" if not matches else "several candidates"
         fail(
@@ -723,6 +740,16 @@ def tensorboard_callback(stack: contextlib.ExitStack, spec: Spec, candidate: Can
         fail(str(problem))
     err.print(f"TensorBoard: {log.root / trial.trial_key}", highlight=False)
     return lambda metrics: log.epoch(trial.trial_key, metrics.to_dict())
+def all_candidates(parsed: Spec, path: Path) -> tuple[Candidate, ...]:
+    """Every candidate of the spec's spaces; exit 2 naming the file when a sampled space
+    cannot yield its n."""
+    from explorer.errors import SetupError
+    from explorer.space import enumerate_spec
+
+    try:
+        return enumerate_spec(parsed).candidates
+    except SetupError as problem:
+        fail(f"{path}: {problem}")
 
 
 @app.command()
@@ -739,13 +766,12 @@ def cost(
 
     from explorer.console import CostBar
     from explorer.cost import Timing, measure_costs
-    from explorer.space import enumerate_spec
     from explorer.tables import write_table
 
     parsed = read_spec(spec)
     if output is not None:
         check_output_suffix(output, (".csv", ".parquet", ".json"))
-    candidates = enumerate_spec(parsed).candidates
+    candidates = all_candidates(parsed, spec)
     if device not in ("cpu", "cuda", "auto"):
         fail(f"--device {device!r}: use cpu, cuda or auto")
     with CostBar(err, len(candidates)) as bar:

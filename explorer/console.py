@@ -240,6 +240,8 @@ class SweepDisplay:
             f"{plan.experiment} v{plan.version}: {plan.planned} trials planned, {plan.skipped} "
             f"already finished, {plan.reused} reused from other experiments, {plan.to_run} "
             "to run", highlight=False)
+        for line in plan.sampling:
+            self.console.print(f"  {line}", highlight=False)
         self.status = SweepStatus(plan.experiment, plan.to_run, plan.concurrency)
 
     def notice(self, message: str) -> None:

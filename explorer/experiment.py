@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from explorer.lease import driver_lease
 from explorer.plan import TrialPlan
+from explorer.sampling import sample_space
 from explorer.search import (
     Listed,
     OptunaStrategy,
@@ -86,6 +87,7 @@ class PlanSummary:
     reused: int
     to_run: int
     concurrency: int
+    sampling: tuple[str, ...] = ()  # per sampled space: its draws and acceptance rate
 
 
 class RunObserver(Protocol):
@@ -228,6 +230,13 @@ def plan_run(store: Writer, experiment_id: int, spec: Spec,
     return Planned(Listed(todo), len(trials), len(trials) - len(todo) - reused, reused)
 
 
+def sampling_reports(spec: Spec) -> tuple[str, ...]:
+    """Each sampled space's draws and acceptance rate. The draws are seeded, so drawing
+    again (milliseconds for hundreds of candidates) gives the report of those planned."""
+    return tuple(sample_space(spec, name).report.summary()
+                 for name, space in spec.spaces.items() if space.sample is not None)
+
+
 def run_experiment(request: RunRequest, observer: RunObserver | None = None) -> RunSummary:
     """Run (or continue) an experiment, telling `observer` as it goes; returns what happened."""
     watch = observer or Unobserved()
@@ -264,7 +273,8 @@ def _plan_and_sweep(request: RunRequest, store: Writer, record: ExperimentRecord
     resources = spec.resources
     shown = planned.planned if isinstance(planned.strategy, Listed) else spec.search.n_trials
     watch.planned(PlanSummary(spec.name, record.version, shown or 0, planned.skipped,
-                              planned.reused, total, resources.max_concurrent or 1))
+                              planned.reused, total, resources.max_concurrent or 1,
+                              sampling_reports(spec)))
     failed: dict[str, str] = {}
     if total and not request.dry_run:
         from explorer.sweep import SweepOptions, run_sweep  # ray loads only when there is work

@@ -5,10 +5,11 @@ Per named space: the grid product of its axes applied to the base model; a
 closest to the base model's; `tolerance` and the absolute `constraints` drop
 the rest, each with a reason. Needs neither torch nor ray.
 
-Two engines give the same candidates in the same order: `enumerate_spec`
-realises one point at a time with `count` and keeps every record (the
-reference); `CandidateStream` does the same steps on numpy columns with
+Two engines give the same candidates in the same order: `enumerate_per_point`
+realises one point at a time with `count` (the reference the tests hold the
+other to); `CandidateStream` does the same steps on numpy columns with
 `count_stages`, a chunk of points at a time, for spaces of millions of points.
+`enumerate_spec` collects the stream's batches as records.
 A sampled space has no grid: both take its drawn candidates from explorer.sampling.
 """
 
@@ -161,7 +162,27 @@ def realise(spec: Spec, space_name: str, values: Mapping[str, Any],
 
 
 def enumerate_spec(spec: Spec, spaces: list[str] | None = None) -> Enumeration:
-    """All candidates of the named spaces (all of them by default), deduplicated per space."""
+    """All candidates of the named spaces (all of them by default), deduplicated per space,
+    with every drop and each sampled space's report: `CandidateStream`'s, as records."""
+    stream = CandidateStream(spec, spaces, keep_dropped=None)
+    # The records all live to the end: the cyclic garbage collector would rescan the
+    # growing heap for nothing.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        kept = [c for batch in stream for c in batch.candidates(stream.base.complexity)]
+    finally:
+        if collecting:
+            gc.enable()
+    return Enumeration(stream.base, tuple(kept), tuple(stream.dropped), tuple(stream.samples))
+
+
+def enumerate_per_point(spec: Spec, spaces: list[str] | None = None) -> Enumeration:
+    """`enumerate_spec`'s result, realised one point at a time with `count`: the reference.
+
+    Slow (about 10,000 points/s) and independent of the numpy engine, so the
+    tests hold `CandidateStream` and `enumerate_spec` to it.
+    """
     base = base_candidate(spec)
     kept: list[Candidate] = []
     dropped: list[Dropped] = []
@@ -270,10 +291,10 @@ def constraint_violation(spec: Spec, cost: Complexity) -> str | None:
 
 # --- Enumeration that scales: the same spaces, a chunk of grid points at a time ---------------
 #
-# `enumerate_spec` realises one point at a time and keeps every record; the code below
+# `enumerate_per_point` realises one point at a time and keeps every record; the code below
 # computes the same candidates, reasons and order on numpy columns, chunk by chunk, so a
-# space of millions of points streams through in bounded memory. `enumerate_spec` stays
-# the reference the tests hold this to.
+# space of millions of points streams through in bounded memory. `enumerate_per_point`
+# stays the reference the tests hold this to.
 
 STAGE_COLUMNS = ("depths", "widths", "cardinalities", "bottleneck_widths")
 CHUNK_POINTS = 32_768
@@ -454,7 +475,7 @@ ROUNDS_TO_ZERO_REASON = "a stage's bottleneck width rounds to 0"
 
 
 class CandidateStream:
-    """The candidates of a spec's spaces, a Batch at a time, in `enumerate_spec`'s order.
+    """The candidates of a spec's spaces, a Batch at a time, in `enumerate_per_point`'s order.
 
     Iterate it once. The grid's size (`sizes`, `total_points`) is known before
     any work; `points_done`, `candidates` and the dropped counts fill in as
@@ -668,7 +689,7 @@ class _Chunk:
         values: dict[str, Any] = {k: o[int(c[i])]
                                   for k, o, c in zip(self.names, self.options, self.coords,
                                                      strict=True)}
-        if rule is not None and code not in (NO_VALID, DUPLICATE):  # as enumerate_spec does
+        if rule is not None and code not in (NO_VALID, DUPLICATE):  # as enumerate_per_point does
             values[rule.field] = int(self.fields[rule.field][i])
         if code == BEYOND_TOLERANCE and rule is not None:
             deviation = float(self.deviation[("params", "flops").index(rule.preserve), i])

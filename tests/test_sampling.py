@@ -260,13 +260,69 @@ def test_run_refuses_a_space_too_small_with_exit_2(tmp_path: Path) -> None:
     assert "yielded 2 distinct candidates" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_the_stream_gives_enumerate_specs_sampled_candidates() -> None:
-    from explorer.space import CandidateStream
+def test_the_stream_gives_the_per_point_enumerations_sampled_candidates() -> None:
+    from explorer.space import CandidateStream, enumerate_per_point
 
     spec = parse_spec(BANDED)
-    reference = enumerate_spec(spec)
+    reference = enumerate_per_point(spec)
     stream = CandidateStream(spec)
     assert stream.sizes == {"s": 40}
     rows = [row for batch in stream for row in batch.rows()]
     assert rows == [c.row() for c in reference.candidates]
     assert stream.samples == list(reference.samples)
+    assert enumerate_spec(spec) == reference
+
+
+def test_the_terminal_table_shows_each_stages_c_and_d_and_the_draw_count() -> None:
+    """A sampled space draws C and d per stage: the table shows the lists, not stage 1's."""
+    import os
+    import tempfile
+
+    from explorer.space import enumerate_per_point
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "s.yaml"
+        path.write_text(BANDED.replace("      shared: [cardinality]\n", ""))  # C per stage
+        env = {**os.environ, "COLUMNS": "250"}
+        result = subprocess.run([sys.executable, "-m", "explorer.cli", "enumerate", str(path),
+                                 "--limit", "40"], cwd=REPO, capture_output=True, text=True,
+                                timeout=300, env=env)
+        expected = enumerate_per_point(parse_spec(path.read_text())).candidates
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "t: 40 candidates to draw (s n=40)"
+    assert "C per stage" in result.stdout and "d per stage" in result.stdout
+    varied = 0
+    for c in expected:
+        (line,) = [x for x in lines if c.key in x]
+        cells = [cell.strip() for cell in line.split("│")]
+        listed = [cell for cell in cells if cell.startswith("[")]
+        as_text = [",".join(map(str, v)).join("[]") for v in
+                   (c.arch.depths, c.arch.widths, c.arch.cardinalities,
+                    c.arch.bottleneck_widths, c.arch.group_widths)]
+        assert listed == as_text, line
+        varied += len(set(c.arch.cardinalities)) > 1
+    assert varied > 0  # else the lists and stage 1's values could not be told apart
+
+
+@pytest.mark.parametrize("command", [["train", "--key", "0"], ["cost", "--device", "cpu"]])
+def test_train_and_cost_refuse_a_space_too_small_in_one_line(tmp_path: Path,
+                                                             command: list[str]) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(spec_text("n: 5\nstages:\n  cardinality: [1, 2]\nshared: [cardinality]\n")
+                    .replace("dataset: cifar10", "dataset: synthetic"))
+    result = run_cli(command[0], str(path), *command[1:])
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.strip()]
+    assert line.startswith(f"error: {path}: ") and "yielded 2 distinct candidates" in line
+
+
+def test_run_prints_each_sampled_spaces_draws_in_its_plan(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(BANDED.replace("dataset: cifar10", "dataset: synthetic"))  # nothing to fetch
+    result = run_cli("run", str(path), "--runs-dir", str(tmp_path / "runs"), "--dry-run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = enumerate_spec(parse_spec(BANDED)).samples[0]
+    assert report.draws > report.n  # the band and the order reject some: a rate below 100%
+    assert f"  {report.summary()}" in result.stdout.splitlines()

@@ -1,7 +1,9 @@
-"""CandidateStream (chunks of grid points on numpy columns) equals enumerate_spec, exactly.
+"""CandidateStream (chunks of grid points on numpy columns) and enumerate_spec (its batches
+as records) equal enumerate_per_point, exactly.
 
-enumerate_spec realises one point at a time with count() and is checked
-against the paper in test_space.py; here random specs (both templates, two to
+enumerate_per_point realises one point at a time with count() (the reference,
+independent of the numpy engine); enumerate_spec is checked against the paper
+in test_space.py; here random specs (both templates, two to
 four stages, every solvable field, solved fields that are also axes, repeated
 axis values, block axes, tolerances and constraint bands that drop points)
 are enumerated both ways, in chunks of odd sizes, and must give the same
@@ -22,6 +24,7 @@ from explorer.space import (
     Dropped,
     canonical_keys,
     distinct_rows,
+    enumerate_per_point,
     enumerate_spec,
     grid_size,
 )
@@ -78,7 +81,8 @@ def drops(dropped: list[Dropped] | tuple[Dropped, ...]) -> list[tuple[str, dict,
 
 
 def check_same(spec: Spec, chunk_points: int) -> tuple[int, set[str]]:
-    ref = enumerate_spec(spec)
+    ref = enumerate_per_point(spec)
+    assert enumerate_spec(spec) == ref
     stream = CandidateStream(spec, chunk_points=chunk_points, keep_dropped=None)
     batches = list(stream)
     rows = [r for b in batches for r in b.rows()]
@@ -93,7 +97,7 @@ def check_same(spec: Spec, chunk_points: int) -> tuple[int, set[str]]:
     return len(ref.candidates), {" ".join(r.split()[:2]) for r in stream.dropped_by_reason}
 
 
-def test_random_specs_stream_exactly_as_enumerate_spec() -> None:
+def test_random_specs_stream_exactly_as_the_per_point_reference() -> None:
     rng = np.random.default_rng(2026)
     kept = specs = 0
     reasons: set[str] = set()
@@ -111,7 +115,7 @@ def test_random_specs_stream_exactly_as_enumerate_spec() -> None:
 
 @pytest.mark.parametrize("name", ["resnext50_table2.yaml", "cifar10_fig7_small.yaml",
                                   "cpu/cifar10_preserved.yaml"])
-def test_ready_made_specs_stream_exactly_as_enumerate_spec(name: str) -> None:
+def test_ready_made_specs_stream_exactly_as_the_per_point_reference(name: str) -> None:
     check_same(load_spec(SPACES / name), chunk_points=2)
 
 
@@ -120,13 +124,13 @@ def test_grid_size_is_the_number_of_points() -> None:
     for _ in range(20):
         spec = random_spec(rng)
         if spec is not None:
-            ref = enumerate_spec(spec, ["a"])
+            ref = enumerate_per_point(spec, ["a"])
             assert grid_size(spec.spaces["a"]) == len(ref.candidates) + len(ref.dropped)
 
 
 def test_canonical_keys_are_the_arch_keys() -> None:
     spec = load_spec(SPACES / "resnext50_table2.yaml")
-    ref = enumerate_spec(spec).candidates
+    ref = enumerate_per_point(spec).candidates
     archs = [c.arch for c in ref]
     cols = {k: np.array([getattr(a, k) for a in archs]) for k in
             ("depths", "widths", "cardinalities", "bottleneck_widths")}
@@ -139,9 +143,9 @@ def test_only_the_first_drops_are_kept_whole_and_all_are_counted() -> None:
     rng = np.random.default_rng(9)
     while True:
         spec = random_spec(rng)
-        if spec is not None and len(enumerate_spec(spec).dropped) > 10:
+        if spec is not None and len(enumerate_per_point(spec).dropped) > 10:
             break
-    ref = enumerate_spec(spec)
+    ref = enumerate_per_point(spec)
     stream = CandidateStream(spec, chunk_points=4, keep_dropped=5)
     for _ in stream:
         pass
