@@ -22,6 +22,12 @@ from explorer.spec import DataSpec, Spec, TrainSpec
 # but not results beyond float rounding, so they still count: equal work must
 # be the same computation.
 _RECIPE_EXCLUDES = {"seeds"}
+# Keys added to the spec after trials were first stored: left out of the record while
+# they hold their default, so the trial keys of every earlier store stay the same.
+_LATER_DEFAULTS = {
+    "data": {"pipeline": "auto"},
+    "train": {"lr_milestones": None, "lr_gamma": 0.1},
+}
 
 
 @dataclass(frozen=True)
@@ -68,10 +74,16 @@ def recipe_record(spec: Spec) -> dict[str, Any]:
     """What, besides the architecture and seed, determines a trial's result."""
     train = spec.train.model_dump(mode="json")
     return {
-        "data": spec.data.model_dump(mode="json"),
+        "data": _without_later_defaults("data", spec.data.model_dump(mode="json")),
         "num_classes": spec.num_classes,
-        "train": {k: v for k, v in train.items() if k not in _RECIPE_EXCLUDES},
+        "train": _without_later_defaults(
+            "train", {k: v for k, v in train.items() if k not in _RECIPE_EXCLUDES}),
     }
+
+
+def _without_later_defaults(section: str, record: dict[str, Any]) -> dict[str, Any]:
+    later = _LATER_DEFAULTS[section]
+    return {k: v for k, v in record.items() if k not in later or later[k] != v}
 
 
 def trial_key(arch: Arch, recipe: dict[str, Any], seed: int) -> str:

@@ -87,8 +87,8 @@ class NonFiniteLoss(Exception):
 def lr_at(step: int, steps_in_epoch: int, recipe: TrainSpec) -> float:
     """Learning rate for optimizer step `step` (0-based), set per step.
 
-    Linear warm-up over `warmup_epochs`, then cosine to zero, or ×0.1 at 50%
-    and 75% of the epochs (the paper's epochs 150 and 225 of 300).
+    Linear warm-up over `warmup_epochs`, then cosine to zero, or steps: ×`lr_gamma`
+    at each of the recipe's milestones (epochs; see `TrainSpec.milestones`).
     """
     peak = recipe.peak_lr
     total = recipe.epochs * steps_in_epoch
@@ -99,8 +99,7 @@ def lr_at(step: int, steps_in_epoch: int, recipe: TrainSpec) -> float:
         progress = (step - warm) / max(1, total - warm)
         return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     epoch = step // steps_in_epoch
-    milestones = [m for m in (recipe.epochs // 2, (3 * recipe.epochs) // 4) if m > 0]
-    return peak * 0.1 ** sum(epoch >= m for m in milestones)
+    return peak * recipe.lr_gamma ** sum(epoch >= m for m in recipe.milestones)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

@@ -224,6 +224,44 @@ def test_lr_schedules() -> None:
     assert math.isclose(lr_at(25, 10, warm), 0.05)
 
 
+@pytest.mark.parametrize(("milestones", "gamma"), [((30, 60, 90), 0.1), ((2, 3), 0.5), (None, 0.1)])
+def test_step_schedule_matches_multisteplr(milestones: tuple[int, ...] | None,
+                                          gamma: float) -> None:
+    """Every optimizer step's rate is MultiStepLR's, stepped once per epoch."""
+    epochs, steps = (100, 3) if milestones == (30, 60, 90) else (6, 4)
+    recipe = TrainSpec(epochs=epochs, batch_size=256, lr=0.1, schedule="step",
+                       lr_milestones=milestones, lr_gamma=gamma)
+    peak = 0.1 * 256 / 128
+    expected_milestones = list(milestones or (epochs // 2, 3 * epochs // 4))
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=peak)
+    reference = torch.optim.lr_scheduler.MultiStepLR(optimizer, expected_milestones, gamma)
+    for epoch in range(epochs):
+        for i in range(steps):
+            ours = lr_at(epoch * steps + i, steps, recipe)
+            assert ours == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-12), (epoch, i)
+        optimizer.step()
+        reference.step()
+
+
+def test_warmup_composes_with_steps() -> None:
+    recipe = TrainSpec(epochs=10, schedule="step", lr_milestones=(5,), warmup_epochs=2)
+    assert lr_at(0, 10, recipe) == pytest.approx(0.1 / 20)
+    assert lr_at(19, 10, recipe) == pytest.approx(0.1)
+    assert lr_at(49, 10, recipe) == pytest.approx(0.1)
+    assert lr_at(50, 10, recipe) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"lr_milestones": (3,)}, "schedule: step only"),
+    ({"schedule": "step", "lr_milestones": (4, 2)}, "strictly increasing"),
+    ({"schedule": "step", "lr_milestones": (10,)}, "before the last"),
+    ({"schedule": "step", "lr_gamma": 1.5}, "lr_gamma"),
+])
+def test_bad_milestones_are_refused(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        TrainSpec(epochs=10, **changes)
+
+
 def test_bad_recipe_is_one_clear_line() -> None:
     # Built in code, a bad recipe is refused at construction, naming every problem...
     with pytest.raises(ValidationError, match="schedule") as info:
