@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from explorer.arch import Arch
-from explorer.data import crop_pad, make_synthetic, random_crop_flip
+from explorer.data import ResidentFeed, crop_pad, make_synthetic, random_crop_flip
 from explorer.spec import TrainSpec
 from explorer.train import (
     ModelBuilder,
@@ -143,8 +143,9 @@ def _train_throughput(
 ) -> tuple[float, int | None]:
     """Images/s over `steps` SGD steps after `warmup` untimed ones (same batch each time)."""
     dev = setup.device
-    pad = crop_pad(setup.train_images.shape[-1])
-    images, labels = setup.train_images, setup.train_labels
+    feed = _resident(setup)
+    pad = crop_pad(feed.train_images.shape[-1])
+    images, labels = feed.train_images, feed.train_labels
 
     def step() -> None:
         x = setup.normalize(random_crop_flip(images, pad, state.generator))
@@ -164,12 +165,18 @@ def _train_throughput(
     return steps * labels.numel() / seconds, peak
 
 
+def _resident(setup: TrialSetup) -> ResidentFeed:
+    # measure_cost builds its setup from synthetic data, which is always resident.
+    assert isinstance(setup.feed, ResidentFeed)
+    return setup.feed
+
+
 @torch.no_grad()
 def _latency_ms(setup: TrialSetup, state: TrialState, warmup: int, repeats: int) -> float:
     """Median batch-1 forward time in milliseconds, eval mode."""
     dev = setup.device
     state.model.eval()
-    x = setup.normalize(setup.test_images[:1])
+    x = setup.normalize(_resident(setup).test_images[:1])
     times = []
     for i in range(warmup + repeats):
         synchronize(dev)

@@ -253,7 +253,7 @@ class TrainSpec(Frozen):
         if list(milestones) != sorted(set(milestones)):
             raise ValueError("must be strictly increasing epochs")
         epochs = info.data.get("epochs")
-        if epochs is not None and milestones[-1] >= epochs:
+        if epochs is not None and milestones and milestones[-1] >= epochs:
             raise ValueError(f"must be epochs before the last ({epochs}): a drop at or after "
                              "it never applies")
         return milestones
