@@ -26,12 +26,14 @@ ImageNet constants.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import pickle
 import shutil
 import tarfile
 import urllib.request
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +155,25 @@ def load_dataset(
     # Subset first: the indices depend on labels only, and resizing fewer images is cheaper.
     ds = subset_dataset(ds, cfg.train_subset, cfg.test_subset, seed=subset_seed)
     return resize_dataset(ds, cfg.resolution)
+
+
+_TENSORS = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+def dataset_arrays(ds: Dataset) -> dict[str, object]:
+    """`ds` with numpy arrays for its tensors: what a shared-memory object store (Ray's)
+    hands to other processes without a copy, where a pickled tensor would be copied."""
+    fields = {f.name: getattr(ds, f.name) for f in dataclasses.fields(ds)}
+    return {**fields, **{name: getattr(ds, name).numpy() for name in _TENSORS}}
+
+
+def dataset_from_arrays(record: dict[str, object]) -> Dataset:
+    """The Dataset of `dataset_arrays`, its tensors viewing the (read-only) arrays."""
+    with warnings.catch_warnings():
+        # Shared arrays are read-only; the trainer only reads (gathers) from them.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        tensors = {name: torch.from_numpy(record[name]) for name in _TENSORS}  # type: ignore[arg-type]
+    return Dataset(**{**record, **tensors})  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------

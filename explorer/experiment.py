@@ -235,7 +235,7 @@ def _plan_and_sweep(request: RunRequest, store: Writer, record: ExperimentRecord
             gpus_per_trial=resources.gpus_per_trial, max_concurrent=resources.max_concurrent,
             max_failures=resources.max_failures, early_stopping=spec.search.early_stopping,
             max_steps=request.max_steps, num_cpus=request.num_cpus, fail_trial=request.fail_trial,
-            log_file=request.runs_dir / spec.name / "ray.log",
+            log_file=request.runs_dir / spec.name / "ray.log", data=spec.data,
         )
         sink = StoreSink(store, record.id, watch)
         with watch.sweeping():
