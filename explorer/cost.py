@@ -9,6 +9,9 @@ the explorer also measures, on the device at hand:
 - training throughput: images/s of full SGD steps at the recipe's batch
   size, precision and memory format, including the trainer's on-device
   augmentation and normalisation (the same code path as `train_trial`);
+- timing: on CUDA by CUDA events recorded in the stream (the GPU's own clock,
+  read once at the end of a timed region, so no host synchronisation sits
+  inside it); on CPU by the wall clock;
 - peak memory: CUDA ``max_memory_allocated`` over the training steps. On CPU
   it is None: the process RSS high-water mark cannot be reset between
   candidates, and its deltas mostly measure the allocator, not the model.
@@ -156,13 +159,50 @@ def _train_throughput(
     synchronize(dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    start = time.perf_counter()
+    clock = timer(dev)
+    clock.start()
     for _ in range(steps):
         step()
-    synchronize(dev)
-    seconds = time.perf_counter() - start
+    seconds = clock.seconds()
     peak = int(torch.cuda.max_memory_allocated(dev)) if dev.type == "cuda" else None
     return steps * labels.numel() / seconds, peak
+
+
+class WallTimer:
+    """Seconds by the host's clock, the device synchronised at the end (CPU: a no-op)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.begin = 0.0
+
+    def start(self) -> None:
+        self.begin = time.perf_counter()
+
+    def seconds(self) -> float:
+        synchronize(self.device)
+        return time.perf_counter() - self.begin
+
+
+class CudaTimer:
+    """Seconds between two CUDA events recorded in the current stream: what the GPU
+    spent, read once the end event has completed."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.begin = torch.cuda.Event(enable_timing=True)
+        self.end = torch.cuda.Event(enable_timing=True)
+
+    def start(self) -> None:
+        self.begin.record(torch.cuda.current_stream(self.device))
+
+    def seconds(self) -> float:
+        self.end.record(torch.cuda.current_stream(self.device))
+        self.end.synchronize()
+        return float(self.begin.elapsed_time(self.end)) / 1000.0
+
+
+def timer(device: torch.device) -> WallTimer | CudaTimer:
+    return CudaTimer(device) if device.type == "cuda" else WallTimer(device)
 
 
 def _resident(setup: TrialSetup) -> ResidentFeed:
@@ -178,14 +218,15 @@ def _latency_ms(setup: TrialSetup, state: TrialState, warmup: int, repeats: int)
     state.model.eval()
     x = setup.normalize(_resident(setup).test_images[:1])
     times = []
+    clock = timer(dev)
     for i in range(warmup + repeats):
-        synchronize(dev)
-        start = time.perf_counter()
+        synchronize(dev)  # each forward starts on an idle device
+        clock.start()
         with autocast(dev, setup.precision):
             state.forward(x)
-        synchronize(dev)
+        elapsed = clock.seconds()
         if i >= warmup:
-            times.append(time.perf_counter() - start)
+            times.append(elapsed)
     state.model.train()
     return 1000.0 * statistics.median(times)
 
