@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from proctree import mb, measure
 
 
-def spec_for(folder: Path, *, pipeline: str, resolution: int, batch: int, workers_cpus: int,
-             epochs: int = 1, train_subset: int | None = None) -> dict[str, object]:
+def spec_for(folder: Path, *, pipeline: str, resolution: int, batch: int,
+             workers_cpus: int) -> dict[str, object]:
     return {
         "name": f"stream-memory-{folder.name}",
         "model": {"family": "resnext", "template": "cifar", "depths": [1, 1, 1],
@@ -39,8 +39,8 @@ def spec_for(folder: Path, *, pipeline: str, resolution: int, batch: int, worker
         "spaces": {"one": {"axes": {"cardinality": [1]}}},
         "data": {"dataset": "imagefolder", "num_classes": 10, "root": str(folder),
                  "download": False, "resolution": resolution, "pipeline": pipeline,
-                 "train_subset": train_subset},
-        "train": {"epochs": epochs, "batch_size": batch, "lr": 0.1, "precision": "fp32",
+                 },
+        "train": {"epochs": 1, "batch_size": batch, "lr": 0.1, "precision": "fp32",
                   "channels_last": False, "seeds": [0]},
         "resources": {"cpus_per_trial": workers_cpus, "gpus_per_trial": 0},
     }
@@ -74,9 +74,8 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--cpus", type=int, default=2, help="cpus_per_trial: loader workers")
     parser.add_argument("--pipeline", default="stream", choices=["stream", "resident"])
-    parser.add_argument("--run", action="store_true", help="also `explorer run` one epoch")
-    parser.add_argument("--run-subset", type=int, default=None,
-                        help="train_subset for --run (default: the whole folder)")
+    parser.add_argument("--run", action="store_true",
+                        help="also `explorer run` (Ray, one trial) for the same steps")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="stream-memory-"))
     for folder in args.folders:
@@ -101,19 +100,15 @@ def main() -> None:
               f"{got.seconds:.1f} s wall, {final['train_images_per_sec']:.0f} images/s")
         first_step_seconds(path)
         if args.run:
-            run_spec = spec_for(folder, pipeline=args.pipeline, resolution=args.resolution,
-                                batch=args.batch_size, workers_cpus=args.cpus,
-                                train_subset=args.run_subset)
-            run_path = scratch / f"{folder.name}-run.yaml"
-            run_path.write_text(yaml.safe_dump(run_spec))
             runs = scratch / f"runs-{folder.name}"
-            got = measure(["explorer", "run", str(run_path), "--runs-dir", str(runs),
-                           "--num-cpus", str(args.cpus)], interval=0.5)
+            got = measure(["explorer", "run", str(path), "--runs-dir", str(runs),
+                           "--num-cpus", str(args.cpus), "--max-steps", str(args.steps)],
+                          interval=0.5)
             if got.returncode != 0:
                 sys.exit(f"explorer run failed on {folder}: {got.stderr.strip()[-800:]}")
-            subset = f" (train_subset {args.run_subset})" if args.run_subset else ""
-            print(f"  explorer run, 1 epoch{subset}: peak PSS sum {mb(got.peaks.pss_sum)}, "
-                  f"RSS sum {mb(got.peaks.rss_sum)}, {got.seconds:.1f} s wall")
+            print(f"  explorer run, {args.steps} steps: peak PSS sum {mb(got.peaks.pss_sum)}, "
+                  f"RSS sum {mb(got.peaks.rss_sum)}, {len(got.peaks.per_process)} processes, "
+                  f"{got.seconds:.1f} s wall")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,15 @@
-"""Datasets as resident uint8 tensors, and the batched on-device input pipeline.
+"""Datasets as resident uint8 tensors or streamed image files, and the input pipelines.
 
-Every dataset is loaded whole into memory as one uint8 tensor of shape
+A resident dataset is loaded whole into memory as one uint8 tensor of shape
 N×3×H×W (NCHW, RGB, values 0..255) plus int64 labels. Small-image training
 is bound by per-sample Python, not by arithmetic, so the trainer moves the
 whole (sub)set onto its device once and does augmentation and normalisation
 as a few batched tensor operations per step (the airbench approach).
+
+An image folder too large for that (`data.pipeline`, `load_data`) is listed,
+not decoded (`ImageFiles`), and streamed: DataLoader workers decode each batch
+with the standard ImageNet transforms, and the trainer reads it through the
+same `Feed` interface as resident data.
 
 Datasets:
 
@@ -12,16 +17,17 @@ Datasets:
   ``root``; optional download of the official archive, md5-verified and
   extracted atomically (a temp folder renamed into place, `explorer.files`).
 - ``imagenet`` / ``imagefolder``: ``root/train/<class>/*`` and
-  ``root/val/<class>/*``, decoded with Pillow, shorter side resized to
-  ``resolution`` then centre-cropped; decoded arrays cached only in an
-  explicit ``cache_dir`` (never inside the user's data folder).
+  ``root/val/<class>/*``. Resident: decoded with Pillow, shorter side resized
+  to ``resolution`` then centre-cropped; decoded arrays cached only in an
+  explicit ``cache_dir`` (never inside the user's data folder). Streamed: see
+  the section "Streaming image folders".
 - ``digits``: scikit-learn's bundled 8×8 digits (no download), the offline
   default.
 - ``synthetic``: seeded random images, for throughput measurements only.
 
 Mean and std are per channel in 0..1 units, computed from the full training
-split (before subsetting), except ``imagenet`` which uses the customary
-ImageNet constants.
+split (before subsetting; a streamed folder: a seeded sample of 512 of its
+images), except ``imagenet`` which uses the customary ImageNet constants.
 """
 
 from __future__ import annotations

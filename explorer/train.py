@@ -1,16 +1,19 @@
 """One trial: a candidate trained with one recipe and one seed, checkpointed each epoch.
 
-The whole (sub)set is resident on the trial's device as uint8; each step
+Small datasets are resident on the trial's device as uint8; each step
 gathers a batch, crops and flips it in one indexing op and normalises it in
 one fused op (see `explorer.data`). There is no per-sample Python and no
-DataLoader, which is what makes small-image training fast.
+DataLoader, which is what makes small-image training fast. A streamed image
+folder comes batch by batch from DataLoader workers instead; the loop reads
+either through the same `Feed`.
 
 Reproducibility: all randomness comes from the trial's seed. The model is
 initialised from torch's global RNG inside `torch.random.fork_rng` (seeded
 with a value derived from the seed), so the caller's global RNG state is left
 as it was. Data order and augmentation come from one explicit CPU
 `torch.Generator`, checkpointed with the model, so a resumed trial continues
-the exact random stream. On CPU the trial runs with
+the exact random stream (a streamed folder's crops too: each item's generator
+is seeded from that stream and the item's position in the epoch). On CPU the trial runs with
 `torch.use_deterministic_algorithms(True)`; every global flag set here is
 restored on exit.
 
