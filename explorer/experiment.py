@@ -197,7 +197,7 @@ def run_experiment(request: RunRequest, observer: RunObserver | None = None) -> 
     started = time.monotonic()
     store = Writer.open(store_url(request.runs_dir, request.store_url))
     record = store.create_or_get_experiment(
-        spec.name, request.spec_text, spec.hash, json.dumps(spec.model_dump(mode="json")),
+        spec.name, request.spec_text, spec.hash, json.dumps(spec.record()),
         new_version=request.new_version, environment=environment_info(),
     )
     with driver_lease(store, record, interval=request.heartbeat_seconds, notice=watch.notice):

@@ -15,19 +15,13 @@ from typing import Any
 
 from explorer.arch import Arch, content_key
 from explorer.space import Candidate
-from explorer.spec import DataSpec, Spec, TrainSpec
+from explorer.spec import DataSpec, Spec, TrainSpec, without_later_defaults
 
 # Recipe fields that change what a trial computes. `seeds` picks which trials
 # exist, not what one of them does; `compile` and `channels_last` change speed
 # but not results beyond float rounding, so they still count: equal work must
 # be the same computation.
 _RECIPE_EXCLUDES = {"seeds"}
-# Keys added to the spec after trials were first stored: left out of the record while
-# they hold their default, so the trial keys of every earlier store stay the same.
-_LATER_DEFAULTS = {
-    "data": {"pipeline": "auto"},
-    "train": {"lr_milestones": None, "lr_gamma": 0.1},
-}
 
 
 @dataclass(frozen=True)
@@ -74,16 +68,11 @@ def recipe_record(spec: Spec) -> dict[str, Any]:
     """What, besides the architecture and seed, determines a trial's result."""
     train = spec.train.model_dump(mode="json")
     return {
-        "data": _without_later_defaults("data", spec.data.model_dump(mode="json")),
+        "data": without_later_defaults("data", spec.data.model_dump(mode="json")),
         "num_classes": spec.num_classes,
-        "train": _without_later_defaults(
+        "train": without_later_defaults(
             "train", {k: v for k, v in train.items() if k not in _RECIPE_EXCLUDES}),
     }
-
-
-def _without_later_defaults(section: str, record: dict[str, Any]) -> dict[str, Any]:
-    later = _LATER_DEFAULTS[section]
-    return {k: v for k, v in record.items() if k not in later or later[k] != v}
 
 
 def trial_key(arch: Arch, recipe: dict[str, Any], seed: int) -> str:

@@ -316,7 +316,28 @@ class Spec(Frozen):
     @property
     def hash(self) -> str:
         """Content hash of the validated spec: equal hashes, equal experiments."""
-        return content_key(self.model_dump(mode="json", by_alias=True))
+        return content_key(self.record(by_alias=True))
+
+    def record(self, *, by_alias: bool = False) -> dict[str, Any]:
+        """The spec as JSON values, keys added since the first release left out while they
+        hold their defaults (`LATER_DEFAULTS`): what the store compares and hashes."""
+        dumped = self.model_dump(mode="json", by_alias=by_alias)
+        return {k: without_later_defaults(k, v) if k in LATER_DEFAULTS else v
+                for k, v in dumped.items()}
+
+
+# Keys added to the spec after experiments and trials were first stored. Left out of the
+# spec's record and of trial keys while they hold their default, so what a store already
+# holds keeps its hash and its keys.
+LATER_DEFAULTS: dict[str, dict[str, object]] = {
+    "data": {"pipeline": "auto"},
+    "train": {"lr_milestones": None, "lr_gamma": 0.1},
+}
+
+
+def without_later_defaults(section: str, record: dict[str, Any]) -> dict[str, Any]:
+    later = LATER_DEFAULTS[section]
+    return {k: v for k, v in record.items() if k not in later or later[k] != v}
 
 
 @dataclass(frozen=True)
