@@ -382,7 +382,8 @@ def load_imagefolder(
 
     Decoding JPEGs dominates, so the decoded arrays may be cached, but only in
     a folder the caller names: writing next to someone's data is a surprise.
-    The cache key covers every file's path, size and mtime and the resolution.
+    The cache key covers every file's path, size and mtime and the resolution;
+    a cached array is memory-mapped (read-only), not loaded.
     """
     train_dir, val_dir = root / "train", root / "val"
     for d in (train_dir, val_dir):
@@ -431,7 +432,12 @@ def _decode_cached(
     key = hashlib.sha256(repr((resolution, stamp)).encode()).hexdigest()[:16]
     cache = Path(cache_dir).expanduser() / f"imagefolder-{key}.npy"
     if cache.is_file():
-        return torch.from_numpy(np.load(cache)), torch.from_numpy(labels)
+        # Mapped, not loaded: pages are read as batches touch them, from the page cache
+        # that every process on the machine shares.
+        mapped = np.load(cache, mmap_mode="r")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            return torch.from_numpy(mapped), torch.from_numpy(labels)
     images = _decode_all(files, resolution)
     atomic_write(cache, lambda tmp: _save_array(tmp, images))
     return torch.from_numpy(images), torch.from_numpy(labels)

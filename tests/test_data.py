@@ -233,7 +233,9 @@ def _write_png(path: Path, size: tuple[int, int], colour: tuple[int, int, int]) 
     Image.new("RGB", size, colour).save(path)
 
 
-def test_imagefolder_decodes_resizes_and_caches_only_where_told(tmp_path: Path) -> None:
+def test_imagefolder_decodes_resizes_and_caches_only_where_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = tmp_path / "images"
     for split, n in (("train", 3), ("val", 2)):
         for c, colour in (("cat", (255, 0, 0)), ("dog", (0, 0, 255))):
@@ -249,8 +251,18 @@ def test_imagefolder_decodes_resizes_and_caches_only_where_told(tmp_path: Path) 
     assert ds.train_images[0, 0].float().mean() > 250 and ds.train_images[0, 2].max() < 5
     assert sorted(str(p) for p in root.rglob("*")) == before  # nothing written into the data
     assert len(list(cache.glob("imagefolder-*.npy"))) == 2
+    loaded: list[object] = []
+    real_load = np.load
+
+    def spy(*args: object, **kwargs: object) -> object:
+        loaded.append(array := real_load(*args, **kwargs))  # type: ignore[call-overload]
+        return array
+
+    monkeypatch.setattr(np, "load", spy)
     again = load_dataset(cfg, cache_dir=cache)
     assert torch.equal(again.train_images, ds.train_images)
+    # The cached arrays are mapped read-only, not loaded into memory.
+    assert len(loaded) == 2 and all(isinstance(a, np.memmap) for a in loaded)
 
 
 def test_imagefolder_without_val_names_the_layout(tmp_path: Path) -> None:
