@@ -61,6 +61,7 @@ CHECKPOINT_NAME = "last.pt"
 CHECKPOINT_FORMAT = 1
 EVAL_BATCH = 512
 NONFINITE_CHECK_EVERY = 50
+MAX_DEFAULT_WORKERS = 16  # loader processes when the caller names none (a big host's threads)
 
 ModelBuilder = Callable[[Arch, int], nn.Module]
 EpochCallback = Callable[["EpochMetrics"], None]
@@ -423,8 +424,8 @@ def train_trial(
     `on_start` hears what actually runs (device, precision, ...; see Provenance)
     once the model is built and any checkpoint loaded, before the first step.
     A streamed image folder (`ImageFiles`, or a ``data`` block that streams) is
-    decoded by `workers` loader processes; None means one per thread torch may use
-    (Ray sets that to the trial's CPUs).
+    decoded by `workers` loader processes; None means one per thread torch may use,
+    at most 16 (the sweep passes the trial's CPUs).
 
     A checkpoint is written after every complete epoch, before `on_epoch`
     runs, so a callback that raises (to stop a trial) loses nothing. A rerun
@@ -441,7 +442,8 @@ def train_trial(
     """
     dev = resolve_device(device)
     ds = data if isinstance(data, (Dataset, ImageFiles)) else load_data(data)
-    loaders = workers if workers is not None else torch.get_num_threads()
+    loaders = workers if workers is not None else min(MAX_DEFAULT_WORKERS,
+                                                      torch.get_num_threads())
     classes = num_classes if num_classes is not None else ds.num_classes
     if classes < ds.num_classes:
         raise TrialError(f"num_classes {classes} is less than the dataset's {ds.num_classes}")
