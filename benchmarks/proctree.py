@@ -25,6 +25,7 @@ class ProcMemory:
     rss: int
     pss: int
     uss: int
+    hwm: int  # the kernel's own RSS high-water mark of the process (VmHWM): no sample missed
 
 
 def children_map() -> dict[int, list[int]]:
@@ -56,11 +57,14 @@ def memory(pid: int) -> ProcMemory | None:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
             name, value = line.split(":", 1)
             fields[name] = int(value.split()[0]) * 1024
+        hwm = next((int(line.split()[1]) * 1024 for line in
+                    Path(f"/proc/{pid}/status").read_text().splitlines()
+                    if line.startswith("VmHWM:")), 0)
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
     except (OSError, ValueError):
         return None
     uss = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
-    return ProcMemory(pid, cmd, fields.get("Rss", 0), fields.get("Pss", 0), uss)
+    return ProcMemory(pid, cmd, fields.get("Rss", 0), fields.get("Pss", 0), uss, hwm)
 
 
 @dataclass
@@ -70,13 +74,20 @@ class Peaks:
     rss_sum: int = 0
     pss_sum: int = 0
     per_process: dict[int, ProcMemory] = field(default_factory=dict)
+    hwm: dict[int, int] = field(default_factory=dict)
     samples: int = 0
+
+    @property
+    def hwm_sum(self) -> int:
+        """Each process's own RSS peak, summed: an upper bound on the tree's peak RSS."""
+        return sum(self.hwm.values())
 
     def add(self, procs: Sequence[ProcMemory]) -> None:
         self.samples += 1
         self.rss_sum = max(self.rss_sum, sum(p.rss for p in procs))
         self.pss_sum = max(self.pss_sum, sum(p.pss for p in procs))
         for p in procs:
+            self.hwm[p.pid] = max(self.hwm.get(p.pid, 0), p.hwm)
             old = self.per_process.get(p.pid)
             if old is None or p.pss > old.pss:
                 self.per_process[p.pid] = p

@@ -90,13 +90,14 @@ def main() -> None:
         key = enumerate_spec(load_spec(path)).candidates[0].key
         cmd = ["explorer", "train", str(path), "--key", key, "--max-steps", str(args.steps),
                "--device", "cpu", "--json"]
-        got = measure(cmd)
+        got = measure(cmd, interval=0.1)
         if got.returncode != 0:
             sys.exit(f"explorer train failed on {folder}: {got.stderr.strip()[-500:]}")
         final = json.loads(got.stdout.strip().splitlines()[-1])
         print(f"{folder} ({n:,} training images, pipeline {args.pipeline}):")
         print(f"  explorer train, {args.steps} steps: peak PSS sum {mb(got.peaks.pss_sum)}, "
-              f"RSS sum {mb(got.peaks.rss_sum)}, {len(got.peaks.per_process)} processes, "
+              f"RSS sum {mb(got.peaks.rss_sum)}, per-process RSS peaks (VmHWM) summed "
+              f"{mb(got.peaks.hwm_sum)}, {len(got.peaks.per_process)} processes, "
               f"{got.seconds:.1f} s wall, {final['train_images_per_sec']:.0f} images/s")
         first_step_seconds(path)
         if args.run:
