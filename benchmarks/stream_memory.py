@@ -62,7 +62,8 @@ def first_step_seconds(spec_path: Path) -> float:
     begin = time.perf_counter()
     train_trial(arch, files, spec.train, seed=0, max_steps=1,
                 on_step=lambda i, n: seen.append(time.perf_counter() - begin))
-    print(f"    listing + stats: {listed:.2f} s; train_trial start -> first step: {seen[0]:.2f} s")
+    print(f"    load_data (stream: listing + stats; resident: decoding): {listed:.2f} s; "
+          f"train_trial start -> first step: {seen[0]:.2f} s")
     return seen[0]
 
 
