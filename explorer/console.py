@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     import torch
 
     from explorer.cost import CostRow
-    from explorer.data import Dataset
+    from explorer.data import Dataset, ImageFiles
     from explorer.experiment import PlanSummary
     from explorer.train import ModelBuilder
 
@@ -72,7 +72,7 @@ class LiveBar:
 
 def train_with_progress(
     arch: Arch,
-    data: Dataset | DataSpec,
+    data: Dataset | ImageFiles | DataSpec,
     recipe: TrainSpec,
     *,
     seed: int | None = None,
@@ -93,16 +93,20 @@ def train_with_progress(
     history on screen; `on_epoch` hears each epoch too (e.g. a TensorBoard log),
     and `build` makes the model (e.g. from initial weights).
     """
-    from explorer.data import load_dataset
+    from explorer.data import load_data
     from explorer.train import revise, train_trial
 
     out = console or stderr_console()
     if epochs is not None:
-        recipe = revise(recipe, epochs=epochs, warmup_epochs=min(recipe.warmup_epochs, epochs))
+        # Drops the shorter run never reaches are left out (the step schedule's own
+        # default milestones follow the epochs by themselves).
+        milestones = recipe.lr_milestones and tuple(m for m in recipe.lr_milestones if m < epochs)
+        recipe = revise(recipe, epochs=epochs, warmup_epochs=min(recipe.warmup_epochs, epochs),
+                        lr_milestones=milestones)
     trial_seed = recipe.seeds[0] if seed is None else seed
     if isinstance(data, DataSpec):
         with out.status(f"loading {data.dataset}…"):
-            data = load_dataset(data)
+            data = load_data(data)
     with EpochBar(out, title or arch.label(), recipe.epochs) as bar:
         def epoch_done(metrics: EpochMetrics) -> None:
             bar.epoch_done(metrics)

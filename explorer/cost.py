@@ -9,6 +9,9 @@ the explorer also measures, on the device at hand:
 - training throughput: images/s of full SGD steps at the recipe's batch
   size, precision and memory format, including the trainer's on-device
   augmentation and normalisation (the same code path as `train_trial`);
+- timing: on CUDA by CUDA events recorded in the stream (the GPU's own clock,
+  read once at the end of a timed region, so no host synchronisation sits
+  inside it); on CPU by the wall clock;
 - peak memory: CUDA ``max_memory_allocated`` over the training steps. On CPU
   it is None: the process RSS high-water mark cannot be reset between
   candidates, and its deltas mostly measure the allocator, not the model.
@@ -28,7 +31,7 @@ from typing import Any
 import torch
 
 from explorer.arch import Arch
-from explorer.data import crop_pad, make_synthetic, random_crop_flip
+from explorer.data import ResidentFeed, crop_pad, make_synthetic, random_crop_flip
 from explorer.spec import TrainSpec
 from explorer.train import (
     ModelBuilder,
@@ -143,8 +146,9 @@ def _train_throughput(
 ) -> tuple[float, int | None]:
     """Images/s over `steps` SGD steps after `warmup` untimed ones (same batch each time)."""
     dev = setup.device
-    pad = crop_pad(setup.train_images.shape[-1])
-    images, labels = setup.train_images, setup.train_labels
+    feed = _resident(setup)
+    pad = crop_pad(feed.train_images.shape[-1])
+    images, labels = feed.train_images, feed.train_labels
 
     def step() -> None:
         x = setup.normalize(random_crop_flip(images, pad, state.generator))
@@ -155,13 +159,56 @@ def _train_throughput(
     synchronize(dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    start = time.perf_counter()
+    clock = timer(dev)
+    clock.start()
     for _ in range(steps):
         step()
-    synchronize(dev)
-    seconds = time.perf_counter() - start
+    seconds = clock.seconds()
     peak = int(torch.cuda.max_memory_allocated(dev)) if dev.type == "cuda" else None
     return steps * labels.numel() / seconds, peak
+
+
+class WallTimer:
+    """Seconds by the host's clock, the device synchronised at the end (CPU: a no-op)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.begin = 0.0
+
+    def start(self) -> None:
+        self.begin = time.perf_counter()
+
+    def seconds(self) -> float:
+        synchronize(self.device)
+        return time.perf_counter() - self.begin
+
+
+class CudaTimer:
+    """Seconds between two CUDA events recorded in the current stream: what the GPU
+    spent, read once the end event has completed."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.begin = torch.cuda.Event(enable_timing=True)
+        self.end = torch.cuda.Event(enable_timing=True)
+
+    def start(self) -> None:
+        self.begin.record(torch.cuda.current_stream(self.device))
+
+    def seconds(self) -> float:
+        self.end.record(torch.cuda.current_stream(self.device))
+        self.end.synchronize()
+        return float(self.begin.elapsed_time(self.end)) / 1000.0
+
+
+def timer(device: torch.device) -> WallTimer | CudaTimer:
+    return CudaTimer(device) if device.type == "cuda" else WallTimer(device)
+
+
+def _resident(setup: TrialSetup) -> ResidentFeed:
+    # measure_cost builds its setup from synthetic data, which is always resident.
+    assert isinstance(setup.feed, ResidentFeed)
+    return setup.feed
 
 
 @torch.no_grad()
@@ -169,16 +216,17 @@ def _latency_ms(setup: TrialSetup, state: TrialState, warmup: int, repeats: int)
     """Median batch-1 forward time in milliseconds, eval mode."""
     dev = setup.device
     state.model.eval()
-    x = setup.normalize(setup.test_images[:1])
+    x = setup.normalize(_resident(setup).test_images[:1])
     times = []
+    clock = timer(dev)
     for i in range(warmup + repeats):
-        synchronize(dev)
-        start = time.perf_counter()
+        synchronize(dev)  # each forward starts on an idle device
+        clock.start()
         with autocast(dev, setup.precision):
             state.forward(x)
-        synchronize(dev)
+        elapsed = clock.seconds()
         if i >= warmup:
-            times.append(time.perf_counter() - start)
+            times.append(elapsed)
     state.model.train()
     return 1000.0 * statistics.median(times)
 

@@ -244,7 +244,7 @@ def run_experiment(request: RunRequest, observer: RunObserver | None = None) -> 
     started = time.monotonic()
     store = Writer.open(store_url(request.runs_dir, request.store_url))
     record = store.create_or_get_experiment(
-        spec.name, request.spec_text, spec.hash, json.dumps(spec.model_dump(mode="json")),
+        spec.name, request.spec_text, spec.hash, json.dumps(spec.record()),
         new_version=request.new_version, environment=environment_info(),
     )
     with driver_lease(store, record, interval=request.heartbeat_seconds, notice=watch.notice):
@@ -285,7 +285,7 @@ def _plan_and_sweep(request: RunRequest, store: Writer, record: ExperimentRecord
             gpus_per_trial=resources.gpus_per_trial, max_concurrent=resources.max_concurrent,
             max_failures=resources.max_failures, early_stopping=spec.search.early_stopping,
             max_steps=request.max_steps, num_cpus=request.num_cpus, fail_trial=request.fail_trial,
-            log_file=request.runs_dir / spec.name / "ray.log",
+            log_file=request.runs_dir / spec.name / "ray.log", data=spec.data,
         )
         with contextlib.ExitStack() as stack:
             tracker = (stack.enter_context(TensorBoardLog(tensorboard_dir(request.runs_dir,

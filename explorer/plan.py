@@ -15,7 +15,7 @@ from typing import Any
 
 from explorer.arch import Arch, content_key
 from explorer.space import Candidate
-from explorer.spec import DataSpec, Spec, TrainSpec
+from explorer.spec import DataSpec, Spec, TrainSpec, without_later_defaults
 
 # Recipe fields that change what a trial computes. `seeds` picks which trials
 # exist, not what one of them does; `compile` and `channels_last` change speed
@@ -68,9 +68,10 @@ def recipe_record(spec: Spec) -> dict[str, Any]:
     """What, besides the architecture and seed, determines a trial's result."""
     train = spec.train.model_dump(mode="json")
     return {
-        "data": spec.data.model_dump(mode="json"),
+        "data": without_later_defaults("data", spec.data.model_dump(mode="json")),
         "num_classes": spec.num_classes,
-        "train": {k: v for k, v in train.items() if k not in _RECIPE_EXCLUDES},
+        "train": without_later_defaults(
+            "train", {k: v for k, v in train.items() if k not in _RECIPE_EXCLUDES}),
     }
 
 

@@ -261,7 +261,15 @@ class ModelSpec(Frozen):
 Dataset = Literal["cifar10", "cifar100", "imagenet", "imagefolder", "digits", "synthetic"]
 
 
+FOLDER_DATASETS = ("imagenet", "imagefolder")
+
+
 class DataSpec(Frozen):
+    """Which data, at what size. `pipeline` is how an image folder reaches the trainer:
+    decoded whole into memory (`resident`), decoded by loader workers batch by batch
+    (`stream`), or `auto`: resident when the decoded folder fits the data module's
+    memory budget. CIFAR, digits and synthetic data are always resident."""
+
     dataset: Dataset = "digits"
     num_classes: PositiveInt | None = None
     root: str = "~/.cache/explorer"
@@ -269,6 +277,16 @@ class DataSpec(Frozen):
     resolution: PositiveInt = 32
     train_subset: PositiveInt | None = None
     test_subset: PositiveInt | None = None
+    pipeline: Literal["auto", "resident", "stream"] = "auto"
+
+    @field_validator("pipeline")
+    @classmethod
+    def _stream_reads_folders(cls, pipeline: str, info: ValidationInfo) -> str:
+        dataset = info.data.get("dataset")  # absent when dataset itself is invalid
+        if pipeline == "stream" and dataset is not None and dataset not in FOLDER_DATASETS:
+            raise ValueError(f"stream reads image folders (imagenet, imagefolder); {dataset} "
+                             "is loaded whole: use auto or resident")
+        return pipeline
 
 
 class TrainSpec(Frozen):
@@ -289,6 +307,8 @@ class TrainSpec(Frozen):
     nesterov: bool = False
     weight_decay: NonNegativeFloat = 5.0e-4
     schedule: Literal["cosine", "step"] = "cosine"
+    lr_milestones: tuple[PositiveInt, ...] | None = None
+    lr_gamma: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
     warmup_epochs: NonNegativeInt = 0
     label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     precision: Literal["fp32", "bf16", "fp16"] = "bf16"
@@ -305,6 +325,31 @@ class TrainSpec(Frozen):
         if epochs is not None and warmup > epochs:
             raise ValueError(f"must be at most epochs ({epochs}): the warm-up is part of them")
         return warmup
+
+    @field_validator("lr_milestones")
+    @classmethod
+    def _milestones_in_epochs(
+        cls, milestones: tuple[int, ...] | None, info: ValidationInfo
+    ) -> tuple[int, ...] | None:
+        if milestones is None:
+            return None
+        if info.data.get("schedule") == "cosine":
+            raise ValueError("apply to schedule: step only; set schedule: step or remove them")
+        if list(milestones) != sorted(set(milestones)):
+            raise ValueError("must be strictly increasing epochs")
+        epochs = info.data.get("epochs")
+        if epochs is not None and milestones and milestones[-1] >= epochs:
+            raise ValueError(f"must be epochs before the last ({epochs}): a drop at or after "
+                             "it never applies")
+        return milestones
+
+    @property
+    def milestones(self) -> tuple[int, ...]:
+        """Epochs at which the step schedule multiplies the rate by `lr_gamma`: the
+        spec's, or 50% and 75% of the epochs (the paper's CIFAR 150 and 225 of 300)."""
+        if self.lr_milestones is not None:
+            return self.lr_milestones
+        return tuple(m for m in (self.epochs // 2, (3 * self.epochs) // 4) if m > 0)
 
     @property
     def peak_lr(self) -> float:
@@ -356,7 +401,28 @@ class Spec(Frozen):
     @property
     def hash(self) -> str:
         """Content hash of the validated spec: equal hashes, equal experiments."""
-        return content_key(self.model_dump(mode="json", by_alias=True))
+        return content_key(self.record(by_alias=True))
+
+    def record(self, *, by_alias: bool = False) -> dict[str, Any]:
+        """The spec as JSON values, keys added since the first release left out while they
+        hold their defaults (`LATER_DEFAULTS`): what the store compares and hashes."""
+        dumped = self.model_dump(mode="json", by_alias=by_alias)
+        return {k: without_later_defaults(k, v) if k in LATER_DEFAULTS else v
+                for k, v in dumped.items()}
+
+
+# Keys added to the spec after experiments and trials were first stored. Left out of the
+# spec's record and of trial keys while they hold their default, so what a store already
+# holds keeps its hash and its keys.
+LATER_DEFAULTS: dict[str, dict[str, object]] = {
+    "data": {"pipeline": "auto"},
+    "train": {"lr_milestones": None, "lr_gamma": 0.1},
+}
+
+
+def without_later_defaults(section: str, record: dict[str, Any]) -> dict[str, Any]:
+    later = LATER_DEFAULTS[section]
+    return {k: v for k, v in record.items() if k not in later or later[k] != v}
 
 
 @dataclass(frozen=True)

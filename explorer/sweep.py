@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from explorer.arch import Arch
-    from explorer.data import Dataset
+    from explorer.data import Dataset, ImageFiles
 
 # Tune reads these from the environment of the driver when a sweep starts; they are set
 # for the sweep's duration only (see `_tune_settings`), never at import.
@@ -77,6 +77,7 @@ class SweepOptions:
     num_cpus: int | None = None
     log_file: Path | None = None
     fail_trial: str | None = None
+    data: DataSpec | None = None  # the sweep's data, loaded once and shared (None: per worker)
 
     @property
     def checkpoint_root(self) -> Path:
@@ -123,8 +124,12 @@ class _NullSink:
         pass
 
 
-def run_trial(config: dict[str, Any]) -> None:
-    """The Tune trainable: train one planned trial, reporting each epoch and the end."""
+def run_trial(config: dict[str, Any], shared: Any = None) -> None:
+    """The Tune trainable: train one planned trial, reporting each epoch and the end.
+
+    `shared` is the sweep's data as the driver put it in the object store (see
+    `_shared_data`): its arrays are mapped from the node's shared memory, not copied.
+    """
     from explorer.train import train_trial
 
     plan = TrialPlan.from_config(config["plan"])
@@ -140,8 +145,9 @@ def run_trial(config: dict[str, Any]) -> None:
 
     poison = config.get("fail_trial")
     result = train_trial(
-        plan.arch, _dataset(plan.data), plan.train, seed=plan.seed, device=device,
-        num_classes=plan.num_classes,
+        plan.arch, _unshared(shared) if shared is not None else _dataset(plan.data), plan.train,
+        seed=plan.seed, device=device, num_classes=plan.num_classes,
+        workers=int(config.get("workers", 1)),
         checkpoint_dir=Path(config["checkpoint_root"]) / plan.trial_key,
         max_steps=config.get("max_steps"), on_epoch=on_epoch, on_start=on_start,
         build=_diverging_builder if poison and plan.trial_key.startswith(poison) else None,
@@ -163,12 +169,27 @@ def run_trial(config: dict[str, Any]) -> None:
 
 
 @functools.lru_cache(maxsize=1)
-def _dataset(data: DataSpec) -> Dataset:
+def _dataset(data: DataSpec) -> Dataset | ImageFiles:
     """The trial's dataset, loaded once per worker: Tune reuses a worker for the next
     trial, and every trial of a sweep trains on the same data."""
-    from explorer.data import load_dataset
+    from explorer.data import load_data
 
-    return load_dataset(data)
+    return load_data(data)
+
+
+def _shared_data(data: DataSpec) -> Any:
+    """The sweep's data loaded once, in the driver, in the form the object store shares
+    without copies: a resident dataset as numpy arrays, a streamed folder's file list."""
+    from explorer.data import Dataset, dataset_arrays, load_data
+
+    loaded = load_data(data)
+    return dataset_arrays(loaded) if isinstance(loaded, Dataset) else loaded
+
+
+def _unshared(shared: Any) -> Dataset | ImageFiles:
+    from explorer.data import dataset_from_arrays
+
+    return shared if not isinstance(shared, dict) else dataset_from_arrays(shared)
 
 
 def _diverging_builder(arch: Arch, num_classes: int) -> nn.Module:
@@ -322,6 +343,8 @@ def trial_config(plan: TrialPlan, options: SweepOptions) -> dict[str, Any]:
         "checkpoint_root": str(options.checkpoint_root.resolve()),
         "max_steps": options.max_steps,
         "fail_trial": options.fail_trial,
+        # Loader processes of a streamed folder: one per CPU the trial holds.
+        "workers": max(1, int(options.cpus_per_trial)),
     }
 
 
@@ -598,7 +621,11 @@ def _tuner(strategy: Strategy, sink: Sink, options: SweepOptions, max_epochs: in
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
         callbacks=[_Events(sink, searcher.suggested)], verbose=0, log_to_file=True,
     )
-    return tune.Tuner(tune.with_resources(run_trial, resources), param_space={},
+    # One copy of the data per node: with_parameters puts it in Ray's object store once,
+    # and each worker maps it from there instead of loading its own.
+    trainable = run_trial if options.data is None else \
+        tune.with_parameters(run_trial, shared=_shared_data(options.data))
+    return tune.Tuner(tune.with_resources(trainable, resources), param_space={},
                       tune_config=tune_config, run_config=run_config)
 
 

@@ -1,16 +1,19 @@
 """One trial: a candidate trained with one recipe and one seed, checkpointed each epoch.
 
-The whole (sub)set is resident on the trial's device as uint8; each step
+Small datasets are resident on the trial's device as uint8; each step
 gathers a batch, crops and flips it in one indexing op and normalises it in
 one fused op (see `explorer.data`). There is no per-sample Python and no
-DataLoader, which is what makes small-image training fast.
+DataLoader, which is what makes small-image training fast. A streamed image
+folder comes batch by batch from DataLoader workers instead; the loop reads
+either through the same `Feed`.
 
 Reproducibility: all randomness comes from the trial's seed. The model is
 initialised from torch's global RNG inside `torch.random.fork_rng` (seeded
 with a value derived from the seed), so the caller's global RNG state is left
 as it was. Data order and augmentation come from one explicit CPU
 `torch.Generator`, checkpointed with the model, so a resumed trial continues
-the exact random stream. On CPU the trial runs with
+the exact random stream (a streamed folder's crops too: each item's generator
+is seeded from that stream and the item's position in the epoch). On CPU the trial runs with
 `torch.use_deterministic_algorithms(True)`; every global flag set here is
 restored on exit.
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gc
 import math
 import time
@@ -40,11 +44,12 @@ from torch import nn
 from explorer.arch import Arch
 from explorer.data import (
     Dataset,
+    Feed,
+    ImageFiles,
     Normalizer,
-    eval_batches,
-    load_dataset,
+    load_data,
+    make_feed,
     steps_per_epoch,
-    train_batches,
 )
 from explorer.files import atomic_write
 from explorer.metrics import EpochMetrics, Provenance, TrialResult
@@ -56,6 +61,7 @@ CHECKPOINT_NAME = "last.pt"
 CHECKPOINT_FORMAT = 1
 EVAL_BATCH = 512
 NONFINITE_CHECK_EVERY = 50
+MAX_DEFAULT_WORKERS = 16  # loader processes when the caller names none (a big host's threads)
 
 ModelBuilder = Callable[[Arch, int], nn.Module]
 EpochCallback = Callable[["EpochMetrics"], None]
@@ -87,8 +93,8 @@ class NonFiniteLoss(Exception):
 def lr_at(step: int, steps_in_epoch: int, recipe: TrainSpec) -> float:
     """Learning rate for optimizer step `step` (0-based), set per step.
 
-    Linear warm-up over `warmup_epochs`, then cosine to zero, or ×0.1 at 50%
-    and 75% of the epochs (the paper's epochs 150 and 225 of 300).
+    Linear warm-up over `warmup_epochs`, then cosine to zero, or steps: ×`lr_gamma`
+    at each of the recipe's milestones (epochs; see `TrainSpec.milestones`).
     """
     peak = recipe.peak_lr
     total = recipe.epochs * steps_in_epoch
@@ -99,8 +105,7 @@ def lr_at(step: int, steps_in_epoch: int, recipe: TrainSpec) -> float:
         progress = (step - warm) / max(1, total - warm)
         return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     epoch = step // steps_in_epoch
-    milestones = [m for m in (recipe.epochs // 2, (3 * recipe.epochs) // 4) if m > 0]
-    return peak * 0.1 ** sum(epoch >= m for m in milestones)
+    return peak * recipe.lr_gamma ** sum(epoch >= m for m in recipe.milestones)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -243,7 +248,8 @@ class TrialState:
 
 
 def _fingerprint(
-    arch: Arch, num_classes: int, data: Dataset, recipe: TrainSpec, seed: int, augment: bool,
+    arch: Arch, num_classes: int, data: Dataset | ImageFiles, recipe: TrainSpec, seed: int,
+    augment: bool,
     precision: Precision,
 ) -> dict[str, Any]:
     return {
@@ -317,10 +323,7 @@ class TrialSetup:
     augment: bool
     normalize: Normalizer
     loss_fn: nn.Module
-    train_images: torch.Tensor
-    train_labels: torch.Tensor
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
+    feed: Feed
     steps_in_epoch: int
 
 
@@ -344,10 +347,8 @@ def _train_epoch(
     images = 0
     lr = 0.0
     start = time.perf_counter()
-    batches = train_batches(
-        setup.train_images, setup.train_labels, setup.recipe.batch_size, state.generator,
-        setup.normalize, augment=setup.augment,
-    )
+    batches = setup.feed.train_epoch(
+        setup.recipe.batch_size, state.generator, setup.normalize, augment=setup.augment)
     for i, (x, y) in enumerate(batches):
         if max_steps is not None and state.step >= max_steps:
             break
@@ -402,7 +403,7 @@ def evaluate(setup: TrialSetup, state: TrialState) -> tuple[float, float]:
     state.model.eval()
     wrong1 = torch.zeros((), device=setup.device, dtype=torch.int64)
     wrong5 = torch.zeros((), device=setup.device, dtype=torch.int64)
-    for x, y in eval_batches(setup.test_images, setup.test_labels, EVAL_BATCH, setup.normalize):
+    for x, y in setup.feed.eval_epoch(EVAL_BATCH, setup.normalize):
         with autocast(setup.device, setup.precision):
             logits = state.forward(x)
         top = logits.float().topk(min(5, logits.shape[1]), dim=1).indices
@@ -410,7 +411,7 @@ def evaluate(setup: TrialSetup, state: TrialState) -> tuple[float, float]:
         wrong1 += (~hit[:, 0]).sum()
         wrong5 += (~hit.any(dim=1)).sum()
     state.model.train()
-    n = max(1, setup.test_labels.numel())
+    n = max(1, setup.feed.num_test)
     return 100.0 * int(wrong1) / n, 100.0 * int(wrong5) / n
 
 
@@ -444,11 +445,12 @@ def _run_epoch(
 
 def train_trial(
     arch: Arch,
-    data: Dataset | DataSpec,
+    data: Dataset | ImageFiles | DataSpec,
     recipe: TrainSpec,
     *,
     seed: int,
     device: str | torch.device = "cpu",
+    workers: int | None = None,
     num_classes: int | None = None,
     checkpoint_dir: str | Path | None = None,
     max_steps: int | None = None,
@@ -462,6 +464,9 @@ def train_trial(
 
     `on_start` hears what actually runs (device, precision, ...; see Provenance)
     once the model is built and any checkpoint loaded, before the first step.
+    A streamed image folder (`ImageFiles`, or a ``data`` block that streams) is
+    decoded by `workers` loader processes; None means one per thread torch may use,
+    at most 16 (the sweep passes the trial's CPUs).
 
     A checkpoint is written after every complete epoch, before `on_epoch`
     runs, so a callback that raises (to stop a trial) loses nothing. A rerun
@@ -477,7 +482,9 @@ def train_trial(
     propagate.
     """
     dev = resolve_device(device)
-    ds = data if isinstance(data, Dataset) else load_dataset(data)
+    ds = data if isinstance(data, (Dataset, ImageFiles)) else load_data(data)
+    loaders = workers if workers is not None else min(MAX_DEFAULT_WORKERS,
+                                                      torch.get_num_threads())
     classes = num_classes if num_classes is not None else ds.num_classes
     if classes < ds.num_classes:
         raise TrialError(f"num_classes {classes} is less than the dataset's {ds.num_classes}")
@@ -491,8 +498,10 @@ def train_trial(
         try:
             # `_attempt` holds the device tensors in its own frame, so they are
             # freed as soon as a failure has been caught.
-            _attempt(arch, classes, ds, recipe, seed, dev, precision, augment, build, ckpt,
-                     fingerprint, max_steps, on_epoch, on_step, on_start, states)
+            setup = functools.partial(make_setup, ds, recipe, dev, precision, augment,
+                                      workers=loaders)
+            _attempt(arch, classes, setup, seed, build, ckpt, fingerprint, max_steps,
+                     on_epoch, on_step, on_start, states)
         except NonFiniteLoss as exc:
             failure = str(exc)
         except torch.OutOfMemoryError as exc:
@@ -511,12 +520,14 @@ def train_trial(
 
 
 def _attempt(
-    arch: Arch, classes: int, ds: Dataset, rec: TrainSpec, seed: int, dev: torch.device,
-    precision: Precision, augment: bool, build: ModelBuilder | None, ckpt: Path | None,
-    fingerprint: dict[str, Any], max_steps: int | None, on_epoch: EpochCallback | None,
-    on_step: StepCallback | None, on_start: StartCallback | None, states: list[TrialState],
+    arch: Arch, classes: int, make: Callable[[], TrialSetup], seed: int,
+    build: ModelBuilder | None,
+    ckpt: Path | None, fingerprint: dict[str, Any], max_steps: int | None,
+    on_epoch: EpochCallback | None, on_step: StepCallback | None,
+    on_start: StartCallback | None, states: list[TrialState],
 ) -> None:
-    setup = make_setup(ds, rec, dev, precision, augment)
+    setup = make()
+    rec, dev, precision = setup.recipe, setup.device, setup.precision
     state = make_state(arch, classes, rec, seed, dev, precision, build)
     states.append(state)
     if ckpt is not None and ckpt.is_file():
@@ -528,7 +539,8 @@ def _attempt(
 
 
 def make_setup(
-    ds: Dataset, rec: TrainSpec, dev: torch.device, precision: Precision, augment: bool
+    ds: Dataset | ImageFiles, rec: TrainSpec, dev: torch.device, precision: Precision,
+    augment: bool, *, workers: int = 0,
 ) -> TrialSetup:
     # The input is produced directly in the autocast dtype: half the bytes, and
     # the first convolution would cast it anyway.
@@ -542,11 +554,8 @@ def make_setup(
         augment=augment,
         normalize=normalize,
         loss_fn=nn.CrossEntropyLoss(label_smoothing=rec.label_smoothing),
-        train_images=ds.train_images.to(dev),
-        train_labels=ds.train_labels.to(dev),
-        test_images=ds.test_images.to(dev),
-        test_labels=ds.test_labels.to(dev),
-        steps_in_epoch=steps_per_epoch(ds.train_labels.numel(), rec.batch_size),
+        feed=(feed := make_feed(ds, dev, workers=workers)),
+        steps_in_epoch=steps_per_epoch(feed.num_train, rec.batch_size),
     )
 
 

@@ -72,3 +72,21 @@ def test_measure_costs_keeps_order_and_keys(tiny: Arch) -> None:
     record = rows[0].to_dict()
     assert record["key"] == "a" and record["label"] == tiny.label()
     assert record["train_images_per_sec"] > 0
+
+
+def test_timer_follows_the_device() -> None:
+    import time
+
+    from explorer.cost import CudaTimer, WallTimer, timer
+
+    clock = timer(torch.device("cpu"))
+    assert isinstance(clock, WallTimer)
+    clock.start()
+    time.sleep(0.05)
+    assert 0.045 < clock.seconds() < 1.0
+    if torch.cuda.is_available():  # the events' branch runs only where there is a GPU
+        gpu = timer(torch.device("cuda"))
+        assert isinstance(gpu, CudaTimer)
+        gpu.start()
+        torch.cuda._sleep(1_000_000)
+        assert gpu.seconds() > 0

@@ -233,7 +233,9 @@ def _write_png(path: Path, size: tuple[int, int], colour: tuple[int, int, int]) 
     Image.new("RGB", size, colour).save(path)
 
 
-def test_imagefolder_decodes_resizes_and_caches_only_where_told(tmp_path: Path) -> None:
+def test_imagefolder_decodes_resizes_and_caches_only_where_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = tmp_path / "images"
     for split, n in (("train", 3), ("val", 2)):
         for c, colour in (("cat", (255, 0, 0)), ("dog", (0, 0, 255))):
@@ -249,8 +251,18 @@ def test_imagefolder_decodes_resizes_and_caches_only_where_told(tmp_path: Path) 
     assert ds.train_images[0, 0].float().mean() > 250 and ds.train_images[0, 2].max() < 5
     assert sorted(str(p) for p in root.rglob("*")) == before  # nothing written into the data
     assert len(list(cache.glob("imagefolder-*.npy"))) == 2
+    loaded: list[object] = []
+    real_load = np.load
+
+    def spy(*args: object, **kwargs: object) -> object:
+        loaded.append(array := real_load(*args, **kwargs))  # type: ignore[call-overload]
+        return array
+
+    monkeypatch.setattr(np, "load", spy)
     again = load_dataset(cfg, cache_dir=cache)
     assert torch.equal(again.train_images, ds.train_images)
+    # The cached arrays are mapped read-only, not loaded into memory.
+    assert len(loaded) == 2 and all(isinstance(a, np.memmap) for a in loaded)
 
 
 def test_imagefolder_without_val_names_the_layout(tmp_path: Path) -> None:
@@ -338,3 +350,124 @@ def test_train_batches_shuffle_once_per_epoch_and_drop_last() -> None:
     assert flat.unique().numel() == 96 and not torch.equal(flat, torch.arange(96))
     small = list(train_batches(images[:10], labels[:10], 32, gen, norm, augment=False))
     assert len(small) == 1 and small[0][1].numel() == 10
+
+
+# ---------------------------------------------------------------------------
+# Streaming image folders
+
+
+def _two_class_folder(root: Path, per_class: int = 6, val: int = 2) -> Path:
+    """Images whose left half is one colour and right half another, of varied sizes."""
+    from PIL import Image
+
+    for split, n in (("train", per_class), ("val", val)):
+        for c, colour in (("cat", (250, 10, 10)), ("dog", (10, 10, 250))):
+            for i in range(n):
+                img = Image.new("RGB", (24 + 4 * i, 16 + 2 * i), colour)
+                img.paste((10, 250, 10), (0, 0, img.width // 2, img.height))
+                path = root / split / c / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                img.save(path)
+    return root
+
+
+@pytest.mark.parametrize("size", [(64, 64), (300, 40), (40, 300), (1000, 8)])
+def test_random_resized_box_keeps_area_and_aspect_in_range(size: tuple[int, int]) -> None:
+    from explorer.data import random_resized_box
+
+    w, h = size
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        left, top, right, bottom = random_resized_box(w, h, rng)
+        bw, bh = right - left, bottom - top
+        assert 0 <= left < right <= w and 0 <= top < bottom <= h
+        # Rounding of a side moves the ratio by at most half a pixel on each side.
+        assert 3 / 4 * (bh - 0.5) / (bh + 0.5) <= bw / bh <= 4 / 3 * (bh + 0.5) / (bh - 0.5) \
+            or bw in (w, round(h * 4 / 3)) or bh in (h, round(w * 4 / 3))
+        if w == h:  # on a square every draw fits, so the area is a drawn one
+            assert bw * bh >= 0.08 * w * h * 0.8
+
+
+def test_train_transform_crops_resizes_and_flips_half_the_time() -> None:
+    from PIL import Image
+
+    from explorer.data import train_transform
+
+    img = Image.new("RGB", (64, 64), (0, 0, 255))
+    img.paste((255, 0, 0), (0, 0, 32, 64))  # red left half
+    rng = np.random.default_rng(1)
+    red_on_right = 0
+    for _ in range(400):
+        out = train_transform(img, 16, rng)
+        assert out.shape == (3, 16, 16) and out.dtype == np.uint8
+        left, right = out[0, :, :4].mean(), out[0, :, -4:].mean()
+        red_on_right += int(right > left)
+    assert 150 < red_on_right < 250  # crops with red on only one side, mirrored half the time
+
+
+def test_eval_transform_is_resize_then_centre_crop() -> None:
+    from PIL import Image
+
+    from explorer.data import eval_transform
+
+    pixels = np.random.default_rng(0).integers(0, 256, (9, 9, 3), dtype=np.uint8)
+    # At R = 8 the shorter side goes to round(8 * 256 / 224) = 9: this image is not
+    # resized, and the centre 8x8 crop starts at (9 - 8) // 2 = 0.
+    out = eval_transform(Image.fromarray(pixels), 8)
+    assert np.array_equal(out, pixels[:8, :8].transpose(2, 0, 1))
+    wide = eval_transform(Image.new("RGB", (90, 30)), 8)
+    assert wide.shape == (3, 8, 8)
+
+
+def test_pipeline_auto_decodes_small_folders_and_streams_large(tmp_path: Path) -> None:
+    from explorer.data import Dataset, ImageFiles, load_data
+
+    root = _two_class_folder(tmp_path / "images")
+    cfg = DataSpec(dataset="imagefolder", root=str(root), resolution=8)
+    assert isinstance(load_data(cfg), Dataset)
+    files = load_data(cfg, budget_bytes=0)
+    assert isinstance(files, ImageFiles) and files.describe()["pipeline"] == "stream"
+    assert files.train_labels.tolist() == [0] * 6 + [1] * 6
+    stream = DataSpec(dataset="imagefolder", root=str(root), resolution=8, pipeline="stream",
+                      train_subset=4)
+    picked = load_data(stream)
+    assert isinstance(picked, ImageFiles) and sorted(picked.train_labels.tolist()) == [0, 0, 1, 1]
+    assert isinstance(load_data(stream.model_copy(update={"pipeline": "resident"})), Dataset)
+
+
+def test_stream_pipeline_only_for_folders() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="stream reads image folders"):
+        DataSpec(dataset="cifar10", pipeline="stream")
+
+
+def _batches(feed: object, seed: int, *, augment: bool = True) -> list[tuple[torch.Tensor, ...]]:
+    from explorer.data import StreamFeed
+
+    assert isinstance(feed, StreamFeed)
+    norm = Normalizer((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    gen = torch.Generator().manual_seed(seed)
+    return [(x, y) for x, y in feed.train_epoch(5, gen, norm, augment=augment)]
+
+
+def test_stream_feed_is_the_same_with_any_number_of_workers(tmp_path: Path) -> None:
+    from explorer.data import StreamFeed, list_image_folder
+
+    root = _two_class_folder(tmp_path / "images")
+    files = list_image_folder(DataSpec(dataset="imagefolder", root=str(root), resolution=8))
+    cpu = torch.device("cpu")
+    alone = _batches(StreamFeed(files, cpu, workers=0), seed=3)
+    shared = _batches(StreamFeed(files, cpu, workers=2), seed=3)
+    assert len(alone) == 12 // 5 and all(x.shape == (5, 3, 8, 8) for x, _ in alone)
+    for (xa, ya), (xb, yb) in zip(alone, shared, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    other = _batches(StreamFeed(files, cpu, workers=0), seed=4)
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(alone, other, strict=True))
+    # Without augmentation a training image is its evaluation view.
+    norm = Normalizer((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    evals = list(StreamFeed(files, cpu, workers=0).eval_epoch(3, norm))
+    assert [y.tolist() for _, y in evals] == [[0, 0, 1], [1]]
+    plain = _batches(StreamFeed(files, cpu, workers=0), seed=3, augment=False)
+    labels = torch.cat([y for _, y in plain])
+    assert set(labels.tolist()) <= {0, 1} and len(labels) == 10

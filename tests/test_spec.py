@@ -9,6 +9,7 @@ summary, never a traceback, and write nothing.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -616,3 +617,29 @@ search:
     axes = dumped["spaces"]["s"]["axes"]
     assert axes["bottleneck_width"] == {"low": 1.0, "high": 64.0, "log": True, "integer": True}
     assert axes["cardinality"] == [1, 2]
+
+
+def test_keys_added_later_keep_the_first_release_hashes_and_trial_keys() -> None:
+    """Specs the first release stored hash the same today, and plan the trial keys it
+    stored: keys added since (data.pipeline, train.lr_milestones, train.lr_gamma) are
+    left out while they hold their defaults."""
+    import sqlite3
+
+    from explorer.plan import plan_trials
+    from explorer.space import enumerate_spec
+
+    db = Path(__file__).resolve().parent / "data" / "store_v1.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        experiments = conn.execute("SELECT id, spec_hash, spec_text FROM experiments").fetchall()
+        stored = {eid: {k for (k,) in conn.execute(
+            "SELECT trial_key FROM trials WHERE experiment_id = ?", (eid,))}
+            for eid, _, _ in experiments}
+    assert experiments
+    for eid, spec_hash, text in experiments:
+        spec = parse_spec(text, "stored.yaml")
+        assert spec.hash == spec_hash
+        planned = {p.trial_key for p in plan_trials(spec, enumerate_spec(spec).candidates)}
+        assert stored[eid] and stored[eid] <= planned
+        # Away from its default a new key counts, as any other key does.
+        other = spec.model_copy(update={"train": spec.train.model_copy(update={"lr_gamma": 0.5})})
+        assert other.hash != spec_hash

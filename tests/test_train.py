@@ -7,6 +7,7 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
@@ -222,6 +223,82 @@ def test_lr_schedules() -> None:
     assert lr_at(9, 10, warm) == pytest.approx(0.1)
     assert lr_at(10, 10, warm) == pytest.approx(0.1)
     assert math.isclose(lr_at(25, 10, warm), 0.05)
+
+
+def test_streamed_folder_trains_and_resumes_exactly(tiny: Arch, tmp_path: Path) -> None:
+    """An image folder streamed by loader workers: the same seed gives the same run, with
+    or without an interruption, with 0 or 2 workers; the global RNG is left alone."""
+    from PIL import Image
+
+    from explorer.data import list_image_folder
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("val", 4)):
+        for c in ("a", "b", "c"):
+            for i in range(n):
+                path = tmp_path / "images" / split / c / f"{i}.jpg"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(path)
+    files = list_image_folder(DataSpec(dataset="imagefolder", root=str(tmp_path / "images"),
+                                       resolution=16, pipeline="stream"))
+    recipe = _recipe(epochs=2, batch_size=8, augment=True)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    straight = train_trial(tiny, files, recipe, seed=1, workers=0)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert straight.status == "finished" and straight.steps == 2 * (36 // 8)
+
+    class Interrupted(Exception):
+        pass
+
+    def stop(m: EpochMetrics) -> None:
+        raise Interrupted
+
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(Interrupted):
+        train_trial(tiny, files, recipe, seed=1, workers=2, checkpoint_dir=ckpt, on_epoch=stop)
+    resumed = train_trial(tiny, files, recipe, seed=1, workers=2, checkpoint_dir=ckpt)
+    assert resumed.resumed_from_epoch == 1
+    for a, b in zip(resumed.history, straight.history, strict=True):
+        assert a.same_result(b), (a, b)
+
+
+@pytest.mark.parametrize(("milestones", "gamma"), [((30, 60, 90), 0.1), ((2, 3), 0.5), (None, 0.1)])
+def test_step_schedule_matches_multisteplr(milestones: tuple[int, ...] | None,
+                                          gamma: float) -> None:
+    """Every optimizer step's rate is MultiStepLR's, stepped once per epoch."""
+    epochs, steps = (100, 3) if milestones == (30, 60, 90) else (6, 4)
+    recipe = TrainSpec(epochs=epochs, batch_size=256, lr=0.1, schedule="step",
+                       lr_milestones=milestones, lr_gamma=gamma)
+    peak = 0.1 * 256 / 128
+    expected_milestones = list(milestones or (epochs // 2, 3 * epochs // 4))
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=peak)
+    reference = torch.optim.lr_scheduler.MultiStepLR(optimizer, expected_milestones, gamma)
+    for epoch in range(epochs):
+        for i in range(steps):
+            ours = lr_at(epoch * steps + i, steps, recipe)
+            assert ours == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-12), (epoch, i)
+        optimizer.step()
+        reference.step()
+
+
+def test_warmup_composes_with_steps() -> None:
+    recipe = TrainSpec(epochs=10, schedule="step", lr_milestones=(5,), warmup_epochs=2)
+    assert lr_at(0, 10, recipe) == pytest.approx(0.1 / 20)
+    assert lr_at(19, 10, recipe) == pytest.approx(0.1)
+    assert lr_at(49, 10, recipe) == pytest.approx(0.1)
+    assert lr_at(50, 10, recipe) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"lr_milestones": (3,)}, "schedule: step only"),
+    ({"schedule": "step", "lr_milestones": (4, 2)}, "strictly increasing"),
+    ({"schedule": "step", "lr_milestones": (10,)}, "before the last"),
+    ({"schedule": "step", "lr_gamma": 1.5}, "lr_gamma"),
+])
+def test_bad_milestones_are_refused(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        TrainSpec(epochs=10, **changes)
 
 
 def test_bad_recipe_is_one_clear_line() -> None:
