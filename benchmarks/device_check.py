@@ -37,6 +37,7 @@ import importlib.util
 import json
 import platform
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -349,15 +350,18 @@ def torchvision_tests(report: Report) -> None:
             continue
         for name in sorted(n for n in dir(module) if n.startswith("test_")):
             fn = getattr(module, name)
-            if fn.__code__.co_argcount:  # needs pytest fixtures
+            arguments = fn.__code__.co_varnames[:fn.__code__.co_argcount]
+            if set(arguments) - {"tmp_path"}:  # needs other pytest fixtures
                 report.note(f"torchvision tests: {path.name}::{name} needs fixtures; skipped")
                 continue
 
-            def run(fn: Callable[[], None] = fn) -> dict[str, Any]:
-                fn()
+            def run(fn: Callable[..., None] = fn, arguments: tuple[str, ...] = arguments
+                    ) -> dict[str, Any]:
+                with tempfile.TemporaryDirectory() as scratch:  # pytest's tmp_path, by hand
+                    fn(*([Path(scratch)] if arguments else []))
                 return {"extra": "passed"}
 
-            report.measure("tv-test", f"{path.name}::{name}"[:34], run)
+            report.measure("tv-test", name.removeprefix("test_")[:34], run)
 
 
 def main() -> None:

@@ -112,9 +112,9 @@ def init_from_torchvision_file(name: str, path: str | Path) -> None:
 
 
 def _needs_torchvision() -> None:
-    import pytest
-
     if torchvision_or_reason()[0] is None:
+        import pytest  # only here: benchmarks/device_check.py calls these tests without pytest
+
         pytest.skip(torchvision_or_reason()[1])
 
 
