@@ -443,6 +443,11 @@ def run(
     )
     try:
         summary = run_experiment(request, SweepDisplay(out))
+    except KeyboardInterrupt:  # Ctrl-C: the sweep stopped its trials and gave the lease back
+        err.print(f"interrupted: experiment {parsed.name!r} stopped; the same command again "
+                  "resumes it (running trials from their last checkpoint)", highlight=False,
+                  soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except SpecChanged as changed:
         keys = ", ".join(changed.differing_keys[:8]) or "(formatting)"
         fail(
