@@ -601,18 +601,19 @@ def train(
             "lists the keys"
         )
     preflight_data(parsed)
-    result = train_with_progress(
-        matches[0].arch,
-        parsed.data,
-        parsed.train,
-        seed=seed,
-        epochs=epochs,
-        device=device,
-        checkpoint_dir=checkpoint_dir,
-        max_steps=max_steps,
-        console=err,
-        title=f"{matches[0].arch.label()} {matches[0].key}",
-    )
+    from explorer.train import TrialError
+
+    try:
+        result = train_with_progress(
+            matches[0].arch, parsed.data, parsed.train, seed=seed, epochs=epochs, device=device,
+            checkpoint_dir=checkpoint_dir, max_steps=max_steps, console=err,
+            title=f"{matches[0].arch.label()} {matches[0].key}",
+        )
+    except TrialError as problem:
+        # It cannot start as asked (no GPU, a checkpoint of another trial): a set-up problem,
+        # exit 2. One that fails while training (a diverged loss, out of memory) returns
+        # status "failed" instead, and exits 3 below.
+        fail(f"trial {matches[0].key}: {problem}")
     final = dataclasses.asdict(result.metrics) if result.metrics is not None else {}
     summary = {
         **final,
