@@ -483,6 +483,11 @@ def run(
     )
     try:
         summary = run_experiment(request, SweepDisplay(out))
+    except KeyboardInterrupt:  # Ctrl-C: the sweep stopped its trials and gave the lease back
+        err.print(f"interrupted: experiment {parsed.name!r} stopped; the same command again "
+                  "resumes it (running trials from their last checkpoint)", highlight=False,
+                  soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except SpecChanged as changed:
         keys = ", ".join(changed.differing_keys[:8]) or "(formatting)"
         fail(
@@ -672,24 +677,32 @@ def train(
         )
     preflight_data(parsed)
     build = initial_builder(init, matches[0].arch, parsed.num_classes) if init else None
-    with contextlib.ExitStack() as stack:
-        on_epoch = None
-        if tensorboard:
-            on_epoch = tensorboard_callback(stack, parsed, matches[0], seed, epochs, runs_dir)
-        result = train_with_progress(
-            matches[0].arch,
-            parsed.data,
-            parsed.train,
-            seed=seed,
-            epochs=epochs,
-            device=device,
-            checkpoint_dir=checkpoint_dir,
-            max_steps=max_steps,
-            console=err,
-            title=f"{matches[0].arch.label()} {matches[0].key}",
-            build=build,
-            on_epoch=on_epoch,
-        )
+    from explorer.train import TrialError
+
+    try:
+        with contextlib.ExitStack() as stack:
+            on_epoch = None
+            if tensorboard:
+                on_epoch = tensorboard_callback(stack, parsed, matches[0], seed, epochs, runs_dir)
+            result = train_with_progress(
+                matches[0].arch,
+                parsed.data,
+                parsed.train,
+                seed=seed,
+                epochs=epochs,
+                device=device,
+                checkpoint_dir=checkpoint_dir,
+                max_steps=max_steps,
+                console=err,
+                title=f"{matches[0].arch.label()} {matches[0].key}",
+                build=build,
+                on_epoch=on_epoch,
+            )
+    except TrialError as problem:
+        # It cannot start as asked (no GPU, a checkpoint of another trial): a set-up problem,
+        # exit 2. One that fails while training (a diverged loss, out of memory) returns
+        # status "failed" instead, and exits 3 below.
+        fail(f"trial {matches[0].key}: {problem}")
     final = dataclasses.asdict(result.metrics) if result.metrics is not None else {}
     summary = {
         **final,

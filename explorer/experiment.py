@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -247,9 +248,11 @@ def run_experiment(request: RunRequest, observer: RunObserver | None = None) -> 
         spec.name, request.spec_text, spec.hash, json.dumps(spec.record()),
         new_version=request.new_version, environment=environment_info(),
     )
-    with driver_lease(store, record, interval=request.heartbeat_seconds, notice=watch.notice):
+    with driver_lease(store, record, interval=request.heartbeat_seconds,
+                      notice=watch.notice) as lease:
         store.requeue_running(record.id)  # left 'running' by a driver that is gone
-        planned, failed = _plan_and_sweep(request, store, record, watch)
+        planned, failed = _plan_and_sweep(request, store, record, watch, lease.lost)
+        lease.check()  # taken over meanwhile: the sweep stopped; say so, exit 2
     counts = store.status_counts(record.id)
     return RunSummary(
         experiment=spec.name, version=record.version, planned=planned.planned,
@@ -259,9 +262,10 @@ def run_experiment(request: RunRequest, observer: RunObserver | None = None) -> 
 
 
 def _plan_and_sweep(request: RunRequest, store: Writer, record: ExperimentRecord,
-                    watch: RunObserver) -> tuple[Planned, dict[str, str]]:
-    """With the lease held: plan, tell the observer, sweep what is left; returns the plan
-    and the trials that failed, with their reasons."""
+                    watch: RunObserver, lease_lost: threading.Event,
+                    ) -> tuple[Planned, dict[str, str]]:
+    """With the lease held: plan, tell the observer, sweep what is left (until the lease is
+    lost); returns the plan and the trials that failed, with their reasons."""
     from explorer.data import check_available  # torch: only once the lease is held
 
     spec = request.spec
@@ -293,6 +297,7 @@ def _plan_and_sweep(request: RunRequest, store: Writer, record: ExperimentRecord
                        if request.tensorboard else None)
             sink = StoreSink(store, record.id, watch, tracker)
             stack.enter_context(watch.sweeping())
-            run_sweep(planned.strategy, sink, options, max_epochs=spec.train.epochs)
+            run_sweep(planned.strategy, sink, options, max_epochs=spec.train.epochs,
+                      stop=lease_lost)
         failed = sink.failed
     return planned, failed

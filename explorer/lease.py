@@ -11,6 +11,10 @@ exit 2). A holder that is gone is taken over at once, with a notice:
 - anywhere, when it has not said it was alive for `STALE_INTERVALS`
   intervals (a machine that died, a pid reused by another program).
 
+A driver taken over that way while it still runs (a laptop suspended for a
+while) learns it at its next heartbeat: its `Lease.lost` is set, its sweep
+stops, and it ends with LeaseLost (exit 2) naming the new holder.
+
 Read-only commands (status, export, dashboard, report) never take it.
 """
 
@@ -21,10 +25,10 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 
-from explorer.store import ExperimentRecord, Writer
+from explorer.store import ExperimentRecord, StoreError, Writer
 from explorer.store.records import Holder
 
 # A holder silent for this many heartbeat intervals is gone.
@@ -52,13 +56,39 @@ def holder_gone(holder: Holder, interval: float, host: str,
     return silent > STALE_INTERVALS * interval
 
 
+class LeaseLost(StoreError):
+    """Another driver took the lease over from this one, which must stop."""
+
+
+class Lease:
+    """The lease a driver holds: `lost` is set, from the heartbeat thread, once another
+    driver has taken it over (`taken_by`, when the store still names it)."""
+
+    def __init__(self, experiment: ExperimentRecord) -> None:
+        self.experiment = experiment
+        self.lost = threading.Event()
+        self.taken_by: Holder | None = None
+
+    def check(self) -> None:
+        """Raise LeaseLost, naming the new holder, if the lease was lost."""
+        if not self.lost.is_set():
+            return
+        who = self.taken_by.describe() if self.taken_by is not None else "another driver"
+        raise LeaseLost(
+            f"experiment {self.experiment.name!r} v{self.experiment.version} was taken over by "
+            f"{who}, as this driver was silent for more than {STALE_INTERVALS} heartbeats (a "
+            "suspended or overloaded machine?); this run stopped its sweep and that driver runs "
+            "the rest (`explorer status` shows it)")
+
+
 @contextmanager
 def driver_lease(store: Writer, experiment: ExperimentRecord, *, interval: float,
-                 notice: Callable[[str], None]) -> Iterator[None]:
+                 notice: Callable[[str], None]) -> Iterator[Lease]:
     """Hold `experiment`'s lease for this process while the block runs.
 
     Raises LeaseHeld (a StoreError) at once when a live driver holds it; tells
-    `notice` in one line when it takes over from one that is gone.
+    `notice` in one line when it takes over from one that is gone. The block
+    watches the yielded Lease to learn that another driver took it over.
     """
     token, host, pid = uuid.uuid4().hex, socket.gethostname(), os.getpid()
     previous = store.take_lease(experiment, token, host, pid,
@@ -67,20 +97,22 @@ def driver_lease(store: Writer, experiment: ExperimentRecord, *, interval: float
         notice(f"took over experiment {experiment.name!r} v{experiment.version} from "
                f"{previous.describe()}, which is gone; its running trials go back to pending")
     stop = threading.Event()
-    beat = threading.Thread(target=_keep_alive, args=(store, experiment.id, token, interval,
+    lease = Lease(experiment)
+    beat = threading.Thread(target=_keep_alive, args=(store, lease, token, interval,
                                                       stop, notice),
                             name="explorer-lease", daemon=True)
     beat.start()
     try:
-        yield
+        yield lease
     finally:
         stop.set()
         beat.join()
         store.release_lease(experiment.id, token)
 
 
-def _keep_alive(store: Writer, experiment_id: int, token: str, interval: float,
+def _keep_alive(store: Writer, lease: Lease, token: str, interval: float,
                 stop: threading.Event, notice: Callable[[str], None]) -> None:
+    experiment_id = lease.experiment.id
     while not stop.wait(interval):
         try:
             held = store.heartbeat(experiment_id, token)
@@ -89,6 +121,9 @@ def _keep_alive(store: Writer, experiment_id: int, token: str, interval: float,
                    "retrying")
             continue
         if not held:
+            with suppress(Exception):  # who took it, if the store still says
+                lease.taken_by = store.leases().get(experiment_id)
+            lease.lost.set()
             notice("another driver took this experiment's lease over (this one was silent "
-                   "too long); stop this run, its results may be written twice")
+                   "too long): stopping this run's sweep")
             return

@@ -17,7 +17,9 @@ import importlib
 import json
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -53,6 +55,9 @@ TUNE_SETTINGS = {
     # A trial's first report (where it runs) has no metrics by design; Tune's strict check
     # would fail it for lacking ASHA's metric. ASHA skips such results.
     "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+    # Tune's own Ctrl-C handler ends the sweep quietly, and `fit` returns as if it had
+    # finished; explorer's (`_stop_on_sigint`) ends it the same way and says so.
+    "TUNE_DISABLE_SIGINT_HANDLER": "1",
 }
 
 # The kinds of report a trial sends: where it runs (before anything loads), what runs
@@ -300,6 +305,23 @@ def _error_text(trial: Trial) -> str:
 # --- the search adapter ----------------------------------------------------------------
 
 
+class Stopping:
+    """Whether the sweep is to end: once any of its events is set.
+
+    Tune pickles its searcher and stopper into its experiment state; a copy never
+    stops, the events stay with the driver's object.
+    """
+
+    def __init__(self, *events: threading.Event) -> None:
+        self.events = events
+
+    def __call__(self) -> bool:
+        return any(event.is_set() for event in self.events)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"events": ()}
+
+
 class StrategySearcher(Searcher):  # type: ignore[misc]
     """Ray Tune's view of a search strategy: Tune asks it for each trial's config.
 
@@ -308,14 +330,18 @@ class StrategySearcher(Searcher):  # type: ignore[misc]
     sweep with its one-line reason (SetupError).
     """
 
-    def __init__(self, strategy: Strategy, options: SweepOptions) -> None:
+    def __init__(self, strategy: Strategy, options: SweepOptions,
+                 stopping: Stopping | None = None) -> None:
         super().__init__()
         self.strategy = strategy
         self.options = options
+        self.stopping = stopping or Stopping()  # once true, the strategy is asked no more
         self.keys: dict[str, str] = {}  # trial key of each trial in flight, by Tune's id
         self.suggested: dict[str, Suggestion] = {}  # by trial key, for the sink as trials start
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self.stopping():
+            return Searcher.FINISHED  # type: ignore[return-value]
         try:
             suggestion = self.strategy.ask()
         except SearchError as problem:
@@ -588,26 +614,76 @@ def check_shared_storage(runs_dir: Path) -> None:
                          f"{', '.join(blind)}; pass --runs-dir on storage every node shares")
 
 
-def run_sweep(strategy: Strategy, sink: Sink, options: SweepOptions, *, max_epochs: int) -> None:
-    """Train what `strategy` hands out, reporting to `sink`; `max_epochs` is ASHA's horizon."""
+def run_sweep(strategy: Strategy, sink: Sink, options: SweepOptions, *, max_epochs: int,
+              stop: threading.Event | None = None) -> None:
+    """Train what `strategy` hands out, reporting to `sink`; `max_epochs` is ASHA's horizon.
+
+    Once `stop` is set (the driver lost its lease), or on the first Ctrl-C, the sweep ends
+    at Tune's next step: nothing more is handed out and the running trials are stopped,
+    left 'running' in the store for the next run to resume from their checkpoints. A
+    Ctrl-C then raises KeyboardInterrupt; a second one raises it at once.
+    """
     if strategy.budget <= 0:
         return
     with _tune_settings(), _stdout_to(options.log_file), ray_session(options):
         check_cluster(options)
-        tuner = _tuner(strategy, sink, options, max_epochs)
-        started = time.monotonic()
-        tuner.fit()
-        logging.getLogger(__name__).info("sweep took %.1f s", time.monotonic() - started)
+        with _stop_on_sigint() as interrupted:
+            stopping = Stopping(interrupted, *([stop] if stop is not None else []))
+            tuner = _tuner(strategy, sink, options, max_epochs, stopping)
+            started = time.monotonic()
+            tuner.fit()
+        logging.getLogger(__name__).info("sweep took %.1f s%s", time.monotonic() - started,
+                                         " (interrupted)" if interrupted.is_set() else "")
+    if interrupted.is_set():
+        raise KeyboardInterrupt
 
 
-def _tuner(strategy: Strategy, sink: Sink, options: SweepOptions, max_epochs: int) -> tune.Tuner:
+@contextlib.contextmanager
+def _stop_on_sigint() -> Iterator[threading.Event]:
+    """An event the first SIGINT sets while the block runs (the handler before it is back
+    at once, so a second SIGINT interrupts as it would have); only the main thread can
+    handle signals, so elsewhere the event stays clear."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    restore = previous if previous is not None else signal.SIG_DFL  # None: set outside Python
+
+    def first_interrupt(signum: int, frame: Any) -> None:
+        interrupted.set()
+        signal.signal(signal.SIGINT, restore)
+
+    signal.signal(signal.SIGINT, first_interrupt)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, restore)
+
+
+class _StopAll(tune.Stopper):  # type: ignore[misc]
+    """Tells Tune to end the whole sweep once `stopping()` is true: Tune then finishes the
+    searcher and stops every running trial, at its next step (a tenth of a second)."""
+
+    def __init__(self, stopping: Stopping) -> None:
+        self.stopping = stopping
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.stopping()
+
+
+def _tuner(strategy: Strategy, sink: Sink, options: SweepOptions, max_epochs: int,
+           stopping: Stopping) -> tune.Tuner:
     resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
     scheduler = None
     if options.early_stopping == "asha":
         scheduler = tune.schedulers.ASHAScheduler(
             time_attr="epoch", metric="test_error", mode="min", max_t=max_epochs,
             grace_period=1)
-    searcher = StrategySearcher(strategy, options)
+    searcher = StrategySearcher(strategy, options, stopping)
     tune_config = tune.TuneConfig(
         num_samples=strategy.budget, search_alg=searcher, scheduler=scheduler,
         max_concurrent_trials=options.max_concurrent,
@@ -620,6 +696,7 @@ def _tuner(strategy: Strategy, sink: Sink, options: SweepOptions, max_epochs: in
         storage_path=str((options.runs_dir / "ray").resolve()),
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
         callbacks=[_Events(sink, searcher.suggested)], verbose=0, log_to_file=True,
+        stop=_StopAll(stopping),
     )
     # One copy of the data per node: with_parameters puts it in Ray's object store once,
     # and each worker maps it from there instead of loading its own.

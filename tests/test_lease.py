@@ -14,11 +14,13 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import tiny_spec
 
-from explorer.lease import STALE_INTERVALS, driver_lease, holder_gone, pid_alive
+from explorer.lease import STALE_INTERVALS, LeaseLost, driver_lease, holder_gone, pid_alive
+from explorer.search import Strategy, Suggestion
 from explorer.store import Reader, Writer
 from explorer.store.errors import LeaseHeld
 from explorer.store.records import ExperimentRecord, Holder
@@ -173,3 +175,84 @@ def test_status_shows_the_driver_and_needs_no_lease(tmp_path: Path) -> None:
         store.release_lease(exp.id, "driver")
     shown = CliRunner().invoke(app, ["status", "--runs-dir", str(runs)])
     assert shown.exit_code == 0 and f"pid {os.getpid()}" not in shown.stdout
+
+
+# --- a driver taken over while it still runs stops its sweep ------------------------------
+
+
+def wait_until(condition: Any, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return bool(condition())
+
+
+def steal(store_url: str, exp: ExperimentRecord, pid: int = 4321) -> None:
+    """Another driver, elsewhere, takes the lease over as if this one had gone silent."""
+    with Writer.open(store_url) as thief:
+        thief.take_lease(exp, "thief", "other-host", pid, gone=lambda h: True)
+
+
+def test_a_driver_taken_over_learns_it_lost_the_lease_naming_the_new_holder(
+        store_url: str) -> None:
+    notices: list[str] = []
+    with Writer.open(store_url) as store:
+        exp = experiment(store)
+        with driver_lease(store, exp, interval=0.05, notice=notices.append) as lease:
+            time.sleep(0.2)
+            assert not lease.lost.is_set()
+            lease.check()  # held: nothing to say
+            steal(store_url, exp)
+            assert wait_until(lease.lost.is_set, 5.0), "the heartbeat never noticed"
+            with pytest.raises(LeaseLost) as lost:
+                lease.check()
+        with Reader.open(store_url) as reader:  # leaving the block gave nothing back
+            assert reader.leases()[exp.id].token == "thief"
+    message = str(lost.value)
+    assert message.startswith("experiment 'leased' v1 was taken over by pid 4321 on "
+                              "other-host since ") and "\n" not in message
+    assert "stopped its sweep" in message
+    assert notices == ["another driver took this experiment's lease over (this one was silent "
+                       "too long): stopping this run's sweep"]
+
+
+class Counting(Strategy):
+    """Hands out nothing, counting how often it was asked."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def ask(self) -> Suggestion | None:
+        self.asked += 1
+        return None
+
+    @property
+    def budget(self) -> int:
+        return 5
+
+
+def test_a_lost_lease_stops_the_sweep_from_asking_for_trials(tmp_path: Path) -> None:
+    """The mechanism without Ray: the searcher Tune asks and the stopper Tune polls."""
+    import threading
+
+    from ray.tune.search import Searcher
+
+    from explorer.sweep import Stopping, StrategySearcher, SweepOptions, _StopAll
+
+    lost = threading.Event()
+    stopping = Stopping(lost)
+    strategy = Counting()
+    searcher = StrategySearcher(strategy, SweepOptions(runs_dir=tmp_path, experiment="x"),
+                                stopping)
+    stopper = _StopAll(stopping)
+    assert searcher.suggest("a") is Searcher.FINISHED and strategy.asked == 1  # empty: done
+    assert not stopper.stop_all()
+
+    lost.set()
+
+    assert searcher.suggest("b") is Searcher.FINISHED and strategy.asked == 1  # not asked
+    assert stopper.stop_all()
+    # Tune pickles both into its experiment state: the copies hold no lock, and never stop.
+    import pickle
+
+    assert not pickle.loads(pickle.dumps(stopper)).stop_all()

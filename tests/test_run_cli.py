@@ -238,6 +238,14 @@ class Reader:
             self.store.close()
 
 
+def part_way(trials: Any, epochs_stored: Any, epochs: int) -> set[str]:
+    """Running trials with at least one epoch stored and at least two to go (the checkpoint,
+    written just before an epoch is reported, may be one ahead)."""
+    running = set(trials.loc[trials["status"] == "running", "trial_key"])
+    stored = epochs_stored.groupby("trial_key").size()
+    return {key for key in running if 1 <= stored.get(key, 0) <= epochs - 2}
+
+
 def checkpoint(runs: Path, key: str) -> dict[str, Any] | None:
     import torch
 
@@ -274,13 +282,9 @@ def test_sigkill_of_the_driver_then_the_same_command_resumes_every_trial_once(
                 f"the sweep ended before it could be killed:\n{(tmp_path / 'run1.log').read_text()}"
             assert time.monotonic() < deadline, "no trial finished in time"
             seen = reader.poll()
-            if seen is not None:
-                now, rows = seen
-                running = set(now.loc[now["status"] == "running", "trial_key"])
-                stored = rows.groupby("trial_key").size()
-                part_way = {key for key in running if 1 <= stored.get(key, 0) <= epochs - 2}
-                if (now["status"] == "finished").any() and part_way:
-                    break
+            if seen is not None and (seen[0]["status"] == "finished").any() \
+                    and part_way(*seen, epochs):
+                break
             time.sleep(0.1)
     finally:
         if driver.poll() is None:
@@ -368,3 +372,69 @@ def test_sigkill_of_the_driver_then_the_same_command_resumes_every_trial_once(
         final = checkpoint(runs, key)
         assert final is not None and final["epoch"] == epochs
         assert final["history"][: ckpt["epoch"]] == ckpt["history"]
+
+
+# --- Ctrl-C (SIGINT) of the driver: exit 130, the lease given back, the rerun resumes -----
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ctrl_c_of_the_driver_exits_130_gives_the_lease_back_and_the_rerun_resumes(
+        tmp_path: Path, ray_env: dict[str, str]) -> None:
+    # Ray Tune's own SIGINT handler ended the sweep as if it had finished: exit 0.
+    epochs = 4
+    spec = tiny_spec(tmp_path, name="ctrl-c", train={"epochs": epochs})
+    runs = tmp_path / "runs"
+    command = [sys.executable, "-m", "explorer.cli", "run", str(spec), "--runs-dir", str(runs),
+               "--num-cpus", "2"]
+    reader = Reader(str(runs), "ctrl-c")
+    driver = subprocess.Popen(command, env=ray_env, start_new_session=True, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    try:
+        while True:  # until a trial is part-way: an epoch stored, more to go
+            assert driver.poll() is None, f"the sweep ended first: {driver.communicate()}"
+            assert time.monotonic() < deadline, "no trial got going in time"
+            seen = reader.poll()
+            if seen is not None and part_way(*seen, epochs):
+                break
+            time.sleep(0.1)
+        os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+        interrupted_at = time.monotonic()
+        stdout, stderr = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+    print(f"exited {time.monotonic() - interrupted_at:.1f} s after SIGINT")
+
+    assert driver.returncode == 130, (stdout, stderr)
+    lines = error_lines(stderr)
+    assert lines == ["interrupted: experiment 'ctrl-c' stopped; the same command again resumes "
+                     "it (running trials from their last checkpoint)"], stderr
+    assert "finished, 0 failed this run" not in stdout
+    assert not wait_for_no_processes_with_env("RAY_TMPDIR", ray_env["RAY_TMPDIR"]), \
+        "the interrupted sweep left Ray processes behind"
+    status = invoke("status", "--runs-dir", str(runs))
+    assert status.exit_code == 0, status.output
+    assert f"pid {driver.pid}" not in status.stdout and "ctrl-c" in status.stdout
+    seen = reader.poll()
+    assert seen is not None
+    before = seen[0].set_index("trial_key")
+    left_running = sorted(before.index[before["status"] == "running"])
+    assert left_running, "the interrupt stopped no running trial"
+    saved = {key: checkpoint(runs, key) for key in left_running}
+
+    again = subprocess.run(command, env=ray_env, capture_output=True, text=True, timeout=300)
+    reader.close()
+
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "took over" not in again.stdout + again.stderr  # the lease was free
+    after = trials(runs, "ctrl-c")
+    assert set(after["status"]) == {"finished"}
+    for key, ckpt in saved.items():
+        assert after.loc[key, "attempts"] == 2, key
+        final = checkpoint(runs, key)
+        assert final is not None and final["epoch"] == epochs
+        if ckpt is not None:  # resumed from its checkpoint: those epochs were not retrained
+            assert final["history"][: ckpt["epoch"]] == ckpt["history"], key

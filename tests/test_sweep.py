@@ -247,3 +247,50 @@ def test_a_two_node_cluster_runs_trials_on_both_nodes(
     used = {device.split("@")[1] for device in placed["device"]}
     assert used <= {node[:8] for node in report["nodes"]}
     assert len(used) == 2, f"trials ran on {sorted(placed['device'])}"
+
+
+def test_a_driver_whose_lease_is_taken_over_stops_its_sweep_naming_the_new_holder(
+        ray_local: None, tmp_path: Path) -> None:
+    import json
+    import threading
+
+    from explorer.lease import LeaseLost
+    from explorer.store import Writer, environment_info
+
+    spec_path = tiny_spec(tmp_path, name="stolen", train={"epochs": 6})
+    spec = load_spec(spec_path)
+    runs = tmp_path / "runs"
+    stolen_at: list[float] = []
+
+    def steal_once_a_trial_runs() -> None:  # another driver, as if this one had gone silent
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with Reader.open(runs) as reader:
+                    frame = reader.trials_frame(["stolen"])
+            except Exception:  # the store is still being created
+                frame = None
+            if frame is not None and (frame["status"] == "running").any():
+                with Writer.open(runs) as thief:
+                    record = thief.create_or_get_experiment(
+                        spec.name, spec_path.read_text(encoding="utf-8"), spec.hash,
+                        json.dumps(spec.model_dump(mode="json")), environment=environment_info())
+                    thief.take_lease(record, "thief", "other-host", 4321, gone=lambda h: True)
+                stolen_at.append(time.monotonic())
+                return
+            time.sleep(0.1)
+
+    thief = threading.Thread(target=steal_once_a_trial_runs, daemon=True)
+    thief.start()
+    with pytest.raises(LeaseLost) as lost:
+        run(spec_path, runs, heartbeat_seconds=0.5)
+    stopped_in = time.monotonic() - stolen_at[0]
+    thief.join()
+
+    print(f"the sweep ended {stopped_in:.1f} s after its lease was taken over")
+    assert str(lost.value).startswith("experiment 'stolen' v1 was taken over by pid 4321 on "
+                                      "other-host since ")
+    done = trials(runs, "stolen")
+    assert (done["status"] == "finished").sum() < 4, "the sweep went on to the end"
+    with Reader.open(runs) as reader:
+        assert reader.leases()[int(done["experiment_id"].iloc[0])].token == "thief"
