@@ -217,12 +217,15 @@ def plan_run(store: Writer, experiment_id: int, spec: Spec,
     store.add_trials(experiment_id, [(t.plan.trial_key, t.plan.candidate_key, t.plan.seed)
                                      for t in trials])
     finished = store.finished_trial_keys(experiment_id)
+    sources = store.find_finished_many(
+        (t.plan.trial_key for t in trials if t.plan.trial_key not in finished),
+        exclude_experiment_id=experiment_id)
     todo, reused = [], 0
     for trial in trials:
         key = trial.plan.trial_key
         if key in finished:
             continue
-        source = store.find_finished(key, exclude_experiment_id=experiment_id)
+        source = sources.get(key)
         if source is not None:
             store.copy_finished(experiment_id, key, source)
             reused += 1

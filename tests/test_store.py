@@ -508,6 +508,69 @@ def test_find_finished_across_experiments_and_copy_finished(store: Writer) -> No
     assert store.status_counts("c")["finished"] == 1
 
 
+def _experiment_rows(store: Writer, table: str, experiment_id: int,
+                     skip: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """A table's rows of one experiment by plain SQL, sorted, without the columns `skip`."""
+    with store.engine.connect() as conn:
+        result = conn.execute(sa.text(f"SELECT * FROM {table} WHERE experiment_id = :e"),
+                              {"e": experiment_id}).mappings().all()
+    return sorted(tuple(str(v) for k, v in row.items() if k not in skip) for row in result)
+
+
+def test_batched_adds_give_the_rows_of_adding_one_by_one(store: Writer) -> None:
+    cands = [candidate(f"s{s}", c, d) for s in range(3) for c in (1, 2, 4, 8)
+             for d in (4, 8, 16, 32, 64)]  # 60 distinct (space, key)
+    trials = [(f"t{i}", cands[i % len(cands)].key, i % 3) for i in range(1300)]
+    one, many = experiment(store, "one"), experiment(store, "many")
+    for c in cands:
+        store.add_candidates(one, [c])
+    added = [store.add_trials(one, [trial]) for trial in trials]
+    assert sum(added) == len(trials)
+    # Repeats inside the batch: the same (space, key) and trial key given twice.
+    assert store.add_candidates(many, [*cands, *cands[:7]]) == len(cands) + 7
+    assert store.add_trials(many, [*trials, *trials[:5]]) == len(trials)
+
+    skip_c, skip_t = ("id", "experiment_id"), ("id", "experiment_id", "created_at")
+    by_one = _experiment_rows(store, "candidates", one, skip_c)
+    assert len(by_one) == len(cands)
+    assert sorted(r[1] for r in by_one) == sorted(str(c.key) for c in cands)  # r: space, key
+    assert _experiment_rows(store, "candidates", many, skip_c) == by_one
+    assert (_experiment_rows(store, "trials", many, skip_t)
+            == _experiment_rows(store, "trials", one, skip_t))
+
+    # Rerunning is idempotent, and the measured cost of a candidate is kept.
+    store.set_cost(many, cands[0].key, {"latency_ms": 2.5})
+    before_c = _experiment_rows(store, "candidates", many, skip_c)
+    before_t = _experiment_rows(store, "trials", many, ("id",))
+    assert store.add_candidates(many, cands) == len(cands)
+    assert store.add_trials(many, trials) == 0
+    assert _experiment_rows(store, "candidates", many, skip_c) == before_c
+    assert _experiment_rows(store, "trials", many, ("id",)) == before_t
+
+
+def test_find_finished_many_is_find_finished_per_key(store: Writer) -> None:
+    a, b, c = experiment(store, "a"), experiment(store, "b"), experiment(store, "c")
+    keys = [f"t{i}" for i in range(1100)]  # more than one chunk of keys
+    for exp in (a, b, c):
+        store.add_trials(exp, [(key, "k", 0) for key in keys])
+    for i, key in enumerate(keys[:60]):
+        if i % 3:  # finished in a; some copied to b (a copy comes after its original)
+            store.finish_trial(a, key, "finished", {"test_error": float(i)})
+            if i % 2:
+                store.copy_finished(b, key, store.get_trial(a, key))  # type: ignore[arg-type]
+        else:  # finished only in b, failed in a
+            store.finish_trial(b, key, "finished", {"test_error": 100.0 + i})
+            store.finish_trial(a, key, "failed", {}, "boom")
+    store.finish_trial(a, keys[-1], "finished", {"test_error": 1.0})  # the last chunk
+    asked = [*keys, "missing", keys[0]]
+    for exclude in (None, a, b, c):
+        expected = {key: found for key in asked
+                    if (found := store.find_finished(key, exclude_experiment_id=exclude))}
+        assert store.find_finished_many(asked, exclude_experiment_id=exclude) == expected
+        assert expected  # each case finds some
+    assert store.find_finished_many([]) == {}
+
+
 def test_finished_results_carry_metrics_and_complexity(store: Writer) -> None:
     exp = experiment(store)
     c = candidate("preserved")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -50,6 +50,10 @@ from explorer.store.schema import (
 
 # SQLite's bound-parameter limit is far higher, but this keeps every backend happy.
 _IN_CHUNK = 5000
+_Item = TypeVar("_Item")
+# Keys are long strings: fewer per statement keeps each one small (SQLite's variable limit
+# was 999 before 3.32).
+_KEY_CHUNK = 500
 
 
 class Reader:
@@ -159,6 +163,24 @@ class Reader:
         if exclude_experiment_id is not None:
             stmt = stmt.where(t.experiment_id != exclude_experiment_id)
         return self._trial(stmt.order_by(t.reused_from_trial_id.is_not(None), t.id).limit(1))
+
+    def find_finished_many(self, trial_keys: Iterable[str], *,
+                           exclude_experiment_id: int | None = None) -> dict[str, TrialRecord]:
+        """find_finished for many keys at once, a query per chunk of keys: the keys that
+        have a finished trial, each with the one find_finished would give."""
+        t = trial_table.c
+        found: dict[str, TrialRecord] = {}
+        with self._engine.connect() as conn:
+            for chunk in _chunks(sorted(set(trial_keys)), _KEY_CHUNK):
+                stmt = select(trial_table).where(t.trial_key.in_(chunk), t.status == "finished")
+                if exclude_experiment_id is not None:
+                    stmt = stmt.where(t.experiment_id != exclude_experiment_id)
+                # find_finished's order within each key: the first row per key wins.
+                stmt = stmt.order_by(t.reused_from_trial_id.is_not(None), t.id)
+                for row in conn.execute(stmt).mappings():
+                    if row["trial_key"] not in found:
+                        found[row["trial_key"]] = TrialRecord.from_row(row)
+        return found
 
     def _trial(self, stmt: Select[Any]) -> TrialRecord | None:
         with self._engine.connect() as conn:
@@ -336,7 +358,7 @@ def _experiment_filter(names: Sequence[str] | None,
     return where
 
 
-def _chunks(items: Sequence[int], size: int = _IN_CHUNK) -> Iterator[Sequence[int]]:
+def _chunks(items: Sequence[_Item], size: int = _IN_CHUNK) -> Iterator[Sequence[_Item]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
 

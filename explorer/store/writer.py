@@ -12,7 +12,8 @@ long; each bumps the ``store_revision`` counter readers poll (Reader.data_versio
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Table, and_, func, insert, literal_column, select, update
@@ -360,20 +361,20 @@ def _epoch_count(trial_id: int) -> Any:
 
 def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]],
             keys: Sequence[str], columns: Sequence[str]) -> None:
-    """Insert rows, or update `columns` of those whose `keys` exist: in one statement
+    """Insert rows, or update `columns` of those whose `keys` exist: batched statements
     on SQLite and PostgreSQL, row by row elsewhere (fine for a single writer)."""
     dialect = conn.dialect.name
     if dialect in ("sqlite", "postgresql"):
         make = sqlite.insert if dialect == "sqlite" else postgresql.insert
-        for row in rows:  # rows may carry different columns; one statement each is fast enough
-            stmt = make(table).values(row)
-            names = [c for c in columns if c in row]
+        for batch in _batches(rows, keys):
+            names = [c for c in columns if c in batch[0]]
+            stmt = make(table)
             # Spelled out: `stmt.excluded` builds a whole column collection per statement.
             stmt = (stmt.on_conflict_do_update(index_elements=list(keys),
                                                set_={c: literal_column(f"excluded.{c}")
                                                      for c in names})
                     if names else stmt.on_conflict_do_nothing(index_elements=list(keys)))
-            conn.execute(stmt)
+            conn.execute(stmt, batch)  # executemany
         return
     for row in rows:
         match = and_(*(table.c[k] == row[k] for k in keys))
@@ -389,3 +390,27 @@ def _insert_missing(conn: Connection, table: Table, rows: list[dict[str, Any]],
                     keys: Sequence[str]) -> None:
     """Insert the rows whose keys are not there yet; never an IntegrityError for a duplicate."""
     _upsert(conn, table, rows, keys, ())
+
+
+def _batches(rows: list[dict[str, Any]], keys: Sequence[str]) -> Iterator[list[dict[str, Any]]]:
+    """The rows in order, cut into runs that carry the same columns and no key twice.
+
+    One executemany needs one set of columns; and a driver may send it as a multi-row
+    VALUES (psycopg2 does), where PostgreSQL refuses ON CONFLICT DO UPDATE reaching
+    a row twice. So each batch applies exactly as its rows one by one would.
+    """
+    for _columns, run in groupby(rows, key=_column_names):
+        batch: list[dict[str, Any]] = []
+        seen: set[tuple[Any, ...]] = set()
+        for row in run:
+            key = tuple(row[k] for k in keys)
+            if key in seen:
+                yield batch
+                batch, seen = [], set()
+            batch.append(row)
+            seen.add(key)
+        yield batch
+
+
+def _column_names(row: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(row)
