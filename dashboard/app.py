@@ -30,7 +30,14 @@ import pandas as pd
 import streamlit as st
 
 from explorer import analysis, figures, stats
-from explorer.compare import CompareError, Comparison, cardinality_verdicts, compare_spaces
+from explorer.compare import (
+    DEFAULT_NORMALIZE,
+    NORMALIZE_CHOICES,
+    CompareError,
+    Comparison,
+    cardinality_verdicts,
+    compare_spaces,
+)
 from explorer.metrics import SHOWN_STATUSES
 from explorer.store import Reader, StoreError
 
@@ -46,7 +53,7 @@ FILTERS = (
     ("f_seeds", "seeds", "seed"),
 )
 Filters = tuple[tuple[str, tuple[Any, ...]], ...]
-NORMALIZE = ("none", "params", "flops")
+NORMALIZE = NORMALIZE_CHOICES  # `explorer compare --normalize`'s, and its default below
 COST_METRICS = ("latency_ms", "train_images_per_sec")
 # What a link carries: each shared widget's session key, by its name in the URL.
 URL_PARAMS = {
@@ -423,6 +430,8 @@ def edf_view(url: str, version: int, names: tuple[str, ...], chosen: Filters,
         st.info(nothing)
         return
     from_link("edf_normalize", NORMALIZE)
+    # Seeded in the state, not by index: a link's value set there must not meet a default.
+    st.session_state.setdefault("edf_normalize", DEFAULT_NORMALIZE)
     how = st.radio("normalise complexity", NORMALIZE, horizontal=True,
                    key="edf_normalize",
                    help="Weight models so that each space's complexity distribution is flat "
@@ -432,9 +441,11 @@ def edf_view(url: str, version: int, names: tuple[str, ...], chosen: Filters,
         edf = load_edf(url, version, names, chosen, normalize)
         comparison = load_comparison(url, version, names, chosen, how)
     except (stats.NoCommonComplexity, CompareError):
-        st.warning(f"The spaces shown share no {how} bin, so they cannot be normalised to the "
-                   "same complexity distribution: showing the plain EDFs (pick fewer spaces "
-                   "in the sidebar to normalise).")
+        # As `explorer compare`: its default falls back to plain EDFs with a notice.
+        say = st.info if how == DEFAULT_NORMALIZE else st.warning
+        say(f"The spaces shown share no {how} bin, so they cannot be normalised to the "
+            "same complexity distribution: showing the plain EDFs (pick fewer spaces "
+            "in the sidebar to normalise).")
         normalize, how = None, "none"
         edf = load_edf(url, version, names, chosen, None)
         comparison = load_comparison(url, version, names, chosen, "none")

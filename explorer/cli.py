@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -26,6 +27,7 @@ from explorer.spec import Spec, SpecError, json_schema, load_spec_source
 
 if TYPE_CHECKING:  # the commands import what they need when they run
     import pandas as pd
+    from typer._click import Context as ClickContext  # the click that typer ships inside
 
     from explorer.arch import Arch
     from explorer.compare import Comparison
@@ -37,7 +39,33 @@ if TYPE_CHECKING:  # the commands import what they need when they run
 
 EXIT_OK, EXIT_SETUP, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
 
+# What a Ctrl-C leaves behind, per command (output files are written atomically, so an
+# interrupted command leaves none); `run` and `enumerate` say more where they catch it.
+INTERRUPTED = {
+    "run": "interrupted; the same command again resumes the experiment",
+    "train": "interrupted; with --checkpoint-dir the same command again resumes from the last "
+             "finished epoch's checkpoint (without it, training starts over)",
+    "export": "interrupted; no file was written (with --mlflow, the runs logged so far stay "
+              "and the same command again updates them)",
+}
+NOTHING_WRITTEN = "interrupted; nothing was written"
+
+
+class ExplorerGroup(typer.core.TyperGroup):
+    """Typer turns a Ctrl-C inside a command into a silent exit 130; every command says
+    in one line what the interruption left behind instead."""
+
+    def invoke(self, ctx: ClickContext) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            err.print(INTERRUPTED.get(ctx.invoked_subcommand or "", NOTHING_WRITTEN),
+                      highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
 app = typer.Typer(
+    cls=ExplorerGroup,
     name="explorer",
     help="Design-space explorer for ResNeXt-style networks: enumerate, train, compare.",
     epilog="Exit codes: 0 success · 1 an internal error (a bug; EXPLORER_DEBUG=1 shows the "

@@ -236,6 +236,11 @@ class SweepDisplay:
 
     def __init__(self, console: Console) -> None:
         self.console = console
+        # Bound to the stream now: while Ray runs, the sweep points sys.stdout and
+        # sys.stderr at ray.log, where a console without a file of its own would follow.
+        # A console of its own, too: the live region must not take the caller's settings
+        # (highlighting, a fixed width for piped output) along.
+        self.terminal = Console(file=console.file, width=console.width)
         self.status = SweepStatus("", 0, 1)
         self.live: Live | None = None
 
@@ -249,22 +254,19 @@ class SweepDisplay:
         self.status = SweepStatus(plan.experiment, plan.to_run, plan.concurrency)
 
     def notice(self, message: str) -> None:
-        self.console.print(f"[yellow]note:[/] {message}", highlight=False, soft_wrap=True)
+        self.terminal.print(f"[yellow]note:[/] {message}", highlight=False, soft_wrap=True)
 
     @contextlib.contextmanager
     def sweeping(self) -> Iterator[None]:
-        # A console of its own on the same file: the live region must not take the
-        # caller's settings (highlighting, a fixed width for piped output) along.
-        display = Console(file=self.console.file, width=self.console.width)
         try:
-            with Live(self.status.render(), console=display, refresh_per_second=4,
+            with Live(self.status.render(), console=self.terminal, refresh_per_second=4,
                       transient=False) as live:
                 self.live = live
                 yield
                 live.update(Group(self.status.render()))
         finally:  # the display's last line has no newline: an error must not run on from it
             self.live = None
-            self.console.line()
+            self.terminal.line()
 
     def trial_started(self, trial_key: str) -> None:
         self.status.running.add(trial_key)

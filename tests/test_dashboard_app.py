@@ -22,10 +22,12 @@ import pandas as pd
 import pytest
 from fixtures_store import ENVIRONMENT, fixture_spec, make_fixture_store
 from streamlit.testing.v1 import AppTest
+from test_compare import write_store
 from typer.testing import CliRunner
 
 from explorer import analysis, serve
 from explorer.cli import app as cli_app
+from explorer.compare import DEFAULT_NORMALIZE, CompareError, compare_spaces
 from explorer.plan import plan_trials
 from explorer.space import enumerate_spec
 from explorer.store import Reader, Writer
@@ -179,6 +181,34 @@ def test_edf_normalised_and_cost_metric_switch(fixture_db: str) -> None:
     at.radio(key="cost_metric").set_value("train_images_per_sec")
     ran(at)
     assert set(charts(at)) == {"cost_train_images_per_sec"}
+
+
+def test_edf_normalisation_defaults_to_compares(fixture_db: str) -> None:
+    at = app(fixture_db)
+    at.session_state["view"] = "EDFs"
+    ran(at)
+    assert DEFAULT_NORMALIZE == "flops"  # DESIGN.md: compare's default, NDS's
+    assert at.radio(key="edf_normalize").value == DEFAULT_NORMALIZE
+    assert "flops" in charts(at)["error_edf"]["layout"]["title"]["text"]
+    assert at.query_params["normalize"] == "flops"
+
+
+def test_edf_default_falls_back_to_plain_edfs_with_a_notice(tmp_path: Path) -> None:
+    """As `explorer compare` does: "preserved" sits in a flops bin that "resnet" and
+    "resnext" do not both reach (tests/test_compare.py's store)."""
+    url = f"sqlite:///{tmp_path / 'explorer.db'}"
+    write_store(url, "trend", seeds=2, slope=-0.5, noise=0.1)
+    with Reader.open(url) as store:  # the fallback is compare's, for the same trials
+        trials = store.trials_frame(["trend"])
+    with pytest.raises(CompareError):
+        compare_spaces(trials)
+    at = app(url)
+    at.session_state["view"] = "EDFs"
+    ran(at)
+    assert at.radio(key="edf_normalize").value == DEFAULT_NORMALIZE
+    assert any("share no flops bin" in i and "plain EDFs" in i for i in texts(at, "info"))
+    assert not any("share no" in w for w in texts(at, "warning"))
+    assert "flops" not in charts(at)["error_edf"]["layout"]["title"]["text"]
 
 
 def test_filter_changes_the_points(fixture_db: str) -> None:
