@@ -252,7 +252,8 @@ def enumerate_command(
     _print_drops(stream)
     for sampled in stream.samples:
         out.print(sampled.summary(), highlight=False)
-    out.print(f"{stream.candidates:,} candidates, {stream.dropped_count:,} dropped", highlight=False)
+    out.print(f"{stream.candidates:,} candidates, {stream.dropped_count:,} dropped",
+              highlight=False)
     for name, (n, low, high) in ranges.items():
         unit = "drawn" if parsed.spaces[name].sample is not None else "points"
         out.print(f"  {name}: {n:,} of {stream.sizes[name]:,} {unit}; params {low[0]:,}–"
