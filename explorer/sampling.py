@@ -167,7 +167,9 @@ def sample_space(spec: Spec, space: str) -> Drawn:
     draws = 0
     while len(archs) < sample.n and draws < max_draws:
         rows = min(BATCH, max_draws - draws)
-        values = _draw_batch(rng, sample, base, rows)
+        # Always a whole batch from the generator (the budget only cuts what is used), so the
+        # draws for any n are the same stream and a smaller n gives a prefix of a larger one.
+        values = {k: v[:rows] for k, v in _draw_batch(rng, sample, base, BATCH).items()}
         ordered = np.ones(rows, dtype=bool)
         for name in sample.non_decreasing:
             ordered &= np.all(np.diff(values[name], axis=1) >= 0, axis=1)

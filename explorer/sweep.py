@@ -627,9 +627,11 @@ def run_sweep(strategy: Strategy, sink: Sink, options: SweepOptions, *, max_epoc
         return
     with _tune_settings(), _stdout_to(options.log_file), ray_session(options):
         check_cluster(options)
+        # Loaded before Ctrl-C is caught: a large folder or a download stops at once.
+        shared = None if options.data is None else _shared_data(options.data)
         with _stop_on_sigint() as interrupted:
             stopping = Stopping(interrupted, *([stop] if stop is not None else []))
-            tuner = _tuner(strategy, sink, options, max_epochs, stopping)
+            tuner = _tuner(strategy, sink, options, max_epochs, stopping, shared)
             started = time.monotonic()
             tuner.fit()
         logging.getLogger(__name__).info("sweep took %.1f s%s", time.monotonic() - started,
@@ -676,7 +678,7 @@ class _StopAll(tune.Stopper):  # type: ignore[misc]
 
 
 def _tuner(strategy: Strategy, sink: Sink, options: SweepOptions, max_epochs: int,
-           stopping: Stopping) -> tune.Tuner:
+           stopping: Stopping, shared: Any) -> tune.Tuner:
     resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
     scheduler = None
     if options.early_stopping == "asha":
@@ -700,8 +702,7 @@ def _tuner(strategy: Strategy, sink: Sink, options: SweepOptions, max_epochs: in
     )
     # One copy of the data per node: with_parameters puts it in Ray's object store once,
     # and each worker maps it from there instead of loading its own.
-    trainable = run_trial if options.data is None else \
-        tune.with_parameters(run_trial, shared=_shared_data(options.data))
+    trainable = run_trial if shared is None else tune.with_parameters(run_trial, shared=shared)
     return tune.Tuner(tune.with_resources(trainable, resources), param_space={},
                       tune_config=tune_config, run_config=run_config)
 

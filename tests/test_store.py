@@ -32,7 +32,7 @@ from alembic.script import ScriptDirectory
 from conftest import STORE_BACKENDS
 from fixtures_store import make_fixture_store
 
-from explorer.arch import resnext29
+from explorer.arch import Arch, Stage, resnext29
 from explorer.complexity import count
 from explorer.space import Candidate
 from explorer.store import (
@@ -770,3 +770,19 @@ def test_store_imports_no_heavy_dependency() -> None:
 
 def test_readers_need_neither_the_spec_machinery_nor_alembic() -> None:
     assert _loaded_by_importing_the_store({"explorer.space", "explorer.spec", "alembic"}) == "[]"
+
+
+def test_trials_carry_each_stages_c_and_d(store: Writer) -> None:
+    # A sampled space draws C and d per stage; the scalar columns hold stage 1's only.
+    stages = tuple(Stage(depth=1, width=w, cardinality=c, bottleneck_width=d, stride=s)
+                   for w, c, d, s in ((64, 2, 8, 1), (128, 4, 16, 2), (256, 8, 4, 2)))
+    arch = Arch(template="cifar", stem_width=16, stages=stages)
+    cost = count(arch, 32, 10)
+    exp = experiment(store, "per-stage")
+    store.add_candidates(exp, [Candidate("sampled", arch, cost, cost)])
+    store.add_trials(exp, [("t0", arch.key, 0)])
+    row = store.trials_frame(["per-stage"]).iloc[0]
+    assert (row["cardinality"], row["bottleneck_width"]) == (2, 8)
+    assert row["cardinalities"] == (2, 4, 8)
+    assert row["bottleneck_widths"] == (8, 16, 4)
+    assert row["group_widths"] == (16, 64, 32)

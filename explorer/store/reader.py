@@ -279,7 +279,7 @@ class Reader:
                 e.name.label("experiment"), e.version, e.id.label("experiment_id"),
                 t.id.label("trial_id"), t.trial_key, t.candidate_key.label("key"), c.space,
                 c.template, c.block, c.depths, c.widths, c.group_widths, c.stem_width,
-                c.cardinality, c.bottleneck_width, c.params, c.flops, c.acts,
+                c.cardinality, c.bottleneck_width, c.architecture, c.params, c.flops, c.acts,
                 c.params_deviation_pct, c.flops_deviation_pct, c.solved, c.latency_ms,
                 c.train_images_per_sec.label("measured_train_images_per_sec"),
                 c.peak_memory_bytes, c.cost_device, t.seed, t.status, t.attempts, t.device,
@@ -293,7 +293,7 @@ class Reader:
             .where(*_experiment_filter(experiment_names, latest_version_only))
             .order_by(e.name, e.version, t.id, c.space)
         )
-        return self._frame(stmt, _TRIAL_KINDS)
+        return _with_stage_lists(self._frame(stmt, _TRIAL_KINDS))
 
     def epochs_frame(self, trial_ids: Iterable[int] | None = None,
                      experiment_names: Sequence[str] | None = None, *,
@@ -389,11 +389,29 @@ _TRIAL_KINDS: Mapping[str, str] = {
     **{name: {int: "Int", bool: "boolean"}.get(PROVENANCE_TYPES[name], "") for name in PROVENANCE},
     **dict.fromkeys(["created_at", "started_at", "finished_at"], "time"),
     **dict.fromkeys(LIST_FIELDS, "tuple"),
+    "architecture": "json",
 }
 _EPOCH_KINDS: Mapping[str, str] = {
     **dict.fromkeys(["version", "trial_id", "seed", "epoch"], "int"),
     **_metric_kinds(EPOCH_METRICS),
 }
+
+
+def _with_stage_lists(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each stage's C and d as tuples beside the scalar columns, which hold stage 1's.
+
+    A sampled space draws them per stage; the stored architecture record has them all.
+    """
+    records = frame.pop("architecture")
+    at = frame.columns.get_loc("bottleneck_width") + 1
+    for offset, (column, field) in enumerate((("cardinalities", "cardinality"),
+                                               ("bottleneck_widths", "bottleneck_width"))):
+        values = np.empty(len(records), dtype=object)
+        for i, record in enumerate(records):
+            stages = record["stages"] if isinstance(record, dict) else None
+            values[i] = tuple(stage[field] for stage in stages) if stages else None
+        frame.insert(at + offset, column, values)
+    return frame
 
 
 def _column(values: Sequence[Any], kind: str) -> Any:
