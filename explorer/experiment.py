@@ -21,14 +21,13 @@ from typing import Any, Protocol
 
 from explorer.lease import driver_lease
 from explorer.plan import TrialPlan
-from explorer.sampling import sample_space
 from explorer.search import (
     Listed,
     OptunaStrategy,
     Strategy,
     StudyPlace,
-    listed_candidates,
     listed_trials,
+    listed_with_draws,
 )
 from explorer.space import Candidate
 from explorer.spec import Spec
@@ -199,6 +198,7 @@ class Planned:
     planned: int
     skipped: int
     reused: int
+    sampling: tuple[str, ...] = ()  # per sampled space: its draws and acceptance rate
 
 
 def plan_run(store: Writer, experiment_id: int, spec: Spec,
@@ -206,12 +206,13 @@ def plan_run(store: Writer, experiment_id: int, spec: Spec,
     """Record the trials a listed search needs, then skip the finished ones and reuse those
     finished in other experiments; a search that picks as it goes is told what is known
     (its study kept at `study`, in memory without one)."""
-    candidates = listed_candidates(spec)
-    if candidates is None:
+    listed = listed_with_draws(spec)
+    if listed is None:
         assert spec.search.n_trials is not None  # the spec requires it
         known = store.finished_results(experiment_id)
         left = max(spec.search.n_trials - len(known), 0)
         return Planned(OptunaStrategy(spec, known, left, study), left, len(known), 0)
+    candidates, draws = listed
     store.add_candidates(experiment_id, candidates)
     trials = listed_trials(spec, candidates)
     store.add_trials(experiment_id, [(t.plan.trial_key, t.plan.candidate_key, t.plan.seed)
@@ -231,14 +232,8 @@ def plan_run(store: Writer, experiment_id: int, spec: Spec,
             reused += 1
         else:
             todo.append(trial)
-    return Planned(Listed(todo), len(trials), len(trials) - len(todo) - reused, reused)
-
-
-def sampling_reports(spec: Spec) -> tuple[str, ...]:
-    """Each sampled space's draws and acceptance rate. The draws are seeded, so drawing
-    again (milliseconds for hundreds of candidates) gives the report of those planned."""
-    return tuple(sample_space(spec, name).report.summary()
-                 for name, space in spec.spaces.items() if space.sample is not None)
+    return Planned(Listed(todo), len(trials), len(trials) - len(todo) - reused, reused,
+                   tuple(report.summary() for report in draws))
 
 
 def run_experiment(request: RunRequest, observer: RunObserver | None = None) -> RunSummary:
@@ -281,7 +276,7 @@ def _plan_and_sweep(request: RunRequest, store: Writer, record: ExperimentRecord
     shown = planned.planned if isinstance(planned.strategy, Listed) else spec.search.n_trials
     watch.planned(PlanSummary(spec.name, record.version, shown or 0, planned.skipped,
                               planned.reused, total, resources.max_concurrent or 1,
-                              sampling_reports(spec)))
+                              planned.sampling))
     failed: dict[str, str] = {}
     if total and not request.dry_run:
         from explorer.sweep import SweepOptions, run_sweep  # ray loads only when there is work

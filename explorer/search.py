@@ -45,6 +45,8 @@ from explorer.spec import Range, Spec
 if TYPE_CHECKING:
     import optuna
 
+    from explorer.sampling import SampleReport
+
 # Where a tiny feasible region ends: random search stops drawing after this many
 # tries per wanted candidate, Optuna after this many infeasible points in a row.
 DRAWS_PER_CANDIDATE = 50
@@ -198,11 +200,18 @@ def sample_candidates(
 def listed_candidates(spec: Spec) -> list[Candidate] | None:
     """The candidates a listed search trains (the grid, or a seeded sample of the spaces);
     None for a search that picks them as it goes (optuna)."""
+    listed = listed_with_draws(spec)
+    return None if listed is None else listed[0]
+
+
+def listed_with_draws(spec: Spec) -> tuple[list[Candidate], tuple[SampleReport, ...]] | None:
+    """listed_candidates, with how each sampled space (grid search only) was drawn."""
     if spec.search.strategy == "grid":
-        return list(enumerate_spec(spec).candidates)
+        enumeration = enumerate_spec(spec)
+        return list(enumeration.candidates), enumeration.samples
     if spec.search.strategy == "random":
         assert spec.search.n_trials is not None  # the spec requires it
-        return sample_candidates(spec, spec.search.n_trials, spec.search.seed)[0]
+        return sample_candidates(spec, spec.search.n_trials, spec.search.seed)[0], ()
     return None
 
 
