@@ -170,20 +170,23 @@ class TableStream:
                 self._writer = pq.ParquetWriter(str(self._tmp), schema)
         return self._writer
 
-    def _write_json(self, batch: Batch) -> None:
+    def _json_file(self) -> IO[str]:
+        """The scratch file, opened and the array begun on first use."""
         if self._file is None:
             self._file = self._stack.enter_context(self._tmp.open("w", encoding="utf-8"))
             self._file.write("[")
+        return self._file
+
+    def _write_json(self, batch: Batch) -> None:
+        file = self._json_file()
         for i, row in enumerate(batch.rows()):
-            self._file.write(("\n" if self.rows + i == 0 else ",\n") + json.dumps(row))
+            file.write(("\n" if self.rows + i == 0 else ",\n") + json.dumps(row))
 
     def _finish(self) -> None:
         if self.suffix == ".json":
-            if self._file is None:
-                self._file = self._stack.enter_context(self._tmp.open("w", encoding="utf-8"))
-                self._file.write("[")
-            self._file.write("\n]\n" if self.rows else "]\n")
-            self._file.close()
+            file = self._json_file()
+            file.write("\n]\n" if self.rows else "]\n")
+            file.close()
         elif self._writer is None:
             self._open(_empty_schema(lists_as_text=self.suffix == ".csv"))
         if self._writer is not None:
