@@ -14,10 +14,15 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
-Template = Literal["cifar", "imagenet"]
+import numpy as np
+
+Template = Literal["cifar", "imagenet", "anynet"]
 BlockForm = Literal["grouped", "concat", "split"]
 
-TEMPLATES: tuple[Template, ...] = ("cifar", "imagenet")
+# cifar: 3x3 stem, stages at strides 1, 2, 2, ...; imagenet: 7x7/2 stem + 3x3/2 max-pool,
+# the same strides (ResNe(X)t); anynet: 3x3/2 stem, every stage at stride 2 (the AnyNet
+# and RegNet networks of "Designing Network Design Spaces", pycls's simple_stem_in).
+TEMPLATES: tuple[Template, ...] = ("cifar", "imagenet", "anynet")
 BLOCK_FORMS: tuple[BlockForm, ...] = ("grouped", "concat", "split")
 
 
@@ -121,8 +126,82 @@ def content_key(record: object, length: int = 16) -> str:
 
 
 def stage_strides(template: Template, num_stages: int) -> tuple[int, ...]:
-    """The first stage keeps the stem's resolution; every later one halves it."""
+    """The first stage keeps the stem's resolution and every later one halves it; in the
+    anynet template every stage halves it."""
+    if template == "anynet":
+        return (2,) * num_stages
     return (1,) + (2,) * (num_stages - 1)
+
+
+def anynet_stage(width: int, bottleneck_ratio: int, group_width: int) -> tuple[int, int, int]:
+    """(width, cardinality C, bottleneck width d) of a stage given as w, b and g.
+
+    The block's inner width is w/b and its 3x3 convolution has groups of g channels, so
+    C = (w/b)/g and d = g. pycls's AnyNet makes the three compatible
+    (adjust_block_compatibility) and so does this, with its float arithmetic (b enters as
+    the multiplier 1/b, as pycls's bot_mul): the inner width is int(w·(1/b)), at least 1;
+    g is cut to at most the inner width; the inner width is rounded (half to even) to a
+    multiple of g, at least g; and w becomes int(inner/(1/b)).
+    """
+    multiplier = 1.0 / bottleneck_ratio
+    inner = int(max(1, width * multiplier))
+    g = min(group_width, inner)
+    inner = max(g, int(round(inner / g) * g))
+    return int(inner / multiplier), inner // g, g
+
+
+def anynet_columns(widths: np.ndarray, bottleneck_ratios: np.ndarray, group_widths: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`anynet_stage` on int64 arrays of equal shape, element by element: (widths,
+    cardinalities, bottleneck widths). The same float64 steps, so the same integers."""
+    multiplier = 1.0 / bottleneck_ratios
+    inner = np.floor(np.maximum(1.0, widths * multiplier)).astype(np.int64)
+    g = np.minimum(group_widths, inner)
+    inner = np.maximum(g, (np.round(inner / g) * g).astype(np.int64))
+    return np.trunc(inner / multiplier).astype(np.int64), inner // g, g
+
+
+def regnet_stages(depth: int, w_0: int, w_a: float, w_m: float, quantum: int
+                  ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """RegNet's per-stage widths and depths (Radosavovic et al. 2020, eqs. 2-4).
+
+    Block j of `depth` has the linear width u_j = w_0 + w_a·j; it is quantised to
+    w_0·w_m^k with k = round(log(u_j/w_0)/log(w_m)), then to a multiple of `quantum`;
+    blocks of equal width form a stage. The arithmetic is numpy's float64, step by step
+    as pycls's generate_regnet does it, so the widths are pycls's to the last bit.
+    """
+    continuous = np.arange(depth) * w_a + w_0
+    ks = np.round(np.log(continuous / w_0) / np.log(w_m))
+    widths = np.round(np.divide(w_0 * np.power(w_m, ks), quantum)).astype(np.int64) * quantum
+    stage_widths, stage_depths = np.unique(widths, return_counts=True)
+    return tuple(int(w) for w in stage_widths), tuple(int(n) for n in stage_depths)
+
+
+def regnet_stage_counts(depth: np.ndarray, w_0: np.ndarray, w_a: np.ndarray, w_m: np.ndarray,
+                        quantum: int) -> np.ndarray:
+    """len(regnet_stages(...)) of many RegNets at once (1-D arrays of equal length): the
+    same float64 steps, block by block; a block's width never falls, so the stages are
+    one more than the blocks wider than the block before."""
+    j = np.arange(int(depth.max(initial=1)))
+    continuous = j[None, :] * w_a[:, None] + w_0[:, None]
+    ks = np.round(np.log(continuous / w_0[:, None]) / np.log(w_m)[:, None])
+    widths = np.round(np.divide(w_0[:, None] * np.power(w_m[:, None], ks), quantum))
+    steps = (np.diff(widths, axis=1) != 0) & (j[None, 1:] < depth[:, None])
+    return 1 + steps.sum(axis=1)
+
+
+def regnet_arch(*, template: Template, stem_width: int, depth: int, w_0: int, w_a: float,
+                w_m: float, group_width: int, bottleneck_ratio: int, quantum: int,
+                block: BlockForm = "grouped") -> Arch:
+    """The network a RegNet's parameters describe: pycls's generate_regnet widths and
+    depths, each stage's w, b and g made compatible as `anynet_stage` says."""
+    widths, depths = regnet_stages(depth, w_0, w_a, w_m, quantum)
+    strides = stage_strides(template, len(widths))
+    stages = []
+    for n, w, s in zip(depths, widths, strides, strict=True):
+        width, c, d = anynet_stage(w, bottleneck_ratio, group_width)
+        stages.append(Stage(depth=n, width=width, cardinality=c, bottleneck_width=d, stride=s))
+    return Arch(template=template, stem_width=stem_width, stages=tuple(stages), block=block)
 
 
 def stage_bottleneck_widths(d: int, widths: tuple[int, ...]) -> tuple[int, ...]:

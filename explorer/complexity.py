@@ -65,10 +65,13 @@ def linear(c_in: int, c_out: int) -> Cost:
 
 
 def stem(arch: Arch, resolution: int) -> tuple[Cost, int]:
-    """The stem: 7x7/2 conv + 3x3/2 max-pool (imagenet) or a 3x3 conv (cifar)."""
+    """The stem: 7x7/2 conv + 3x3/2 max-pool (imagenet), a 3x3/2 conv (anynet) or a 3x3
+    conv (cifar)."""
     if arch.template == "imagenet":
         cost, size = conv(resolution, 3, arch.stem_width, 7, stride=2)
         size = conv_out_size(size, 3, 2, 1)  # max-pool: no cost by convention
+    elif arch.template == "anynet":
+        cost, size = conv(resolution, 3, arch.stem_width, 3, stride=2)
     else:
         cost, size = conv(resolution, 3, arch.stem_width, 3)
     return _sum(cost, batch_norm(arch.stem_width)), size
@@ -153,6 +156,10 @@ def _count_block(template: str, stem_channels: np.ndarray, block: str, depth: np
         stem_weights = stem_channels * (3 * 7 * 7)
         stem_out = size
         size = conv_out_size(size, 3, 2, 1)  # max-pool: no cost by convention
+    elif template == "anynet":
+        size = conv_out_size(resolution, 3, 2, 1)
+        stem_weights = stem_channels * (3 * 3 * 3)
+        stem_out = size
     else:
         size = resolution
         stem_weights = stem_channels * (3 * 3 * 3)

@@ -20,19 +20,21 @@ import hashlib
 import itertools
 import math
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from explorer.arch import BLOCK_FORMS, Arch, Stage, make_arch, stage_strides
+from explorer.arch import BLOCK_FORMS, Arch, Stage, make_arch, regnet_arch, stage_strides
 from explorer.complexity import Complexity, count, count_stages
 from explorer.sampling import SampleReport, sample_space
 from explorer.spec import Range, Solve, SpaceSpec, Spec
 
-# The axes a space may vary, in the order tables show them.
-AXIS_FIELDS = ("depths", "widths", "stem_width", "cardinality", "bottleneck_width", "block")
+# The axes a space may vary, in the order tables show them: a resnext model's, then a
+# regnet model's (a space varies only its own family's).
+AXIS_FIELDS = ("depths", "widths", "stem_width", "cardinality", "bottleneck_width", "block",
+               "depth", "w_0", "w_a", "w_m", "group_width", "bottleneck_ratio")
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,10 @@ class Enumeration:
 
 def base_values(spec: Spec) -> dict[str, Any]:
     m = spec.model
+    if m.family == "regnet":
+        return {"depth": m.depth, "w_0": m.w_0, "w_a": m.w_a, "w_m": m.w_m,
+                "group_width": m.group_width, "bottleneck_ratio": m.bottleneck_ratio,
+                "quantum": m.quantum, "stem_width": m.stem_width, "block": m.block}
     return {
         "depths": m.depths, "widths": m.widths, "stem_width": m.stem_width,
         "cardinality": m.cardinality, "bottleneck_width": m.bottleneck_width, "block": m.block,
@@ -117,6 +123,12 @@ def base_values(spec: Spec) -> dict[str, Any]:
 def build_arch(spec: Spec, values: Mapping[str, Any]) -> Arch:
     """The base model with some of its fields replaced."""
     v = {**base_values(spec), **values}
+    if spec.model.family == "regnet":
+        return regnet_arch(
+            template=spec.model.template, stem_width=int(v["stem_width"]), depth=int(v["depth"]),
+            w_0=int(v["w_0"]), w_a=float(v["w_a"]), w_m=float(v["w_m"]),
+            group_width=int(v["group_width"]), bottleneck_ratio=int(v["bottleneck_ratio"]),
+            quantum=int(v["quantum"]), block=v["block"])
     return make_arch(
         template=spec.model.template, stem_width=int(v["stem_width"]),
         depths=tuple(v["depths"]), widths=tuple(v["widths"]),
@@ -157,7 +169,8 @@ def realise(spec: Spec, space_name: str, values: Mapping[str, Any],
     arch = build_arch(spec, values)
     cost = count(arch, spec.data.resolution, spec.num_classes)
     candidate = Candidate(space_name, arch, cost, base.complexity, solved)
-    reason = tolerance_violation(candidate, space.solve) or constraint_violation(spec, cost)
+    reason = (tolerance_violation(candidate, space.solve, solved and values[solved])
+              or constraint_violation(spec, cost))
     return Dropped(space_name, values, reason) if reason else candidate
 
 
@@ -221,6 +234,8 @@ def _add_sampled(spec: Spec, name: str, base: Candidate, kept: list[Candidate]) 
 
 
 def valid_widths(spec: Spec, values: Mapping[str, Any]) -> bool:
+    if spec.model.family == "regnet":
+        return True  # every stage's d is its group width, at least 1
     v = {**base_values(spec), **values}
     widths = tuple(v["widths"])
     return all(int(v["bottleneck_width"]) * w // widths[0] >= 1 for w in widths)
@@ -243,6 +258,9 @@ def solve(spec: Spec, rule: Solve, values: Mapping[str, Any], target: Complexity
         arch = build_arch(spec, {**values, rule.field: x})
         return int(getattr(count(arch, spec.data.resolution, spec.num_classes), rule.preserve))
 
+    if spec.model.family == "regnet":
+        return _scan(spec, rule, values, goal, quantity)
+
     lo, hi = low, high
     while lo < hi:
         mid = (lo + hi) // 2
@@ -255,6 +273,20 @@ def solve(spec: Spec, rule: Solve, values: Mapping[str, Any], target: Complexity
     return lo
 
 
+def _scan(spec: Spec, rule: Solve, values: Mapping[str, Any], goal: int,
+          quantity: Callable[[int], int]) -> int | str:
+    """A regnet field solved by trying every value in [low, high]: complexity is not
+    monotone in it (a larger w_0 can quantise the blocks into fewer, narrower stages), so
+    a binary search could miss the closest. w_0 takes the multiples of quantum only; ties
+    go to the smaller network, then the smaller value."""
+    step = int({**base_values(spec), **values}["quantum"]) if rule.field == "w_0" else 1
+    options = range(-(-rule.low // step) * step, rule.high + 1, step)
+    if not options:
+        return f"no valid {rule.field} in [{rule.low}, {rule.high}]"
+    found = {x: quantity(x) for x in options}
+    return min(options, key=lambda x: (abs(found[x] - goal), found[x], x))
+
+
 def _smallest_valid(spec: Spec, field_name: str, values: Mapping[str, Any]) -> int:
     """Below this, some stage's bottleneck width would round to 0."""
     if field_name != "bottleneck_width":
@@ -263,13 +295,17 @@ def _smallest_valid(spec: Spec, field_name: str, values: Mapping[str, Any]) -> i
     return max(-(-widths[0] // w) for w in widths)
 
 
-def tolerance_violation(candidate: Candidate, rule: Solve | None) -> str | None:
+def tolerance_violation(candidate: Candidate, rule: Solve | None,
+                        value: object = None) -> str | None:
+    """Why a solved candidate is too far from the base model; `value`: the solved field's,
+    when the record does not hold it (a regnet field)."""
     if rule is None:
         return None
     deviation = getattr(candidate, f"{rule.preserve}_deviation")
     if abs(deviation) <= 100.0 * rule.tolerance:
         return None
-    return tolerance_message(rule, deviation, candidate.row()[rule.field])
+    return tolerance_message(rule, deviation,
+                             candidate.row()[rule.field] if value is None else value)
 
 
 def tolerance_message(rule: Solve, deviation: float, value: object) -> str:
@@ -305,16 +341,26 @@ def _points(space: SpaceSpec) -> int:
     return space.sample.n if space.sample is not None else grid_size(space)
 
 
+def same_depth_runs(archs: Sequence[Arch]) -> Iterator[slice]:
+    """Runs of consecutive networks with as many stages each (a Batch's columns are (n, S)):
+    RegNets of one space can differ in their number of stages."""
+    start = 0
+    for i in range(1, len(archs) + 1):
+        if i == len(archs) or len(archs[i].stages) != len(archs[start].stages):
+            yield slice(start, i)
+            start = i
+
+
 def sampled_batch(space: str, archs: Sequence[Arch], costs: Sequence[Complexity],
-                  base: Complexity) -> Batch:
-    """Drawn networks as a Batch: each its own per-stage values, nothing solved."""
+                  base: Complexity, solved: str | None = None) -> Batch:
+    """Networks with as many stages each as a Batch: each its own per-stage values."""
     def column(values: Any) -> np.ndarray:
         return np.array(values, dtype=np.int64).reshape(len(archs), -1)
 
     params, flops, acts = (np.array([getattr(c, k) for c in costs], dtype=np.int64)
                            for k in ("params", "flops", "acts"))
     return Batch(
-        space=space, template=archs[0].template, solved=None,  # n >= 1 by the spec
+        space=space, template=archs[0].template, solved=solved,  # n >= 1 by the spec
         blocks=tuple(a.block for a in archs),
         stem_width=np.array([a.stem_width for a in archs], dtype=np.int64),
         depths=column([a.depths for a in archs]), widths=column([a.widths for a in archs]),
@@ -515,7 +561,10 @@ class CandidateStream:
     def _space(self, name: str) -> Iterator[Batch]:
         space = self.spec.spaces[name]
         if space.sample is not None:
-            yield self._sampled(name)
+            yield from self._sampled(name)
+            return
+        if self.spec.model.family == "regnet":
+            yield from self._per_point(name)
             return
         axes = {k: v for k, v in space.axes.present().items() if not isinstance(v, Range)}
         names = [k for k in AXIS_FIELDS if k in axes]
@@ -536,14 +585,46 @@ class CandidateStream:
             self.candidates += len(batch)
             yield batch
 
-    def _sampled(self, name: str) -> Batch:
-        """A sampled space's n candidates (explorer.sampling) as one Batch, in draw order."""
+    def _sampled(self, name: str) -> Iterator[Batch]:
+        """A sampled space's n candidates (explorer.sampling) in draw order, a Batch per run
+        of networks with as many stages."""
         drawn = sample_space(self.spec, name)
         self.samples.append(drawn.report)
-        batch = sampled_batch(name, drawn.archs, drawn.complexities, self.base.complexity)
-        self.points_done += len(batch)
-        self.candidates += len(batch)
-        return batch
+        for run in same_depth_runs(drawn.archs):
+            batch = sampled_batch(name, drawn.archs[run], drawn.complexities[run],
+                                  self.base.complexity)
+            self.points_done += len(batch)
+            self.candidates += len(batch)
+            yield batch
+
+    def _per_point(self, name: str) -> Iterator[Batch]:
+        """A regnet space's grid realised one point at a time (`realise`, as
+        `enumerate_per_point` does): its networks' stages come from generating them, not
+        from columns. A Batch per run of networks with as many stages, per chunk."""
+        seen: set[str] = set()
+        points = list(grid(self.spec.spaces[name]))
+        solved = self.spec.spaces[name].solve
+        for start in range(0, len(points), self.chunk_points):
+            kept: list[Candidate] = []
+            for values in points[start:start + self.chunk_points]:
+                result = realise(self.spec, name, values, self.base)
+                if not isinstance(result, Dropped) and result.key in seen:
+                    result = Dropped(name, values, f"same network as candidate {result.key}")
+                if isinstance(result, Dropped):
+                    kind = ("same network as an earlier candidate"
+                            if result.reason.startswith("same network") else result.reason)
+                    self.dropped_by_reason[kind] += 1
+                    if self.keep_dropped is None or len(self.dropped) < self.keep_dropped:
+                        self.dropped.append(result)
+                    continue
+                seen.add(result.key)
+                kept.append(result)
+            archs = [c.arch for c in kept]
+            for run in same_depth_runs(archs):
+                yield sampled_batch(name, archs[run], [c.complexity for c in kept[run]],
+                                    self.base.complexity, solved.field if solved else None)
+            self.points_done += min(self.chunk_points, len(points) - start)
+            self.candidates += len(kept)
 
     def _count_drops(self, chunk: _Chunk) -> None:
         codes = chunk.code

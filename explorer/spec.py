@@ -125,6 +125,25 @@ Sizes = Annotated[tuple[PositiveInt, ...], Field(min_length=1)]
 # The tags pydantic puts into an error's location for the axis union.
 _UNION_TAGS = {"list", "range"}
 
+# The fields that give a network's stages in each model family: resnext lists them per
+# stage; regnet generates them (RegNet's quantised linear widths). Each family refuses the
+# other's.
+RESNEXT_FIELDS = ("depths", "widths", "cardinality", "bottleneck_width")
+REGNET_FIELDS = ("depth", "w_0", "w_a", "w_m", "group_width", "bottleneck_ratio", "quantum")
+# A regnet model needs these; bottleneck_ratio (1: RegNetX) and quantum (8) have defaults.
+REGNET_REQUIRED = ("depth", "w_0", "w_a", "w_m", "group_width")
+RegNetMultiplier = Annotated[float, Field(gt=1.0)]
+
+
+def _omit_when_none(data: Any, keys: Iterable[str]) -> Any:
+    """A dump without the keys, added after the first release, that hold None: specs that
+    do not use them keep their hashes and recorded text."""
+    if isinstance(data, dict):
+        for key in keys:
+            if data.get(key, 0) is None:
+                del data[key]
+    return data
+
 
 class Axes(Frozen):
     """Fields of the base model to vary; each present one is an axis."""
@@ -135,12 +154,26 @@ class Axes(Frozen):
     depths: _list_axis(Sizes) | None = None  # type: ignore[valid-type]
     widths: _list_axis(Sizes) | None = None  # type: ignore[valid-type]
     block: _list_axis(Literal["grouped", "concat", "split"]) | None = None  # type: ignore[valid-type]
+    # family: regnet
+    depth: _axis(PositiveInt) | None = None  # type: ignore[valid-type]
+    w_0: _axis(PositiveInt) | None = None  # type: ignore[valid-type]
+    w_a: _axis(NonNegativeFloat) | None = None  # type: ignore[valid-type]
+    w_m: _axis(RegNetMultiplier) | None = None  # type: ignore[valid-type]
+    group_width: _axis(PositiveInt) | None = None  # type: ignore[valid-type]
+    bottleneck_ratio: _axis(PositiveInt) | None = None  # type: ignore[valid-type]
 
     def present(self) -> dict[str, Any]:
         return {k: v for k, v in self if v is not None}
 
+    @model_serializer(mode="wrap")
+    def _omit_regnet(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return _omit_when_none(handler(self), REGNET_FIELDS)
 
-SolvableField = Literal["bottleneck_width", "cardinality", "stem_width"]
+
+# regnet's integer fields are solvable too; its continuous w_a and w_m are not (an axis or
+# a sampled range varies them).
+SolvableField = Literal["bottleneck_width", "cardinality", "stem_width", "depth", "w_0",
+                        "group_width", "bottleneck_ratio"]
 
 
 class Solve(Frozen):
@@ -153,7 +186,8 @@ class Solve(Frozen):
     high: PositiveInt = 4096
 
 
-StageField = Literal["depths", "widths", "cardinality", "bottleneck_width"]
+StageField = Literal["depths", "widths", "cardinality", "bottleneck_width", "bottleneck_ratio",
+                     "group_width"]
 
 
 class StageRange(Frozen):
@@ -188,15 +222,71 @@ StageDraw = Annotated[
 
 
 class SampleStages(Frozen):
-    """What each stage draws; a field left out keeps the base model's per-stage values."""
+    """What each stage draws; a field left out keeps the base model's per-stage values.
+
+    `bottleneck_ratio` b and `group_width` g are the AnyNet parametrisation: the block's
+    inner width is w/b in groups of g channels (C = (w/b)/g, d = g)."""
 
     depths: StageDraw | None = None
     widths: StageDraw | None = None
     cardinality: StageDraw | None = None
     bottleneck_width: StageDraw | None = None
+    bottleneck_ratio: StageDraw | None = None
+    group_width: StageDraw | None = None
 
     def present(self) -> dict[str, Any]:
         return {k: v for k, v in self if v is not None}
+
+    @model_serializer(mode="wrap")
+    def _omit_anynet(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return _omit_when_none(handler(self), ("bottleneck_ratio", "group_width"))
+
+
+class FloatRange(Frozen):
+    """Reals drawn uniformly on [low, high] (`log`: log-uniformly), rounded to a multiple of
+    `step` when given."""
+
+    low: NonNegativeFloat
+    high: PositiveFloat
+    log: bool = False
+    step: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloatRange:
+        if self.low > self.high:
+            raise ValueError(f"low {self.low:g} is above high {self.high:g}")
+        if self.log and self.low == 0:
+            raise ValueError("a log-uniform range needs low above 0")
+        return self
+
+
+def _float_draw_kind(value: Any) -> str:
+    return "range" if isinstance(value, dict | FloatRange) else "list"
+
+
+FloatDraw = Annotated[
+    Union[  # noqa: UP007
+        Annotated[Annotated[tuple[NonNegativeFloat, ...], Field(min_length=1)], Tag("list")],
+        Annotated[FloatRange, Tag("range")],
+    ],
+    Discriminator(_float_draw_kind),
+]
+
+
+class RegNetDraws(Frozen):
+    """A regnet model's fields drawn once per candidate; one left out keeps the base
+    model's value. `num_stages: [low, high]` keeps the networks with that many stages."""
+
+    depth: StageDraw | None = None
+    w_0: StageDraw | None = None
+    w_a: FloatDraw | None = None
+    w_m: FloatDraw | None = None
+    group_width: StageDraw | None = None
+    bottleneck_ratio: StageDraw | None = None
+    num_stages: tuple[PositiveInt, PositiveInt] | None = None
+
+    def present(self) -> dict[str, Any]:
+        return {k: v for k, v in self if v is not None and k != "num_stages"}
 
 
 class Stratify(Frozen):
@@ -215,6 +305,11 @@ class Sample(Frozen):
     shared: tuple[StageField, ...] = ()
     non_decreasing: tuple[StageField, ...] = ()
     stratify: Stratify | None = None
+    regnet: RegNetDraws | None = None  # family: regnet draws these instead of stages
+
+    @model_serializer(mode="wrap")
+    def _omit_no_regnet(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return _omit_when_none(handler(self), ("regnet",))
 
 
 class SpaceSpec(Frozen):
@@ -248,7 +343,11 @@ class Constraints(Frozen):
 
 
 class ModelSpec(Frozen):
-    family: Literal["resnext"] = "resnext"
+    """The base model. `family: resnext` lists its stages (depths, widths, one C and d);
+    `family: regnet` generates them from RegNet's parameters, on the anynet template with
+    a 32-channel stem unless told otherwise."""
+
+    family: Literal["resnext", "regnet"] = "resnext"
     template: Template = "cifar"
     depths: Sizes = (3, 3, 3)
     stem_width: PositiveInt = 64
@@ -256,6 +355,22 @@ class ModelSpec(Frozen):
     cardinality: PositiveInt = 1
     bottleneck_width: PositiveInt = 64
     block: BlockForm = "grouped"
+    # family: regnet (LATER_DEFAULTS: left out of the record while they hold these)
+    depth: PositiveInt | None = None
+    w_0: PositiveInt | None = None
+    w_a: NonNegativeFloat | None = None
+    w_m: RegNetMultiplier | None = None
+    group_width: PositiveInt | None = None
+    bottleneck_ratio: PositiveInt = 1
+    quantum: PositiveInt = 8
+
+    @model_validator(mode="before")
+    @classmethod
+    def _regnet_defaults(cls, data: Any) -> Any:
+        # RegNet's own stem and strides, and pycls's 32-channel stem, unless the spec says.
+        if isinstance(data, dict) and data.get("family") == "regnet":
+            return {"template": "anynet", "stem_width": 32, **data}
+        return data
 
 
 Dataset = Literal["cifar10", "cifar100", "imagenet", "imagefolder", "digits", "synthetic"]
@@ -415,6 +530,8 @@ class Spec(Frozen):
 # spec's record and of trial keys while they hold their default, so what a store already
 # holds keeps its hash and its keys.
 LATER_DEFAULTS: dict[str, dict[str, object]] = {
+    "model": {"depth": None, "w_0": None, "w_a": None, "w_m": None, "group_width": None,
+              "bottleneck_ratio": 1, "quantum": 8},
     "data": {"pipeline": "auto"},
     "train": {"lr_milestones": None, "lr_gamma": 0.1},
 }
@@ -765,6 +882,7 @@ def _check_semantics(data: dict[str, Any], at: At) -> Iterator[Problem]:
     model = _valid(ModelSpec, data.get("model"))
     if model is not None:
         yield from _check_model(model, at)
+    yield from _check_family(data, at)
     search = _valid(SearchSpec, data.get("search"))
     if search is not None and search.strategy in ("random", "optuna") and search.n_trials is None:
         yield at(("search", "n_trials"), f"{search.strategy} search needs n_trials", None, False)
@@ -820,6 +938,8 @@ def _check_sample(name: str, raw: dict[str, Any], data: dict[str, Any],
     sample = _valid(Sample, raw["sample"])
     assert sample is not None  # raw["sample"] is a mapping
     drawn = set(sample.stages.present()) if sample.stages is not None else None
+    if drawn is not None:
+        yield from _check_anynet_draws((*base, "sample", "stages"), drawn, at)
     for key in ("shared", "non_decreasing"):
         for i, field in enumerate(getattr(sample, key) or ()):
             if drawn is not None and field not in drawn:
@@ -841,6 +961,98 @@ def _check_sample(name: str, raw: dict[str, Any], data: dict[str, Any],
         yield at((*base, "sample", "stratify", "by"), f"stratifying by {stratify.by} needs a "
                  f"band of two different bounds, constraints.{stratify.by}: [low, high], to "
                  "divide into bins", list(band) if band is not None else None, band is not None)
+
+
+def _check_anynet_draws(loc: Loc, drawn: set[str], at: At) -> Iterator[Problem]:
+    """A stage is C groups of d channels, or an inner width w/b in groups of g (C = (w/b)/g,
+    d = g): draws that fix the same quantity twice are refused."""
+    if {"group_width", "bottleneck_width"} <= drawn:
+        yield at((*loc, "group_width"), "g is the stage's d (channels per group), which "
+                 "bottleneck_width also draws: keep one of the two", None, False)
+    if "bottleneck_ratio" in drawn and "cardinality" in drawn and (
+            drawn & {"group_width", "bottleneck_width"}):
+        yield at((*loc, "cardinality"), "with bottleneck_ratio b and the group width, "
+                 "C = (w/b)/g follows: drop cardinality or the group width", None, False)
+
+
+def _check_family(data: dict[str, Any], at: At) -> Iterator[Problem]:
+    """Each model family takes its own fields, in the model and in every space."""
+    raw = data.get("model")
+    raw = raw if isinstance(raw, dict) else {}
+    family = raw.get("family", "resnext")
+    if family not in ("resnext", "regnet"):
+        return  # reported by the field's own check
+    regnet = family == "regnet"
+    own, other = (REGNET_FIELDS, RESNEXT_FIELDS) if regnet else (RESNEXT_FIELDS, REGNET_FIELDS)
+    for key in other:
+        if key in raw:
+            yield at(("model", key), f"is a {'resnext' if regnet else 'regnet'} field; a "
+                     f"{family} model's stages come from {', '.join(own)}"
+                     + ("" if regnet else " (or set family: regnet)"), None, False)
+    if regnet:
+        for key in REGNET_REQUIRED:
+            if key not in raw:
+                yield at(("model", key), "is required for family regnet", None, False)
+    quanta = _ints(raw.get("quantum", 8))
+    spaces = data.get("spaces")
+    w_0s: list[tuple[Loc, Any]] = [(("model", "w_0"), raw.get("w_0"))] if regnet else []
+    for name, space in spaces.items() if isinstance(spaces, dict) else ():
+        space = space if isinstance(space, dict) else {}
+        axes = space.get("axes")
+        for key in axes if isinstance(axes, dict) else ():
+            if key in other:
+                axes_of = [k for k in own if k != "quantum"]
+                yield at(("spaces", name, "axes", key), f"is a {'resnext' if regnet else 'regnet'}"
+                         f" field: a {family} space varies {', '.join(axes_of)}, stem_width "
+                         "and block", None, False)
+        values = axes.get("w_0") if isinstance(axes, dict) else None
+        if isinstance(values, list):
+            w_0s.extend((("spaces", name, "axes", "w_0", i), v) for i, v in enumerate(values))
+        solve = space.get("solve")
+        field = solve.get("field") if isinstance(solve, dict) else None
+        if field in other:
+            yield at(("spaces", name, "solve", "field"), f"is not a field of a {family} model",
+                     field)
+        if regnet and isinstance(solve, dict) and "field" not in solve:
+            yield at(("spaces", name, "solve"), "a regnet space names its solve.field (depth, "
+                     "w_0, group_width, bottleneck_ratio or stem_width)", None, False)
+        sample = space.get("sample")
+        sample = sample if isinstance(sample, dict) else {}
+        if regnet and "stages" in sample:
+            yield at(("spaces", name, "sample", "stages"), "a regnet space draws the model's "
+                     "fields under sample.regnet, not per stage", None, False)
+        if not regnet and "regnet" in sample:
+            yield at(("spaces", name, "sample", "regnet"), "draws regnet fields: it needs "
+                     "model.family regnet", None, False)
+        draws = sample.get("regnet")
+        draws = draws if isinstance(draws, dict) else {}
+        w_0 = draws.get("w_0")
+        drawn_at: Loc = ("spaces", name, "sample", "regnet", "w_0")
+        if isinstance(w_0, list):
+            w_0s.extend(((*drawn_at, i), v) for i, v in enumerate(w_0))
+        elif isinstance(w_0, dict):
+            w_0s.extend(((*drawn_at, key), w_0.get(key, 1)) for key in ("low", "step"))
+        lowest = _lowest(draws.get("w_m"))
+        if lowest is not None and lowest <= 1:
+            yield at(("spaces", name, "sample", "regnet", "w_m"), "RegNet's w_m must be above "
+                     "1 (each stage w_m times the last)", lowest)
+    for where, w_0 in w_0s:
+        for q in quanta:
+            if isinstance(w_0, int) and not isinstance(w_0, bool) and w_0 % q:
+                yield at(where, f"must be a multiple of quantum ({q}), as RegNet's widths are",
+                         w_0)
+
+
+def _lowest(draw: Any) -> float | None:
+    """The lowest value a draw (a range or a list) can give, where it says."""
+    if isinstance(draw, dict):
+        draw = [draw.get("low")]
+    numbers = [v for v in draw if isinstance(v, int | float)] if isinstance(draw, list) else []
+    return min(numbers, default=None)
+
+
+def _ints(value: Any) -> list[int]:
+    return [value] if isinstance(value, int) and not isinstance(value, bool) and value > 0 else []
 
 
 def _check_model(model: SimpleNamespace, at: At) -> Iterator[Problem]:
@@ -870,8 +1082,8 @@ def _check_space(name: str, axes: SimpleNamespace, solve: SimpleNamespace | None
             )
         if solve.low is not None and solve.high is not None and solve.low > solve.high:
             yield at((*base, "solve", "low"), "is above solve.high", solve.low)
-    if model.depths is None or model.widths is None:
-        return
+    if model.depths is None or model.widths is None or model.family == "regnet":
+        return  # a regnet model generates its stages: its resnext axes are refused as such
     for key, other in (("depths", "widths"), ("widths", "depths")):
         if other in present:
             continue

@@ -195,11 +195,13 @@ class ResNeXt(nn.Module):
         self.arch = arch
         if arch.template == "imagenet":
             self.conv1 = _conv(3, arch.stem_width, 7, stride=2)
+        elif arch.template == "anynet":
+            self.conv1 = _conv(3, arch.stem_width, 3, stride=2)
         else:
             self.conv1 = _conv(3, arch.stem_width, 3)
         self.bn1 = nn.BatchNorm2d(arch.stem_width)
         self.relu = nn.ReLU(inplace=True)
-        # Identity keeps one forward for both templates and adds no state.
+        # Identity keeps one forward for every template and adds no state.
         self.maxpool: nn.Module = (
             nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
             if arch.template == "imagenet"
