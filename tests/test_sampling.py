@@ -326,3 +326,119 @@ def test_run_prints_each_sampled_spaces_draws_in_its_plan(tmp_path: Path) -> Non
     report = enumerate_spec(parse_spec(BANDED)).samples[0]
     assert report.draws > report.n  # the band and the order reject some: a rate below 100%
     assert f"  {report.summary()}" in result.stdout.splitlines()
+
+
+# --- The AnyNet parametrisation: b and g per stage -------------------------------------------
+
+ANYNET = """\
+name: t
+model: {template: anynet, stem_width: 32, depths: [1, 1, 1, 1], widths: [32, 64, 128, 256],
+        bottleneck_width: 8}
+data: {dataset: imagenet, resolution: 64}
+spaces:
+  s:
+    sample:
+"""
+
+
+def anynet_spec(sample: str) -> str:
+    return ANYNET + "\n".join("      " + line for line in sample.strip().splitlines()) + "\n"
+
+
+BG = anynet_spec("""\
+n: 400
+seed: 5
+stages:
+  depths: {low: 1, high: 4}
+  widths: {low: 8, high: 1024, step: 8}
+  bottleneck_ratio: [1, 2, 4]
+  group_width: [1, 2, 4, 8, 16, 32]
+""")
+
+
+def longhand_compatible(w: int, b: int, g: int) -> tuple[int, int, int]:
+    """(w, C, d) by pycls's rule in exact integers (b a power of two): inner = w // b (at
+    least 1), g cut to it, inner rounded half to even to a multiple of g (at least g)."""
+    inner = max(1, w // b)
+    g = min(g, inner)
+    quotient, rest = divmod(inner, g)
+    if 2 * rest > g or (2 * rest == g and quotient % 2 == 1):
+        quotient += 1
+    inner = max(g, quotient * g)
+    return inner * b, inner // g, g
+
+
+def test_b_and_g_draws_are_the_documented_draws_made_compatible() -> None:
+    """The first candidates are the first draws, redrawn here from the same generator as
+    SPEC.md states (a batch of 4,096 per field, in the order depths, widths, cardinality,
+    bottleneck_width, bottleneck_ratio, group_width; undrawn fields draw nothing), then made
+    compatible by pycls's rule, stage by stage."""
+    drawn = sample_space(parse_spec(BG), "s")
+    rng = np.random.default_rng(5)
+    depths = 1 + rng.integers(0, 4, (4096, 4))
+    widths = 8 + 8 * rng.integers(0, 128, (4096, 4))
+    b = np.array([1, 2, 4])[rng.integers(0, 3, (4096, 4))]
+    g = np.array([1, 2, 4, 8, 16, 32])[rng.integers(0, 6, (4096, 4))]
+    expected = []
+    for row in range(4096):
+        stages = [longhand_compatible(int(widths[row, s]), int(b[row, s]), int(g[row, s]))
+                  for s in range(4)]
+        network = (tuple(int(n) for n in depths[row]), tuple(stages))
+        if network not in expected:
+            expected.append(network)
+    found = [(a.depths, tuple(zip(a.widths, a.cardinalities, a.bottleneck_widths, strict=True)))
+             for a in drawn.archs]
+    assert found == expected[:400]
+
+
+def test_b_and_g_networks_are_compatible_and_counted_exactly() -> None:
+    from explorer.complexity import count
+
+    drawn = sample_space(parse_spec(BG), "s")
+    ratios = set()
+    for arch, cost in zip(drawn.archs, drawn.complexities, strict=True):
+        assert count(arch, 64, 1000) == cost  # count_stages on columns = count per record
+        for s in arch.stages:
+            inner = s.cardinality * s.bottleneck_width
+            assert s.width % inner == 0
+            ratio = s.width // inner  # b = w / (C·d)
+            ratios.add(ratio)
+            assert s.bottleneck_width in (1, 2, 4, 8, 16, 32) or s.cardinality == 1  # g, or cut
+            assert s.stride == 2
+    assert ratios == {1, 2, 4}
+
+
+def test_shared_b_and_g_are_one_per_network() -> None:
+    text = BG.replace("{low: 8, high: 1024", "{low: 256, high: 1024").replace(
+        "  group_width: [1, 2, 4, 8, 16, 32]\n",
+        "  group_width: [1, 2, 4, 8, 16, 32]\n      shared: [bottleneck_ratio, group_width]\n")
+    drawn = sample_space(parse_spec(text), "s")
+    gs, bs = Counter(), Counter()
+    for arch in drawn.archs:  # inner widths >= 64 >= g: nothing is cut
+        ratios = {s.width // (s.cardinality * s.bottleneck_width) for s in arch.stages}
+        assert len(ratios) == 1 and len(set(arch.bottleneck_widths)) == 1
+        bs.update(ratios)
+        gs[arch.bottleneck_widths[0]] += 1
+    assert set(bs) == {1, 2, 4} and set(gs) == {1, 2, 4, 8, 16, 32}
+
+
+def test_non_decreasing_widths_and_depths_hold_in_the_network() -> None:
+    text = BG.replace("  group_width: [1, 2, 4, 8, 16, 32]\n",
+                      "  group_width: [1, 2, 4, 8, 16, 32]\n      shared: [bottleneck_ratio]\n"
+                      "      non_decreasing: [widths, depths]\n").replace("n: 400", "n: 60")
+    drawn = sample_space(parse_spec(text), "s")
+    assert len(drawn.archs) == 60 and drawn.report.rejected["out of order"] > 0
+    for arch in drawn.archs:
+        assert list(arch.widths) == sorted(arch.widths)
+        assert list(arch.depths) == sorted(arch.depths)
+    assert len({a.depths for a in drawn.archs}) > 10
+
+
+def test_b_with_cardinality_groups_the_inner_width_into_c() -> None:
+    text = BG.replace("  group_width: [1, 2, 4, 8, 16, 32]\n", "  cardinality: [1, 2, 4, 8]\n")
+    drawn = sample_space(parse_spec(text), "s")
+    for arch in drawn.archs:
+        for s in arch.stages:
+            inner = s.cardinality * s.bottleneck_width
+            assert s.width % inner == 0 and s.width // inner in (1, 2, 4)
+            assert s.cardinality in (1, 2, 4, 8) or s.bottleneck_width == 1  # C, or cut

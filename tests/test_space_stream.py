@@ -28,7 +28,7 @@ from explorer.space import (
     enumerate_spec,
     grid_size,
 )
-from explorer.spec import Spec, SpecError, load_spec, parse_spec
+from explorer.spec import Spec, SpecError, load_spec, parse_spec, with_overrides
 
 SOLVABLE = ("bottleneck_width", "cardinality", "stem_width")
 SPACES = Path(__file__).resolve().parents[1] / "spaces"
@@ -113,8 +113,21 @@ def test_random_specs_stream_exactly_as_the_per_point_reference() -> None:
                        "params below", "flops above", "acts above"}
 
 
+def test_anynet_template_specs_stream_exactly_as_the_per_point_reference() -> None:
+    # The anynet stem (3x3/2) and all-stride-2 stages, on the random specs' other shapes.
+    rng = np.random.default_rng(21)
+    specs = 0
+    while specs < 15:
+        spec = random_spec(rng)
+        if spec is None:
+            continue
+        check_same(with_overrides(spec, model={"template": "anynet"}), chunk_points=5)
+        specs += 1
+
+
 @pytest.mark.parametrize("name", ["resnext50_table2.yaml", "cifar10_fig7_small.yaml",
-                                  "cpu/cifar10_preserved.yaml"])
+                                  "cpu/cifar10_preserved.yaml", "regnetx_zoo.yaml",
+                                  "anynetx.yaml"])
 def test_ready_made_specs_stream_exactly_as_the_per_point_reference(name: str) -> None:
     check_same(load_spec(SPACES / name), chunk_points=2)
 
