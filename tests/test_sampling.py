@@ -34,9 +34,9 @@ data: {dataset: cifar10, resolution: 16}
 """
 
 
-def spec_text(sample: str, constraints: str = "") -> str:
+def spec_text(sample: str, constraints: str = "", base: str = BASE) -> str:
     body = "\n".join("      " + line for line in sample.strip().splitlines())
-    return BASE + "spaces:\n  s:\n    sample:\n" + body + "\n" + constraints
+    return base + "spaces:\n  s:\n    sample:\n" + body + "\n" + constraints
 
 
 BANDED = spec_text("""\
@@ -335,17 +335,10 @@ name: t
 model: {template: anynet, stem_width: 32, depths: [1, 1, 1, 1], widths: [32, 64, 128, 256],
         bottleneck_width: 8}
 data: {dataset: imagenet, resolution: 64}
-spaces:
-  s:
-    sample:
 """
 
 
-def anynet_spec(sample: str) -> str:
-    return ANYNET + "\n".join("      " + line for line in sample.strip().splitlines()) + "\n"
-
-
-BG = anynet_spec("""\
+BG = spec_text("""\
 n: 400
 seed: 5
 stages:
@@ -353,7 +346,7 @@ stages:
   widths: {low: 8, high: 1024, step: 8}
   bottleneck_ratio: [1, 2, 4]
   group_width: [1, 2, 4, 8, 16, 32]
-""")
+""", base=ANYNET)
 
 
 def longhand_compatible(w: int, b: int, g: int) -> tuple[int, int, int]:
