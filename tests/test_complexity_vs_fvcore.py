@@ -103,3 +103,44 @@ def test_formula_equals_fvcore_on_reference_models(arch: Arch, resolution: int) 
     assert (formula.params, formula.flops, formula.acts) == (
         measured.params, measured.flops, measured.acts
     )
+
+
+def _regnets_and_anynets() -> list[tuple[Arch, int]]:
+    """RegNets (their generated stages, b > 1 and g cut to the inner width included) and
+    networks drawn in the AnyNet parametrisation (b, g per stage), at small sizes."""
+    from explorer.arch import regnet_arch
+    from explorer.sampling import sample_space
+    from explorer.spec import parse_spec
+
+    regnets = [regnet_arch(template=t, stem_width=s, depth=d, w_0=w0, w_a=wa, w_m=wm,
+                           group_width=g, bottleneck_ratio=b, quantum=8, block=block)
+               for t, s, d, w0, wa, wm, g, b, block in [
+                   ("anynet", 32, 13, 24, 36.44, 2.49, 8, 1, "grouped"),
+                   ("anynet", 16, 6, 16, 8.5, 1.8, 24, 2, "concat"),
+                   ("cifar", 8, 5, 8, 3.0, 2.2, 2, 4, "split"),
+                   ("imagenet", 16, 4, 8, 0.0, 2.0, 16, 1, "grouped")]]
+    drawn = sample_space(parse_spec("""\
+name: t
+model: {template: anynet, stem_width: 8, depths: [1, 1, 1], widths: [8, 16, 32],
+        bottleneck_width: 2}
+data: {dataset: cifar10, resolution: 24}
+spaces:
+  s:
+    sample:
+      n: 6
+      stages:
+        depths: {low: 1, high: 2}
+        widths: {low: 8, high: 96, step: 8}
+        bottleneck_ratio: [1, 2, 4]
+        group_width: [1, 2, 4, 8, 16]
+"""), "s").archs
+    return [(a, 32) for a in regnets] + [(a, 24) for a in drawn]
+
+
+@pytest.mark.parametrize("index", range(10))
+def test_formula_equals_fvcore_on_regnets_and_anynet_draws(index: int) -> None:
+    arch, resolution = _regnets_and_anynets()[index]
+    measured = measure(build_model(arch, 10), resolution)
+    formula = count(arch, resolution, 10)
+    assert (formula.params, formula.flops, formula.acts) == (
+        measured.params, measured.flops, measured.acts), arch

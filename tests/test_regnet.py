@@ -219,3 +219,17 @@ def test_stage_counts_on_columns_are_the_generated_stages() -> None:
     counts = regnet_stage_counts(depth, w_0, w_a, w_m, 8)
     assert counts.tolist() == [len(regnet_stages(int(d), int(w), float(a), float(m), 8)[0])
                                for d, w, a, m in zip(depth, w_0, w_a, w_m, strict=True)]
+
+
+def test_specs_without_the_new_keys_record_as_before() -> None:
+    # Hashes of stored experiments hold: a spec that names no regnet field, b, g or regnet
+    # draw records none of them.
+    record = load_spec(REPO / "spaces" / "cpu" / "cifar10_nds.yaml").record()
+    assert not set(record["model"]) & {"depth", "w_0", "w_a", "w_m", "group_width", "quantum",
+                                        "bottleneck_ratio"}
+    for space in record["spaces"].values():
+        assert not {"bottleneck_ratio", "group_width"} & set(space["sample"]["stages"])
+        assert "regnet" not in space["sample"]
+    axes = load_spec(REPO / "spaces" / "quickstart.yaml").record()["spaces"]["preserved"]["axes"]
+    assert set(axes) == {"cardinality", "bottleneck_width", "stem_width", "depths", "widths",
+                         "block"}
