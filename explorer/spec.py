@@ -1030,6 +1030,9 @@ def _check_family(data: dict[str, Any], at: At) -> Iterator[Problem]:
         drawn_at: Loc = ("spaces", name, "sample", "regnet", "w_0")
         if isinstance(w_0, list):
             w_0s.extend(((*drawn_at, i), v) for i, v in enumerate(w_0))
+        elif isinstance(w_0, dict) and w_0.get("log") is True:
+            yield at(drawn_at, "a log-uniform draw gives every integer, not multiples of "
+                     "quantum: use {low, high, step} or a list", None, False)
         elif isinstance(w_0, dict):
             w_0s.extend(((*drawn_at, key), w_0.get(key, 1)) for key in ("low", "step"))
         lowest = _lowest(draws.get("w_m"))
