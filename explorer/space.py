@@ -19,6 +19,7 @@ import gc
 import hashlib
 import itertools
 import math
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -515,6 +516,23 @@ def canonical_keys(template: str, blocks: Sequence[str], stem_width: np.ndarray,
     return tuple(h.hexdigest()[:16] for h in map(hashlib.sha256, texts))
 
 
+# A drop's reason without the point's own figures (as _Chunk.reason_kind words it): the
+# measured value before below/above, the deviation and value before "beyond", the key.
+_REASON_FIGURES = (
+    (re.compile(r"^(params|flops|acts) \S+ (below|above) "), r"\1 \2 "),
+    (re.compile(r"^(params|flops) \S+ from the base model at the closest \S+, beyond"),
+     r"\1 beyond"),
+    (re.compile(r"^same network as candidate \S+$"), "same network as an earlier candidate"),
+)
+
+
+def reason_kind(reason: str) -> str:
+    """A reason `realise` gives, as the counts by reason name it."""
+    for pattern, replacement in _REASON_FIGURES:
+        reason = pattern.sub(replacement, reason)
+    return reason
+
+
 # Why a point was dropped, as a code per point; constraint codes follow, two per band.
 KEPT, NO_VALID, ROUNDS_TO_ZERO, BEYOND_TOLERANCE, DUPLICATE, CONSTRAINT = 0, 1, 2, 3, 4, 5
 ROUNDS_TO_ZERO_REASON = "a stage's bottleneck width rounds to 0"
@@ -602,18 +620,16 @@ class CandidateStream:
         `enumerate_per_point` does): its networks' stages come from generating them, not
         from columns. A Batch per run of networks with as many stages, per chunk."""
         seen: set[str] = set()
-        points = list(grid(self.spec.spaces[name]))
+        points = grid(self.spec.spaces[name])
         solved = self.spec.spaces[name].solve
-        for start in range(0, len(points), self.chunk_points):
+        while chunk := list(itertools.islice(points, self.chunk_points)):
             kept: list[Candidate] = []
-            for values in points[start:start + self.chunk_points]:
+            for values in chunk:
                 result = realise(self.spec, name, values, self.base)
                 if not isinstance(result, Dropped) and result.key in seen:
                     result = Dropped(name, values, f"same network as candidate {result.key}")
                 if isinstance(result, Dropped):
-                    kind = ("same network as an earlier candidate"
-                            if result.reason.startswith("same network") else result.reason)
-                    self.dropped_by_reason[kind] += 1
+                    self.dropped_by_reason[reason_kind(result.reason)] += 1
                     if self.keep_dropped is None or len(self.dropped) < self.keep_dropped:
                         self.dropped.append(result)
                     continue
@@ -623,7 +639,7 @@ class CandidateStream:
             for run in same_depth_runs(archs):
                 yield sampled_batch(name, archs[run], [c.complexity for c in kept[run]],
                                     self.base.complexity, solved.field if solved else None)
-            self.points_done += min(self.chunk_points, len(points) - start)
+            self.points_done += len(chunk)
             self.candidates += len(kept)
 
     def _count_drops(self, chunk: _Chunk) -> None:

@@ -233,3 +233,25 @@ def test_specs_without_the_new_keys_record_as_before() -> None:
     axes = load_spec(REPO / "spaces" / "quickstart.yaml").record()["spaces"]["preserved"]["axes"]
     assert set(axes) == {"cardinality", "bottleneck_width", "stem_width", "depths", "widths",
                          "block"}
+
+
+def test_a_regnet_space_streams_its_drops_counted_by_kind() -> None:
+    from explorer.space import CandidateStream
+
+    spec = parse_spec(REGNET + """\
+spaces:
+  solved:
+    axes: {depth: [6, 12, 13, 14, 16], group_width: [8, 8, 16]}
+    solve: {field: w_0, preserve: flops, low: 8, high: 160, tolerance: 0.08}
+constraints:
+  params: [null, 2.6e6]
+""")
+    reference = enumerate_per_point(spec)
+    stream = CandidateStream(spec, chunk_points=4, keep_dropped=2)
+    keys = [c.key for batch in stream for c in batch.candidates(stream.base.complexity)]
+    assert keys == [c.key for c in reference.candidates]
+    assert stream.dropped_count == len(reference.dropped) == 15 - len(keys)
+    assert [d.reason for d in stream.dropped] == [d.reason for d in reference.dropped[:2]]
+    assert set(stream.dropped_by_reason) == {
+        "flops beyond the tolerance of ±8%", "params above the constraint's 2.6e+06",
+        "same network as an earlier candidate"}
