@@ -1,8 +1,8 @@
 """count_stages (whole columns of networks at once) equals count (one record at a time), exactly.
 
 count is the reference: it mirrors explorer.models layer by layer and is held
-equal to fvcore in test_complexity_vs_fvcore.py. Here 100,800 random records,
-both templates, all three block forms, two to four stages with their own
+equal to fvcore in test_complexity_vs_fvcore.py. Here 151,200 random records,
+the three templates, all three block forms, two to four stages with their own
 depth, width, cardinality and bottleneck width each, stems of many widths and
 odd resolutions, are counted both ways and must agree on every figure.
 """
@@ -17,7 +17,7 @@ import pytest
 from explorer.arch import BLOCK_FORMS, TEMPLATES, Arch, Stage, stage_strides
 from explorer.complexity import count, count_stages
 
-# 2 templates x 3 blocks x 3 stage counts x 5,600 = 100,800 records; the quick run checks 5,040.
+# 3 templates x 3 blocks x 3 stage counts x 5,600 = 151,200 records; the quick run checks 7,560.
 FULL, QUICK = 5_600, 280
 RESOLUTIONS = (32, 224, 17, 64, 9, 40)
 
@@ -111,3 +111,22 @@ def test_long_inputs_counted_in_blocks_equal_short_calls() -> None:
               for s in range(0, 40_000, 997)]
     for j, column in enumerate(whole):
         assert np.array_equal(column, np.concatenate([p[j] for p in pieces]))
+
+
+def test_stages_given_as_b_and_g_count_the_same_both_ways() -> None:
+    # The AnyNet parametrisation's stages (C = (w/b)/g, d = g, made compatible) are ordinary
+    # stages: count_stages on them equals count, on the anynet template and the others.
+    from explorer.arch import anynet_columns
+
+    rng = np.random.default_rng(17)
+    for template in TEMPLATES:
+        n, stages = 500, 4
+        widths, cards, ds = anynet_columns(rng.integers(8, 1025, size=(n, stages)),
+                                           rng.choice([1, 2, 4], size=(n, stages)),
+                                           rng.choice([1, 2, 4, 8, 16, 32], size=(n, stages)))
+        cols = {"stem_width": np.full(n, 32), "depths": rng.integers(1, 5, size=(n, stages)),
+                "widths": widths, "cardinalities": cards, "bottleneck_widths": ds}
+        params, flops, acts = count_stages(template=template, block="grouped", resolution=64,
+                                           num_classes=1000, **cols)
+        expected = reference_counts(template, "grouped", cols, 64, 1000)
+        assert list(zip(params.tolist(), flops.tolist(), acts.tolist(), strict=True)) == expected
