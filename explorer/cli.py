@@ -917,8 +917,28 @@ def compare(
                           "flops bin.", show_default=False),
     ] = None,
     bins: Annotated[
-        int, typer.Option("--bins", help="Log-spaced complexity bins for --normalize.")
+        int, typer.Option("--bins", help="Complexity bins for --normalize.")
     ] = 10,
+    binning: Annotated[
+        str, typer.Option("--binning", metavar="log|linear",
+                          help="log: log-spaced bins over the models' span, only those every "
+                               "space occupies; linear: NDS's own weights (compute_norm_ws): "
+                               "--bins linear bins of --range, each space on its own, an "
+                               "empty bin refused.")
+    ] = "log",
+    span: Annotated[
+        tuple[float, float] | None,
+        typer.Option("--range", metavar="LO HI", show_default=False,
+                     help="The complexity range of --binning linear (models outside it are "
+                          "left out, as NDS does), e.g. --range 1.5e6 4.5e6."),
+    ] = None,
+    equivalence: Annotated[
+        float | None,
+        typer.Option("--equivalence", metavar="D", show_default=False,
+                     help="Also say per pair whether the spaces are better, worse, "
+                          "equivalent within KS distance D (a one-sided 95% bootstrap bound "
+                          "below D), or whether there are not enough models to say."),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object (the contract's) instead.")
     ] = False,
@@ -936,6 +956,7 @@ def compare(
     and the EDF, per pair the two-sample KS test, and the verdict on doubling C."""
     need("dashboard", "explorer compare", ("scipy",))  # its KS tests and Kendall τ
     from explorer.compare import (
+        BINNING_CHOICES,
         DEFAULT_NORMALIZE,
         NORMALIZE_CHOICES,
         CompareError,
@@ -950,6 +971,18 @@ def compare(
         fail(f"--ks {ks:g}: a KS difference is between 0 and 1 (e.g. 0.1)")
     if bins < 1:
         fail(f"--bins {bins}: use 1 or more bins")
+    if binning not in BINNING_CHOICES:
+        fail(f"--binning {binning!r}: use {' or '.join(BINNING_CHOICES)}")
+    if binning == "linear" and (span is None or not 0 <= span[0] < span[1]):
+        fail("--binning linear needs --range LO HI with 0 <= LO < HI (the complexity range "
+             "NDS bins linearly, e.g. --range 1.5e6 4.5e6)")
+    if binning == "log" and span is not None:
+        fail("--range sets the bins of --binning linear; add --binning linear")
+    if binning == "linear" and normalize == "none":
+        fail("--binning linear bins a complexity: use --normalize params or flops")
+    if equivalence is not None and not 0 < equivalence < 1:
+        fail(f"--equivalence {equivalence:g}: a KS distance margin is between 0 and 1 "
+             "(e.g. 0.1)")
     trials = open_reader(runs_dir, store).trials_frame([experiment])
     if trials.empty:
         fail(f"no experiment {experiment!r} in the store; `explorer status` lists them")
@@ -959,15 +992,17 @@ def compare(
         fail(f"--space {unknown[0]!r} is not a space of {experiment!r}; its spaces are: "
              f"{', '.join(known)}")
     chosen = list(dict.fromkeys(space or [])) or None
+    linear = span if binning == "linear" else None
     try:
         result = compare_spaces(trials, spaces=chosen, normalize=normalize or DEFAULT_NORMALIZE,
-                                bins=bins)
+                                bins=bins, span=linear, margin=equivalence)
     except CompareError as problem:
-        if normalize is not None:  # asked for: say why it cannot be done
+        if normalize is not None or linear is not None:  # asked for: say why it cannot be
             fail(str(problem))
         err.print(f"note: {problem}; compared without normalisation", highlight=False,
                   soft_wrap=True)
-        result = compare_spaces(trials, spaces=chosen, normalize="none", bins=bins)
+        result = compare_spaces(trials, spaces=chosen, normalize="none", bins=bins,
+                                margin=equivalence)
     if plan:
         result = dataclasses.replace(result, plan=plan_samples(result, trials, ks=ks))
     if as_json:
@@ -982,8 +1017,10 @@ def print_comparison(experiment: str, result: Comparison) -> None:
     from explorer.stats import QUANTILES
 
     weighted = result.normalize != "none"
-    how = (f"normalised by {result.normalize} ({result.bins} log bins)" if weighted
-           else "not normalised")
+    how = ("not normalised" if not weighted else
+           f"normalised by {result.normalize} ({result.bins} log bins)" if result.span is None
+           else f"normalised by {result.normalize} (NDS: {result.bins} linear bins of "
+                f"[{result.span[0]:g}, {result.span[1]:g}])")
     table = Table(title=f"{experiment}: test error (%) of each space's candidates, {how}")
     headers = ["space", "n", "min", "mean", *(["weighted mean", "n effective"] if weighted
                                                else []),
@@ -1005,6 +1042,10 @@ def print_comparison(experiment: str, result: Comparison) -> None:
             pairs.add_row(p.a, p.b, _figure(p.ks_statistic, 3), _p_value(p.p_value),
                           _figure(p.n_a, 1), _figure(p.n_b, 1))
         out.print(pairs)
+        for p in result.pairs:
+            if p.equivalence is not None:
+                out.print(f"equivalence: {p.equivalence.sentence}", highlight=False,
+                          soft_wrap=True)
     for verdict in result.verdicts:
         out.print(f"verdict: {verdict.sentence}", highlight=False, soft_wrap=True)
     planned = result.plan
