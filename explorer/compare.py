@@ -112,15 +112,15 @@ class Comparison:
         p_value), with more keys beside them."""
         out: dict[str, Any] = {
             "spaces": {s.name: {
-                "n": s.n, "min": _number(s.min), "mean": _number(s.mean),
-                "weighted_mean": _number(s.weighted_mean),
-                "n_effective": _number(s.n_effective),
-                "edf": {f"q{round(level * 100):02d}": _number(v)
+                "n": s.n, "min": json_number(s.min), "mean": json_number(s.mean),
+                "weighted_mean": json_number(s.weighted_mean),
+                "n_effective": json_number(s.n_effective),
+                "edf": {f"q{round(level * 100):02d}": json_number(v)
                         for level, v in zip(stats.QUANTILES, s.quantiles, strict=True)},
             } for s in self.spaces},
-            "pairs": [{"a": p.a, "b": p.b, "ks_statistic": _number(p.ks_statistic),
-                       "p_value": _number(p.p_value), "n_a": _number(p.n_a),
-                       "n_b": _number(p.n_b),
+            "pairs": [{"a": p.a, "b": p.b, "ks_statistic": json_number(p.ks_statistic),
+                       "p_value": json_number(p.p_value), "n_a": json_number(p.n_a),
+                       "n_b": json_number(p.n_b),
                        **({"equivalence": equivalence_json(p.equivalence)}
                           if p.equivalence is not None else {})} for p in self.pairs],
             "normalize": self.normalize,
@@ -135,7 +135,7 @@ class Comparison:
         return out
 
 
-def _number(value: float) -> float | None:
+def json_number(value: float) -> float | None:
     """JSON has no NaN: a missing figure is null."""
     return None if value is None or not math.isfinite(value) else float(value)
 
@@ -270,7 +270,7 @@ def equivalence_statement(a: str, b: str, *, p_value: float, a_ahead: bool, uppe
 
 
 def equivalence_json(eq: Equivalence) -> dict[str, Any]:
-    return {"margin": eq.margin, "upper_bound": _number(eq.upper), "finding": eq.finding,
+    return {"margin": eq.margin, "upper_bound": json_number(eq.upper), "finding": eq.finding,
             "needed": eq.needed, "sentence": eq.sentence}
 
 
@@ -356,10 +356,12 @@ def verdict_json(verdict: Verdict) -> dict[str, Any]:
     trend = verdict.trend
     out: dict[str, Any] = {"space": verdict.space, "sentence": verdict.sentence}
     if trend is not None:
-        out.update(slope=_number(trend.slope), ci=[_number(trend.low), _number(trend.high)],
+        out.update(slope=json_number(trend.slope),
+                   ci=[json_number(trend.low), json_number(trend.high)],
                    level=trend.level, detected=trend.detected,
-                   confirmed=trend.detected and trend.confirmed, kendall_tau=_number(trend.tau),
-                   kendall_p=_number(trend.tau_p), candidates=trend.candidates,
+                   confirmed=trend.detected and trend.confirmed,
+                   kendall_tau=json_number(trend.tau),
+                   kendall_p=json_number(trend.tau_p), candidates=trend.candidates,
                    seeds=trend.seeds, runs=trend.points)
     return out
 
@@ -402,7 +404,7 @@ def plan_json(plan: SamplePlan) -> dict[str, Any]:
     return {
         "ks": plan.ks, "alpha": plan.alpha, "per_space": plan.per_space, "rule": plan.rule,
         "have": plan.have, "needed": plan.needed, "simulated": plan.simulated,
-        "detectable_now": [{"a": a, "b": b, "ks": _number(d)}
+        "detectable_now": [{"a": a, "b": b, "ks": json_number(d)}
                            for (a, b), d in plan.detectable.items()],
     }
 
