@@ -59,7 +59,7 @@ import pandas as pd
 import yaml
 
 from explorer import analysis, compare, stats
-from explorer.spec import Sample, Spec, StageRange, parse_spec, parse_yaml
+from explorer.spec import Sample, Spec, SpecError, StageRange, parse_spec, parse_yaml
 
 DRAWS = 2000            # the paper's bootstrap draws are 10^4; 2,000 already pins 95% points
 LEVEL = 0.95
@@ -197,6 +197,32 @@ def _varying(table: np.ndarray) -> list[tuple[int | None, np.ndarray]]:
         return [(None, table[:, 0])]
     return [(s + 1, table[:, s]) for s in range(table.shape[1])
             if np.unique(table[:, s]).size > 1]
+
+
+def region_frames(pop: Population, regions: Sequence[Region]
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What the good-regions figure draws: each model's value against its error per region
+    (panel, value, error), and each region's interval (panel, low, median, high, level)."""
+    points, bands = [], []
+    for r in regions:
+        table = pop.stages[r.parameter]
+        values = table[:, 0] if r.stage is None else table[:, r.stage - 1]
+        points.append(pd.DataFrame({"panel": r.label, "value": values, "error": pop.errors}))
+        bands.append({"panel": r.label, "low": r.low, "median": r.median, "high": r.high,
+                      "level": r.level})
+    columns = ["panel", "value", "error"]
+    return (pd.concat(points, ignore_index=True) if points else pd.DataFrame(columns=columns),
+            pd.DataFrame(bands, columns=["panel", "low", "median", "high", "level"]))
+
+
+def space_regions(trials: pd.DataFrame, space: str, *, draws: int = DRAWS, seed: int = 0
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """region_frames for one space of a trials frame (empty with fewer than four models), as
+    the report and the dashboard draw them."""
+    pop = population(trials, space)
+    if pop.size < 2 * MIN_MODELS:
+        return region_frames(pop, ())
+    return region_frames(pop, good_regions(pop, draws=draws, seed=seed))
 
 
 # --- proposed constraints -------------------------------------------------------------------
@@ -422,6 +448,14 @@ class Refinement:
 
 def sampled_spaces(spec: Spec) -> list[str]:
     return [name for name, space in spec.spaces.items() if space.sample is not None]
+
+
+def recorded_sampled_spaces(spec_text: str) -> list[str]:
+    """The sampled spaces of an experiment's recorded spec (none if it no longer parses)."""
+    try:
+        return sampled_spaces(parse_spec(spec_text, "recorded spec"))
+    except SpecError:
+        return []
 
 
 def refine(trials: pd.DataFrame, spec: Spec, experiment: str, space: str, *,

@@ -299,3 +299,43 @@ def test_shared_b_is_not_writable_for_a_c_and_d_space(db: str, models: pd.DataFr
     out = refine_json(db)
     assert "shared-b" not in [p["name"] for p in out["proposals"]]
     assert any(n["name"] == "shared-b" for n in out["not_read"])
+
+
+# --- the good regions drawn: the report and the dashboard --------------------------------------
+
+
+def test_report_draws_the_good_regions(db: str, tmp_path: Path) -> None:
+    import plotly.graph_objects as go
+
+    from explorer import figures, refine
+    from explorer.store import Reader
+
+    output = tmp_path / "report.html"
+    result = invoke("report", "anynet", "--store", db, "-o", str(output))
+    assert result.exit_code == 0, result.output
+    page = output.read_text(encoding="utf-8")
+    assert 'id="section-good_regions"' in page and 'id="figure-good_regions-anynet"' in page
+    assert "figure-good_regions-listed" not in page  # a grid space has no good regions
+    out = refine_json(db)
+    with Reader.open(db) as store:
+        points, bands = refine.space_regions(store.trials_frame(["anynet"]), "anynet")
+    assert bands[["low", "median", "high"]].to_numpy().tolist() == [
+        [r["low"], r["median"], r["high"]] for r in out["good_regions"]]
+    fig = figures.good_regions_figure(points, bands)
+    go.Figure(fig.to_dict())  # every property valid
+    models = [t for t in fig.data if t.meta["role"] == "models"]
+    assert len(models) == len(out["good_regions"])
+    assert all(len(t.x) == 400 for t in models)
+    assert len(fig.layout.shapes) == 2 * len(models)  # the interval and the median
+
+
+def test_dashboard_draws_the_good_regions(db: str) -> None:
+    from test_dashboard_app import app, charts, ran
+
+    at = app(db)
+    at.session_state["view"] = "EDFs"
+    ran(at)
+    assert at.selectbox(key="regions_space").options == ["anynet"]
+    drawn = charts(at)["good_regions"]
+    roles = [t["meta"]["role"] for t in drawn["data"]]
+    assert roles.count("models") == len(refine_json(db)["good_regions"])
