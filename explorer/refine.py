@@ -115,7 +115,7 @@ def population(trials: pd.DataFrame, space: str) -> Population:
     keys = means["key"].astype(str).to_numpy()
 
     def matrix(column: str) -> np.ndarray:
-        return np.array([list(lists.at[k, column]) for k in keys], dtype=float)
+        return np.array(lists[column].reindex(keys).tolist(), dtype=float)
 
     depth, width = matrix("depths"), matrix("widths")
     card, d = matrix("cardinalities"), matrix("bottleneck_widths")
@@ -387,14 +387,16 @@ def read_constraint(pop: Population, c: Constraint, *, normalize: str | None, bi
     w_in, w_out = _weights([size[child], size[rest]], normalize, bins)
     test = stats.ks_test(errors[child], errors[rest], w_in, w_out)
     # The bound: the parent's models resampled; the child is whoever satisfies it among them.
+    # The models are put in error order once: a resample's counts are exchangeable, so they
+    # are drawn in that order directly.
     order = np.argsort(errors, kind="stable")
     on_child = np.zeros(pop.size)
     on_child[child] = w_child
+    sorted_errors, on_child, on_parent = errors[order], on_child[order], w_parent[order]
     bounds = []
     for start in range(0, draws, 256):
         counts = stats.resample_counts(pop.size, min(256, draws - start), rng)
-        bounds.append(stats.ks_of_masses(errors[order], (counts * on_child)[:, order],
-                                         (counts * w_parent)[:, order]))
+        bounds.append(stats.ks_of_masses(sorted_errors, counts * on_child, counts * on_parent))
     upper = stats.ks_upper_bound(np.concatenate(bounds))
     equivalence = compare.equivalence_statement(
         f"the child ({c.name})", "the parent", p_value=test.p_value, a_ahead=ahead >= behind,

@@ -245,11 +245,13 @@ def ks_of_masses(values: np.ndarray, mass_a: np.ndarray, mass_b: np.ndarray) -> 
     sorted `values` (rows: bootstrap draws; each mass row normalised here)."""
     total_a = mass_a.sum(axis=1, keepdims=True)
     total_b = mass_b.sum(axis=1, keepdims=True)
-    gap = (np.cumsum(mass_a, axis=1) / np.where(total_a > 0, total_a, 1.0)
-           - np.cumsum(mass_b, axis=1) / np.where(total_b > 0, total_b, 1.0))
+    gap = np.cumsum(mass_a / np.where(total_a > 0, total_a, 1.0)
+                    - mass_b / np.where(total_b > 0, total_b, 1.0), axis=1)
     # The EDFs are read after the last of each run of equal values (they jump there).
     last = np.append(values[1:] != values[:-1], True)
-    return np.abs(gap[:, last]).max(axis=1)
+    if not last.all():
+        gap = gap[:, last]
+    return np.abs(gap).max(axis=1)
 
 
 def resample_counts(n: int, draws: int, rng: np.random.Generator) -> np.ndarray:
@@ -265,14 +267,16 @@ def bootstrap_ks(a: np.ndarray, weights_a: np.ndarray, b: np.ndarray, weights_b:
     values = np.concatenate([np.asarray(a, float), np.asarray(b, float)])
     order = np.argsort(values, kind="stable")
     n_a = len(a)
+    rank = np.empty(values.size, dtype=np.int64)
+    rank[order] = np.arange(values.size)  # each model's place in the pooled order
     out = []
     for start in range(0, draws, chunk):
         rows = min(chunk, draws - start)
         mass_a = np.zeros((rows, values.size))
         mass_b = np.zeros((rows, values.size))
-        mass_a[:, :n_a] = resample_counts(n_a, rows, rng) * weights_a
-        mass_b[:, n_a:] = resample_counts(len(b), rows, rng) * weights_b
-        out.append(ks_of_masses(values[order], mass_a[:, order], mass_b[:, order]))
+        mass_a[:, rank[:n_a]] = resample_counts(n_a, rows, rng) * weights_a
+        mass_b[:, rank[n_a:]] = resample_counts(len(b), rows, rng) * weights_b
+        out.append(ks_of_masses(values[order], mass_a, mass_b))
     return np.concatenate(out) if out else np.zeros(0)
 
 
