@@ -348,6 +348,10 @@ def propose(pop: Population, sample: Sample, regions: Sequence[Region], *,
     rng = np.random.default_rng(seed)
     for c in constraint_candidates(pop, sample, regions):
         kept = int(c.mask.sum())
+        if kept == pop.size:
+            unread.append((c.name, f"every drawn model satisfies it ({kept} of {pop.size}): "
+                                   "it changes nothing the models can show"))
+            continue
         if kept < MIN_MODELS or pop.size - kept < MIN_MODELS:
             unread.append((c.name, f"{kept} of {pop.size} models satisfy it; reading it needs "
                                    f"at least {MIN_MODELS} on each side"))
