@@ -1,4 +1,5 @@
-"""The equivalence rule of `explorer compare --equivalence D` checked by simulation.
+"""The equivalence rule of `explorer compare --equivalence D` (and of `explorer refine`'s
+reading of a constraint) checked by simulation.
 
 Two spaces' errors are drawn, seeded, from uniform distributions shifted by
 `delta` (the KS distance between U(0, 1) and U(delta, 1 + delta) is exactly
@@ -83,3 +84,41 @@ def test_upper_bound_is_the_percentile_of_seeded_resamples() -> None:
                                 for x in np.concatenate([xa, xb])))
     assert got == pytest.approx(np.array(expected))
     assert stats.ks_upper_bound(got) == pytest.approx(np.quantile(expected, 0.95))
+
+
+def refine_equivalence_rate(n: int, share: float, distance: float, seed: int) -> float:
+    """The share of REPLICATES parent populations in which `explorer refine` calls a
+    constraint's child equivalent to its parent. A share `share` of the parent's n models
+    satisfies the constraint, drawn from U(s, 1 + s), the rest from U(0, 1): the parent's EDF
+    is the mixture, so the child's true KS distance to it is (1 - share)·s = `distance`."""
+    from explorer import refine
+
+    rng = np.random.default_rng(seed)
+    shift = distance / (1 - share)
+    flat = np.zeros((n, 1))
+    calls = 0
+    for _ in range(REPLICATES):
+        mask = rng.random(n) < share
+        errors = np.where(mask, rng.uniform(shift, 1 + shift, n), rng.uniform(0, 1, n))
+        pop = refine.Population(np.arange(n).astype(str), errors, np.ones(n), np.ones(n),
+                                dict.fromkeys(refine.PARAMETERS, flat))
+        constraint = refine.Constraint("c", "c", mask, ("shared", "widths", None), None)
+        read = refine.read_constraint(pop, constraint, normalize=None, bins=10, margin=MARGIN,
+                                      draws=DRAWS, rng=rng)
+        calls += read.equivalence.finding == "equivalent"
+    return calls / REPLICATES
+
+
+@pytest.mark.slow  # about 8 s of CPU
+def test_refine_child_against_parent_error_rates() -> None:
+    """The same check for refine's reading of a constraint (the child a subset of the parent,
+    the bound from resampling the parent)."""
+    slack = 2 * math.sqrt(0.05 * 0.95 / REPLICATES)
+    for i, n in enumerate((100, 400)):
+        false_rate = refine_equivalence_rate(n, 0.4, MARGIN, seed=30 + i)
+        power = refine_equivalence_rate(n, 0.4, 0.0, seed=40 + i)
+        print(f"refine, D = {MARGIN}, parent of n = {n}, 40% satisfying: false equivalence at "
+              f"the margin {false_rate:.3f}, power at distance 0 {power:.3f}")
+        assert false_rate <= 0.05 + slack
+        if n == 400:
+            assert power >= 0.8  # at most 1 - α: a significant KS test says "better"/"worse"

@@ -170,8 +170,13 @@ def test_planted_non_decreasing_widths_ranks_first(db: str, models: pd.DataFrame
     assert nd["equivalence"]["finding"] == "better"
     assert nd["rank"] == 1
     assert nd["child_mean"] < nd["parent_mean"] - 1.0
-    # No planted effect of depth order: never "better", never "worse".
+    # No planted effect of depth order: never "better", never "worse"; within a wide enough
+    # margin, equivalent.
     assert proposals["nd-depths"]["equivalence"]["finding"] in {"equivalent", "undecided"}
+    wide = {p["name"]: p for p in refine_json(db, "--equivalence", "0.3")["proposals"]}
+    assert wide["nd-depths"]["equivalence"]["finding"] == "equivalent"
+    assert wide["nd-depths"]["equivalence"]["upper_bound"] < 0.3
+    assert wide["nd-widths"]["rank"] == 1 and wide["nd-depths"]["rank"] == 2
     assert [p["rank"] for p in out["proposals"]] == list(range(1, len(out["proposals"]) + 1))
 
 
