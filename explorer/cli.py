@@ -669,7 +669,7 @@ def train(
         int | None, typer.Option("--seed", help="Default: the spec's first seed.")
     ] = None,
     epochs: Annotated[
-        int | None, typer.Option("--epochs", help="Override the spec's epochs.")
+        int | None, typer.Option("--epochs", min=1, help="Override the spec's epochs.")
     ] = None,
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", help="Stop after N steps.")
@@ -706,6 +706,7 @@ def train(
         )
     preflight_data(parsed)
     build = initial_builder(init, matches[0].arch, parsed.num_classes) if init else None
+    from explorer.data import DatasetError
     from explorer.train import TrialError
 
     try:
@@ -732,6 +733,8 @@ def train(
         # exit 2. One that fails while training (a diverged loss, out of memory) returns
         # status "failed" instead, and exits 3 below.
         fail(f"trial {matches[0].key}: {problem}")
+    except DatasetError as problem:  # found while loading: the preflight checks the layout only
+        fail(str(problem))
     final = dataclasses.asdict(result.metrics) if result.metrics is not None else {}
     summary = {
         **final,
@@ -769,18 +772,16 @@ def tensorboard_callback(stack: contextlib.ExitStack, spec: Spec, candidate: Can
     recipe that trains, --epochs included)."""
     from explorer.plan import plan_trial
     from explorer.tracking import TensorBoardLog, TrackingError, tensorboard_dir
-    from explorer.train import revise
 
-    recipe = spec.train
-    if epochs is not None:  # as train_with_progress revises it
-        recipe = revise(recipe, epochs=epochs, warmup_epochs=min(recipe.warmup_epochs, epochs))
+    recipe = spec.train if epochs is None else spec.train.with_epochs(epochs)
     trial = plan_trial(spec.model_copy(update={"train": recipe}), candidate,
                        recipe.seeds[0] if seed is None else seed)
     try:
         log = stack.enter_context(TensorBoardLog(tensorboard_dir(runs_dir, spec.name)))
     except TrackingError as problem:
         fail(str(problem))
-    err.print(f"TensorBoard: {log.root / trial.trial_key}", highlight=False)
+    err.print(f"TensorBoard: {log.root / trial.trial_key}", highlight=False, markup=False,
+              soft_wrap=True)
     return lambda metrics: log.epoch(trial.trial_key, metrics.to_dict())
 def all_candidates(parsed: Spec, path: Path) -> tuple[Candidate, ...]:
     """Every candidate of the spec's spaces; exit 2 naming the file when a sampled space

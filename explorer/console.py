@@ -94,15 +94,11 @@ def train_with_progress(
     and `build` makes the model (e.g. from initial weights).
     """
     from explorer.data import load_data
-    from explorer.train import revise, train_trial
+    from explorer.train import train_trial
 
     out = console or stderr_console()
     if epochs is not None:
-        # Drops the shorter run never reaches are left out (the step schedule's own
-        # default milestones follow the epochs by themselves).
-        milestones = recipe.lr_milestones and tuple(m for m in recipe.lr_milestones if m < epochs)
-        recipe = revise(recipe, epochs=epochs, warmup_epochs=min(recipe.warmup_epochs, epochs),
-                        lr_milestones=milestones)
+        recipe = recipe.with_epochs(epochs)
     trial_seed = recipe.seeds[0] if seed is None else seed
     if isinstance(data, DataSpec):
         with out.status(f"loading {data.dataset}…"):

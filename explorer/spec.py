@@ -351,6 +351,17 @@ class TrainSpec(Frozen):
             return self.lr_milestones
         return tuple(m for m in (self.epochs // 2, (3 * self.epochs) // 4) if m > 0)
 
+    def with_epochs(self, epochs: int) -> TrainSpec:
+        """This recipe run for `epochs` epochs instead (`explorer train --epochs`): the
+        warm-up cut to fit, and the step schedule's drops a shorter run never reaches left
+        out (its default milestones follow the epochs by themselves). Validated again like
+        the spec's own block, so every caller gets the same recipe, or the same error."""
+        milestones = self.lr_milestones and tuple(m for m in self.lr_milestones if m < epochs)
+        return TrainSpec.model_validate({
+            **self.model_dump(), "epochs": epochs,
+            "warmup_epochs": min(self.warmup_epochs, epochs), "lr_milestones": milestones,
+        })
+
     @property
     def peak_lr(self) -> float:
         """The learning rate at this batch size, reached at the end of the warm-up."""
