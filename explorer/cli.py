@@ -22,6 +22,7 @@ import typer.core
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from explorer.spec import Spec, SpecError, json_schema, load_spec_source
 
@@ -174,7 +175,8 @@ def validate(spec: SpecArg, overrides: SetOpt = None) -> None:
 
 
     spaces = ", ".join(parsed.spaces)
-    out.print(f"{spec}: ok — experiment {parsed.name!r}, spaces: {spaces}", highlight=False)
+    out.print(f"{spec}: ok — experiment {parsed.name!r}, spaces: {spaces}", highlight=False,
+              markup=False)
 
 
 @app.command()
@@ -230,11 +232,15 @@ def enumerate_command(
     unknown = [s for s in space or [] if s not in parsed.spaces]
     if unknown:
         fail(f"--space {unknown[0]!r} is not in {spec}; its spaces are: {', '.join(parsed.spaces)}")
-    stream = CandidateStream(parsed, space or None, keep_dropped=DROP_LINES)
+    from explorer.errors import SetupError
+
+    try:
+        stream = CandidateStream(parsed, space or None, keep_dropped=DROP_LINES)
+    except SetupError as problem:  # a base model past what a count holds
+        fail(f"{spec}: {problem}")
     out.print(f"{parsed.name}: {_size_line(parsed, stream.sizes)}", highlight=False)
     shown = None if show_all else (limit if limit is not None else
                                    (0 if output is not None else SHOWN_ROWS))
-    from explorer.errors import SetupError
 
     try:
         rows, checked, ranges = _run_stream(stream, output, shown, verify_fvcore)
@@ -251,7 +257,7 @@ def enumerate_command(
                                    per_stage=per_stage))
     _print_drops(stream)
     for sampled in stream.samples:
-        out.print(sampled.summary(), highlight=False)
+        out.print(sampled.summary(), highlight=False, markup=False)
     out.print(f"{stream.candidates:,} candidates, {stream.dropped_count:,} dropped",
               highlight=False)
     for name, (n, low, high) in ranges.items():
@@ -264,7 +270,7 @@ def enumerate_command(
     if verify_fvcore:
         verify_with_fvcore(checked, parsed)
     if output is not None:
-        out.print(f"wrote {output}", highlight=False)
+        out.print(f"wrote {output}", highlight=False, markup=False)
 
 
 def _size_line(spec: Spec, sizes: Mapping[str, int]) -> str:
@@ -330,12 +336,13 @@ def _print_drops(stream: CandidateStream) -> None:
         for dropped in stream.dropped:
             values = ", ".join(f"{k}={_short(v)}" for k, v in dropped.values.items()) or "base"
             out.print(
-                f"[yellow]dropped[/] {dropped.space} ({values}): {dropped.reason}",
+                f"[yellow]dropped[/] {dropped.space} ({escape(values)}): "
+                f"{escape(dropped.reason)}",
                 highlight=False,
             )
         return
     for reason, n in stream.dropped_by_reason.most_common():
-        out.print(f"[yellow]dropped[/] {n:,} points: {reason}", highlight=False)
+        out.print(f"[yellow]dropped[/] {n:,} points: {escape(reason)}", highlight=False)
 
 
 def candidates_table(frame: pd.DataFrame, spec: Spec, base: Complexity,
@@ -532,7 +539,9 @@ def run(
             raise
         fail(str(problem))
     for key, reason in summary.failed:
-        err.print(f"[red]failed[/] trial {key}: {reason}", highlight=False)
+        # The stored error verbatim: "[enforce fail at inline_container.cc:672]" is not markup.
+        err.print(f"[red]failed[/] trial {key}: {escape(reason)}", highlight=False,
+                  soft_wrap=True)
     out.print(
         f"{summary.experiment} v{summary.version}: {summary.finished} finished, "
         f"{len(summary.failed)} failed this run, {summary.seconds:.1f} s",
@@ -547,7 +556,8 @@ def ray_address_from_env(announce: bool) -> str | None:
     own (with --num-cpus), which fails; it is passed on as the address instead."""
     address = os.environ.get("RAY_ADDRESS", "").strip()
     if address and announce:
-        out.print(f"joining the Ray cluster at {address} (RAY_ADDRESS)", highlight=False)
+        out.print(f"joining the Ray cluster at {address} (RAY_ADDRESS)", highlight=False,
+                  markup=False)
     return address or None
 
 
@@ -593,7 +603,7 @@ def status(
             str(len(group)),
             *(str(int(counts.get(s, 0))) for s in SHOWN_STATUSES),
             "–" if math.isnan(best) else f"{best:.2f}",  # NaN when nothing finished
-            holder.describe() if holder is not None else "–",
+            Text(holder.describe()) if holder is not None else "–",  # a host name, as is
         )
     out.print(table)
 
@@ -628,7 +638,7 @@ def export(
     if output is not None:
         frame = reader.epochs_frame(experiment_names=[experiment]) if epochs else trials
         write_table(frame, output)
-        out.print(f"wrote {len(frame)} rows to {output}", highlight=False)
+        out.print(f"wrote {len(frame)} rows to {output}", highlight=False, markup=False)
     if mlflow is not None:
         export_mlflow(reader, experiment, mlflow)
 
@@ -645,7 +655,7 @@ def export_mlflow(reader: Reader, experiment: str, uri: str) -> None:
         fail(str(problem))
     out.print(f"MLflow experiment {done.experiment!r} at {done.uri}: {done.created} runs "
               f"added, {done.updated} updated, {done.epochs_logged} epochs logged",
-              highlight=False)
+              highlight=False, markup=False)
 
 
 def open_reader(runs_dir: Path, url: str | None) -> Reader:
@@ -827,7 +837,7 @@ def cost(
             on_row=bar.measured,
         )
     frame = pd.DataFrame([r.to_dict() for r in rows])
-    out.print(frame.to_string(index=False))
+    out.print(frame.to_string(index=False), markup=False, highlight=False)
     if output is not None:
         write_table(frame, output)
 
@@ -855,13 +865,14 @@ def dashboard(
         fail(problem)
     if not is_loopback(host):
         err.print(
-            f"[yellow]warning:[/] listening on {host}: the dashboard has no login, so anyone "
-            f"who can reach port {port} there can read every result",
+            f"[yellow]warning:[/] listening on {escape(host)}: the dashboard has no login, so "
+            f"anyone who can reach port {port} there can read every result",
             highlight=False,
             soft_wrap=True,
         )
     shown = f"[{host}]" if ":" in host else host
-    out.print(f"dashboard: http://{shown}:{port} (Ctrl-C stops it)", highlight=False)
+    out.print(f"dashboard: http://{shown}:{port} (Ctrl-C stops it)", highlight=False,
+              markup=False)
     raise typer.Exit(serve(store_url(runs_dir, store), host, port))
 
 
@@ -892,13 +903,13 @@ def report(
     out.print(
         f"wrote {output}: {summary.experiment} v{summary.version}, {summary.finished} of "
         f"{summary.trials} trials finished, {summary.figures} charts",
-        highlight=False,
+        highlight=False, markup=False,
     )
     fidelity = summary.proxy
     if fidelity is not None and not fidelity.table.empty:
         tau = "n/a" if math.isnan(fidelity.tau) else f"{fidelity.tau:.2f}"
         out.print(f"proxy fidelity: Kendall τ = {tau} between {fidelity.proxy} and the full "
-                  f"run over {len(fidelity.table)} candidates", highlight=False)
+                  f"run over {len(fidelity.table)} candidates", highlight=False, markup=False)
 
 
 @app.command()
@@ -967,7 +978,7 @@ def compare(
         if normalize is not None:  # asked for: say why it cannot be done
             fail(str(problem))
         err.print(f"note: {problem}; compared without normalisation", highlight=False,
-                  soft_wrap=True)
+                  soft_wrap=True, markup=False)
         result = compare_spaces(trials, spaces=chosen, normalize="none", bins=bins)
     if plan:
         result = dataclasses.replace(result, plan=plan_samples(result, trials, ks=ks))
@@ -1007,7 +1018,7 @@ def print_comparison(experiment: str, result: Comparison) -> None:
                           _figure(p.n_a, 1), _figure(p.n_b, 1))
         out.print(pairs)
     for verdict in result.verdicts:
-        out.print(f"verdict: {verdict.sentence}", highlight=False, soft_wrap=True)
+        out.print(f"verdict: {verdict.sentence}", highlight=False, soft_wrap=True, markup=False)
     planned = result.plan
     if planned is not None:
         out.print(f"plan: {plan_sentence(planned, result.normalize)}", highlight=False,
@@ -1045,7 +1056,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if os.environ.get("EXPLORER_DEBUG"):
             raise
         err.print(
-            f"[bold red]internal error:[/] {type(problem).__name__}: {problem} "
+            f"[bold red]internal error:[/] {type(problem).__name__}: {escape(str(problem))} "
             "(set EXPLORER_DEBUG=1 for the traceback, and please report it)",
             highlight=False,
             soft_wrap=True,

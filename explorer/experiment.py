@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from explorer.lease import driver_lease
 from explorer.plan import TrialPlan
@@ -33,6 +33,9 @@ from explorer.space import Candidate
 from explorer.spec import Spec
 from explorer.store import ExperimentRecord, Writer, environment_info, store_url
 from explorer.tracking import TensorBoardLog, tensorboard_dir
+
+if TYPE_CHECKING:  # annotations only: torch is imported when a run starts
+    from explorer.data import Dataset
 
 # Optuna's study of an experiment lives in Optuna's own storage, always this SQLite file of
 # the runs directory (also with a PostgreSQL results store: Optuna's tables stay out of the
@@ -241,6 +244,11 @@ def run_experiment(request: RunRequest, observer: RunObserver | None = None) -> 
     watch = observer or Unobserved()
     spec = request.spec
     started = time.monotonic()
+    from explorer.data import check_available  # torch: only for a run
+
+    # Before the store: a missing or unwritable dataset leaves no experiment behind. What the
+    # check loads (all but an image folder) is what the sweep trains on: loaded once.
+    loaded = check_available(spec.data)
     store = Writer.open(store_url(request.runs_dir, request.store_url))
     record = store.create_or_get_experiment(
         spec.name, request.spec_text, spec.hash, json.dumps(spec.record()),
@@ -249,7 +257,7 @@ def run_experiment(request: RunRequest, observer: RunObserver | None = None) -> 
     with driver_lease(store, record, interval=request.heartbeat_seconds,
                       notice=watch.notice) as lease:
         store.requeue_running(record.id)  # left 'running' by a driver that is gone
-        planned, failed = _plan_and_sweep(request, store, record, watch, lease.lost)
+        planned, failed = _plan_and_sweep(request, store, record, watch, lease.lost, loaded)
         lease.check()  # taken over meanwhile: the sweep stopped; say so, exit 2
     counts = store.status_counts(record.id)
     return RunSummary(
@@ -260,14 +268,12 @@ def run_experiment(request: RunRequest, observer: RunObserver | None = None) -> 
 
 
 def _plan_and_sweep(request: RunRequest, store: Writer, record: ExperimentRecord,
-                    watch: RunObserver, lease_lost: threading.Event,
+                    watch: RunObserver, lease_lost: threading.Event, loaded: Dataset | None,
                     ) -> tuple[Planned, dict[str, str]]:
     """With the lease held: plan, tell the observer, sweep what is left (until the lease is
-    lost); returns the plan and the trials that failed, with their reasons."""
-    from explorer.data import check_available  # torch: only once the lease is held
-
+    lost) on the data `loaded` (None: the sweep loads it); returns the plan and the trials
+    that failed, with their reasons."""
     spec = request.spec
-    check_available(spec.data)  # a missing dataset is found before Ray starts
     request.runs_dir.mkdir(parents=True, exist_ok=True)
     planned = plan_run(store, record.id, spec,
                        study_place(request.runs_dir, spec.name, record.version))
@@ -296,6 +302,6 @@ def _plan_and_sweep(request: RunRequest, store: Writer, record: ExperimentRecord
             sink = StoreSink(store, record.id, watch, tracker)
             stack.enter_context(watch.sweeping())
             run_sweep(planned.strategy, sink, options, max_epochs=spec.train.epochs,
-                      stop=lease_lost)
+                      stop=lease_lost, loaded=loaded)
         failed = sink.failed
     return planned, failed
