@@ -11,6 +11,7 @@ again after a crash continues where the last one stopped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import threading
 import time
@@ -20,12 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from explorer.lease import driver_lease
-from explorer.plan import TrialPlan
+from explorer.plan import DATA_PLACE, TrialPlan
 from explorer.search import (
     Listed,
     OptunaStrategy,
     Strategy,
     StudyPlace,
+    Suggestion,
     listed_trials,
     listed_with_draws,
 )
@@ -217,19 +219,21 @@ def plan_run(store: Writer, experiment_id: int, spec: Spec,
         return Planned(OptunaStrategy(spec, known, left, study), left, len(known), 0)
     candidates, draws = listed
     store.add_candidates(experiment_id, candidates)
-    trials = listed_trials(spec, candidates)
+    trials = keep_stored_keys(listed_trials(spec, candidates), store.trial_keys(experiment_id))
     store.add_trials(experiment_id, [(t.plan.trial_key, t.plan.candidate_key, t.plan.seed)
                                      for t in trials])
     finished = store.finished_trial_keys(experiment_id)
     sources = store.find_finished_many(
-        (t.plan.trial_key for t in trials if t.plan.trial_key not in finished),
+        (key for t in trials if t.plan.trial_key not in finished
+         for key in (t.plan.trial_key, *t.plan.aliases)),
         exclude_experiment_id=experiment_id)
     todo, reused = [], 0
     for trial in trials:
         key = trial.plan.trial_key
         if key in finished:
             continue
-        source = sources.get(key)
+        # Finished elsewhere under this key, or under its version-1 key (an older store).
+        source = next((sources[k] for k in (key, *trial.plan.aliases) if k in sources), None)
         if source is not None:
             store.copy_finished(experiment_id, key, source)
             reused += 1
@@ -237,6 +241,22 @@ def plan_run(store: Writer, experiment_id: int, spec: Spec,
             todo.append(trial)
     return Planned(Listed(todo), len(trials), len(trials) - len(todo) - reused, reused,
                    tuple(report.summary() for report in draws))
+
+
+def keep_stored_keys(trials: Sequence[Suggestion],
+                     stored: Mapping[tuple[str, int], str]) -> list[Suggestion]:
+    """The trials, each under the key the experiment already stored it by (a version-1 key
+    from before data.root left the key): its rows, checkpoints and logs stay its own."""
+    kept = []
+    for trial in trials:
+        plan = trial.plan
+        key = stored.get((plan.candidate_key, plan.seed), plan.trial_key)
+        if key != plan.trial_key:
+            aliases = tuple(k for k in (plan.trial_key, *plan.aliases) if k != key)
+            trial = dataclasses.replace(
+                trial, plan=dataclasses.replace(plan, trial_key=key, aliases=aliases))
+        kept.append(trial)
+    return kept
 
 
 def run_experiment(request: RunRequest, observer: RunObserver | None = None) -> RunSummary:
@@ -253,6 +273,9 @@ def run_experiment(request: RunRequest, observer: RunObserver | None = None) -> 
     record = store.create_or_get_experiment(
         spec.name, request.spec_text, spec.hash, json.dumps(spec.record()),
         new_version=request.new_version, environment=environment_info(),
+        # Where the data lives is not what the experiment is: another machine's root
+        # continues the same experiment (its trial keys hold no root either).
+        ignored_keys=tuple(f"data.{key}" for key in DATA_PLACE),
     )
     with driver_lease(store, record, interval=request.heartbeat_seconds,
                       notice=watch.notice) as lease:
