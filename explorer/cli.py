@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from explorer.spec import Spec, SpecError, json_schema, load_spec_source
+from explorer.spec import DataSpec, Spec, SpecError, json_schema, load_spec_source
 
 if TYPE_CHECKING:  # the commands import what they need when they run
     import pandas as pd
@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the commands import what they need when they run
     from explorer.arch import Arch
     from explorer.compare import Comparison
     from explorer.complexity import Complexity
+    from explorer.data import Dataset
     from explorer.metrics import EpochMetrics
     from explorer.space import Batch, Candidate, CandidateStream
     from explorer.store import Reader
@@ -561,14 +562,17 @@ def ray_address_from_env(announce: bool) -> str | None:
     return address or None
 
 
-def preflight_data(spec: Spec) -> None:
-    """A missing dataset is found before anything trains, in one line."""
+def preflight_data(spec: Spec) -> Dataset | DataSpec:
+    """A missing dataset is found before anything trains, in one line; returns the data as
+    the check loaded it (its block where the check loads nothing: an image folder), so it
+    is loaded once."""
     from explorer.data import DatasetError, check_available
 
     try:
-        check_available(spec.data)
+        loaded = check_available(spec.data)
     except DatasetError as problem:
         fail(str(problem))
+    return loaded if loaded is not None else spec.data
 
 
 @app.command()
@@ -714,7 +718,7 @@ def train(
             f"{what} of {spec} has a key starting with {key!r}; `explorer enumerate {spec}` "
             "lists the keys"
         )
-    preflight_data(parsed)
+    data = preflight_data(parsed)
     build = initial_builder(init, matches[0].arch, parsed.num_classes) if init else None
     from explorer.data import DatasetError
     from explorer.train import TrialError
@@ -726,7 +730,7 @@ def train(
                 on_epoch = tensorboard_callback(stack, parsed, matches[0], seed, epochs, runs_dir)
             result = train_with_progress(
                 matches[0].arch,
-                parsed.data,
+                data,
                 parsed.train,
                 seed=seed,
                 epochs=epochs,
