@@ -53,9 +53,9 @@ def inner(mode: str, spec_path: str, runs: str, max_steps: str, cpus: str) -> No
     if mode == "per-worker":
         original = explorer.sweep.run_sweep
 
-        def without_shared_data(strategy, sink, options, *, max_epochs):  # type: ignore[no-untyped-def]
-            original(strategy, sink, dataclasses.replace(options, data=None),
-                     max_epochs=max_epochs)
+        def without_shared_data(strategy, sink, options, **kwargs):  # type: ignore[no-untyped-def]
+            kwargs.pop("loaded", None)  # the driver's copy: each worker loads its own instead
+            original(strategy, sink, dataclasses.replace(options, data=None), **kwargs)
 
         explorer.sweep.run_sweep = without_shared_data  # type: ignore[assignment]
     main(["run", spec_path, "--runs-dir", runs, "--num-cpus", cpus, "--max-steps", max_steps])

@@ -22,8 +22,9 @@ import typer.core
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from explorer.spec import Spec, SpecError, json_schema, load_spec_source, parse_spec
+from explorer.spec import DataSpec, Spec, SpecError, json_schema, load_spec_source, parse_spec
 
 if TYPE_CHECKING:  # the commands import what they need when they run
     import pandas as pd
@@ -32,6 +33,7 @@ if TYPE_CHECKING:  # the commands import what they need when they run
     from explorer.arch import Arch
     from explorer.compare import Comparison
     from explorer.complexity import Complexity
+    from explorer.data import Dataset
     from explorer.metrics import EpochMetrics
     from explorer.space import Batch, Candidate, CandidateStream
     from explorer.store import Reader
@@ -174,7 +176,8 @@ def validate(spec: SpecArg, overrides: SetOpt = None) -> None:
 
 
     spaces = ", ".join(parsed.spaces)
-    out.print(f"{spec}: ok — experiment {parsed.name!r}, spaces: {spaces}", highlight=False)
+    out.print(f"{spec}: ok — experiment {parsed.name!r}, spaces: {spaces}", highlight=False,
+              markup=False)
 
 
 @app.command()
@@ -230,11 +233,15 @@ def enumerate_command(
     unknown = [s for s in space or [] if s not in parsed.spaces]
     if unknown:
         fail(f"--space {unknown[0]!r} is not in {spec}; its spaces are: {', '.join(parsed.spaces)}")
-    stream = CandidateStream(parsed, space or None, keep_dropped=DROP_LINES)
+    from explorer.errors import SetupError
+
+    try:
+        stream = CandidateStream(parsed, space or None, keep_dropped=DROP_LINES)
+    except SetupError as problem:  # a base model past what a count holds
+        fail(f"{spec}: {problem}")
     out.print(f"{parsed.name}: {_size_line(parsed, stream.sizes)}", highlight=False)
     shown = None if show_all else (limit if limit is not None else
                                    (0 if output is not None else SHOWN_ROWS))
-    from explorer.errors import SetupError
 
     try:
         rows, checked, ranges = _run_stream(stream, output, shown, verify_fvcore)
@@ -251,7 +258,7 @@ def enumerate_command(
                                    per_stage=per_stage))
     _print_drops(stream)
     for sampled in stream.samples:
-        out.print(sampled.summary(), highlight=False)
+        out.print(sampled.summary(), highlight=False, markup=False)
     out.print(f"{stream.candidates:,} candidates, {stream.dropped_count:,} dropped",
               highlight=False)
     for name, (n, low, high) in ranges.items():
@@ -264,7 +271,7 @@ def enumerate_command(
     if verify_fvcore:
         verify_with_fvcore(checked, parsed)
     if output is not None:
-        out.print(f"wrote {output}", highlight=False)
+        out.print(f"wrote {output}", highlight=False, markup=False)
 
 
 def _size_line(spec: Spec, sizes: Mapping[str, int]) -> str:
@@ -330,12 +337,13 @@ def _print_drops(stream: CandidateStream) -> None:
         for dropped in stream.dropped:
             values = ", ".join(f"{k}={_short(v)}" for k, v in dropped.values.items()) or "base"
             out.print(
-                f"[yellow]dropped[/] {dropped.space} ({values}): {dropped.reason}",
+                f"[yellow]dropped[/] {dropped.space} ({escape(values)}): "
+                f"{escape(dropped.reason)}",
                 highlight=False,
             )
         return
     for reason, n in stream.dropped_by_reason.most_common():
-        out.print(f"[yellow]dropped[/] {n:,} points: {reason}", highlight=False)
+        out.print(f"[yellow]dropped[/] {n:,} points: {escape(reason)}", highlight=False)
 
 
 def candidates_table(frame: pd.DataFrame, spec: Spec, base: Complexity,
@@ -532,7 +540,9 @@ def run(
             raise
         fail(str(problem))
     for key, reason in summary.failed:
-        err.print(f"[red]failed[/] trial {key}: {reason}", highlight=False)
+        # The stored error verbatim: "[enforce fail at inline_container.cc:672]" is not markup.
+        err.print(f"[red]failed[/] trial {key}: {escape(reason)}", highlight=False,
+                  soft_wrap=True)
     out.print(
         f"{summary.experiment} v{summary.version}: {summary.finished} finished, "
         f"{len(summary.failed)} failed this run, {summary.seconds:.1f} s",
@@ -547,18 +557,22 @@ def ray_address_from_env(announce: bool) -> str | None:
     own (with --num-cpus), which fails; it is passed on as the address instead."""
     address = os.environ.get("RAY_ADDRESS", "").strip()
     if address and announce:
-        out.print(f"joining the Ray cluster at {address} (RAY_ADDRESS)", highlight=False)
+        out.print(f"joining the Ray cluster at {address} (RAY_ADDRESS)", highlight=False,
+                  markup=False)
     return address or None
 
 
-def preflight_data(spec: Spec) -> None:
-    """A missing dataset is found before anything trains, in one line."""
+def preflight_data(spec: Spec) -> Dataset | DataSpec:
+    """A missing dataset is found before anything trains, in one line; returns the data as
+    the check loaded it (its block where the check loads nothing: an image folder), so it
+    is loaded once."""
     from explorer.data import DatasetError, check_available
 
     try:
-        check_available(spec.data)
+        loaded = check_available(spec.data)
     except DatasetError as problem:
         fail(str(problem))
+    return loaded if loaded is not None else spec.data
 
 
 @app.command()
@@ -593,7 +607,7 @@ def status(
             str(len(group)),
             *(str(int(counts.get(s, 0))) for s in SHOWN_STATUSES),
             "–" if math.isnan(best) else f"{best:.2f}",  # NaN when nothing finished
-            holder.describe() if holder is not None else "–",
+            Text(holder.describe()) if holder is not None else "–",  # a host name, as is
         )
     out.print(table)
 
@@ -628,7 +642,7 @@ def export(
     if output is not None:
         frame = reader.epochs_frame(experiment_names=[experiment]) if epochs else trials
         write_table(frame, output)
-        out.print(f"wrote {len(frame)} rows to {output}", highlight=False)
+        out.print(f"wrote {len(frame)} rows to {output}", highlight=False, markup=False)
     if mlflow is not None:
         export_mlflow(reader, experiment, mlflow)
 
@@ -645,7 +659,7 @@ def export_mlflow(reader: Reader, experiment: str, uri: str) -> None:
         fail(str(problem))
     out.print(f"MLflow experiment {done.experiment!r} at {done.uri}: {done.created} runs "
               f"added, {done.updated} updated, {done.epochs_logged} epochs logged",
-              highlight=False)
+              highlight=False, markup=False)
 
 
 def open_reader(runs_dir: Path, url: str | None) -> Reader:
@@ -669,7 +683,7 @@ def train(
         int | None, typer.Option("--seed", help="Default: the spec's first seed.")
     ] = None,
     epochs: Annotated[
-        int | None, typer.Option("--epochs", help="Override the spec's epochs.")
+        int | None, typer.Option("--epochs", min=1, help="Override the spec's epochs.")
     ] = None,
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", help="Stop after N steps.")
@@ -704,8 +718,9 @@ def train(
             f"{what} of {spec} has a key starting with {key!r}; `explorer enumerate {spec}` "
             "lists the keys"
         )
-    preflight_data(parsed)
+    data = preflight_data(parsed)
     build = initial_builder(init, matches[0].arch, parsed.num_classes) if init else None
+    from explorer.data import DatasetError
     from explorer.train import TrialError
 
     try:
@@ -715,7 +730,7 @@ def train(
                 on_epoch = tensorboard_callback(stack, parsed, matches[0], seed, epochs, runs_dir)
             result = train_with_progress(
                 matches[0].arch,
-                parsed.data,
+                data,
                 parsed.train,
                 seed=seed,
                 epochs=epochs,
@@ -732,6 +747,8 @@ def train(
         # exit 2. One that fails while training (a diverged loss, out of memory) returns
         # status "failed" instead, and exits 3 below.
         fail(f"trial {matches[0].key}: {problem}")
+    except DatasetError as problem:  # found while loading: the preflight checks the layout only
+        fail(str(problem))
     final = dataclasses.asdict(result.metrics) if result.metrics is not None else {}
     summary = {
         **final,
@@ -769,18 +786,16 @@ def tensorboard_callback(stack: contextlib.ExitStack, spec: Spec, candidate: Can
     recipe that trains, --epochs included)."""
     from explorer.plan import plan_trial
     from explorer.tracking import TensorBoardLog, TrackingError, tensorboard_dir
-    from explorer.train import revise
 
-    recipe = spec.train
-    if epochs is not None:  # as train_with_progress revises it
-        recipe = revise(recipe, epochs=epochs, warmup_epochs=min(recipe.warmup_epochs, epochs))
+    recipe = spec.train if epochs is None else spec.train.with_epochs(epochs)
     trial = plan_trial(spec.model_copy(update={"train": recipe}), candidate,
                        recipe.seeds[0] if seed is None else seed)
     try:
         log = stack.enter_context(TensorBoardLog(tensorboard_dir(runs_dir, spec.name)))
     except TrackingError as problem:
         fail(str(problem))
-    err.print(f"TensorBoard: {log.root / trial.trial_key}", highlight=False)
+    err.print(f"TensorBoard: {log.root / trial.trial_key}", highlight=False, markup=False,
+              soft_wrap=True)
     return lambda metrics: log.epoch(trial.trial_key, metrics.to_dict())
 def all_candidates(parsed: Spec, path: Path) -> tuple[Candidate, ...]:
     """Every candidate of the spec's spaces; exit 2 naming the file when a sampled space
@@ -826,7 +841,7 @@ def cost(
             on_row=bar.measured,
         )
     frame = pd.DataFrame([r.to_dict() for r in rows])
-    out.print(frame.to_string(index=False))
+    out.print(frame.to_string(index=False), markup=False, highlight=False)
     if output is not None:
         write_table(frame, output)
 
@@ -854,13 +869,14 @@ def dashboard(
         fail(problem)
     if not is_loopback(host):
         err.print(
-            f"[yellow]warning:[/] listening on {host}: the dashboard has no login, so anyone "
-            f"who can reach port {port} there can read every result",
+            f"[yellow]warning:[/] listening on {escape(host)}: the dashboard has no login, so "
+            f"anyone who can reach port {port} there can read every result",
             highlight=False,
             soft_wrap=True,
         )
     shown = f"[{host}]" if ":" in host else host
-    out.print(f"dashboard: http://{shown}:{port} (Ctrl-C stops it)", highlight=False)
+    out.print(f"dashboard: http://{shown}:{port} (Ctrl-C stops it)", highlight=False,
+              markup=False)
     raise typer.Exit(serve(store_url(runs_dir, store), host, port))
 
 
@@ -891,13 +907,13 @@ def report(
     out.print(
         f"wrote {output}: {summary.experiment} v{summary.version}, {summary.finished} of "
         f"{summary.trials} trials finished, {summary.figures} charts",
-        highlight=False,
+        highlight=False, markup=False,
     )
     fidelity = summary.proxy
     if fidelity is not None and not fidelity.table.empty:
         tau = "n/a" if math.isnan(fidelity.tau) else f"{fidelity.tau:.2f}"
         out.print(f"proxy fidelity: Kendall τ = {tau} between {fidelity.proxy} and the full "
-                  f"run over {len(fidelity.table)} candidates", highlight=False)
+                  f"run over {len(fidelity.table)} candidates", highlight=False, markup=False)
 
 
 @app.command()
@@ -1000,7 +1016,7 @@ def compare(
         if normalize is not None or linear is not None:  # asked for: say why it cannot be
             fail(str(problem))
         err.print(f"note: {problem}; compared without normalisation", highlight=False,
-                  soft_wrap=True)
+                  soft_wrap=True, markup=False)
         result = compare_spaces(trials, spaces=chosen, normalize="none", bins=bins,
                                 margin=equivalence)
     if plan:
@@ -1186,7 +1202,7 @@ def print_comparison(experiment: str, result: Comparison) -> None:
                 out.print(f"equivalence: {p.equivalence.sentence}", highlight=False,
                           soft_wrap=True)
     for verdict in result.verdicts:
-        out.print(f"verdict: {verdict.sentence}", highlight=False, soft_wrap=True)
+        out.print(f"verdict: {verdict.sentence}", highlight=False, soft_wrap=True, markup=False)
     planned = result.plan
     if planned is not None:
         out.print(f"plan: {plan_sentence(planned, result.normalize)}", highlight=False,
@@ -1224,7 +1240,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if os.environ.get("EXPLORER_DEBUG"):
             raise
         err.print(
-            f"[bold red]internal error:[/] {type(problem).__name__}: {problem} "
+            f"[bold red]internal error:[/] {type(problem).__name__}: {escape(str(problem))} "
             "(set EXPLORER_DEBUG=1 for the traceback, and please report it)",
             highlight=False,
             soft_wrap=True,

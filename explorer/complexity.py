@@ -15,6 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from explorer.arch import Arch, Stage, stage_strides
+from explorer.errors import SetupError
+
+# What a count may be: the columns of enumerate's tables, the store and numpy's fast path
+# are int64. A network past it (9.2e18 multiply-adds) is refused, never wrapped.
+INT64_MAX = int(np.iinfo(np.int64).max)
+FIELDS = ("params", "flops", "acts")
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,37 @@ class Complexity:
         return Complexity(
             self.params + other.params, self.flops + other.flops, self.acts + other.acts
         )
+
+
+class CountTooLarge(SetupError):
+    """A network whose params, flops or acts are past INT64_MAX: one line naming it."""
+
+    def __init__(self, field: str, value: int, network: str, where: str = "") -> None:
+        self.field, self.value, self.network = field, value, network
+        super().__init__(
+            f"{where}{network} has {field} {value:,}, more than the {INT64_MAX:,} a count "
+            "holds (int64); use smaller widths, depths, cardinality or bottleneck width, or "
+            "a lower resolution")
+
+    def within(self, where: str) -> CountTooLarge:
+        """The same refusal, saying where the network is (a space, the base model)."""
+        return CountTooLarge(self.field, self.value, self.network, f"{where}: ")
+
+
+def check_fits(cost: Complexity, arch: Arch) -> Complexity:
+    """`cost`, or CountTooLarge when a field is past INT64_MAX (count() itself is exact)."""
+    for field in FIELDS:
+        value = getattr(cost, field)
+        if value > INT64_MAX:
+            stages = arch.stages
+            raise CountTooLarge(field, value, _network(
+                [s.depth for s in stages], [s.width for s in stages],
+                [s.cardinality for s in stages], [s.bottleneck_width for s in stages]))
+    return cost
+
+
+def _network(depths: list[int], widths: list[int], cards: list[int], ds: list[int]) -> str:
+    return f"the network of depths {depths}, widths {widths}, C {cards}, d {ds}"
 
 
 # Internally a cost is a plain (params, flops, acts) triple: counting 100,000
@@ -117,8 +154,8 @@ def count(arch: Arch, resolution: int, num_classes: int) -> Complexity:
 
 def count_stages(*, template: str, stem_width: int | np.ndarray, block: str,
                  depths: np.ndarray, widths: np.ndarray, cardinalities: np.ndarray,
-                 bottleneck_widths: np.ndarray, resolution: int, num_classes: int
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 bottleneck_widths: np.ndarray, resolution: int, num_classes: int,
+                 saturate: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """params, flops, acts (int64 arrays of shape (N,)) of N networks; per-stage
     arrays are (N, S), each stage with its own depth, width, cardinality and
     bottleneck width (the values of explorer.arch.Stage); stem_width scalar or (N,).
@@ -127,19 +164,76 @@ def count_stages(*, template: str, stem_width: int | np.ndarray, block: str,
     sizes depend only on the template, resolution and stage index, so they are
     scalars, and everything else is an exact int64 product. Long inputs are
     counted in blocks of rows that stay in cache.
+
+    Never a wrapped number: a network past INT64_MAX raises CountTooLarge, or with
+    `saturate` (a solver's probes, where "too large" is all it needs) counts as INT64_MAX.
     """
     depth, width, card, d = (np.asarray(a, dtype=np.int64)
                              for a in (depths, widths, cardinalities, bottleneck_widths))
     n = depth.shape[0]
     stem_channels = np.broadcast_to(np.asarray(stem_width, dtype=np.int64), (n,))
+    args = (template, block, resolution, num_classes)
+    # One bound for all rows first: ordinary spaces take the int64 path without more checks.
+    fits = _fits_int64(stem_channels, depth, width, card, d, *args)
+    exactly = functools.partial(_count_exactly, saturate=saturate, checked=fits)
     if n <= _ROWS_PER_BLOCK:
-        return _count_block(template, stem_channels, block, depth, width, card, d,
-                            resolution, num_classes)
-    parts = [_count_block(template, stem_channels[at], block, depth[at], width[at], card[at],
-                          d[at], resolution, num_classes)
+        return exactly(stem_channels, depth, width, card, d, *args)
+    parts = [exactly(stem_channels[at], depth[at], width[at], card[at], d[at], *args)
              for at in (slice(s, s + _ROWS_PER_BLOCK) for s in range(0, n, _ROWS_PER_BLOCK))]
     params, flops, acts = (np.concatenate(column) for column in zip(*parts, strict=True))
     return params, flops, acts
+
+
+# Below this bound int64 arithmetic is exact: the float64 bound's rounding (about 1e-15 of
+# it) is far inside the factor of two between it and INT64_MAX.
+_FAST_BOUND = float(2**62)
+
+
+def _fits_int64(stem_channels: np.ndarray, depth: np.ndarray, width: np.ndarray,
+                card: np.ndarray, d: np.ndarray, template: str, block: str, resolution: int,
+                num_classes: int) -> bool:
+    """Whether int64 counts every row exactly.
+
+    Every term of the formula is a sum of products of non-negative inputs, so it grows with
+    each of them: the network built from each column's largest value (with every shortcut
+    projecting) bounds every row's counts, and every partial sum, from above. Counting that
+    one network in float64 costs one row: the int64 path pays a maximum per input. (One
+    maximum over all stages, not one per stage: a looser bound, but numpy's maximum over a
+    whole array is ten times faster than per column.)"""
+    if not depth.shape[0]:
+        return True
+    shape = (1, depth.shape[1])
+    stem_max, depth_max, width_max, card_max, d_max = (
+        np.full(shape if a.ndim == 2 else (1,), a.max(), dtype=np.float64)
+        for a in (stem_channels, depth, width, card, d))
+    bound = _count_block(template, stem_max, block, depth_max, width_max, card_max, d_max,
+                         resolution, num_classes, every_shortcut=True)
+    return max(float(b[0]) for b in bound) < _FAST_BOUND
+
+
+def _count_exactly(stem_channels: np.ndarray, depth: np.ndarray, width: np.ndarray,
+                   card: np.ndarray, d: np.ndarray, template: str, block: str,
+                   resolution: int, num_classes: int, *, saturate: bool, checked: bool
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_count_block` in int64 when no row can pass it (`checked`: known for all rows),
+    else in Python ints (exact), each row then checked against INT64_MAX."""
+    args = (template, block, resolution, num_classes)
+    if checked or _fits_int64(stem_channels, depth, width, card, d, *args):
+        return _count_block(template, stem_channels, block, depth, width, card, d,
+                            resolution, num_classes)
+    exact = _count_block(template, stem_channels.astype(object), block, depth.astype(object),
+                         width.astype(object), card.astype(object), d.astype(object),
+                         resolution, num_classes)
+    columns = []
+    for field, column in zip(FIELDS, exact, strict=True):
+        past = np.flatnonzero(column > INT64_MAX)
+        if past.size and not saturate:
+            i = int(past[0])
+            raise CountTooLarge(field, int(column[i]), _network(
+                depth[i].tolist(), width[i].tolist(), card[i].tolist(), d[i].tolist()))
+        column[past] = INT64_MAX
+        columns.append(column.astype(np.int64))
+    return columns[0], columns[1], columns[2]
 
 
 # Rows per block: a stage's column of a (n, stages) array is strided, and whole-array
@@ -149,7 +243,8 @@ _ROWS_PER_BLOCK = 16_384
 
 def _count_block(template: str, stem_channels: np.ndarray, block: str, depth: np.ndarray,
                  width: np.ndarray, card: np.ndarray, d: np.ndarray, resolution: int,
-                 num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 num_classes: int, every_shortcut: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n, num_stages = depth.shape
     if template == "imagenet":
         size = conv_out_size(resolution, 7, 2, 3)
@@ -185,7 +280,7 @@ def _count_block(template: str, stem_channels: np.ndarray, block: str, depth: np
         p = reduce_w + spatial_w + expand_w + norms
         f = reduce_w * (size * size) + (spatial_w + expand_w) * (out * out)
         a = g * (size * size) + (g + expand_acts) * (out * out)
-        projects = (c_in != w) if stride == 1 else np.ones(n, dtype=bool)
+        projects = (c_in != w) if stride == 1 and not every_shortcut else np.ones(n, dtype=bool)
         shortcut_w = np.where(projects, w * c_in, 0)
         p = p + shortcut_w + np.where(projects, 2 * w, 0)
         f = f + shortcut_w * (out * out)

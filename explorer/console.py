@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -94,15 +95,11 @@ def train_with_progress(
     and `build` makes the model (e.g. from initial weights).
     """
     from explorer.data import load_data
-    from explorer.train import revise, train_trial
+    from explorer.train import train_trial
 
     out = console or stderr_console()
     if epochs is not None:
-        # Drops the shorter run never reaches are left out (the step schedule's own
-        # default milestones follow the epochs by themselves).
-        milestones = recipe.lr_milestones and tuple(m for m in recipe.lr_milestones if m < epochs)
-        recipe = revise(recipe, epochs=epochs, warmup_epochs=min(recipe.warmup_epochs, epochs),
-                        lr_milestones=milestones)
+        recipe = recipe.with_epochs(epochs)
     trial_seed = recipe.seeds[0] if seed is None else seed
     if isinstance(data, DataSpec):
         with out.status(f"loading {data.dataset}…"):
@@ -118,9 +115,10 @@ def train_with_progress(
             max_steps=max_steps, on_epoch=epoch_done, on_step=bar.step, build=build,
         )
     if result.resumed_from_epoch:
-        out.print(f"resumed from epoch {result.resumed_from_epoch} in {checkpoint_dir}")
+        out.print(f"resumed from epoch {result.resumed_from_epoch} in {checkpoint_dir}",
+                  markup=False)
     if result.status == "failed":
-        out.print(f"[red]trial failed:[/red] {result.error}")
+        out.print(f"[red]trial failed:[/red] {escape(result.error or '')}", soft_wrap=True)
     return result
 
 
@@ -250,11 +248,12 @@ class SweepDisplay:
             f"already finished, {plan.reused} reused from other experiments, {plan.to_run} "
             "to run", highlight=False)
         for line in plan.sampling:
-            self.console.print(f"  {line}", highlight=False)
+            self.console.print(f"  {line}", highlight=False, markup=False)
         self.status = SweepStatus(plan.experiment, plan.to_run, plan.concurrency)
 
     def notice(self, message: str) -> None:
-        self.terminal.print(f"[yellow]note:[/] {message}", highlight=False, soft_wrap=True)
+        self.terminal.print(f"[yellow]note:[/] {escape(message)}", highlight=False,
+                            soft_wrap=True)
 
     @contextlib.contextmanager
     def sweeping(self) -> Iterator[None]:

@@ -110,17 +110,18 @@ class Dataset:
 # Entry point
 
 
-def check_available(cfg: DataSpec) -> None:
+def check_available(cfg: DataSpec) -> Dataset | None:
     """Raise DatasetError, in one line, when the data a spec names is not there: what a
     run checks once before anything trains (an image folder's layout is checked, not
-    decoded; the others are loaded, which also verifies a download)."""
+    decoded; the others are loaded, which also verifies a download). Returns what the
+    check loaded (None for a folder), so a run loads its data once."""
     if cfg.dataset in ("imagenet", "imagefolder"):
         root = Path(cfg.root).expanduser()
         if not (root / "train").is_dir():
             raise DatasetError(f"data.root {root} has no train/ folder of class subfolders; "
                                "point data.root at the dataset")
-        return
-    load_dataset(cfg)
+        return None
+    return load_dataset(cfg)
 
 
 def load_dataset(
@@ -253,6 +254,24 @@ def ensure_extracted(
     target = root / archive.folder
     if target.is_dir():
         return target
+    if root.exists() and not root.is_dir():
+        raise DatasetError(f"data.root {root} is a file, not a folder; point data.root at the "
+                           f"folder that holds (or is to hold) {archive.folder}/")
+    try:
+        return _fetch_and_extract(root, archive, download=download, fetch=fetch)
+    except OSError as exc:  # the scratch file or folder: a read-only root, a full disk
+        raise DatasetError(
+            f"cannot write {archive.folder}/ under data.root {root} "
+            f"({exc.strerror or type(exc).__name__}); point data.root at a writable folder, "
+            f"or put the extracted {archive.folder}/ there"
+        ) from exc
+
+
+def _fetch_and_extract(root: Path, archive: Archive, *, download: bool,
+                       fetch: Fetch | None) -> Path:
+    """ensure_extracted's writing part: extract the archive lying in `root`, or download it
+    (when allowed) and extract it."""
+    target = root / archive.folder
     local = root / archive.filename
     if local.is_file():
         _check_md5(local, archive, downloaded=False)

@@ -11,21 +11,23 @@ again after a crash continues where the last one stopped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from explorer.lease import driver_lease
-from explorer.plan import TrialPlan
+from explorer.plan import DATA_PLACE, TrialPlan
 from explorer.search import (
     Listed,
     OptunaStrategy,
     Strategy,
     StudyPlace,
+    Suggestion,
     listed_trials,
     listed_with_draws,
 )
@@ -33,6 +35,9 @@ from explorer.space import Candidate
 from explorer.spec import Spec
 from explorer.store import ExperimentRecord, Writer, environment_info, store_url
 from explorer.tracking import TensorBoardLog, tensorboard_dir
+
+if TYPE_CHECKING:  # annotations only: torch is imported when a run starts
+    from explorer.data import Dataset
 
 # Optuna's study of an experiment lives in Optuna's own storage, always this SQLite file of
 # the runs directory (also with a PostgreSQL results store: Optuna's tables stay out of the
@@ -214,19 +219,21 @@ def plan_run(store: Writer, experiment_id: int, spec: Spec,
         return Planned(OptunaStrategy(spec, known, left, study), left, len(known), 0)
     candidates, draws = listed
     store.add_candidates(experiment_id, candidates)
-    trials = listed_trials(spec, candidates)
+    trials = keep_stored_keys(listed_trials(spec, candidates), store.trial_keys(experiment_id))
     store.add_trials(experiment_id, [(t.plan.trial_key, t.plan.candidate_key, t.plan.seed)
                                      for t in trials])
     finished = store.finished_trial_keys(experiment_id)
     sources = store.find_finished_many(
-        (t.plan.trial_key for t in trials if t.plan.trial_key not in finished),
+        (key for t in trials if t.plan.trial_key not in finished
+         for key in (t.plan.trial_key, *t.plan.aliases)),
         exclude_experiment_id=experiment_id)
     todo, reused = [], 0
     for trial in trials:
         key = trial.plan.trial_key
         if key in finished:
             continue
-        source = sources.get(key)
+        # Finished elsewhere under this key, or under its version-1 key (an older store).
+        source = next((sources[k] for k in (key, *trial.plan.aliases) if k in sources), None)
         if source is not None:
             store.copy_finished(experiment_id, key, source)
             reused += 1
@@ -236,20 +243,44 @@ def plan_run(store: Writer, experiment_id: int, spec: Spec,
                    tuple(report.summary() for report in draws))
 
 
+def keep_stored_keys(trials: Sequence[Suggestion],
+                     stored: Mapping[tuple[str, int], str]) -> list[Suggestion]:
+    """The trials, each under the key the experiment already stored it by (a version-1 key
+    from before data.root left the key): its rows, checkpoints and logs stay its own."""
+    kept = []
+    for trial in trials:
+        plan = trial.plan
+        key = stored.get((plan.candidate_key, plan.seed), plan.trial_key)
+        if key != plan.trial_key:
+            aliases = tuple(k for k in (plan.trial_key, *plan.aliases) if k != key)
+            trial = dataclasses.replace(
+                trial, plan=dataclasses.replace(plan, trial_key=key, aliases=aliases))
+        kept.append(trial)
+    return kept
+
+
 def run_experiment(request: RunRequest, observer: RunObserver | None = None) -> RunSummary:
     """Run (or continue) an experiment, telling `observer` as it goes; returns what happened."""
     watch = observer or Unobserved()
     spec = request.spec
     started = time.monotonic()
+    from explorer.data import check_available  # torch: only for a run
+
+    # Before the store: a missing or unwritable dataset leaves no experiment behind. What the
+    # check loads (all but an image folder) is what the sweep trains on: loaded once.
+    loaded = check_available(spec.data)
     store = Writer.open(store_url(request.runs_dir, request.store_url))
     record = store.create_or_get_experiment(
         spec.name, request.spec_text, spec.hash, json.dumps(spec.record()),
         new_version=request.new_version, environment=environment_info(),
+        # Where the data lives is not what the experiment is: another machine's root
+        # continues the same experiment (its trial keys hold no root either).
+        ignored_keys=tuple(f"data.{key}" for key in DATA_PLACE),
     )
     with driver_lease(store, record, interval=request.heartbeat_seconds,
                       notice=watch.notice) as lease:
         store.requeue_running(record.id)  # left 'running' by a driver that is gone
-        planned, failed = _plan_and_sweep(request, store, record, watch, lease.lost)
+        planned, failed = _plan_and_sweep(request, store, record, watch, lease.lost, loaded)
         lease.check()  # taken over meanwhile: the sweep stopped; say so, exit 2
     counts = store.status_counts(record.id)
     return RunSummary(
@@ -260,14 +291,12 @@ def run_experiment(request: RunRequest, observer: RunObserver | None = None) -> 
 
 
 def _plan_and_sweep(request: RunRequest, store: Writer, record: ExperimentRecord,
-                    watch: RunObserver, lease_lost: threading.Event,
+                    watch: RunObserver, lease_lost: threading.Event, loaded: Dataset | None,
                     ) -> tuple[Planned, dict[str, str]]:
     """With the lease held: plan, tell the observer, sweep what is left (until the lease is
-    lost); returns the plan and the trials that failed, with their reasons."""
-    from explorer.data import check_available  # torch: only once the lease is held
-
+    lost) on the data `loaded` (None: the sweep loads it); returns the plan and the trials
+    that failed, with their reasons."""
     spec = request.spec
-    check_available(spec.data)  # a missing dataset is found before Ray starts
     request.runs_dir.mkdir(parents=True, exist_ok=True)
     planned = plan_run(store, record.id, spec,
                        study_place(request.runs_dir, spec.name, record.version))
@@ -296,6 +325,6 @@ def _plan_and_sweep(request: RunRequest, store: Writer, record: ExperimentRecord
             sink = StoreSink(store, record.id, watch, tracker)
             stack.enter_context(watch.sweeping())
             run_sweep(planned.strategy, sink, options, max_epochs=spec.train.epochs,
-                      stop=lease_lost)
+                      stop=lease_lost, loaded=loaded)
         failed = sink.failed
     return planned, failed

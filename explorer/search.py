@@ -289,9 +289,11 @@ class OptunaStrategy(Strategy):
                 self.study.tell(trial, state=optuna_state("PRUNED"))
                 continue
             plan = plan_trial(self.spec, candidate, self.spec.train.seeds[0], (space,))
-            if plan.trial_key in self.known:  # trained before (counted out of n_trials)
-                trial.set_user_attr("repeat_of", plan.trial_key)
-                self.study.tell(trial, self._values(self.known[plan.trial_key], candidate))
+            # Trained before (counted out of n_trials), maybe under its version-1 key.
+            known = next((k for k in (plan.trial_key, *plan.aliases) if k in self.known), None)
+            if known is not None:
+                trial.set_user_attr("repeat_of", known)
+                self.study.tell(trial, self._values(self.known[known], candidate))
                 continue
             if plan.trial_key in self._in_flight:  # suggested again while it trains
                 self._fail(trial)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from explorer.arch import BLOCK_FORMS, Arch, Stage, make_arch, regnet_arch, stage_strides
-from explorer.complexity import Complexity, count, count_stages
+from explorer.complexity import Complexity, CountTooLarge, check_fits, count, count_stages
 from explorer.sampling import SampleReport, sample_space
 from explorer.spec import Range, Solve, SpaceSpec, Spec
 
@@ -140,7 +140,10 @@ def build_arch(spec: Spec, values: Mapping[str, Any]) -> Arch:
 
 def base_candidate(spec: Spec) -> Candidate:
     arch = build_arch(spec, {})
-    cost = count(arch, spec.data.resolution, spec.num_classes)
+    try:
+        cost = check_fits(count(arch, spec.data.resolution, spec.num_classes), arch)
+    except CountTooLarge as too_large:
+        raise too_large.within("the base model (model:)") from None
     return Candidate(space="(base)", arch=arch, complexity=cost, base=cost)
 
 
@@ -168,7 +171,10 @@ def realise(spec: Spec, space_name: str, values: Mapping[str, Any],
     if not valid_widths(spec, values):
         return Dropped(space_name, values, "a stage's bottleneck width rounds to 0")
     arch = build_arch(spec, values)
-    cost = count(arch, spec.data.resolution, spec.num_classes)
+    try:
+        cost = check_fits(count(arch, spec.data.resolution, spec.num_classes), arch)
+    except CountTooLarge as too_large:
+        raise too_large.within(f"space {space_name}") from None
     candidate = Candidate(space_name, arch, cost, base.complexity, solved)
     reason = (tolerance_violation(candidate, space.solve, solved and values[solved])
               or constraint_violation(spec, cost))
@@ -574,7 +580,10 @@ class CandidateStream:
 
     def __iter__(self) -> Iterator[Batch]:
         for name in self.spaces:
-            yield from self._space(name)
+            try:
+                yield from self._space(name)
+            except CountTooLarge as too_large:
+                raise too_large.within(f"space {name}") from None
 
     def _space(self, name: str) -> Iterator[Batch]:
         space = self.spec.spaces[name]
@@ -719,7 +728,8 @@ class _Chunk:
         def quantity(at: np.ndarray, x: np.ndarray) -> np.ndarray:
             sub = {k: v[at] for k, v in f.items()}
             sub[rule.field] = x
-            return _count(self.spec, sub, _stage_columns(sub))[column]
+            # A probe past int64 is simply too large: the search only compares it to the goal.
+            return _count(self.spec, sub, _stage_columns(sub), saturate=True)[column]
 
         first = low[idx]
         lo, hi = first.copy(), np.full(idx.size, rule.high, dtype=np.int64)
@@ -830,8 +840,9 @@ def _stage_columns(fields: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _count(spec: Spec, fields: Mapping[str, np.ndarray],
-           stages: Mapping[str, np.ndarray]) -> np.ndarray:
-    """(params, flops, acts) as a (3, n) array; the block form only changes acts."""
+           stages: Mapping[str, np.ndarray], saturate: bool = False) -> np.ndarray:
+    """(params, flops, acts) as a (3, n) array; the block form only changes acts (past int64:
+    see count_stages)."""
     blocks = fields["block"]
     result = np.empty((3, blocks.size), dtype=np.int64)
     for b in np.unique(blocks).tolist():
@@ -839,5 +850,5 @@ def _count(spec: Spec, fields: Mapping[str, np.ndarray],
         result[:, at] = count_stages(
             template=spec.model.template, stem_width=fields["stem_width"][at],
             block=BLOCK_FORMS[b], resolution=spec.data.resolution, num_classes=spec.num_classes,
-            **{k: v[at] for k, v in stages.items()})
+            saturate=saturate, **{k: v[at] for k, v in stages.items()})
     return result

@@ -466,6 +466,17 @@ class TrainSpec(Frozen):
             return self.lr_milestones
         return tuple(m for m in (self.epochs // 2, (3 * self.epochs) // 4) if m > 0)
 
+    def with_epochs(self, epochs: int) -> TrainSpec:
+        """This recipe run for `epochs` epochs instead (`explorer train --epochs`): the
+        warm-up cut to fit, and the step schedule's drops a shorter run never reaches left
+        out (its default milestones follow the epochs by themselves). Validated again like
+        the spec's own block, so every caller gets the same recipe, or the same error."""
+        milestones = self.lr_milestones and tuple(m for m in self.lr_milestones if m < epochs)
+        return TrainSpec.model_validate({
+            **self.model_dump(), "epochs": epochs,
+            "warmup_epochs": min(self.warmup_epochs, epochs), "lr_milestones": milestones,
+        })
+
     @property
     def peak_lr(self) -> float:
         """The learning rate at this batch size, reached at the end of the warm-up."""
@@ -583,6 +594,7 @@ class Parsed:
     lines: dict[Loc, int]
     duplicates: list[tuple[Loc, int]]
     origins: dict[Loc, str] = dataclasses.field(default_factory=dict)  # keys --set made
+    values: int = 0  # the values it expands to (aliases counted in full), at most the budget
 
 
 # Bounds on what a spec may be, so a hostile file is refused in milliseconds, not after
@@ -616,8 +628,9 @@ class _BoundedLoader(yaml.SafeLoader):
     whole size of its anchor gives the expanded size exactly, before anything expands.
     """
 
-    def __init__(self, stream: str) -> None:
+    def __init__(self, stream: str, budget: int = MAX_VALUES) -> None:
         super().__init__(stream)
+        self.budget = budget  # what is left of MAX_VALUES (a --set value: after the file's)
         self.values = 0
         self.aliased = False
         self.depth = 0
@@ -649,7 +662,7 @@ class _BoundedLoader(yaml.SafeLoader):
         """Add `values` to the expanded size; the size before them."""
         before = self.values
         self.values += values
-        if self.values > MAX_VALUES:
+        if self.values > self.budget:
             if self.aliased:
                 raise _Refused(line, f"the spec expands to more than {MAX_VALUES:,} values "
                                      "(YAML aliases); write it out or use fewer aliases")
@@ -658,13 +671,17 @@ class _BoundedLoader(yaml.SafeLoader):
         return before
 
 
-def parse_yaml(text: str) -> Parsed:
+def parse_yaml(text: str, budget: int = MAX_VALUES) -> Parsed:
     """Parse YAML keeping lines, and noting duplicate keys (yaml.safe_load keeps the last).
 
     Raises _Refused for a document too large or deep to be a spec (see _BoundedLoader), so
-    the walk below visits at most MAX_VALUES nodes.
+    the walk below visits at most `budget` nodes.
     """
-    root = yaml.compose(text, Loader=_BoundedLoader)
+    loader = _BoundedLoader(text, budget)  # what yaml.compose does, with the budget given
+    try:
+        root = loader.get_single_node()
+    finally:
+        loader.dispose()
     lines: dict[Loc, int] = {(): 1}
     duplicates: list[tuple[Loc, int]] = []
     if root is None:
@@ -703,7 +720,7 @@ def parse_yaml(text: str) -> Parsed:
             return [build(item, (*loc, i)) for i, item in enumerate(node.value)]
         return scalar(node, loc)
 
-    return Parsed(build(root, ()), lines, duplicates)
+    return Parsed(build(root, ()), lines, duplicates, values=loader.values)
 
 
 def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> Spec:
@@ -771,28 +788,47 @@ def _parse_overridden(text: str, filename: str,
     if not overrides:
         return parsed, []
     if parsed.data is None:
-        parsed = Parsed({}, parsed.lines, parsed.duplicates)
+        parsed = Parsed({}, parsed.lines, parsed.duplicates, values=parsed.values)
     if not isinstance(parsed.data, dict):
         return parsed, []  # reported by _check as not a mapping
-    problems = [problem for item in overrides
-                if (problem := _apply_override(parsed, item, filename)) is not None]
-    return parsed, problems
+    problems: list[Problem] = []
+    values = parsed.values
+    for item in overrides:
+        # The file and every --set value share the file's bounds (MAX_VALUES), so an
+        # override cannot smuggle in what a file would be refused for.
+        outcome = _apply_override(parsed, item, filename, MAX_VALUES - values)
+        if isinstance(outcome, Problem):
+            problems.append(outcome)
+        else:
+            values += outcome
+    return dataclasses.replace(parsed, values=values), problems
 
 
-def _apply_override(parsed: Parsed, item: str, filename: str) -> Problem | None:
-    """Set one ``KEY.PATH=VALUE`` (the value read as YAML: ``2``, ``[0, 1]``, ``null``) in
-    the parsed data, creating missing mappings on the way; a problem if it cannot be set."""
+def _apply_override(parsed: Parsed, item: str, filename: str, budget: int) -> Problem | int:
+    """Set one ``KEY.PATH=VALUE`` (the value read as YAML: ``2``, ``[0, 1]``, ``null``, within
+    `budget` values) in the parsed data, creating missing mappings on the way; the values it
+    added, or a problem if it cannot be set."""
     key, sep, text = item.partition("=")
     parts = key.strip().split(".")
     origin = f"--set {key.strip()}"
     if not sep or not all(parts):
         return Problem(filename, 0, key.strip() or "(none)",
                        "expected KEY.PATH=VALUE, e.g. --set train.epochs=2", repr(item), origin)
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_SPEC_BYTES:
+        return Problem(filename, 0, key, f"the value is larger than {MAX_SPEC_BYTES // 1024} kB; "
+                       "a spec is a few kB", None, origin)
     try:
-        value = yaml.safe_load(text)
+        read = parse_yaml(text, budget)
+    except _Refused as err:
+        return Problem(filename, 0, key, err.message, err.value, origin)
     except yaml.YAMLError as err:
         reason = getattr(err, "problem", None) or "invalid YAML"
-        return Problem(filename, 0, key, f"the value is not YAML: {reason}", repr(text), origin)
+        return Problem(filename, 0, key, f"the value is not YAML: {reason}", _show(text), origin)
+    if read.duplicates:
+        inside, _ = read.duplicates[0]
+        return Problem(filename, 0, _dotted((*parts, *inside)), "duplicate key; each key may "
+                       "appear once", None, origin)
+    value = read.data
     node: Any = parsed.data
     loc: list[str | int] = []
     for depth, part in enumerate(parts):
@@ -813,7 +849,7 @@ def _apply_override(parsed: Parsed, item: str, filename: str) -> Problem | None:
             parsed.origins[tuple(loc)] = origin
         node = node[index]
     parsed.origins[tuple(loc)] = origin
-    return None
+    return read.values
 
 
 def _parse_text(text: str, filename: str) -> Parsed:

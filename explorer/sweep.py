@@ -182,13 +182,14 @@ def _dataset(data: DataSpec) -> Dataset | ImageFiles:
     return load_data(data)
 
 
-def _shared_data(data: DataSpec) -> Any:
-    """The sweep's data loaded once, in the driver, in the form the object store shares
-    without copies: a resident dataset as numpy arrays, a streamed folder's file list."""
+def _shared_data(data: DataSpec, loaded: Dataset | None = None) -> Any:
+    """The sweep's data loaded once, in the driver (or `loaded` already, by the run's check
+    that it is there), in the form the object store shares without copies: a resident
+    dataset as numpy arrays, a streamed folder's file list."""
     from explorer.data import Dataset, dataset_arrays, load_data
 
-    loaded = load_data(data)
-    return dataset_arrays(loaded) if isinstance(loaded, Dataset) else loaded
+    found = loaded if loaded is not None else load_data(data)
+    return dataset_arrays(found) if isinstance(found, Dataset) else found
 
 
 def _unshared(shared: Any) -> Dataset | ImageFiles:
@@ -615,8 +616,9 @@ def check_shared_storage(runs_dir: Path) -> None:
 
 
 def run_sweep(strategy: Strategy, sink: Sink, options: SweepOptions, *, max_epochs: int,
-              stop: threading.Event | None = None) -> None:
+              stop: threading.Event | None = None, loaded: Dataset | None = None) -> None:
     """Train what `strategy` hands out, reporting to `sink`; `max_epochs` is ASHA's horizon.
+    `loaded` is `options.data` already loaded by the caller, so it is not loaded twice.
 
     Once `stop` is set (the driver lost its lease), or on the first Ctrl-C, the sweep ends
     at Tune's next step: nothing more is handed out and the running trials are stopped,
@@ -628,7 +630,7 @@ def run_sweep(strategy: Strategy, sink: Sink, options: SweepOptions, *, max_epoc
     with _tune_settings(), _stdout_to(options.log_file), ray_session(options):
         check_cluster(options)
         # Loaded before Ctrl-C is caught: a large folder or a download stops at once.
-        shared = None if options.data is None else _shared_data(options.data)
+        shared = None if options.data is None else _shared_data(options.data, loaded)
         with _stop_on_sigint() as interrupted:
             stopping = Stopping(interrupted, *([stop] if stop is not None else []))
             tuner = _tuner(strategy, sink, options, max_epochs, stopping, shared)

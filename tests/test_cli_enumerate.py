@@ -304,3 +304,35 @@ def test_ctrl_c_leaves_no_file_and_exits_130(tmp_path: Path) -> None:
     assert proc.returncode == 130, (stdout, stderr)
     assert "interrupted" in stderr and "Traceback" not in stderr, stderr
     assert list(tmp_path.iterdir()) == [], (list(tmp_path.iterdir()), stdout, stderr)
+
+
+def test_a_network_past_int64_is_refused_in_one_line(tmp_path: Path) -> None:
+    """The issue's network: its flops wrapped to a negative number that passed a
+    `flops: [null, 6e9]` band (exit 0); now one line naming the space, exit 2."""
+    spec = tmp_path / "huge.yaml"
+    spec.write_text(
+        "name: huge\n"
+        "model: {template: cifar, depths: [1, 1], stem_width: 64, widths: [64, 128],\n"
+        "        cardinality: 64, bottleneck_width: 64}\n"
+        "spaces:\n  wide: {axes: {widths: [[64, 128], [64, 2097152]]}}\n"
+        "data: {dataset: imagenet, num_classes: 1000, resolution: 224}\n"
+        "constraints: {flops: [null, 6.0e+9]}\n", encoding="utf-8")
+    # Longhand multiply-adds. Stem: 3x3 conv 3 -> 64 at 224. Stage 1 (224, stride 1,
+    # g = C.d = 4096): 1x1 64 -> g, 3x3 g -> g in 64 groups, 1x1 g -> 64, no projection
+    # (64 in, 64 out). Stage 2 (stride 2 to 112; d scaled 64 * 2097152 / 64, so
+    # g = 64 * 2097152): 1x1 64 -> g at 224, 3x3 grouped at 112, 1x1 g -> w, projection
+    # 64 -> w at 112. Head: w -> 1000.
+    w, g1, g2 = 2097152, 64 * 64, 64 * 2097152
+    flops = (64 * 3 * 9 * 224**2
+             + (64 * g1 + g1 * (g1 // 64) * 9 + g1 * 64) * 224**2
+             + 64 * g2 * 224**2 + (g2 * (g2 // 64) * 9 + g2 * w + 64 * w) * 112**2
+             + w * 1000)
+
+    done = run_cli(str(spec))
+
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"error: {spec}: space wide: the network of depths [1, 1], widths [64, 2097152], "
+        f"C [64, 64], d [64, 2097152] has flops {flops:,}, more than the "
+        f"{2**63 - 1:,} a count holds (int64); use smaller widths, depths, "
+        "cardinality or bottleneck width, or a lower resolution"], done.stderr

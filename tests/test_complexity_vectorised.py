@@ -130,3 +130,70 @@ def test_stages_given_as_b_and_g_count_the_same_both_ways() -> None:
                                            num_classes=1000, **cols)
         expected = reference_counts(template, "grouped", cols, 64, 1000)
         assert list(zip(params.tolist(), flops.tolist(), acts.tolist(), strict=True)) == expected
+
+
+INT64_MAX = 2**63 - 1  # numpy's int64, written out
+
+
+def huge_columns(rng: np.random.Generator, n: int, stages: int) -> dict[str, np.ndarray]:
+    """Networks from ordinary to far past int64: widths and bottleneck widths up to 2**22,
+    depths up to 1,000, so the counts spread over about 1e4 ... 1e25."""
+    return {
+        "stem_width": rng.integers(1, 2**12, size=n),
+        "depths": rng.integers(1, 1001, size=(n, stages)),
+        "widths": 2 ** rng.integers(0, 23, size=(n, stages)),
+        "cardinalities": 2 ** rng.integers(0, 11, size=(n, stages)),
+        "bottleneck_widths": 2 ** rng.integers(0, 23, size=(n, stages)),
+    }
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_counts_past_int64_are_exact_or_refused_never_wrapped(template: str) -> None:
+    """Against count's Python ints: every count that fits int64 is exact (also between 2**62
+    and 2**63, where int64 sums sit near wrapping), and one that does not is refused
+    (CountTooLarge naming the field and count's exact value), or with saturate pinned
+    to INT64_MAX - never a wrapped (negative or small) number."""
+    from explorer.complexity import CountTooLarge
+
+    rng = np.random.default_rng(19)
+    cols = huge_columns(rng, 3_000, 2)
+    kwargs: dict[str, object] = {"template": template, "block": "grouped", "resolution": 224,
+                                 "num_classes": 1000}
+    expected = np.array(reference_counts(template, "grouped", cols, 224, 1000), dtype=object)
+    past = expected > INT64_MAX
+    near = (expected > 2**62) & ~past
+    assert past.any(axis=1).sum() > 100 and near.any() and (~past).all(axis=1).sum() > 100
+    got = np.stack(count_stages(**kwargs, **cols, saturate=True), axis=1)  # type: ignore[arg-type]
+    assert (got.astype(object) == np.where(past, INT64_MAX, expected)).all()
+
+    fits = (~past).all(axis=1)
+    exact = np.stack(count_stages(**kwargs, **{k: v[fits] for k, v in cols.items()}),  # type: ignore[arg-type]
+                     axis=1)
+    assert (exact.astype(object) == expected[fits]).all()
+    first = int(np.flatnonzero(~fits)[0])
+    with pytest.raises(CountTooLarge) as refused:
+        count_stages(**kwargs, **{k: v[first:first + 1] for k, v in cols.items()})  # type: ignore[arg-type]
+    field = ("params", "flops", "acts")[int(np.flatnonzero(past[first])[0])]
+    assert refused.value.field == field
+    assert refused.value.value == expected[first][("params", "flops", "acts").index(field)]
+
+
+def test_the_issues_network_is_refused_with_counts_exact_value() -> None:
+    """cifar, stem 64, 224 px, 1000 classes, depths [1, 1], widths [64, 2097152], C 64, d 64:
+    int64 wrapped its flops to -1,584,834,229,778,579,456, inside any flops band."""
+    from explorer.arch import make_arch
+    from explorer.complexity import CountTooLarge
+
+    arch = make_arch(template="cifar", stem_width=64, depths=(1, 1), widths=(64, 2097152),
+                     cardinality=64, bottleneck_width=64, block="grouped")
+    exact = count(arch, 224, 1000)
+    assert exact.flops > INT64_MAX
+    stages = arch.stages
+    with pytest.raises(CountTooLarge) as refused:
+        count_stages(template="cifar", stem_width=64, block="grouped", resolution=224,
+                     num_classes=1000, depths=np.array([[s.depth for s in stages]]),
+                     widths=np.array([[s.width for s in stages]]),
+                     cardinalities=np.array([[s.cardinality for s in stages]]),
+                     bottleneck_widths=np.array([[s.bottleneck_width for s in stages]]))
+    assert (refused.value.field, refused.value.value) == ("flops", exact.flops)
+    assert f"flops {exact.flops:,}" in str(refused.value)

@@ -117,3 +117,54 @@ def test_shell_completion_prints_a_script() -> None:
     assert result.exit_code == 0
     assert "_EXPLORER_COMPLETE=complete_bash" in result.stdout
     assert "complete -o default -F _explorer_completion explorer" in result.stdout
+
+
+def _alias_bomb(levels: int) -> str:
+    """A YAML flow list of `levels` nested anchors, each ten aliases of the one before:
+    a few hundred bytes that expand to 10**levels values."""
+    items = ['&l0 ["x","x","x","x","x","x","x","x","x","x"]']
+    items += [f"&l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return f"[{', '.join(items)}]"
+
+
+def test_an_alias_bomb_in_an_override_is_refused_as_in_a_file(tmp_path: Path) -> None:
+    bomb = _alias_bomb(7)  # 10 million values; unbounded, seconds and 150 MB
+    in_file = tmp_path / "bomb.yaml"
+    in_file.write_text(QUICKSTART.read_text(encoding="utf-8") + f"\ndescription: {bomb}\n",
+                       encoding="utf-8")
+    result = invoke("validate", str(QUICKSTART), "--set", f"description={bomb}")
+    assert result.exit_code == 2
+    assert problem_lines(result) == [
+        "--set description: description: the spec expands to more than 10,000 values (YAML "
+        "aliases); write it out or use fewer aliases"]
+    with pytest.raises(SpecError, match="expands to more than 10,000 values"):
+        load_spec(in_file)
+
+
+def test_20000_seeds_are_refused_in_an_override_as_in_a_file(tmp_path: Path) -> None:
+    seeds = list(range(20_000))
+    in_file = tiny_spec(tmp_path, train={"seeds": seeds})
+    with pytest.raises(SpecError, match="holds more than 10,000 values"):
+        load_spec(in_file)
+    result = invoke("validate", str(tiny_spec(tmp_path, "base.yaml")), "--set",
+                    f"train.seeds={seeds}")
+    assert result.exit_code == 2
+    assert problem_lines(result) == [
+        "--set train.seeds: train.seeds: the spec holds more than 10,000 values; a spec is a "
+        "few kB"]
+
+
+def test_the_file_and_its_overrides_share_one_bound(tmp_path: Path) -> None:
+    """6,000 values in the file and 6,000 in --set: each within the bound, together not."""
+    path = tiny_spec(tmp_path, description="", train={"seeds": list(range(6_000))})
+    load_spec(path)
+    load_spec(tiny_spec(tmp_path, "small.yaml"), [f"train.seeds={list(range(6_000))}"])
+    with pytest.raises(SpecError, match="holds more than 10,000 values"):
+        load_spec(path, [f"description={['x'] * 6_000}"])
+
+
+def test_a_duplicate_key_in_an_override_is_refused() -> None:
+    result = invoke("validate", str(QUICKSTART), "--set", "train={epochs: 1, epochs: 2}")
+    assert result.exit_code == 2
+    assert problem_lines(result) == [
+        "--set train: train.epochs: duplicate key; each key may appear once"]

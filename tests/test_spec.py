@@ -35,6 +35,7 @@ from explorer.spec import (
     Problem,
     Spec,
     SpecError,
+    TrainSpec,
     load_spec,
     parse_spec,
 )
@@ -639,8 +640,26 @@ def test_keys_added_later_keep_the_first_release_hashes_and_trial_keys() -> None
     for eid, spec_hash, text in experiments:
         spec = parse_spec(text, "stored.yaml")
         assert spec.hash == spec_hash
-        planned = {p.trial_key for p in plan_trials(spec, enumerate_spec(spec).candidates)}
+        # Keys no longer hold data.root (item 7 of issue 19): the first release's keys are
+        # the plans' version-1 keys, which the store's lookups accept (test_trial_identity).
+        planned = {alias for p in plan_trials(spec, enumerate_spec(spec).candidates)
+                   for alias in p.aliases}
         assert stored[eid] and stored[eid] <= planned
         # Away from its default a new key counts, as any other key does.
         other = spec.model_copy(update={"train": spec.train.model_copy(update={"lr_gamma": 0.5})})
         assert other.hash != spec_hash
+
+
+def test_with_epochs_keeps_the_drops_a_shorter_run_reaches() -> None:
+    """--epochs' one revision: milestones at or past the new last epoch go (the validator
+    refuses them), the warm-up is cut to fit, default milestones stay default."""
+    step = TrainSpec(epochs=100, schedule="step", lr_milestones=(30, 60, 90), warmup_epochs=5)
+    assert step.with_epochs(40).lr_milestones == (30,)
+    assert step.with_epochs(40).milestones == (30,)
+    assert step.with_epochs(200) == step.model_copy(update={"epochs": 200})
+    assert step.with_epochs(3).warmup_epochs == 3 and step.with_epochs(3).lr_milestones == ()
+    default = TrainSpec(epochs=100, schedule="step")
+    assert default.with_epochs(40).lr_milestones is None
+    assert default.with_epochs(40).milestones == (20, 30)  # 50% and 75% of 40
+    with pytest.raises(pydantic.ValidationError):
+        step.with_epochs(0)

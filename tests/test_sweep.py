@@ -294,3 +294,25 @@ def test_a_driver_whose_lease_is_taken_over_stops_its_sweep_naming_the_new_holde
     assert (done["status"] == "finished").sum() < 4, "the sweep went on to the end"
     with Reader.open(runs) as reader:
         assert reader.leases()[int(done["experiment_id"].iloc[0])].token == "thief"
+
+
+def test_the_driver_loads_the_dataset_once(
+        ray_local: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The availability check's load is the one the sweep shares with its trials (it was
+    decoded for the check, thrown away, and loaded again for the sweep)."""
+    import explorer.data as data
+
+    loads: list[str] = []
+    load = data.load_dataset
+
+    def counted(cfg: Any, **kwargs: Any) -> Any:
+        loads.append(cfg.dataset)
+        return load(cfg, **kwargs)
+
+    monkeypatch.setattr(data, "load_dataset", counted)
+    spec = tiny_spec(tmp_path, name="loads-once", train={"seeds": [0]})
+
+    summary = run(spec, tmp_path / "runs")
+
+    assert summary.failed == () and summary.finished == 2
+    assert loads == ["digits"]  # in this process, the driver; trials read the shared copy

@@ -71,3 +71,46 @@ def test_a_diverging_trial_exits_3_naming_the_reason(tmp_path: Path) -> None:
     assert result.exit_code == 3, result.output
     assert "trial failed: non-finite training loss" in result.stderr
     assert '"status": "failed"' in result.stdout.splitlines()[-1]
+
+
+def test_epochs_with_tensorboard_on_the_table2_recipe_gives_its_own_line(tmp_path: Path) -> None:
+    """resnext50_table2.yaml's step schedule drops at 30, 60 and 90: `--epochs 40` keeps the
+    drop at 30 and leaves the others out, on every path (the TensorBoard log's trial key
+    and the trainer's recipe), so the run goes on to the data, whose own problem (an empty
+    image folder) is the one line, exit 2 - not a recipe ValidationError."""
+    spec = Path(__file__).resolve().parent.parent / "spaces" / "resnext50_table2.yaml"
+    root = tmp_path / "imagenet"
+    (root / "train" / "n01").mkdir(parents=True)
+    (root / "val" / "n01").mkdir(parents=True)
+
+    result = invoke("train", str(spec), "--key", first_key(spec), "--epochs", "40",
+                    "--tensorboard", "--runs-dir", str(tmp_path / "runs"),
+                    "--set", f"data.root={root}")
+
+    assert result.exit_code == 2, result.output
+    lines = error_lines(result.stderr)
+    assert lines[0].startswith("TensorBoard: "), lines  # the revised recipe was planned
+    assert lines[1:] == [f"error: {root / 'train'} has no images (.jpg, .jpeg, .png, .bmp, "
+                         ".webp, .ppm)"], lines
+
+
+def test_epochs_revise_the_recipe_the_same_way_for_the_log_and_the_trainer(
+        tmp_path: Path) -> None:
+    """A short run of a step schedule: the TensorBoard folder is named by the trial key of
+    the recipe that trained (drops past the new last epoch left out)."""
+    from explorer.plan import plan_trial
+
+    spec_path = tiny_spec(tmp_path, train={"epochs": 4, "schedule": "step",
+                                           "lr_milestones": [1, 3], "seeds": [0]})
+    spec = load_spec(spec_path)
+    candidate = listed_candidates(spec)[0]
+
+    result = invoke("train", str(spec_path), "--key", candidate.key, "--device", "cpu",
+                    "--epochs", "2", "--tensorboard", "--runs-dir", str(tmp_path / "runs"),
+                    "--json")
+
+    assert result.exit_code == 0, result.output
+    revised = spec.model_copy(update={"train": spec.train.model_copy(
+        update={"epochs": 2, "lr_milestones": (1,)})})
+    key = plan_trial(revised, candidate, 0).trial_key
+    assert [p.name for p in (tmp_path / "runs" / spec.name / "tensorboard").iterdir()] == [key]

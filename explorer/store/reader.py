@@ -194,6 +194,19 @@ class Reader:
             return set(conn.scalars(select(t.trial_key).where(
                 t.experiment_id == experiment_id, t.status == "finished")))
 
+    def trial_keys(self, experiment_id: int) -> dict[tuple[str, int], str]:
+        """This experiment's trial keys by (candidate key, seed), which identify a trial
+        within one experiment (one spec, so one recipe): a run keeps the key a trial was
+        stored under, whichever key version made it."""
+        t = trial_table.c
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(t.candidate_key, t.seed, t.trial_key).where(
+                t.experiment_id == experiment_id).order_by(t.id))
+            found: dict[tuple[str, int], str] = {}
+            for candidate, seed, key in rows:
+                found.setdefault((candidate, int(seed)), key)
+            return found
+
     def finished_results(self, experiment_id: int) -> dict[str, dict[str, Any]]:
         """Final metrics and complexity of this experiment's finished trials, by trial key.
 

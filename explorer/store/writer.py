@@ -12,7 +12,7 @@ long; each bumps the ``store_revision`` counter readers poll (Reader.data_versio
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
@@ -77,33 +77,37 @@ class Writer(Reader):
     def create_or_get_experiment(
         self, name: str, spec_text: str, spec_hash: str, spec_json: Mapping[str, Any] | str,
         *, new_version: bool = False, environment: Mapping[str, Any] | None = None,
+        ignored_keys: Collection[str] = (),
     ) -> ExperimentRecord:
         """The latest version of `name` if it has this spec, else a new one.
 
         An unchanged hash returns the latest version; a changed spec raises
         SpecChanged naming the dotted keys that differ (a hash change with no
-        semantic difference, e.g. comments, returns the latest version), unless
-        `new_version`, which always adds version+1 beside the old ones.
-        `environment` defaults to environment_info().
+        semantic difference, e.g. comments, or differences only at the dotted keys of
+        `ignored_keys`, returns the latest version), unless `new_version`, which always
+        adds version+1 beside the old ones. `environment` defaults to environment_info().
         """
         spec = json_dict(spec_json)
         env = dict(environment) if environment is not None else environment_info()
         for attempt in (1, 2):
             try:
-                return self._create_or_get(name, spec_text, spec_hash, spec, new_version, env)
+                return self._create_or_get(name, spec_text, spec_hash, spec, new_version, env,
+                                           frozenset(ignored_keys))
             except IntegrityError:
                 if attempt == 2:  # a concurrent writer took the version twice in a row
                     raise
         raise AssertionError("unreachable")
 
     def _create_or_get(self, name: str, spec_text: str, spec_hash: str, spec: dict[str, Any],
-                       new_version: bool, env: Mapping[str, Any]) -> ExperimentRecord:
+                       new_version: bool, env: Mapping[str, Any],
+                       ignored_keys: frozenset[str]) -> ExperimentRecord:
         with self._engine.begin() as conn:
             latest = _latest(conn, name)
             if latest is not None and not new_version:
                 if latest.spec_hash == spec_hash:
                     return latest
-                changed = differing_keys(latest.spec_json, spec)
+                changed = [k for k in differing_keys(latest.spec_json, spec)
+                           if k not in ignored_keys]
                 if changed:
                     raise SpecChanged(name, changed, latest.version)
                 return latest
