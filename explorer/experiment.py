@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from explorer.errors import SetupError
+from explorer.importers import is_imported
 from explorer.lease import driver_lease
 from explorer.plan import TrialPlan
 from explorer.search import (
@@ -242,6 +244,10 @@ def run_experiment(request: RunRequest, observer: RunObserver | None = None) -> 
     spec = request.spec
     started = time.monotonic()
     store = Writer.open(store_url(request.runs_dir, request.store_url))
+    latest = store.latest_experiment(spec.name)
+    if is_imported(latest):
+        raise SetupError(f"experiment {spec.name!r} was imported (explorer import) and is "
+                         "read-only: run the spec under another name")
     record = store.create_or_get_experiment(
         spec.name, request.spec_text, spec.hash, json.dumps(spec.record()),
         new_version=request.new_version, environment=environment_info(),
