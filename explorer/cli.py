@@ -1047,7 +1047,9 @@ def import_command(
                                      "name without its suffix; the study's name)."),
     ] = None,
     study: Annotated[
-        str | None, typer.Option("--study", help="--format optuna: the study to import.")
+        list[str] | None,
+        typer.Option("--study", help="--format optuna: a study to import (repeatable: one "
+                                     "space each, all from one storage URL or one URL each)."),
     ] = None,
     template: Annotated[
         str, typer.Option("--template", metavar="cifar|imagenet",
@@ -1091,8 +1093,8 @@ def import_command(
     if tolerance < 0:
         fail(f"--tolerance {tolerance:g}: a percentage, 0 or more")
     try:
-        population = read_population(fmt, files, space or [], study=study, template=template,
-                                     stem_width=stem_width)
+        population = read_population(fmt, files, space or [], studies=study or [],
+                                     template=template, stem_width=stem_width)
         counted = count_all(population.networks, population.skipped)
         for line in population.skipped.lines():
             err.print(line, highlight=False, soft_wrap=True)

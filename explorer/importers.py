@@ -408,26 +408,37 @@ def read_optuna(url: str, study_name: str, space: str, template: str, stem_width
 
 
 def read_population(fmt: str, files: Sequence[str], spaces: Sequence[str], *,
-                    study: str | None = None, template: str = "cifar",
+                    studies: Sequence[str] = (), template: str = "cifar",
                     stem_width: int = 64) -> Population:
-    """Every model of the files (one space per file), and those left out."""
+    """Every model of the files (one space per file; for Optuna, per study), and those
+    left out. Studies pair with storage URLs in order; one URL serves every study."""
     if fmt not in FORMATS:
         raise ImportProblem(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if template not in TEMPLATE_DATA:
+        raise ImportProblem(f"--template {template!r}: use {', '.join(TEMPLATE_DATA)}")
+    if fmt == "optuna":
+        if not studies:
+            raise ImportProblem("--format optuna needs --study NAME (the study to import)")
+        if len(files) == 1:
+            files = list(files) * len(studies)
+        if len(files) != len(studies):
+            raise ImportProblem(f"{len(studies)} --study for {len(files)} storage URLs: give "
+                                "one URL, or one per study")
+    elif studies:
+        raise ImportProblem(f"--study is for --format optuna, not {fmt}")
     if spaces and len(spaces) != len(files):
         raise ImportProblem(f"--space given {len(spaces)} times for {len(files)} files: "
                             "name one space per file, or none")
-    if template not in TEMPLATE_DATA:
-        raise ImportProblem(f"--template {template!r}: use {', '.join(TEMPLATE_DATA)}")
-    names = list(spaces) or [_space_name(fmt, f, study) for f in files]
+    names = list(spaces) or (list(studies) if fmt == "optuna"
+                             else [Path(f).stem for f in files])
     if len(set(names)) != len(names):
         raise ImportProblem(f"two files would be the same space {names}: name them with --space")
     networks: list[Network] = []
     skipped = Skipped()
     sources = []
-    for file, space in zip(files, names, strict=True):
+    for i, (file, space) in enumerate(zip(files, names, strict=True)):
         if fmt == "optuna":
-            if not study:
-                raise ImportProblem("--format optuna needs --study NAME (the study to import)")
+            study = studies[i]
             found, skips, digest = read_optuna(file, study, space, template, stem_width)
             sources.append(Source(f"{file}#{study}", digest, space))
         else:
@@ -613,10 +624,6 @@ def _bases(counted: Sequence[Counted]) -> dict[str, Complexity]:
 
 
 # --- helpers ---------------------------------------------------------------------------
-
-
-def _space_name(fmt: str, file: str, study: str | None) -> str:
-    return (study or "imported") if fmt == "optuna" else Path(file).stem
 
 
 def _chunks(items: Sequence[Counted], size: int) -> Iterator[Sequence[Counted]]:

@@ -251,18 +251,20 @@ def test_an_inexpressible_bottleneck_is_refused_per_row(tmp_path: Path) -> None:
     assert "imported 4 models" in result.stdout
 
 
-def test_an_optuna_study_imports_and_compares(tmp_path: Path) -> None:
-    optuna = pytest.importorskip("optuna")
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
-    study = optuna.create_study(study_name="cifar-search", storage=storage)
-    rng = random.Random(3)
+def make_study(optuna: Any, storage: str, name: str, cardinalities: list[int],
+               rng: random.Random) -> list[float]:
+    """A study of 8 distinct CIFAR networks told with their curves; returns the final
+    errors. Per-stage depths as depths_0.., one C and one d for every stage, the widths
+    and the longhand params/flops as user attributes."""
+    study = optuna.create_study(study_name=name, storage=storage)
     dist = {**{f"depths_{i}": optuna.distributions.IntDistribution(1, 4) for i in range(3)},
-            "cardinality": optuna.distributions.CategoricalDistribution([1, 2, 4]),
+            "cardinality": optuna.distributions.CategoricalDistribution(cardinalities),
             "bottleneck_width": optuna.distributions.CategoricalDistribution([16, 32])}
-    expected = []
+    finals = []
     for n in range(8):
-        params = {"depths_0": 1 + n % 3, "depths_1": 1 + n % 2, "depths_2": 1 + n // 6,
-                  "cardinality": [1, 2, 4][n % 3], "bottleneck_width": [16, 32][n % 2]}
+        params = {"depths_0": 1 + n % 4, "depths_1": 1 + n // 4, "depths_2": 1,
+                  "cardinality": cardinalities[n % len(cardinalities)],
+                  "bottleneck_width": [16, 32][n % 2]}
         curve = [rng.uniform(30, 50) - 3 * e for e in range(4)]
         c, d = params["cardinality"], params["bottleneck_width"]
         inner = [c * d * w // 64 for w in (64, 128, 256)]
@@ -273,24 +275,37 @@ def test_an_optuna_study_imports_and_compares(tmp_path: Path) -> None:
             intermediate_values=dict(enumerate(curve)),
             user_attrs={"widths": [64, 128, 256], "stem_width": 16, "params": p,
                         "flops": f, "seed": n}))
-        expected.append(curve[-1])
-    failed = optuna.trial.create_trial(params={}, distributions={},
-                                       state=optuna.trial.TrialState.FAIL)
-    study.add_trial(failed)
+        finals.append(curve[-1])
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={},
+                                              state=optuna.trial.TrialState.FAIL))
+    return finals
+
+
+def test_two_optuna_studies_import_as_two_spaces_and_compare(tmp_path: Path) -> None:
+    optuna = pytest.importorskip("optuna")
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    rng = random.Random(3)
+    expected = {"resnet-search": make_study(optuna, storage, "resnet-search", [1], rng),
+                "resnext-search": make_study(optuna, storage, "resnext-search", [2, 4], rng)}
     runs = tmp_path / "runs"
 
-    result = invoke("import", storage, "--format", "optuna", "--study", "cifar-search",
-                    "--name", "opt", "--runs-dir", str(runs))
+    result = invoke("import", storage, "--format", "optuna", "--study", "resnet-search",
+                    "--study", "resnext-search", "--name", "opt", "--runs-dir", str(runs))
 
     assert result.exit_code == 0, result.output
-    assert "opt v1: imported 8 models (cifar-search (8)); skipped 1" in result.stdout
-    assert "params: all 8 agree" in result.stderr and "flops: all 8 agree" in result.stderr
-    figures = compare_json(runs, "opt")["spaces"]["cifar-search"]
-    assert figures["n"] == 8
-    assert figures["min"] == pytest.approx(min(expected))
-    assert figures["mean"] == pytest.approx(sum(expected) / len(expected))
+    assert ("opt v1: imported 16 models (resnet-search (8), resnext-search (8)); skipped 2"
+            in result.stdout)
+    assert "skipped 2 models: state FAIL" in result.stderr
+    assert "params: all 16 agree" in result.stderr and "flops: all 16 agree" in result.stderr
+    compared = compare_json(runs, "opt")
+    for space, finals in expected.items():
+        figures = compared["spaces"][space]
+        assert figures["n"] == 8
+        assert figures["min"] == pytest.approx(min(finals))
+        assert figures["mean"] == pytest.approx(sum(finals) / len(finals))
+    assert len(compared["pairs"]) == 1
     with Reader.open(runs) as store:
-        assert len(store.epochs_frame(experiment_names=["opt"])) == 8 * 4
+        assert len(store.epochs_frame(experiment_names=["opt"])) == 16 * 4
 
     missing = invoke("import", storage, "--format", "optuna", "--study", "nope",
                      "--name", "opt2", "--runs-dir", str(runs))
