@@ -373,3 +373,21 @@ def test_a_pycls_sweep_imports_with_pycls_flops(tmp_path: Path) -> None:
         trials = store.trials_frame(["p"]).sort_values("seed")
     assert list(trials["cardinalities"]) == [(2, 4, 8), (4, 8, 16)]
     assert list(trials["test_error"]) == [30.0, 31.0]
+
+
+def test_an_import_writes_the_same_rows_again_on_each_backend(store_url: str,
+                                                              tmp_path: Path) -> None:
+    a, b, resnets, resnexts = write_nds(tmp_path)
+    args = ("import", str(a), str(b), "--format", "nds", "--name", "nds", "--store", store_url)
+
+    first = invoke(*args)
+    again = invoke(*args)
+
+    assert first.exit_code == 0 and again.exit_code == 0, first.output + again.output
+    with Reader.open(store_url) as store:
+        trials = store.trials_frame(["nds"])
+        epochs = store.epochs_frame(experiment_names=["nds"])
+        assert list(store.experiments()["version"]) == [1]
+    assert len(trials) == 12 and set(trials["status"]) == {"finished"}
+    assert len(epochs) == sum(len(j["test_ep_top1"]) for j in resnets + resnexts)
+    assert sorted(trials["test_error"]) == sorted(final_errors(resnets + resnexts))
