@@ -391,3 +391,23 @@ def test_an_import_writes_the_same_rows_again_on_each_backend(store_url: str,
     assert len(trials) == 12 and set(trials["status"]) == {"finished"}
     assert len(epochs) == sum(len(j["test_ep_top1"]) for j in resnets + resnexts)
     assert sorted(trials["test_error"]) == sorted(final_errors(resnets + resnexts))
+
+
+def test_the_report_and_export_read_an_import(tmp_path: Path) -> None:
+    a, b, resnets, resnexts = write_nds(tmp_path)
+    runs = tmp_path / "runs"
+    assert invoke("import", str(a), str(b), "--format", "nds", "--name", "nds",
+                  "--runs-dir", str(runs)).exit_code == 0
+    html, table = tmp_path / "nds.html", tmp_path / "epochs.csv"
+
+    report = invoke("report", "nds", "-o", str(html), "--runs-dir", str(runs))
+    export = invoke("export", "nds", "-o", str(table), "--epochs", "--runs-dir", str(runs))
+
+    assert report.exit_code == 0, report.output
+    assert "12 of 12 trials finished" in report.stdout
+    text = html.read_text(encoding="utf-8")
+    assert "ResNeXt" in text and "ResNet" in text
+    assert export.exit_code == 0, export.output
+    with table.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == sum(len(j["test_ep_top1"]) for j in resnets + resnexts)
