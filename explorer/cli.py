@@ -47,6 +47,8 @@ INTERRUPTED = {
              "finished epoch's checkpoint (without it, training starts over)",
     "export": "interrupted; no file was written (with --mlflow, the runs logged so far stay "
               "and the same command again updates them)",
+    "import": "interrupted; the models written so far stay in the store (the experiment is "
+              "incomplete): the same command again completes it",
 }
 NOTHING_WRITTEN = "interrupted; nothing was written"
 
