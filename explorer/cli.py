@@ -49,6 +49,8 @@ INTERRUPTED = {
              "finished epoch's checkpoint (without it, training starts over)",
     "export": "interrupted; no file was written (with --mlflow, the runs logged so far stay "
               "and the same command again updates them)",
+    "import": "interrupted; the models written so far stay in the store (the experiment is "
+              "incomplete): the same command again completes it",
 }
 NOTHING_WRITTEN = "interrupted; nothing was written"
 
@@ -1227,6 +1229,91 @@ def _figure(value: float, digits: int = 2) -> str:
 
 def _p_value(value: float) -> str:
     return "–" if value != value else f"{value:.3g}"
+
+
+@app.command("import")
+def import_command(
+    files: Annotated[list[str], typer.Argument(
+        help="The files to import, one space each (for --format optuna: the study's "
+             "storage URL).", show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", metavar="nds|pycls|optuna|csv",
+                                     help="The files' layout (docs/IMPORT.md).")],
+    name: Annotated[str, typer.Option("--name", help="The experiment to import into.")],
+    space: Annotated[
+        list[str] | None,
+        typer.Option("--space", help="Each file's space, in order (default: the file's "
+                                     "name without its suffix; the study's name)."),
+    ] = None,
+    study: Annotated[
+        list[str] | None,
+        typer.Option("--study", help="--format optuna: a study to import (repeatable: one "
+                                     "space each, all from one storage URL or one URL each)."),
+    ] = None,
+    template: Annotated[
+        str, typer.Option("--template", metavar="cifar|imagenet",
+                          help="csv/optuna: the stem of rows that do not name one.")
+    ] = "cifar",
+    stem_width: Annotated[
+        int, typer.Option("--stem-width", help="csv/optuna: the stem width of rows that do "
+                                               "not give one.")
+    ] = 64,
+    tolerance: Annotated[
+        float, typer.Option("--tolerance", help="Largest difference (percent of explorer's "
+                                                "count) allowed between a file's params or "
+                                                "flops and explorer's.")
+    ] = 1.0,
+    accept_mismatch: Annotated[
+        bool, typer.Option("--accept-mismatch", help="Import even where the file's params "
+                                                     "or flops differ beyond --tolerance.")
+    ] = False,
+    new_version: Annotated[
+        bool, typer.Option("--new-version", help="Keep an import of changed files beside the "
+                                                 "old one as a new version.")
+    ] = False,
+    runs_dir: RunsDir = Path("runs"),
+    store: StoreOpt = None,
+) -> None:
+    """Bring a population trained elsewhere (NDS, pycls, Optuna, CSV) into the store as a
+    read-only experiment, its complexity recounted by explorer; the same import again
+    changes nothing. Exit 2 when the file's params or flops differ from explorer's beyond
+    --tolerance (unless --accept-mismatch)."""
+    need_store_driver(store)
+    from explorer.errors import SetupError
+    from explorer.importers import (
+        ImportProblem,
+        count_all,
+        mismatches,
+        read_population,
+        write_population,
+    )
+    from explorer.store import StoreError, Writer, store_url
+
+    if tolerance < 0:
+        fail(f"--tolerance {tolerance:g}: a percentage, 0 or more")
+    try:
+        population = read_population(fmt, files, space or [], studies=study or [],
+                                     template=template, stem_width=stem_width)
+        counted = count_all(population.networks, population.skipped)
+        for line in population.skipped.lines():
+            err.print(line, highlight=False, soft_wrap=True)
+        checks = mismatches(counted, tolerance)
+        for check in mismatches(counted):
+            err.print(check.line(), highlight=False, soft_wrap=True)
+        beyond = [c for c in checks if c.differing]
+        if beyond and not accept_mismatch:
+            worst = max(beyond, key=lambda c: c.largest_pct)
+            fail(f"{worst.what} of {worst.differing} models differ from explorer's count by "
+                 f"more than {tolerance:g}% (up to {worst.largest_pct:.3g}%, at "
+                 f"{worst.example}): nothing imported; pass --accept-mismatch to import "
+                 "them with explorer's figures")
+        with Writer.open(store_url(runs_dir, store)) as writer:
+            summary = write_population(writer, name, population, counted,
+                                       new_version=new_version)
+    except (ImportProblem, SetupError, StoreError) as problem:
+        fail(str(problem))
+    spaces = ", ".join(f"{s} ({n})" for s, n in summary.spaces.items())
+    out.print(f"{summary.experiment} v{summary.version}: imported {summary.trials} models "
+              f"({spaces}); skipped {summary.skipped.total}", highlight=False, soft_wrap=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

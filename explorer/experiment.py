@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from explorer.errors import SetupError
+from explorer.importers import is_imported
 from explorer.lease import driver_lease
 from explorer.plan import DATA_PLACE, TrialPlan
 from explorer.search import (
@@ -270,6 +272,10 @@ def run_experiment(request: RunRequest, observer: RunObserver | None = None) -> 
     # check loads (all but an image folder) is what the sweep trains on: loaded once.
     loaded = check_available(spec.data)
     store = Writer.open(store_url(request.runs_dir, request.store_url))
+    latest = store.latest_experiment(spec.name)
+    if is_imported(latest):
+        raise SetupError(f"experiment {spec.name!r} was imported (explorer import) and is "
+                         "read-only: run the spec under another name")
     record = store.create_or_get_experiment(
         spec.name, request.spec_text, spec.hash, json.dumps(spec.record()),
         new_version=request.new_version, environment=environment_info(),

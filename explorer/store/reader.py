@@ -33,7 +33,7 @@ from sqlalchemy.exc import DBAPIError
 from explorer.metrics import EPOCH_METRICS, PROVENANCE, PROVENANCE_TYPES, STATUSES, TRIAL_METRICS
 from explorer.store.engine import cannot_open, open_engine
 from explorer.store.errors import StoreError
-from explorer.store.records import Holder, TrialRecord
+from explorer.store.records import ExperimentRecord, Holder, TrialRecord
 from explorer.store.schema import (
     LIST_FIELDS,
     METRIC_INTEGER_TYPES,
@@ -148,6 +148,14 @@ class Reader:
         with self._engine.connect() as conn:
             return int(conn.scalar(select(revision_table.c.value)
                                    .where(revision_table.c.id == 1)) or 0)
+
+    def latest_experiment(self, name: str) -> ExperimentRecord | None:
+        """The newest version of the experiment `name`, or None when there is none."""
+        e = experiment_table.c
+        with self._engine.connect() as conn:
+            row = conn.execute(select(experiment_table).where(e.name == name)
+                               .order_by(e.version.desc()).limit(1)).mappings().first()
+        return ExperimentRecord.from_row(row) if row is not None else None
 
     # -- trials, one at a time -----------------------------------------------------------
 

@@ -16,7 +16,17 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Table, and_, func, insert, literal_column, select, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -49,6 +59,10 @@ from explorer.store.schema import (
 
 if TYPE_CHECKING:  # annotations only: the store takes Candidates without importing them
     from explorer.space import Candidate
+
+
+# Trial keys per IN (...) lookup: long strings, so few per statement.
+_KEY_BATCH = 500
 
 
 class Writer(Reader):
@@ -240,6 +254,51 @@ class Writer(Reader):
             conn.execute(update(trial_table).where(trial_table.c.id == trial_id).values(
                 status=status, error=error, finished_at=now(), **values))
             _bump(conn)
+
+    def finish_many(self, experiment_id: int,
+                    results: Iterable[tuple[str, Mapping[str, Any], Sequence[Mapping[str, Any]]]],
+                    ) -> int:
+        """finish_trial(status 'finished') and record_epochs for many trials in one
+        transaction: (trial_key, final metrics, epoch history) each, the trials added
+        first. Batched statements, so a population trained elsewhere (explorer import)
+        is written in seconds, not a transaction per trial. Idempotent like the two.
+        Returns how many trials were given.
+        """
+        given = list(results)
+        if not given:
+            return 0
+        t = trial_table.c
+        with self._engine.begin() as conn:
+            ids: dict[str, int] = {}
+            keys = [key for key, _, _ in given]
+            for start in range(0, len(keys), _KEY_BATCH):
+                chunk = keys[start:start + _KEY_BATCH]
+                ids.update((str(key), int(i)) for key, i in conn.execute(
+                    select(t.trial_key, t.id).where(t.experiment_id == experiment_id,
+                                                    t.trial_key.in_(chunk))))
+            missing = [key for key in keys if key not in ids]
+            if missing:
+                raise StoreError(f"no trial {missing[0]} in experiment {experiment_id}: "
+                                 "add_trials() it first")
+            at = now()
+            updates, epochs = [], []
+            for key, metrics, history in given:
+                values: dict[str, Any] = dict.fromkeys(TRIAL_METRICS)
+                values.update(pick(metrics, trial_table, TRIAL_METRICS))
+                if values["epochs_completed"] is None:
+                    values["epochs_completed"] = len(history)
+                updates.append({"_id": ids[key], **values})
+                for row in history:
+                    epochs.append({"trial_id": ids[key], "epoch": int(row["epoch"]),
+                                   **dict.fromkeys(EPOCH_METRICS),
+                                   **pick(row, epoch_table, EPOCH_METRICS)})
+            conn.execute(update(trial_table).where(t.id == bindparam("_id")).values(
+                status="finished", error=None, started_at=at, finished_at=at,
+                **{name: bindparam(name) for name in TRIAL_METRICS}), updates)
+            if epochs:
+                _upsert(conn, epoch_table, epochs, ("trial_id", "epoch"), EPOCH_METRICS)
+            _bump(conn)
+        return len(given)
 
     def requeue_running(self, experiment_id: int) -> int:
         """Running trials of a driver that died go back to pending; returns how many."""
