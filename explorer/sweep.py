@@ -32,7 +32,7 @@ from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.search import Searcher
 
-from explorer.errors import SetupError
+from explorer.errors import SetupError, Terminated, raise_terminated
 from explorer.metrics import EPOCH_REPORT, FINAL_REPORT, EpochMetrics, Provenance
 from explorer.metrics import PROVENANCE as PROVENANCE_FIELDS
 from explorer.plan import TrialPlan
@@ -56,7 +56,7 @@ TUNE_SETTINGS = {
     # would fail it for lacking ASHA's metric. ASHA skips such results.
     "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
     # Tune's own Ctrl-C handler ends the sweep quietly, and `fit` returns as if it had
-    # finished; explorer's (`_stop_on_sigint`) ends it the same way and says so.
+    # finished; explorer's (`_stop_on_signals`) ends it the same way and says so.
     "TUNE_DISABLE_SIGINT_HANDLER": "1",
 }
 
@@ -393,6 +393,11 @@ def ray_session(options: SweepOptions) -> Iterator[None]:
     if options.address:
         _check_reachable(options.address)
     with contextlib.ExitStack() as session:
+        if threading.current_thread() is threading.main_thread():
+            # ray.init installs SIGTERM handlers that outlive ray.shutdown: the caller's
+            # come back after it.
+            session.callback(_restore_handlers,
+                             {signum: signal.getsignal(signum) for signum in STOP_SIGNALS})
         log = _quiet_ray_logging(options.log_file)
         if log is not None:
             session.callback(log.close)
@@ -408,7 +413,7 @@ def _init_ray(options: SweepOptions) -> None:
                               "configure_logging": False, "include_dashboard": False}
     where = options.address or "this machine"
     try:
-        with _native_stderr_to(options.log_file):
+        with _native_stderr_to(options.log_file), _sigterm_blocked():
             if options.address:
                 ray.init(address=options.address, **kwargs)
             else:
@@ -419,6 +424,24 @@ def _init_ray(options: SweepOptions) -> None:
     except (ConnectionError, RuntimeError, ValueError) as problem:
         raise SetupError(f"cannot start or reach Ray at {where}: {str(problem).splitlines()[0]}"
                          " (start one with `ray start --head`, or leave --address out)") from None
+
+
+@contextlib.contextmanager
+def _sigterm_blocked() -> Iterator[None]:
+    """SIGTERM held back from this thread while Ray starts its processes, which inherit the
+    mask, as Ray itself holds SIGINT back from them: a SIGTERM to the whole process group
+    (`timeout`, systemd, Slurm) then reaches the driver only, which stops the sweep the
+    graceful way and shuts Ray down, instead of Ray's GCS and raylet dying under the running
+    sweep (the driver then waited 60 s for the GCS and exited 1). A SIGTERM sent meanwhile is
+    delivered when the block ends."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no masks
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 def _refuse_client_mode(address: str) -> None:
@@ -618,10 +641,10 @@ def run_sweep(strategy: Strategy, sink: Sink, options: SweepOptions, *, max_epoc
               stop: threading.Event | None = None) -> None:
     """Train what `strategy` hands out, reporting to `sink`; `max_epochs` is ASHA's horizon.
 
-    Once `stop` is set (the driver lost its lease), or on the first Ctrl-C, the sweep ends
-    at Tune's next step: nothing more is handed out and the running trials are stopped,
-    left 'running' in the store for the next run to resume from their checkpoints. A
-    Ctrl-C then raises KeyboardInterrupt; a second one raises it at once.
+    Once `stop` is set (the driver lost its lease), or on the first Ctrl-C or SIGTERM, the
+    sweep ends at Tune's next step: nothing more is handed out and the running trials are
+    stopped, left 'running' in the store for the next run to resume from their checkpoints.
+    A Ctrl-C then raises KeyboardInterrupt, a SIGTERM Terminated; a second one raises at once.
     """
     if strategy.budget <= 0:
         return
@@ -629,7 +652,7 @@ def run_sweep(strategy: Strategy, sink: Sink, options: SweepOptions, *, max_epoc
         check_cluster(options)
         # Loaded before Ctrl-C is caught: a large folder or a download stops at once.
         shared = None if options.data is None else _shared_data(options.data)
-        with _stop_on_sigint() as interrupted:
+        with _stop_on_signals() as interrupted:
             stopping = Stopping(interrupted, *([stop] if stop is not None else []))
             tuner = _tuner(strategy, sink, options, max_epochs, stopping, shared)
             started = time.monotonic()
@@ -637,30 +660,57 @@ def run_sweep(strategy: Strategy, sink: Sink, options: SweepOptions, *, max_epoc
         logging.getLogger(__name__).info("sweep took %.1f s%s", time.monotonic() - started,
                                          " (interrupted)" if interrupted.is_set() else "")
     if interrupted.is_set():
-        raise KeyboardInterrupt
+        raise interrupted.exception()
+
+
+class Interruption(threading.Event):
+    """Set by the first SIGINT (Ctrl-C) or SIGTERM while a sweep runs; `signum` says which."""
+
+    signum: int = 0
+
+    def exception(self) -> KeyboardInterrupt:
+        """What the driver raises once the sweep has stopped: Terminated for a SIGTERM."""
+        return Terminated() if self.signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextlib.contextmanager
-def _stop_on_sigint() -> Iterator[threading.Event]:
-    """An event the first SIGINT sets while the block runs (the handler before it is back
-    at once, so a second SIGINT interrupts as it would have); only the main thread can
-    handle signals, so elsewhere the event stays clear."""
-    interrupted = threading.Event()
+def _stop_on_signals() -> Iterator[Interruption]:
+    """An event the first SIGINT or SIGTERM sets while the block runs, so the sweep stops the
+    graceful way; a second one of either raises at once (KeyboardInterrupt, Terminated). Only
+    the main thread can handle signals, so elsewhere the event stays clear.
+
+    Installed after Ray has started: Ray's driver puts its own SIGTERM handlers in place as it
+    starts (Python's, and its C++ core's, which prints a stack dump and aborts); these
+    replace them until the block ends."""
+    interrupted = Interruption()
     if threading.current_thread() is not threading.main_thread():
         yield interrupted
         return
-    previous = signal.getsignal(signal.SIGINT)
-    restore = previous if previous is not None else signal.SIG_DFL  # None: set outside Python
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    at_once: dict[signal.Signals, Any] = {signal.SIGINT: signal.default_int_handler,
+                               signal.SIGTERM: raise_terminated}
 
-    def first_interrupt(signum: int, frame: Any) -> None:
+    def first_stop(signum: int, frame: Any) -> None:
+        interrupted.signum = signum
         interrupted.set()
-        signal.signal(signal.SIGINT, restore)
+        for each, handler in at_once.items():
+            signal.signal(each, handler)
 
-    signal.signal(signal.SIGINT, first_interrupt)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, first_stop)
     try:
         yield interrupted
     finally:
-        signal.signal(signal.SIGINT, restore)
+        _restore_handlers(previous)
+
+
+def _restore_handlers(handlers: Mapping[signal.Signals, Any]) -> None:
+    for signum, handler in handlers.items():
+        # None: a handler set outside Python, which Python cannot put back; the default.
+        signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 class _StopAll(tune.Stopper):  # type: ignore[misc]
