@@ -84,12 +84,16 @@ def sigterm_as_interrupt() -> Iterator[None]:
 class ExplorerGroup(typer.core.TyperGroup):
     """Typer turns a Ctrl-C inside a command into a silent exit 130, and SIGTERM would end
     it mid-write; every command says in one line what the interruption left behind
-    instead."""
+    instead. An output file a full or read-only disk refused is one line, exit 2."""
 
     def invoke(self, ctx: ClickContext) -> Any:
+        from explorer.files import NotWritten
+
         try:
             with sigterm_as_interrupt():
                 return super().invoke(ctx)
+        except NotWritten as problem:  # an output file on a full or read-only disk
+            fail(str(problem))
         except KeyboardInterrupt as stop:
             word, code = stopped(stop)
             left = INTERRUPTED.get(ctx.invoked_subcommand or "", NOTHING_WRITTEN)

@@ -61,11 +61,15 @@ TUNE_SETTINGS = {
 }
 
 # The kinds of report a trial sends: where it runs (before anything loads), what runs
-# (once the model is built), each epoch, and how it ended.
+# (once the model is built), a line for the person watching (a damaged checkpoint set
+# aside), each epoch, and how it ended; or, instead of an end, a problem every trial would
+# meet (its checkpoint could not be written), which stops the sweep.
 START = "start"
 PROVENANCE = "provenance"
+NOTICE = "notice"
 EPOCH = "epoch"
 FINAL = "final"
+HALT = "halt"
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,8 @@ class Sink(Protocol):
 
     def trial_provenance(self, trial_key: str, provenance: Mapping[str, Any]) -> None: ...
 
+    def notice(self, trial_key: str, message: str) -> None: ...
+
     def epoch(self, trial_key: str, metrics: Mapping[str, Any]) -> None: ...
 
     def trial_ended(self, trial_key: str, status: str, metrics: Mapping[str, Any],
@@ -118,6 +124,9 @@ class _NullSink:
     def trial_provenance(self, trial_key: str, provenance: Mapping[str, Any]) -> None:
         pass
 
+    def notice(self, trial_key: str, message: str) -> None:
+        pass
+
     def epoch(self, trial_key: str, metrics: Mapping[str, Any]) -> None:
         pass
 
@@ -135,7 +144,7 @@ def run_trial(config: dict[str, Any], shared: Any = None) -> None:
     `shared` is the sweep's data as the driver put it in the object store (see
     `_shared_data`): its arrays are mapped from the node's shared memory, not copied.
     """
-    from explorer.train import train_trial
+    from explorer.train import CheckpointNotWritten, train_trial
 
     plan = TrialPlan.from_config(config["plan"])
     device = "cuda" if ray.get_gpu_ids() else "cpu"
@@ -148,15 +157,25 @@ def run_trial(config: dict[str, Any], shared: Any = None) -> None:
     def on_epoch(metrics: EpochMetrics) -> None:
         tune.report({"kind": EPOCH, **metrics.to_dict()})
 
+    def on_notice(message: str) -> None:
+        tune.report({"kind": NOTICE, "epoch": 0, "message": message})
+
     poison = config.get("fail_trial")
-    result = train_trial(
-        plan.arch, _unshared(shared) if shared is not None else _dataset(plan.data), plan.train,
-        seed=plan.seed, device=device, num_classes=plan.num_classes,
-        workers=int(config.get("workers", 1)),
-        checkpoint_dir=Path(config["checkpoint_root"]) / plan.trial_key,
-        max_steps=config.get("max_steps"), on_epoch=on_epoch, on_start=on_start,
-        build=_diverging_builder if poison and plan.trial_key.startswith(poison) else None,
-    )
+    try:
+        result = train_trial(
+            plan.arch, _unshared(shared) if shared is not None else _dataset(plan.data),
+            plan.train, seed=plan.seed, device=device, num_classes=plan.num_classes,
+            workers=int(config.get("workers", 1)),
+            checkpoint_dir=Path(config["checkpoint_root"]) / plan.trial_key,
+            max_steps=config.get("max_steps"), on_epoch=on_epoch, on_start=on_start,
+            on_notice=on_notice,
+            build=_diverging_builder if poison and plan.trial_key.startswith(poison) else None,
+        )
+    except CheckpointNotWritten as problem:
+        # Not this trial's failure: it ends without a final report, unfinished, and the
+        # next run resumes it from the checkpoint it last wrote.
+        tune.report({"kind": HALT, "epoch": 0, "message": str(problem)})
+        return
     if device == "cuda":  # the worker is reused: keep no cached blocks from the GPU's others
         import torch
 
@@ -207,11 +226,25 @@ def _diverging_builder(arch: Arch, num_classes: int) -> nn.Module:
     return model
 
 
+class Halt(threading.Event):
+    """Set once a trial reports a problem every trial would meet (its checkpoint could not
+    be written: a full disk): the sweep stops, and `reason` is that trial's line."""
+
+    reason: str = ""
+
+    def halt(self, reason: str) -> None:
+        if not self.is_set():
+            self.reason = reason
+            self.set()
+
+
 class _Events(tune.Callback):
     """Forwards Tune's trial events, in the driver, to the sink."""
 
-    def __init__(self, sink: Sink, suggested: Mapping[str, Suggestion]) -> None:
+    def __init__(self, sink: Sink, suggested: Mapping[str, Suggestion],
+                 halt: Halt | None = None) -> None:
         self.sink = sink
+        self.halt = halt or Halt()
         self.ended: set[str] = set()
         # What the searcher handed out, by trial key, to record as trials start.
         self.suggested = suggested
@@ -223,7 +256,7 @@ class _Events(tune.Callback):
         return {"ended": self.ended}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, sink=_NullSink(), suggested={}, seconds={})
+        self.__dict__.update(state, sink=_NullSink(), suggested={}, seconds={}, halt=Halt())
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial,
                        **info: Any) -> None:
@@ -240,6 +273,10 @@ class _Events(tune.Callback):
         elif kind == PROVENANCE:
             self.sink.trial_provenance(key, {k: result[k] for k in PROVENANCE_FIELDS
                                              if k in result})
+        elif kind == NOTICE:
+            self.sink.notice(key, str(result.get("message", "")))
+        elif kind == HALT:
+            self.halt.halt(str(result.get("message", "")))
         elif kind == EPOCH:
             self.seconds[key] = self.seconds.get(key, 0.0) + float(result.get("seconds", 0.0))
             self.sink.epoch(key, _epoch_fields(result))
@@ -645,6 +682,8 @@ def run_sweep(strategy: Strategy, sink: Sink, options: SweepOptions, *, max_epoc
     sweep ends at Tune's next step: nothing more is handed out and the running trials are
     stopped, left 'running' in the store for the next run to resume from their checkpoints.
     A Ctrl-C then raises KeyboardInterrupt, a SIGTERM Terminated; a second one raises at once.
+    A trial whose checkpoint cannot be written (a full disk) stops the sweep the same way,
+    and SetupError says which file and why.
     """
     if strategy.budget <= 0:
         return
@@ -652,15 +691,18 @@ def run_sweep(strategy: Strategy, sink: Sink, options: SweepOptions, *, max_epoc
         check_cluster(options)
         # Loaded before Ctrl-C is caught: a large folder or a download stops at once.
         shared = None if options.data is None else _shared_data(options.data)
+        halt = Halt()
         with _stop_on_signals() as interrupted:
-            stopping = Stopping(interrupted, *([stop] if stop is not None else []))
-            tuner = _tuner(strategy, sink, options, max_epochs, stopping, shared)
+            stopping = Stopping(interrupted, halt, *([stop] if stop is not None else []))
+            tuner = _tuner(strategy, sink, options, max_epochs, stopping, shared, halt)
             started = time.monotonic()
             tuner.fit()
         logging.getLogger(__name__).info("sweep took %.1f s%s", time.monotonic() - started,
                                          " (interrupted)" if interrupted.is_set() else "")
     if interrupted.is_set():
         raise interrupted.exception()
+    if halt.is_set():
+        raise SetupError(halt.reason)
 
 
 class Interruption(threading.Event):
@@ -728,7 +770,7 @@ class _StopAll(tune.Stopper):  # type: ignore[misc]
 
 
 def _tuner(strategy: Strategy, sink: Sink, options: SweepOptions, max_epochs: int,
-           stopping: Stopping, shared: Any) -> tune.Tuner:
+           stopping: Stopping, shared: Any, halt: Halt) -> tune.Tuner:
     resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
     scheduler = None
     if options.early_stopping == "asha":
@@ -747,7 +789,7 @@ def _tuner(strategy: Strategy, sink: Sink, options: SweepOptions, max_epochs: in
         name=f"{options.experiment}-{uuid.uuid4().hex[:8]}",
         storage_path=str((options.runs_dir / "ray").resolve()),
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
-        callbacks=[_Events(sink, searcher.suggested)], verbose=0, log_to_file=True,
+        callbacks=[_Events(sink, searcher.suggested, halt)], verbose=0, log_to_file=True,
         stop=_StopAll(stopping),
     )
     # One copy of the data per node: with_parameters puts it in Ray's object store once,
