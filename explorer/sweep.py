@@ -430,11 +430,12 @@ def ray_session(options: SweepOptions) -> Iterator[None]:
     if options.address:
         _check_reachable(options.address)
     with contextlib.ExitStack() as session:
-        if threading.current_thread() is threading.main_thread():
-            # ray.init installs SIGTERM handlers that outlive ray.shutdown: the caller's
-            # come back after it.
-            session.callback(_restore_handlers,
-                             {signum: signal.getsignal(signum) for signum in STOP_SIGNALS})
+        # ray.init installs SIGTERM handlers (its Python one kills Ray and exits 1, its C++
+        # one prints a stack dump and aborts) that outlive ray.shutdown: the caller's are
+        # put back as soon as Ray has started, and again after it has stopped.
+        callers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS} \
+            if threading.current_thread() is threading.main_thread() else {}
+        session.callback(_restore_handlers, callers)
         log = _quiet_ray_logging(options.log_file)
         if log is not None:
             session.callback(log.close)
@@ -442,6 +443,7 @@ def ray_session(options: SweepOptions) -> Iterator[None]:
             session.enter_context(_token_auth(options.address, options.log_file))
         _init_ray(options)
         session.callback(ray.shutdown)
+        _restore_handlers(callers)
         yield
 
 
@@ -724,9 +726,8 @@ def _stop_on_signals() -> Iterator[Interruption]:
     graceful way; a second one of either raises at once (KeyboardInterrupt, Terminated). Only
     the main thread can handle signals, so elsewhere the event stays clear.
 
-    Installed after Ray has started: Ray's driver puts its own SIGTERM handlers in place as it
-    starts (Python's, and its C++ core's, which prints a stack dump and aborts); these
-    replace them until the block ends."""
+    Entered after Ray has started (`ray_session` has put the caller's handlers back over
+    Ray's by then)."""
     interrupted = Interruption()
     if threading.current_thread() is not threading.main_thread():
         yield interrupted
