@@ -328,7 +328,8 @@ def checkpoint_damage(path: Path) -> str | None:
     torch.load checks none of them: a checkpoint damaged in place (its size intact) loads,
     and the trial would go on from wrong weights. Reading each member through zipfile
     checks its CRC. That was measured cheaper than a checksum of our own (a 195 MB
-    ResNeXt-50 checkpoint: 0.08 s against 0.17 s for its sha256, torch.load 0.13 s), needs
+    ResNeXt-50 checkpoint: 0.08 s against 0.17 s for its sha256; see
+    benchmarks/checkpoint_verify.py and docs/ARCHITECTURE.md), needs
     no second file kept in step with the checkpoint, and covers checkpoints written before
     this check, which carry the same CRCs. A file that is no zip archive at all (the
     header damaged, or cut short) is damaged too.
