@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 1 an internal error (a bug); 2 a bad spec, bad arguments or a set-up problem
 (missing dataset, busy port, unreachable cluster); 3 some trials failed;
-130 interrupted.
+130 interrupted (Ctrl-C); 143 terminated (SIGTERM), handled like a Ctrl-C.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -39,33 +39,70 @@ if TYPE_CHECKING:  # the commands import what they need when they run
     from explorer.store import Reader
     from explorer.train import ModelBuilder
 
-EXIT_OK, EXIT_SETUP, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
+EXIT_OK, EXIT_SETUP, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 2, 3, 130, 143
 
-# What a Ctrl-C leaves behind, per command (output files are written atomically, so an
-# interrupted command leaves none); `run` and `enumerate` say more where they catch it.
+# What a Ctrl-C or a SIGTERM leaves behind, per command (output files are written
+# atomically, so a stopped command leaves none); `run` and `enumerate` say more where they
+# catch it.
 INTERRUPTED = {
-    "run": "interrupted; the same command again resumes the experiment",
-    "train": "interrupted; with --checkpoint-dir the same command again resumes from the last "
+    "run": "the same command again resumes the experiment",
+    "train": "with --checkpoint-dir the same command again resumes from the last "
              "finished epoch's checkpoint (without it, training starts over)",
-    "export": "interrupted; no file was written (with --mlflow, the runs logged so far stay "
+    "export": "no file was written (with --mlflow, the runs logged so far stay "
               "and the same command again updates them)",
-    "import": "interrupted; the models written so far stay in the store (the experiment is "
+    "import": "the models written so far stay in the store (the experiment is "
               "incomplete): the same command again completes it",
 }
-NOTHING_WRITTEN = "interrupted; nothing was written"
+NOTHING_WRITTEN = "nothing was written"
+
+
+def stopped(stop: KeyboardInterrupt) -> tuple[str, int]:
+    """How a command stopped by Ctrl-C or by SIGTERM says so, and its exit code (143 is
+    128 + SIGTERM, what a shell reports for a process SIGTERM ended)."""
+    from explorer.errors import Terminated
+
+    if isinstance(stop, Terminated):
+        return "terminated (SIGTERM)", EXIT_TERMINATED
+    return "interrupted", EXIT_INTERRUPTED
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises Terminated (a KeyboardInterrupt) while the block runs, so it is
+    cleaned up after and reported like a Ctrl-C; the caller's handler is back after."""
+    import signal
+    import threading
+
+    from explorer.errors import raise_terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 class ExplorerGroup(typer.core.TyperGroup):
-    """Typer turns a Ctrl-C inside a command into a silent exit 130; every command says
-    in one line what the interruption left behind instead."""
+    """Typer turns a Ctrl-C inside a command into a silent exit 130, and SIGTERM would end
+    it mid-write; every command says in one line what the interruption left behind
+    instead. An output file a full or read-only disk refused is one line, exit 2."""
 
     def invoke(self, ctx: ClickContext) -> Any:
+        from explorer.files import NotWritten
+
         try:
-            return super().invoke(ctx)
-        except KeyboardInterrupt:
-            err.print(INTERRUPTED.get(ctx.invoked_subcommand or "", NOTHING_WRITTEN),
-                      highlight=False, soft_wrap=True)
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+            with sigterm_as_interrupt():
+                return super().invoke(ctx)
+        except NotWritten as problem:  # an output file on a full or read-only disk
+            fail(str(problem))
+        except KeyboardInterrupt as stop:
+            word, code = stopped(stop)
+            left = INTERRUPTED.get(ctx.invoked_subcommand or "", NOTHING_WRITTEN)
+            err.print(f"{word}; {left}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code) from None
 
 
 app = typer.Typer(
@@ -74,7 +111,8 @@ app = typer.Typer(
     help="Design-space explorer for ResNeXt-style networks: enumerate, train, compare.",
     epilog="Exit codes: 0 success · 1 an internal error (a bug; EXPLORER_DEBUG=1 shows the "
            "traceback) · 2 a bad spec, bad arguments or a set-up problem (a missing extra "
-           "too) · 3 some trials failed · 130 interrupted (the same command again resumes).",
+           "too) · 3 some trials failed · 130 interrupted (the same command again resumes) · "
+           "143 terminated by SIGTERM (the same).",
     no_args_is_help=True,
     add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, pwsh)
     pretty_exceptions_enable=False,
@@ -247,9 +285,10 @@ def enumerate_command(
 
     try:
         rows, checked, ranges = _run_stream(stream, output, shown, verify_fvcore)
-    except KeyboardInterrupt:
-        err.print("interrupted: nothing written" if output else "interrupted")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except KeyboardInterrupt as stop:
+        word, code = stopped(stop)
+        err.print(f"{word}: nothing written" if output else word)
+        raise typer.Exit(code) from None
     except SetupError as problem:  # a sampled space with fewer distinct candidates than n
         fail(f"{spec}: {problem}")
     if rows:
@@ -522,11 +561,12 @@ def run(
     )
     try:
         summary = run_experiment(request, SweepDisplay(out))
-    except KeyboardInterrupt:  # Ctrl-C: the sweep stopped its trials and gave the lease back
-        err.print(f"interrupted: experiment {parsed.name!r} stopped; the same command again "
+    except KeyboardInterrupt as stop:  # the sweep stopped its trials, gave the lease back
+        word, code = stopped(stop)
+        err.print(f"{word}: experiment {parsed.name!r} stopped; the same command again "
                   "resumes it (running trials from their last checkpoint)", highlight=False,
                   soft_wrap=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(code) from None
     except SpecChanged as changed:
         keys = ", ".join(changed.differing_keys[:8]) or "(formatting)"
         fail(
@@ -585,7 +625,14 @@ def status(
     runs_dir: RunsDir = Path("runs"),
     store: StoreOpt = None,
 ) -> None:
-    """How far each experiment is: trials by status, the best error, the driver running it."""
+    """How far each experiment is: trials by status, the best error, the driver running it.
+
+    Trials left running by a driver that is gone (stopped, or on this host a pid that no
+    longer runs) show as interrupted: the next run resumes them.
+    """
+    import socket
+
+    from explorer.lease import holder_stale
     from explorer.metrics import SHOWN_STATUSES
 
     reader = open_reader(runs_dir, store)
@@ -593,23 +640,31 @@ def status(
     if frame.empty:
         fail(f"no experiment {experiment!r} in the store" if experiment else "the store is empty")
     drivers = reader.leases()
+    host = socket.gethostname()
+    # 'running' trials are split by whether a driver still runs them.
+    shown = [c for s in SHOWN_STATUSES for c in ((s, "interrupted") if s == "running" else (s,))]
     table = Table(title="experiments")
-    for column in ("experiment", "version", "trials", *SHOWN_STATUSES, "best test error %",
-                   "driver"):
+    for column in ("experiment", "version", "trials", *shown, "best test error %", "driver"):
         table.add_column(column, justify="left" if column in ("experiment", "driver") else "right")
     trials = frame.drop_duplicates(["experiment", "version", "trial_key"])
     for (name, version, experiment_id), group in trials.groupby(
             ["experiment", "version", "experiment_id"], sort=True):
-        counts = group["status"].value_counts()
+        counts = group["status"].value_counts().to_dict()
         best = group.loc[group["status"] == "finished", "test_error"].min()
         holder = drivers.get(int(experiment_id))
+        stale = holder is not None and holder_stale(holder, host)
+        if holder is None or stale:
+            counts["interrupted"] = counts.pop("running", 0)
+        # A host name as it is, never read as markup.
+        driver = "–" if holder is None else Text(holder.describe() + (" (gone: stale)"
+                                                                       if stale else ""))
         table.add_row(
             str(name),
             str(version),
             str(len(group)),
-            *(str(int(counts.get(s, 0))) for s in SHOWN_STATUSES),
+            *(str(int(counts.get(s, 0))) for s in shown),
             "–" if math.isnan(best) else f"{best:.2f}",  # NaN when nothing finished
-            Text(holder.describe()) if holder is not None else "–",  # a host name, as is
+            driver,
         )
     out.print(table)
 
@@ -1320,9 +1375,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: runs the app, turning Ctrl-C into exit code 130 without a traceback."""
     try:
         app(args=list(argv) if argv is not None else None, standalone_mode=True)
-    except KeyboardInterrupt:
-        err.print("interrupted; the same command again resumes")
-        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt as stop:
+        word, code = stopped(stop)
+        err.print(f"{word}; the same command again resumes")
+        sys.exit(code)
     except Exception as problem:  # a bug: one line for people, the traceback on request
         if os.environ.get("EXPLORER_DEBUG"):
             raise

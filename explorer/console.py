@@ -113,6 +113,8 @@ def train_with_progress(
         result = train_trial(
             arch, data, recipe, seed=trial_seed, device=device, checkpoint_dir=checkpoint_dir,
             max_steps=max_steps, on_epoch=epoch_done, on_step=bar.step, build=build,
+            on_notice=lambda message: out.print(f"note: {message}", markup=False,
+                                                highlight=False, soft_wrap=True),
         )
     if result.resumed_from_epoch:
         out.print(f"resumed from epoch {result.resumed_from_epoch} in {checkpoint_dir}",

@@ -8,6 +8,20 @@ start).
 
 from __future__ import annotations
 
+from typing import Any, NoReturn
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (what `timeout`, systemd, Slurm and Kubernetes send): handled like a
+    Ctrl-C, exit 143. A KeyboardInterrupt, so every path that cleans up after a Ctrl-C (the
+    lease given back, no half-written file) cleans up after it too."""
+
+
+def raise_terminated(signum: int, frame: Any) -> NoReturn:
+    """A SIGTERM handler: raise Terminated in the main thread, as Python raises
+    KeyboardInterrupt for a SIGINT."""
+    raise Terminated
+
 
 class SetupError(Exception):
     """The sweep cannot start (no cluster, storage not shared, no GPU); one line for people."""

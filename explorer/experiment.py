@@ -172,6 +172,9 @@ class StoreSink:
     def trial_provenance(self, trial_key: str, provenance: Mapping[str, Any]) -> None:
         self.store.record_provenance(self.experiment_id, trial_key, provenance)
 
+    def notice(self, trial_key: str, message: str) -> None:
+        self.observer.notice(f"trial {trial_key}: {message}")
+
     def epoch(self, trial_key: str, metrics: Mapping[str, Any]) -> None:
         self.store.record_epoch(self.experiment_id, trial_key, metrics)
         if self.tracker is not None:

@@ -8,12 +8,48 @@ so the temp-file-and-rename dance is written once.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+# What a full or read-only disk says: the file cannot be written there, whatever wrote it.
+MEDIA_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+class NotWritten(OSError):
+    """A file could not be written because its disk is full or read-only: one line naming
+    the file and the reason (the CLI exits 2 with it). An OSError, so code that handles
+    those handles it too."""
+
+    def __init__(self, target: Path, problem: OSError) -> None:
+        super().__init__(problem.errno, f"cannot write {target}: {_reason(problem)}")
+        self.target = target
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _reason(problem: OSError) -> str:
+    # By its number: pyarrow's text for ENOSPC is "Error writing bytes to file. Detail: ...".
+    return os.strerror(problem.errno) if problem.errno else str(problem).splitlines()[0]
+
+
+@contextlib.contextmanager
+def media_errors_named(target: Path) -> Iterator[None]:
+    """A full or read-only disk met while the block writes `target` raises NotWritten
+    naming it (torch's own writer, given a path, says only "unexpected pos")."""
+    try:
+        yield
+    except NotWritten:
+        raise
+    except OSError as problem:
+        if problem.errno not in MEDIA_ERRORS:
+            raise
+        raise NotWritten(target, problem) from problem
 
 
 @contextlib.contextmanager
@@ -40,10 +76,12 @@ def atomic_path(target: str | Path, *, fsync: bool = False) -> Iterator[Path]:
     """A temporary path beside `target`, renamed onto it only if the block succeeds.
 
     `fsync` flushes the new file to disk before the rename, for a file whose
-    loss in a power cut would cost real work (a checkpoint).
+    loss in a power cut would cost real work (a checkpoint). A full or read-only disk
+    raises NotWritten naming `target`; the scratch file is gone either way.
     """
     target = Path(target)
-    with scratch_file(target.parent, prefix=f".{target.name}.") as tmp:
+    with media_errors_named(target), \
+            scratch_file(target.parent, prefix=f".{target.name}.") as tmp:
         yield tmp
         # mkstemp makes the file private (0600); the result should carry the
         # mode a plain open() would have given it, so others can read a table.

@@ -56,6 +56,14 @@ def holder_gone(holder: Holder, interval: float, host: str,
     return silent > STALE_INTERVALS * interval
 
 
+def holder_stale(holder: Holder, host: str) -> bool:
+    """For display (`explorer status`): a holder on this host whose pid is gone (a driver
+    killed with SIGKILL, or with its whole process group). The stored lease is left as it
+    is: the next driver takes it over. A holder elsewhere is judged by its heartbeat, at
+    the interval the next driver uses, only when that driver runs."""
+    return holder.host == host and not pid_alive(holder.pid)
+
+
 class LeaseLost(StoreError):
     """Another driver took the lease over from this one, which must stop."""
 

@@ -32,7 +32,7 @@ from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.search import Searcher
 
-from explorer.errors import SetupError
+from explorer.errors import SetupError, Terminated, raise_terminated
 from explorer.metrics import EPOCH_REPORT, FINAL_REPORT, EpochMetrics, Provenance
 from explorer.metrics import PROVENANCE as PROVENANCE_FIELDS
 from explorer.plan import TrialPlan
@@ -56,16 +56,20 @@ TUNE_SETTINGS = {
     # would fail it for lacking ASHA's metric. ASHA skips such results.
     "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
     # Tune's own Ctrl-C handler ends the sweep quietly, and `fit` returns as if it had
-    # finished; explorer's (`_stop_on_sigint`) ends it the same way and says so.
+    # finished; explorer's (`_stop_on_signals`) ends it the same way and says so.
     "TUNE_DISABLE_SIGINT_HANDLER": "1",
 }
 
 # The kinds of report a trial sends: where it runs (before anything loads), what runs
-# (once the model is built), each epoch, and how it ended.
+# (once the model is built), a line for the person watching (a damaged checkpoint set
+# aside), each epoch, and how it ended; or, instead of an end, a problem every trial would
+# meet (its checkpoint could not be written), which stops the sweep.
 START = "start"
 PROVENANCE = "provenance"
+NOTICE = "notice"
 EPOCH = "epoch"
 FINAL = "final"
+HALT = "halt"
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,8 @@ class Sink(Protocol):
 
     def trial_provenance(self, trial_key: str, provenance: Mapping[str, Any]) -> None: ...
 
+    def notice(self, trial_key: str, message: str) -> None: ...
+
     def epoch(self, trial_key: str, metrics: Mapping[str, Any]) -> None: ...
 
     def trial_ended(self, trial_key: str, status: str, metrics: Mapping[str, Any],
@@ -118,6 +124,9 @@ class _NullSink:
     def trial_provenance(self, trial_key: str, provenance: Mapping[str, Any]) -> None:
         pass
 
+    def notice(self, trial_key: str, message: str) -> None:
+        pass
+
     def epoch(self, trial_key: str, metrics: Mapping[str, Any]) -> None:
         pass
 
@@ -135,7 +144,7 @@ def run_trial(config: dict[str, Any], shared: Any = None) -> None:
     `shared` is the sweep's data as the driver put it in the object store (see
     `_shared_data`): its arrays are mapped from the node's shared memory, not copied.
     """
-    from explorer.train import train_trial
+    from explorer.train import CheckpointNotWritten, train_trial
 
     plan = TrialPlan.from_config(config["plan"])
     device = "cuda" if ray.get_gpu_ids() else "cpu"
@@ -148,15 +157,25 @@ def run_trial(config: dict[str, Any], shared: Any = None) -> None:
     def on_epoch(metrics: EpochMetrics) -> None:
         tune.report({"kind": EPOCH, **metrics.to_dict()})
 
+    def on_notice(message: str) -> None:
+        tune.report({"kind": NOTICE, "epoch": 0, "message": message})
+
     poison = config.get("fail_trial")
-    result = train_trial(
-        plan.arch, _unshared(shared) if shared is not None else _dataset(plan.data), plan.train,
-        seed=plan.seed, device=device, num_classes=plan.num_classes,
-        workers=int(config.get("workers", 1)),
-        checkpoint_dir=Path(config["checkpoint_root"]) / plan.trial_key,
-        max_steps=config.get("max_steps"), on_epoch=on_epoch, on_start=on_start,
-        build=_diverging_builder if poison and plan.trial_key.startswith(poison) else None,
-    )
+    try:
+        result = train_trial(
+            plan.arch, _unshared(shared) if shared is not None else _dataset(plan.data),
+            plan.train, seed=plan.seed, device=device, num_classes=plan.num_classes,
+            workers=int(config.get("workers", 1)),
+            checkpoint_dir=Path(config["checkpoint_root"]) / plan.trial_key,
+            max_steps=config.get("max_steps"), on_epoch=on_epoch, on_start=on_start,
+            on_notice=on_notice,
+            build=_diverging_builder if poison and plan.trial_key.startswith(poison) else None,
+        )
+    except CheckpointNotWritten as problem:
+        # Not this trial's failure: it ends without a final report, unfinished, and the
+        # next run resumes it from the checkpoint it last wrote.
+        tune.report({"kind": HALT, "epoch": 0, "message": str(problem)})
+        return
     if device == "cuda":  # the worker is reused: keep no cached blocks from the GPU's others
         import torch
 
@@ -208,11 +227,25 @@ def _diverging_builder(arch: Arch, num_classes: int) -> nn.Module:
     return model
 
 
+class Halt(threading.Event):
+    """Set once a trial reports a problem every trial would meet (its checkpoint could not
+    be written: a full disk): the sweep stops, and `reason` is that trial's line."""
+
+    reason: str = ""
+
+    def halt(self, reason: str) -> None:
+        if not self.is_set():
+            self.reason = reason
+            self.set()
+
+
 class _Events(tune.Callback):
     """Forwards Tune's trial events, in the driver, to the sink."""
 
-    def __init__(self, sink: Sink, suggested: Mapping[str, Suggestion]) -> None:
+    def __init__(self, sink: Sink, suggested: Mapping[str, Suggestion],
+                 halt: Halt | None = None) -> None:
         self.sink = sink
+        self.halt = halt or Halt()
         self.ended: set[str] = set()
         # What the searcher handed out, by trial key, to record as trials start.
         self.suggested = suggested
@@ -224,7 +257,7 @@ class _Events(tune.Callback):
         return {"ended": self.ended}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, sink=_NullSink(), suggested={}, seconds={})
+        self.__dict__.update(state, sink=_NullSink(), suggested={}, seconds={}, halt=Halt())
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial,
                        **info: Any) -> None:
@@ -241,6 +274,10 @@ class _Events(tune.Callback):
         elif kind == PROVENANCE:
             self.sink.trial_provenance(key, {k: result[k] for k in PROVENANCE_FIELDS
                                              if k in result})
+        elif kind == NOTICE:
+            self.sink.notice(key, str(result.get("message", "")))
+        elif kind == HALT:
+            self.halt.halt(str(result.get("message", "")))
         elif kind == EPOCH:
             self.seconds[key] = self.seconds.get(key, 0.0) + float(result.get("seconds", 0.0))
             self.sink.epoch(key, _epoch_fields(result))
@@ -394,6 +431,12 @@ def ray_session(options: SweepOptions) -> Iterator[None]:
     if options.address:
         _check_reachable(options.address)
     with contextlib.ExitStack() as session:
+        # ray.init installs SIGTERM handlers (its Python one kills Ray and exits 1, its C++
+        # one prints a stack dump and aborts) that outlive ray.shutdown: the caller's are
+        # put back as soon as Ray has started, and again after it has stopped.
+        callers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS} \
+            if threading.current_thread() is threading.main_thread() else {}
+        session.callback(_restore_handlers, callers)
         log = _quiet_ray_logging(options.log_file)
         if log is not None:
             session.callback(log.close)
@@ -401,6 +444,7 @@ def ray_session(options: SweepOptions) -> Iterator[None]:
             session.enter_context(_token_auth(options.address, options.log_file))
         _init_ray(options)
         session.callback(ray.shutdown)
+        _restore_handlers(callers)
         yield
 
 
@@ -409,7 +453,7 @@ def _init_ray(options: SweepOptions) -> None:
                               "configure_logging": False, "include_dashboard": False}
     where = options.address or "this machine"
     try:
-        with _native_stderr_to(options.log_file):
+        with _native_stderr_to(options.log_file), _sigterm_blocked():
             if options.address:
                 ray.init(address=options.address, **kwargs)
             else:
@@ -420,6 +464,24 @@ def _init_ray(options: SweepOptions) -> None:
     except (ConnectionError, RuntimeError, ValueError) as problem:
         raise SetupError(f"cannot start or reach Ray at {where}: {str(problem).splitlines()[0]}"
                          " (start one with `ray start --head`, or leave --address out)") from None
+
+
+@contextlib.contextmanager
+def _sigterm_blocked() -> Iterator[None]:
+    """SIGTERM held back from this thread while Ray starts its processes, which inherit the
+    mask, as Ray itself holds SIGINT back from them: a SIGTERM to the whole process group
+    (`timeout`, systemd, Slurm) then reaches the driver only, which stops the sweep the
+    graceful way and shuts Ray down, instead of Ray's GCS and raylet dying under the running
+    sweep (the driver then waited 60 s for the GCS and exited 1). A SIGTERM sent meanwhile is
+    delivered when the block ends."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no masks
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 def _refuse_client_mode(address: str) -> None:
@@ -620,10 +682,12 @@ def run_sweep(strategy: Strategy, sink: Sink, options: SweepOptions, *, max_epoc
     """Train what `strategy` hands out, reporting to `sink`; `max_epochs` is ASHA's horizon.
     `loaded` is `options.data` already loaded by the caller, so it is not loaded twice.
 
-    Once `stop` is set (the driver lost its lease), or on the first Ctrl-C, the sweep ends
-    at Tune's next step: nothing more is handed out and the running trials are stopped,
-    left 'running' in the store for the next run to resume from their checkpoints. A
-    Ctrl-C then raises KeyboardInterrupt; a second one raises it at once.
+    Once `stop` is set (the driver lost its lease), or on the first Ctrl-C or SIGTERM, the
+    sweep ends at Tune's next step: nothing more is handed out and the running trials are
+    stopped, left 'running' in the store for the next run to resume from their checkpoints.
+    A Ctrl-C then raises KeyboardInterrupt, a SIGTERM Terminated; a second one raises at once.
+    A trial whose checkpoint cannot be written (a full disk) stops the sweep the same way,
+    and SetupError says which file and why.
     """
     if strategy.budget <= 0:
         return
@@ -631,38 +695,67 @@ def run_sweep(strategy: Strategy, sink: Sink, options: SweepOptions, *, max_epoc
         check_cluster(options)
         # Loaded before Ctrl-C is caught: a large folder or a download stops at once.
         shared = None if options.data is None else _shared_data(options.data, loaded)
-        with _stop_on_sigint() as interrupted:
-            stopping = Stopping(interrupted, *([stop] if stop is not None else []))
-            tuner = _tuner(strategy, sink, options, max_epochs, stopping, shared)
+        halt = Halt()
+        with _stop_on_signals() as interrupted:
+            stopping = Stopping(interrupted, halt, *([stop] if stop is not None else []))
+            tuner = _tuner(strategy, sink, options, max_epochs, stopping, shared, halt)
             started = time.monotonic()
             tuner.fit()
         logging.getLogger(__name__).info("sweep took %.1f s%s", time.monotonic() - started,
                                          " (interrupted)" if interrupted.is_set() else "")
     if interrupted.is_set():
-        raise KeyboardInterrupt
+        raise interrupted.exception()
+    if halt.is_set():
+        raise SetupError(halt.reason)
+
+
+class Interruption(threading.Event):
+    """Set by the first SIGINT (Ctrl-C) or SIGTERM while a sweep runs; `signum` says which."""
+
+    signum: int = 0
+
+    def exception(self) -> KeyboardInterrupt:
+        """What the driver raises once the sweep has stopped: Terminated for a SIGTERM."""
+        return Terminated() if self.signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextlib.contextmanager
-def _stop_on_sigint() -> Iterator[threading.Event]:
-    """An event the first SIGINT sets while the block runs (the handler before it is back
-    at once, so a second SIGINT interrupts as it would have); only the main thread can
-    handle signals, so elsewhere the event stays clear."""
-    interrupted = threading.Event()
+def _stop_on_signals() -> Iterator[Interruption]:
+    """An event the first SIGINT or SIGTERM sets while the block runs, so the sweep stops the
+    graceful way; a second one of either raises at once (KeyboardInterrupt, Terminated). Only
+    the main thread can handle signals, so elsewhere the event stays clear.
+
+    Entered after Ray has started (`ray_session` has put the caller's handlers back over
+    Ray's by then)."""
+    interrupted = Interruption()
     if threading.current_thread() is not threading.main_thread():
         yield interrupted
         return
-    previous = signal.getsignal(signal.SIGINT)
-    restore = previous if previous is not None else signal.SIG_DFL  # None: set outside Python
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    at_once: dict[signal.Signals, Any] = {signal.SIGINT: signal.default_int_handler,
+                               signal.SIGTERM: raise_terminated}
 
-    def first_interrupt(signum: int, frame: Any) -> None:
+    def first_stop(signum: int, frame: Any) -> None:
+        interrupted.signum = signum
         interrupted.set()
-        signal.signal(signal.SIGINT, restore)
+        for each, handler in at_once.items():
+            signal.signal(each, handler)
 
-    signal.signal(signal.SIGINT, first_interrupt)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, first_stop)
     try:
         yield interrupted
     finally:
-        signal.signal(signal.SIGINT, restore)
+        _restore_handlers(previous)
+
+
+def _restore_handlers(handlers: Mapping[signal.Signals, Any]) -> None:
+    for signum, handler in handlers.items():
+        # None: a handler set outside Python, which Python cannot put back; the default.
+        signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 class _StopAll(tune.Stopper):  # type: ignore[misc]
@@ -680,7 +773,7 @@ class _StopAll(tune.Stopper):  # type: ignore[misc]
 
 
 def _tuner(strategy: Strategy, sink: Sink, options: SweepOptions, max_epochs: int,
-           stopping: Stopping, shared: Any) -> tune.Tuner:
+           stopping: Stopping, shared: Any, halt: Halt) -> tune.Tuner:
     resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
     scheduler = None
     if options.early_stopping == "asha":
@@ -699,7 +792,7 @@ def _tuner(strategy: Strategy, sink: Sink, options: SweepOptions, max_epochs: in
         name=f"{options.experiment}-{uuid.uuid4().hex[:8]}",
         storage_path=str((options.runs_dir / "ray").resolve()),
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
-        callbacks=[_Events(sink, searcher.suggested)], verbose=0, log_to_file=True,
+        callbacks=[_Events(sink, searcher.suggested, halt)], verbose=0, log_to_file=True,
         stop=_StopAll(stopping),
     )
     # One copy of the data per node: with_parameters puts it in Ray's object store once,

@@ -55,3 +55,38 @@ def test_an_interrupted_enumerate_keeps_its_own_line(
     assert result.exit_code == cli.EXIT_INTERRUPTED
     assert result.output.splitlines()[-1] == "interrupted: nothing written"
     assert "interrupted; nothing was written" not in result.output
+
+
+def terminate(*args: Any, **kwargs: Any) -> NoReturn:
+    """What `timeout`, systemd or Slurm do to a command: a real SIGTERM to this process."""
+    import os
+    import signal
+    import time
+
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)  # the handler raises in the main thread before this ends
+    raise AssertionError("SIGTERM was not handled")
+
+
+@pytest.mark.parametrize(("argv", "patched", "expected"), [
+    (["validate", SPEC], "read_spec", "terminated (SIGTERM); nothing was written"),
+    (["train", SPEC, "--key", "a"], "read_spec",
+     "terminated (SIGTERM); with --checkpoint-dir the same command again resumes from the last "
+     "finished epoch's checkpoint (without it, training starts over)"),
+    (["run", SPEC], "read_spec_source",
+     "terminated (SIGTERM); the same command again resumes the experiment"),
+    (["enumerate", SPEC, "-o", "x.csv"], "_run_stream", "terminated (SIGTERM): nothing written"),
+])
+def test_sigterm_in_a_command_is_handled_like_ctrl_c_and_exits_143(
+        argv: list[str], patched: str, expected: str, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(cli, patched, terminate)
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(cli.app, argv)
+    assert result.exit_code == cli.EXIT_TERMINATED == 143, result.output
+    assert result.output.replace("\n", " ").strip().endswith(expected)
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is back

@@ -177,6 +177,58 @@ def test_status_shows_the_driver_and_needs_no_lease(tmp_path: Path) -> None:
     assert shown.exit_code == 0 and f"pid {os.getpid()}" not in shown.stdout
 
 
+def status_row(runs: Path, name: str) -> dict[str, str]:
+    """`explorer status`'s row for one experiment, by column name (CliRunner, in process)."""
+    from typer.testing import CliRunner
+
+    from explorer.cli import app
+
+    shown = CliRunner().invoke(app, ["status", name, "--runs-dir", str(runs)],
+                               env={"COLUMNS": "400"})
+    assert shown.exit_code == 0, shown.output
+    lines = [line for line in shown.stdout.splitlines() if "┃" in line or "│" in line]
+    header, row = ([cell.strip() for cell in line.strip("┃│ ").split(sep)]
+                   for line, sep in ((lines[0], "┃"), (lines[-1], "│")))
+    return dict(zip(header, row, strict=True))
+
+
+def test_status_shows_a_same_host_holder_whose_pid_is_gone_as_stale(tmp_path: Path) -> None:
+    # As after a SIGKILL of the driver's process group: the lease still names the dead pid
+    # and its trials are still 'running' in the store, which status leaves as they are.
+    runs = tmp_path / "runs"
+    gone = dead_pid()
+    with Writer.open(runs) as store:
+        exp = experiment(store, "orphaned")
+        store.add_trials(exp.id, [("a", "candidate", 0), ("b", "candidate", 1)])
+        store.mark_running(exp.id, "a", "cpu@node")
+        store.take_lease(exp, "driver", HOST, gone, gone=lambda h: False)
+
+    row = status_row(runs, "orphaned")
+
+    assert row["driver"].startswith(f"pid {gone} on {HOST} since ")
+    assert row["driver"].endswith("(gone: stale)")
+    assert (row["running"], row["interrupted"], row["pending"]) == ("0", "1", "1")
+    with Reader.open(runs) as reader:  # a display-time judgement: the rows stay as they were
+        assert reader.leases()[exp.id].pid == gone
+        trials = reader.trials_frame(["orphaned"]).set_index("trial_key")
+        assert trials.loc["a", "status"] == "running"
+
+
+def test_status_counts_running_trials_of_a_live_driver_as_running(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    with Writer.open(runs) as store:
+        exp = experiment(store, "live")
+        store.add_trials(exp.id, [("a", "candidate", 0)])
+        store.mark_running(exp.id, "a", "cpu@node")
+        store.take_lease(exp, "driver", HOST, os.getpid(), gone=lambda h: False)
+        row = status_row(runs, "live")
+        assert (row["running"], row["interrupted"]) == ("1", "0")
+        assert not row["driver"].endswith("(gone: stale)")
+        store.release_lease(exp.id, "driver")  # stopped (Ctrl-C, SIGTERM): none runs them
+    row = status_row(runs, "live")
+    assert (row["running"], row["interrupted"], row["driver"]) == ("0", "1", "–")
+
+
 # --- a driver taken over while it still runs stops its sweep ------------------------------
 
 

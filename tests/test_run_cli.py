@@ -377,6 +377,31 @@ def test_sigkill_of_the_driver_then_the_same_command_resumes_every_trial_once(
 # --- Ctrl-C (SIGINT) of the driver: exit 130, the lease given back, the rerun resumes -----
 
 
+def stop_mid_sweep(command: list[str], env: dict[str, str], reader: Reader, epochs: int,
+                   signum: signal.Signals) -> tuple[subprocess.Popen[str], str, str, float]:
+    """Start `explorer run`, send `signum` to its whole process group once a trial is
+    part-way (an epoch stored, more to go); its exit, stdout, stderr and seconds to exit."""
+    driver = subprocess.Popen(command, env=env, start_new_session=True, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    try:
+        while True:
+            assert driver.poll() is None, f"the sweep ended first: {driver.communicate()}"
+            assert time.monotonic() < deadline, "no trial got going in time"
+            seen = reader.poll()
+            if seen is not None and part_way(*seen, epochs):
+                break
+            time.sleep(0.1)
+        os.killpg(driver.pid, signum)
+        sent = time.monotonic()
+        stdout, stderr = driver.communicate(timeout=120)
+        return driver, stdout, stderr, time.monotonic() - sent
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_ctrl_c_of_the_driver_exits_130_gives_the_lease_back_and_the_rerun_resumes(
@@ -388,25 +413,10 @@ def test_ctrl_c_of_the_driver_exits_130_gives_the_lease_back_and_the_rerun_resum
     command = [sys.executable, "-m", "explorer.cli", "run", str(spec), "--runs-dir", str(runs),
                "--num-cpus", "2"]
     reader = Reader(str(runs), "ctrl-c")
-    driver = subprocess.Popen(command, env=ray_env, start_new_session=True, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
-    try:
-        while True:  # until a trial is part-way: an epoch stored, more to go
-            assert driver.poll() is None, f"the sweep ended first: {driver.communicate()}"
-            assert time.monotonic() < deadline, "no trial got going in time"
-            seen = reader.poll()
-            if seen is not None and part_way(*seen, epochs):
-                break
-            time.sleep(0.1)
-        os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
-        interrupted_at = time.monotonic()
-        stdout, stderr = driver.communicate(timeout=120)
-    finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
-            driver.wait()
-    print(f"exited {time.monotonic() - interrupted_at:.1f} s after SIGINT")
+    # SIGINT to the group: what Ctrl-C in a terminal sends.
+    driver, stdout, stderr, seconds = stop_mid_sweep(command, ray_env, reader, epochs,
+                                                     signal.SIGINT)
+    print(f"exited {seconds:.1f} s after SIGINT")
 
     assert driver.returncode == 130, (stdout, stderr)
     lines = error_lines(stderr)
