@@ -615,10 +615,11 @@ def check_shared_storage(runs_dir: Path) -> None:
 
 
 def run_sweep(strategy: Strategy, sink: Sink, options: SweepOptions, *, max_epochs: int,
-              stop: threading.Event | None = None) -> None:
+              stop: Sequence[threading.Event] = ()) -> None:
     """Train what `strategy` hands out, reporting to `sink`; `max_epochs` is ASHA's horizon.
 
-    Once `stop` is set (the driver lost its lease), or on the first Ctrl-C, the sweep ends
+    Once any `stop` event is set (the driver lost its lease, the store is gone), or on the
+    first Ctrl-C, the sweep ends
     at Tune's next step: nothing more is handed out and the running trials are stopped,
     left 'running' in the store for the next run to resume from their checkpoints. A
     Ctrl-C then raises KeyboardInterrupt; a second one raises it at once.
@@ -630,7 +631,7 @@ def run_sweep(strategy: Strategy, sink: Sink, options: SweepOptions, *, max_epoc
         # Loaded before Ctrl-C is caught: a large folder or a download stops at once.
         shared = None if options.data is None else _shared_data(options.data)
         with _stop_on_sigint() as interrupted:
-            stopping = Stopping(interrupted, *([stop] if stop is not None else []))
+            stopping = Stopping(interrupted, *stop)
             tuner = _tuner(strategy, sink, options, max_epochs, stopping, shared)
             started = time.monotonic()
             tuner.fit()
