@@ -109,7 +109,7 @@ def need_store_driver(url: str | None) -> None:
 
     try:
         driver = make_url(url).get_driver_name()
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         return  # the store reports a malformed URL itself
     if driver == "psycopg":
         need("postgres", f"the store {url.split('://')[0]}://")

@@ -15,10 +15,13 @@ StoreError naming the store and what was being written (`explain`).
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -26,6 +29,9 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from explorer.store.errors import StoreError
 
 DEFAULT_RETRY_SECONDS = 60.0
+# Less free space than this under a SQLite store that reports an I/O error: the disk is full
+# (its -shm file alone grows by 32 KiB at a time).
+_FULL_BELOW = 256 * 1024
 
 _Result = TypeVar("_Result")
 
@@ -76,13 +82,20 @@ def transient(err: BaseException) -> bool:
     return str(sqlstate).startswith(_TRANSIENT_SQLSTATE_PREFIXES)
 
 
-def disk_full(err: BaseException) -> bool:
-    """SQLite's SQLITE_FULL, PostgreSQL's disk_full (53100), or ENOSPC in the message."""
+def disk_full(err: BaseException, where: str) -> bool:
+    """SQLite's SQLITE_FULL, PostgreSQL's disk_full (53100), ENOSPC in the message; or
+    SQLite's I/O error on a file store whose folder has no room left (SQLite says only
+    "disk I/O error" when it cannot grow its -shm file)."""
     orig = err.orig if isinstance(err, DBAPIError) else err
     text = str(orig)
-    return (getattr(orig, "sqlite_errorname", "") == "SQLITE_FULL"
+    if (getattr(orig, "sqlite_errorname", "") == "SQLITE_FULL"
             or getattr(orig, "sqlstate", "") == "53100"
-            or "database or disk is full" in text or "No space left on device" in text)
+            or "database or disk is full" in text or "No space left on device" in text):
+        return True
+    if isinstance(orig, sqlite3.Error) and "disk I/O error" in text:
+        with contextlib.suppress(OSError):
+            return shutil.disk_usage(Path(where).parent).free < _FULL_BELOW
+    return False
 
 
 def read_only(err: BaseException) -> bool:
@@ -97,7 +110,7 @@ def read_only(err: BaseException) -> bool:
 def explain(err: BaseException, where: str, doing: str) -> StoreError | None:
     """A full disk or a read-only store as one line naming the store and `doing`
     (what was being written); None for any other error."""
-    if disk_full(err):
+    if disk_full(err, where):
         return StoreError(f"the disk holding the results database at {where} is full: could "
                           f"not write {doing} ({reason(err)}); free some space there, then the "
                           "same command resumes")
