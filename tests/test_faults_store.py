@@ -120,6 +120,17 @@ def finish(driver: subprocess.Popen[str], timeout: float = 300) -> tuple[int, li
     return driver.returncode, lines(stderr)
 
 
+@contextlib.contextmanager
+def killed_on_failure(driver: subprocess.Popen[str]) -> Iterator[None]:
+    """The driver is killed if injecting the fault fails (ray_env then reaps its Ray)."""
+    try:
+        yield
+    except BaseException:
+        driver.kill()
+        driver.communicate()
+        raise
+
+
 # --- a PostgreSQL server of the test's own ------------------------------------------------
 
 
@@ -133,10 +144,12 @@ class OwnPostgres:
         command = [str(self.bin / "pg_ctl"), "-D", str(self.folder / "data"), *args]
         if os.geteuid() == 0:  # the server runs as postgres (initdb refuses root)
             command = ["runuser", "-u", "postgres", "--", *command]
-        subprocess.run(command, check=True, cwd="/", capture_output=True, timeout=120)
+        # Not captured: the server it starts would hold the pipe open for its lifetime.
+        subprocess.run(command, check=True, cwd="/", stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=120)
 
     def restart(self) -> None:
-        self.pg_ctl("-m", "fast", "-w", "restart")
+        self.pg_ctl("-l", str(self.folder / "server.log"), "-m", "fast", "-w", "restart")
 
     def stop(self) -> None:
         self.pg_ctl("-m", "fast", "-w", "stop")
@@ -178,8 +191,9 @@ def test_a_postgres_restart_mid_sweep_is_ridden_out(
             "--store", url, "--num-cpus", "2", "--store-retry", "30"]
     driver = start_and_wait_for_an_epoch(args, ray_env, url, tmp_path / "run.log")
     faulted = time.monotonic()
-    own_postgres.restart()
-    code, stderr = finish(driver)
+    with killed_on_failure(driver):
+        own_postgres.restart()
+        code, stderr = finish(driver)
     print(f"\npostgres restart: exit {code} {time.monotonic() - faulted:.1f} s after it")
     assert code == 0, (stderr, (tmp_path / "run.log").read_text())
     assert len(stderr) <= 3, stderr
@@ -193,8 +207,9 @@ def test_postgres_stopped_past_the_bound_stops_in_one_line_and_the_rerun_finishe
             "--store", url, "--num-cpus", "2", "--store-retry", "3"]
     driver = start_and_wait_for_an_epoch(args, ray_env, url, tmp_path / "run.log")
     faulted = time.monotonic()
-    own_postgres.stop()
-    code, stderr = finish(driver)
+    with killed_on_failure(driver):
+        own_postgres.stop()
+        code, stderr = finish(driver)
     print(f"\npostgres stopped: exit {code} {time.monotonic() - faulted:.1f} s after; "
           f"{stderr}")
     assert code == 2, (stderr, (tmp_path / "run.log").read_text())
@@ -380,12 +395,12 @@ def test_a_full_disk_under_the_store_is_one_line_and_the_rerun_finishes(
                 "--store", url, "--num-cpus", "2"]
         driver = start_and_wait_for_an_epoch(args, ray_env, url, tmp_path / "run.log")
         filler = disk / "filler"
-        with filler.open("wb") as out, contextlib.suppress(OSError):
-            while True:  # until ENOSPC
-                out.write(b"\0" * 4096)
-                out.flush()
-        faulted = time.monotonic()
-        code, stderr = finish(driver)
+        with killed_on_failure(driver):
+            with contextlib.suppress(OSError), filler.open("wb", buffering=0) as out:
+                while True:  # until ENOSPC
+                    out.write(b"\0" * 4096)
+            faulted = time.monotonic()
+            code, stderr = finish(driver)
         print(f"\nfull disk: exit {code} {time.monotonic() - faulted:.1f} s after; {stderr}")
         assert code == 2, (stderr, (tmp_path / "run.log").read_text())
         assert len(stderr) == 1, stderr
