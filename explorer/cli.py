@@ -151,7 +151,7 @@ def need_store_driver(url: str | None) -> None:
 
     try:
         driver = make_url(url).get_driver_name()
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         return  # the store reports a malformed URL itself
     if driver == "psycopg":
         need("postgres", f"the store {url.split('://')[0]}://")
@@ -530,6 +530,13 @@ def run(
     fail_trial: Annotated[str | None, typer.Option("--fail-trial", hidden=True)] = None,
     overrides: SetOpt = None,
     tensorboard: TensorBoardOpt = False,
+    store_retry: Annotated[
+        float | None,
+        typer.Option("--store-retry", min=0.0, metavar="SECONDS",
+                     help="How long a store outage (a database server restarting, a lock "
+                     "held) is waited out, the sweep's results held meanwhile, before the "
+                     "run stops with exit 2 (the same command resumes). Default: 60."),
+    ] = None,
 ) -> None:
     """Train every trial of SPEC on Ray; the same command again resumes.
 
@@ -558,6 +565,7 @@ def run(
         num_cpus=num_cpus,
         fail_trial=fail_trial,
         tensorboard=tensorboard,
+        **({} if store_retry is None else {"store_retry_seconds": store_retry}),
     )
     try:
         summary = run_experiment(request, SweepDisplay(out))
@@ -1371,6 +1379,19 @@ def import_command(
               f"({spaces}); skipped {summary.skipped.total}", highlight=False, soft_wrap=True)
 
 
+def _store_fault(problem: Exception) -> str | None:
+    """A database's operational failure (connection lost, timeout, disk full) that escaped a
+    command, as one line; None for anything else (a bug)."""
+    from sqlalchemy.exc import OperationalError
+
+    if not isinstance(problem, OperationalError):
+        return None
+    from explorer.store.retry import reason
+
+    return (f"the results database failed: {reason(problem)}; check the store (--store or "
+            "--runs-dir) and run the same command again")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: runs the app, turning Ctrl-C into exit code 130 without a traceback."""
     try:
@@ -1382,6 +1403,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     except Exception as problem:  # a bug: one line for people, the traceback on request
         if os.environ.get("EXPLORER_DEBUG"):
             raise
+        store_fault = _store_fault(problem)
+        if store_fault is not None:  # the database failing under a read: not a bug
+            err.print(f"[bold red]error:[/] {escape(store_fault)}", highlight=False,
+                      soft_wrap=True)
+            sys.exit(EXIT_SETUP)
         err.print(
             f"[bold red]internal error:[/] {type(problem).__name__}: {escape(str(problem))} "
             "(set EXPLORER_DEBUG=1 for the traceback, and please report it)",

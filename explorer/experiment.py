@@ -15,10 +15,11 @@ import dataclasses
 import json
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from explorer.errors import SetupError
 from explorer.importers import is_imported
@@ -36,6 +37,16 @@ from explorer.search import (
 from explorer.space import Candidate
 from explorer.spec import Spec
 from explorer.store import ExperimentRecord, Writer, environment_info, store_url
+from explorer.store.engine import describe
+from explorer.store.retry import (
+    DEFAULT_RETRY_SECONDS,
+    RetryPolicy,
+    call_with_retry,
+    explain,
+    outage_notice,
+    transient,
+    unavailable,
+)
 from explorer.tracking import TensorBoardLog, tensorboard_dir
 
 if TYPE_CHECKING:  # annotations only: torch is imported when a run starts
@@ -46,6 +57,7 @@ if TYPE_CHECKING:  # annotations only: torch is imported when a run starts
 # store's schema, and only the driver, on this machine, asks and tells), so
 # `optuna-dashboard sqlite:///RUNS_DIR/optuna.db` opens it.
 OPTUNA_DB = "optuna.db"
+_Done = TypeVar("_Done")
 
 
 def study_place(runs_dir: Path, experiment: str, version: int) -> StudyPlace:
@@ -68,6 +80,7 @@ class RunRequest:
     num_cpus: int | None = None
     fail_trial: str | None = None
     heartbeat_seconds: float = 10.0  # the driver's lease (explorer/lease.py)
+    store_retry_seconds: float = DEFAULT_RETRY_SECONDS  # a store outage waited out
     tensorboard: bool = False  # event files per trial (explorer/tracking.py)
 
 
@@ -150,44 +163,72 @@ class EpochTracker(Protocol):
 
 
 class StoreSink:
-    """Writes a sweep's events to the store and tells the observer (and a tracker)."""
+    """Writes a sweep's events to the store and tells the observer (and a tracker).
+
+    The writes never block Tune's loop nor raise into it. Each event's write joins a
+    queue, written in order; while the store fails transiently (a server restarting, a
+    lock held) the queue holds them and is retried, with a doubling wait, at Tune's next
+    steps, so no event is lost and the trials keep training. Once the store has failed
+    for longer than the retry policy allows, or fails in a way waiting cannot mend (a full
+    disk, a bug), `lost` is set (the sweep stops, as on a lost lease) and `close()` raises
+    the one-line problem.
+    """
 
     def __init__(self, store: Writer, experiment_id: int, observer: RunObserver,
-                 tracker: EpochTracker | None = None) -> None:
+                 tracker: EpochTracker | None = None, retry: RetryPolicy | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.experiment_id = experiment_id
         self.observer = observer
         self.tracker = tracker
+        self.retry = retry or RetryPolicy()
+        self.clock = clock
         self.failed: dict[str, str] = {}
+        self.lost = threading.Event()  # the store is gone for good: stop the sweep
+        self.problem: BaseException | None = None
+        self._held: deque[tuple[str, Callable[[], None]]] = deque()
+        self._outage_since: float | None = None
+        self._wait: float | None = None
+        self._next_try = 0.0
 
     def trial_planned(self, plan: TrialPlan, candidate: Candidate | None) -> None:
-        if candidate is not None:
-            self.store.add_candidates(self.experiment_id, [candidate])
-        self.store.add_trials(self.experiment_id, [(plan.trial_key, plan.candidate_key, plan.seed)])
+        def write() -> None:
+            if candidate is not None:
+                self.store.add_candidates(self.experiment_id, [candidate])
+            self.store.add_trials(self.experiment_id,
+                                  [(plan.trial_key, plan.candidate_key, plan.seed)])
+
+        self._write(f"trial {plan.trial_key}'s plan", write)
 
     def trial_started(self, trial_key: str, node: str, device: str) -> None:
-        self.store.mark_running(self.experiment_id, trial_key, f"{device}@{node[:8]}")
+        self._write(f"trial {trial_key}'s start", lambda: self.store.mark_running(
+            self.experiment_id, trial_key, f"{device}@{node[:8]}"))
         self.observer.trial_started(trial_key)
 
     def trial_provenance(self, trial_key: str, provenance: Mapping[str, Any]) -> None:
-        self.store.record_provenance(self.experiment_id, trial_key, provenance)
+        self._write(f"trial {trial_key}'s provenance", lambda: self.store.record_provenance(
+            self.experiment_id, trial_key, provenance))
 
     def notice(self, trial_key: str, message: str) -> None:
         self.observer.notice(f"trial {trial_key}: {message}")
 
     def epoch(self, trial_key: str, metrics: Mapping[str, Any]) -> None:
-        self.store.record_epoch(self.experiment_id, trial_key, metrics)
+        self._write(f"trial {trial_key}'s epoch {metrics.get('epoch')}",
+                    lambda: self.store.record_epoch(self.experiment_id, trial_key, metrics))
         if self.tracker is not None:
             self.tracker.epoch(trial_key, metrics)
         self.observer.tick()
 
     def trial_ended(self, trial_key: str, status: str, metrics: Mapping[str, Any],
                     error: str | None, history: Sequence[Mapping[str, Any]]) -> None:
-        # The whole history again: epochs reported before a crash of the
-        # driver were lost with it; recording is idempotent per epoch.
-        if history:
-            self.store.record_epochs(self.experiment_id, trial_key, history)
-        self.store.finish_trial(self.experiment_id, trial_key, status, metrics, error)
+        def write() -> None:
+            # The whole history again: epochs reported before a crash of the
+            # driver were lost with it; recording is idempotent per epoch.
+            if history:
+                self.store.record_epochs(self.experiment_id, trial_key, history)
+            self.store.finish_trial(self.experiment_id, trial_key, status, metrics, error)
+
+        self._write(f"trial {trial_key}'s outcome", write)
         if self.tracker is not None:
             self.tracker.trial_ended(trial_key)
         if status == "failed":
@@ -197,7 +238,63 @@ class StoreSink:
                                   None if error_figure is None else float(error_figure))
 
     def tick(self) -> None:
+        if self._held and self.clock() >= self._next_try:
+            self._drain()
         self.observer.tick()
+
+    def close(self, wait: bool = True) -> None:
+        """Write what is still held, waiting out an outage within the policy's bound (or
+        trying once, without `wait`); raise the store's problem if there is one
+        (StoreUnavailable past the bound)."""
+        if not wait:
+            self._drain()
+        while wait and self._held and self.problem is None:
+            pause = self._next_try - self.clock()
+            if pause > 0:
+                time.sleep(pause)
+            self._drain()
+        if self.problem is not None:
+            raise self.problem
+
+    def _write(self, doing: str, write: Callable[[], None]) -> None:
+        if self.problem is not None:  # the sweep is stopping; the next run redoes this
+            return
+        self._held.append((doing, write))
+        if len(self._held) == 1 or self.clock() >= self._next_try:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Write the held events in order until one fails; decide what that failure means."""
+        where = self.store.where
+        while self._held and self.problem is None:
+            doing, write = self._held[0]
+            try:
+                write()
+            except Exception as err:
+                if not transient(err):
+                    self._give_up(explain(err, where, doing) or err)
+                    return
+                now = self.clock()
+                if self._outage_since is None:
+                    self._outage_since = now
+                    self.observer.notice(outage_notice(where, err, self.retry.seconds))
+                elif now - self._outage_since >= self.retry.seconds:
+                    self._give_up(unavailable(where, err, self.retry.seconds))
+                    return
+                self._wait = self.retry.wait_after(self._wait)
+                self._next_try = now + self._wait
+                return
+            self._held.popleft()
+        if self._outage_since is not None and not self._held:
+            self.observer.notice(f"the results database at {where} answers again after "
+                                 f"{self.clock() - self._outage_since:.1f} s; every held "
+                                 "result is written")
+            self._outage_since, self._wait = None, None
+
+    def _give_up(self, problem: BaseException) -> None:
+        self.problem = problem
+        self._held.clear()
+        self.lost.set()
 
 
 @dataclass(frozen=True)
@@ -265,7 +362,11 @@ def keep_stored_keys(trials: Sequence[Suggestion],
 
 
 def run_experiment(request: RunRequest, observer: RunObserver | None = None) -> RunSummary:
-    """Run (or continue) an experiment, telling `observer` as it goes; returns what happened."""
+    """Run (or continue) an experiment, telling `observer` as it goes; returns what happened.
+
+    Every store call rides out a transient outage within `request.store_retry_seconds`
+    (explorer/store/retry.py) and raises StoreUnavailable past it.
+    """
     watch = observer or Unobserved()
     spec = request.spec
     started = time.monotonic()
@@ -274,24 +375,33 @@ def run_experiment(request: RunRequest, observer: RunObserver | None = None) -> 
     # Before the store: a missing or unwritable dataset leaves no experiment behind. What the
     # check loads (all but an image folder) is what the sweep trains on: loaded once.
     loaded = check_available(spec.data)
-    store = Writer.open(store_url(request.runs_dir, request.store_url))
-    latest = store.latest_experiment(spec.name)
+    policy = RetryPolicy(request.store_retry_seconds)
+    url = store_url(request.runs_dir, request.store_url)
+    store = call_with_retry(lambda: Writer.open(url), policy, describe(url), "its schema",
+                            on_outage=watch.notice)
+
+    def retried(doing: str, write: Callable[[], _Done]) -> _Done:
+        return call_with_retry(write, policy, store.where, doing, on_outage=watch.notice)
+
+    latest = retried("the experiment", lambda: store.latest_experiment(spec.name))
     if is_imported(latest):
         raise SetupError(f"experiment {spec.name!r} was imported (explorer import) and is "
                          "read-only: run the spec under another name")
-    record = store.create_or_get_experiment(
+    record = retried("the experiment", lambda: store.create_or_get_experiment(
         spec.name, request.spec_text, spec.hash, json.dumps(spec.record()),
         new_version=request.new_version, environment=environment_info(),
         # Where the data lives is not what the experiment is: another machine's root
         # continues the same experiment (its trial keys hold no root either).
         ignored_keys=tuple(f"data.{key}" for key in DATA_PLACE),
-    )
+    ))
     with driver_lease(store, record, interval=request.heartbeat_seconds,
-                      notice=watch.notice) as lease:
-        store.requeue_running(record.id)  # left 'running' by a driver that is gone
-        planned, failed = _plan_and_sweep(request, store, record, watch, lease.lost, loaded)
+                      notice=watch.notice, retry=policy) as lease:
+        # left 'running' by a driver that is gone
+        retried("the requeued trials", lambda: store.requeue_running(record.id))
+        planned, failed = _plan_and_sweep(request, store, record, watch, lease.lost, policy,
+                                          loaded)
         lease.check()  # taken over meanwhile: the sweep stopped; say so, exit 2
-    counts = store.status_counts(record.id)
+    counts = retried("nothing (reading the counts)", lambda: store.status_counts(record.id))
     return RunSummary(
         experiment=spec.name, version=record.version, planned=planned.planned,
         skipped=planned.skipped, reused=planned.reused, finished=counts.get("finished", 0),
@@ -300,15 +410,18 @@ def run_experiment(request: RunRequest, observer: RunObserver | None = None) -> 
 
 
 def _plan_and_sweep(request: RunRequest, store: Writer, record: ExperimentRecord,
-                    watch: RunObserver, lease_lost: threading.Event, loaded: Dataset | None,
+                    watch: RunObserver, lease_lost: threading.Event, policy: RetryPolicy,
+                    loaded: Dataset | None,
                     ) -> tuple[Planned, dict[str, str]]:
     """With the lease held: plan, tell the observer, sweep what is left (until the lease is
     lost) on the data `loaded` (None: the sweep loads it); returns the plan and the trials
     that failed, with their reasons."""
     spec = request.spec
     request.runs_dir.mkdir(parents=True, exist_ok=True)
-    planned = plan_run(store, record.id, spec,
-                       study_place(request.runs_dir, spec.name, record.version))
+    planned = call_with_retry(
+        lambda: plan_run(store, record.id, spec,
+                         study_place(request.runs_dir, spec.name, record.version)),
+        policy, store.where, "the planned trials", on_outage=watch.notice)
     total = planned.strategy.budget
     resources = spec.resources
     shown = planned.planned if isinstance(planned.strategy, Listed) else spec.search.n_trials
@@ -331,9 +444,15 @@ def _plan_and_sweep(request: RunRequest, store: Writer, record: ExperimentRecord
             tracker = (stack.enter_context(TensorBoardLog(tensorboard_dir(request.runs_dir,
                                                                           spec.name)))
                        if request.tensorboard else None)
-            sink = StoreSink(store, record.id, watch, tracker)
+            sink = StoreSink(store, record.id, watch, tracker, policy)
             stack.enter_context(watch.sweeping())
-            run_sweep(planned.strategy, sink, options, max_epochs=spec.train.epochs,
-                      stop=lease_lost, loaded=loaded)
+            try:
+                run_sweep(planned.strategy, sink, options, max_epochs=spec.train.epochs,
+                          stop=(lease_lost, sink.lost), loaded=loaded)
+            except KeyboardInterrupt:
+                with contextlib.suppress(Exception):  # what can be written at once
+                    sink.close(wait=False)
+                raise
+            sink.close()  # the held results written, or the store's problem raised
         failed = sink.failed
     return planned, failed

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 
 from explorer.store import ExperimentRecord, StoreError, Writer
 from explorer.store.records import Holder
+from explorer.store.retry import RetryPolicy, call_with_retry, explain, reason, transient
 
 # A holder silent for this many heartbeat intervals is gone.
 STALE_INTERVALS = 3
@@ -91,16 +92,22 @@ class Lease:
 
 @contextmanager
 def driver_lease(store: Writer, experiment: ExperimentRecord, *, interval: float,
-                 notice: Callable[[str], None]) -> Iterator[Lease]:
+                 notice: Callable[[str], None],
+                 retry: RetryPolicy | None = None) -> Iterator[Lease]:
     """Hold `experiment`'s lease for this process while the block runs.
 
     Raises LeaseHeld (a StoreError) at once when a live driver holds it; tells
     `notice` in one line when it takes over from one that is gone. The block
-    watches the yielded Lease to learn that another driver took it over.
+    watches the yielded Lease to learn that another driver took it over. Taking
+    the lease rides out a store outage within `retry`; giving it back is tried
+    once: a store still unreachable then (the block ended because it was) keeps
+    it, and the next driver takes it over as gone (at once on this host).
     """
     token, host, pid = uuid.uuid4().hex, socket.gethostname(), os.getpid()
-    previous = store.take_lease(experiment, token, host, pid,
-                                gone=lambda h: holder_gone(h, interval, host))
+    previous = call_with_retry(
+        lambda: store.take_lease(experiment, token, host, pid,
+                                 gone=lambda h: holder_gone(h, interval, host)),
+        retry or RetryPolicy(), store.where, "the experiment's lease", on_outage=notice)
     if previous is not None:
         notice(f"took over experiment {experiment.name!r} v{experiment.version} from "
                f"{previous.describe()}, which is gone; its running trials go back to pending")
@@ -115,7 +122,13 @@ def driver_lease(store: Writer, experiment: ExperimentRecord, *, interval: float
     finally:
         stop.set()
         beat.join()
-        store.release_lease(experiment.id, token)
+        try:
+            store.release_lease(experiment.id, token)
+        except Exception as problem:  # the store's fault, not this driver's: say so, go on
+            if not transient(problem) and explain(problem, store.where, "") is None:
+                raise
+            notice(f"could not give the lease back ({reason(problem)}): the next run of "
+                   "this experiment takes it over")
 
 
 def _keep_alive(store: Writer, lease: Lease, token: str, interval: float,

@@ -64,6 +64,21 @@ KNOWN_NUM_CLASSES = {
 }
 
 
+# The largest train seed: the results store keeps a trial's seed in a SQL INTEGER column,
+# 32-bit signed on PostgreSQL (explorer/store/schema.py), so a larger one is refused here,
+# at its line in the spec, before anything is stored.
+SEED_MAX = 2**31 - 1
+
+
+def _seed_the_store_holds(seed: int) -> int:
+    if seed > SEED_MAX:
+        raise ValueError(f"{seed} is too large: a seed must be 0 to {SEED_MAX}, the range the "
+                         "results store holds (a 32-bit SQL integer)")
+    return seed
+
+
+StoredSeed = Annotated[NonNegativeInt, AfterValidator(_seed_the_store_holds)]
+
 class FrozenDict(dict[str, Any]):
     """A dict that refuses changes and can be hashed, so a frozen Spec stays frozen."""
 
@@ -430,7 +445,7 @@ class TrainSpec(Frozen):
     channels_last: bool = True
     compile: bool = False
     augment: bool | None = None
-    seeds: Annotated[tuple[NonNegativeInt, ...], Field(min_length=1)] = (0,)
+    seeds: Annotated[tuple[StoredSeed, ...], Field(min_length=1)] = (0,)
 
     @field_validator("warmup_epochs")
     @classmethod

@@ -678,16 +678,16 @@ def check_shared_storage(runs_dir: Path) -> None:
 
 
 def run_sweep(strategy: Strategy, sink: Sink, options: SweepOptions, *, max_epochs: int,
-              stop: threading.Event | None = None, loaded: Dataset | None = None) -> None:
+              stop: Sequence[threading.Event] = (), loaded: Dataset | None = None) -> None:
     """Train what `strategy` hands out, reporting to `sink`; `max_epochs` is ASHA's horizon.
     `loaded` is `options.data` already loaded by the caller, so it is not loaded twice.
 
-    Once `stop` is set (the driver lost its lease), or on the first Ctrl-C or SIGTERM, the
-    sweep ends at Tune's next step: nothing more is handed out and the running trials are
-    stopped, left 'running' in the store for the next run to resume from their checkpoints.
-    A Ctrl-C then raises KeyboardInterrupt, a SIGTERM Terminated; a second one raises at once.
-    A trial whose checkpoint cannot be written (a full disk) stops the sweep the same way,
-    and SetupError says which file and why.
+    Once any `stop` event is set (the driver lost its lease, the store is gone), or on the
+    first Ctrl-C or SIGTERM, the sweep ends at Tune's next step: nothing more is handed out
+    and the running trials are stopped, left 'running' in the store for the next run to
+    resume from their checkpoints. A Ctrl-C then raises KeyboardInterrupt, a SIGTERM
+    Terminated; a second one raises at once. A trial whose checkpoint cannot be written (a
+    full disk) stops the sweep the same way, and SetupError says which file and why.
     """
     if strategy.budget <= 0:
         return
@@ -697,7 +697,7 @@ def run_sweep(strategy: Strategy, sink: Sink, options: SweepOptions, *, max_epoc
         shared = None if options.data is None else _shared_data(options.data, loaded)
         halt = Halt()
         with _stop_on_signals() as interrupted:
-            stopping = Stopping(interrupted, halt, *([stop] if stop is not None else []))
+            stopping = Stopping(interrupted, halt, *stop)
             tuner = _tuner(strategy, sink, options, max_epochs, stopping, shared, halt)
             started = time.monotonic()
             tuner.fit()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from itertools import groupby
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -31,7 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from explorer.metrics import EPOCH_METRICS, OUTCOMES, PROVENANCE, TRIAL_METRICS
-from explorer.store.engine import open_engine
+from explorer.store.engine import open_engine, resolve
 from explorer.store.errors import LeaseHeld, SpecChanged, StoreError
 from explorer.store.provenance import differing_keys, environment_info
 from explorer.store.reader import Reader
@@ -45,6 +46,7 @@ from explorer.store.records import (
     now,
     pick,
 )
+from explorer.store.retry import read_only_store
 from explorer.store.schema import (
     CANDIDATE_FIELDS,
     COST_FIELDS,
@@ -80,7 +82,22 @@ class Writer(Reader):
 
         engine, where = open_engine(url_or_path, readonly=False)
         writer = cls(engine, where)
-        writer._prepare(lambda conn: migrate.upgrade(conn, where), sqlite_foreign_keys=False)
+
+        def prepare(conn: Connection) -> None:
+            migrate.upgrade(conn, where)
+            # A write that changes nothing (readers' data_version stays): a read-only file
+            # (SQLite opens one read-only without a word) is found here, in one line, not
+            # at the sweep's first write.
+            conn.execute(update(revision_table).where(revision_table.c.id == 1)
+                         .values(value=revision_table.c.value))
+
+        try:
+            writer._prepare(prepare, sqlite_foreign_keys=False)
+        except StoreError as problem:
+            path = resolve(url_or_path)
+            if isinstance(path, Path) and not _writable(path):
+                raise read_only_store(where) from None
+            raise problem from None
         return writer
 
     def __enter__(self) -> Writer:
@@ -392,6 +409,13 @@ class Writer(Reader):
                                         heartbeat_at=None))
             if done.rowcount:
                 _bump(conn)
+
+
+def _writable(path: Path) -> bool:
+    """Whether SQLite can write the file and its folder (its -wal and -shm files); access(2)
+    answers False on a read-only mount and for an immutable file, even to root."""
+    folder_ok = os.access(path.parent, os.W_OK)
+    return folder_ok and (not path.exists() or os.access(path, os.W_OK))
 
 
 def _bump(conn: Connection) -> None:
