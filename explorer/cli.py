@@ -1,8 +1,7 @@
 """The `explorer` command: the only reader of argv and the environment.
 
-Exit codes: 0 success; 1 an internal error (a bug); 2 a bad spec, bad arguments or a set-up problem
-(missing dataset, busy port, unreachable cluster); 3 some trials failed;
-130 interrupted.
+Its exit codes are explorer.errors.ExitCode; an ExplorerError ends a command in one line
+(ExplorerGroup.invoke prints it), anything else is a bug (exit 1, `main`).
 """
 
 from __future__ import annotations
@@ -20,10 +19,17 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 import typer.core
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from explorer.spec import Spec, SpecError, json_schema, load_spec_source
+from explorer.errors import (
+    EXIT_MEANINGS,
+    CheckFailed,
+    ExitCode,
+    ExplorerError,
+    UsageError,
+    require_extra,
+)
+from explorer.spec import Spec, json_schema, load_spec_source
 
 if TYPE_CHECKING:  # the commands import what they need when they run
     import pandas as pd
@@ -36,8 +42,6 @@ if TYPE_CHECKING:  # the commands import what they need when they run
     from explorer.space import Batch, Candidate, CandidateStream
     from explorer.store import Reader
     from explorer.train import ModelBuilder
-
-EXIT_OK, EXIT_SETUP, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
 
 # What a Ctrl-C leaves behind, per command (output files are written atomically, so an
 # interrupted command leaves none); `run` and `enumerate` say more where they catch it.
@@ -52,25 +56,29 @@ NOTHING_WRITTEN = "interrupted; nothing was written"
 
 
 class ExplorerGroup(typer.core.TyperGroup):
-    """Typer turns a Ctrl-C inside a command into a silent exit 130; every command says
-    in one line what the interruption left behind instead."""
+    """Where a command's errors become what the user sees: an ExplorerError its one line
+    (as written: text, not markup) and its exit code. Typer turns a Ctrl-C inside a command
+    into a silent exit 130; every command says in one line what the interruption left
+    behind instead."""
 
     def invoke(self, ctx: ClickContext) -> Any:
         try:
             return super().invoke(ctx)
+        except ExplorerError as error:
+            err.print(error.report(), markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
             err.print(INTERRUPTED.get(ctx.invoked_subcommand or "", NOTHING_WRITTEN),
                       highlight=False, soft_wrap=True)
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+            raise typer.Exit(ExitCode.INTERRUPTED) from None
 
 
 app = typer.Typer(
     cls=ExplorerGroup,
     name="explorer",
     help="Design-space explorer for ResNeXt-style networks: enumerate, train, compare.",
-    epilog="Exit codes: 0 success · 1 an internal error (a bug; EXPLORER_DEBUG=1 shows the "
-           "traceback) · 2 a bad spec, bad arguments or a set-up problem (a missing extra "
-           "too) · 3 some trials failed · 130 interrupted (the same command again resumes).",
+    epilog="Exit codes: " + " · ".join(f"{int(code)} {meaning}"
+                                       for code, meaning in EXIT_MEANINGS.items()) + ".",
     no_args_is_help=True,
     add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, pwsh)
     pretty_exceptions_enable=False,
@@ -80,24 +88,13 @@ out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
 
 
-class UserError(Exception):
-    """A problem the user can fix; printed as one line, exit code 2."""
+def fail(message: str) -> NoReturn:
+    """A bad argument or option: one line, exit 2 (ExplorerGroup.invoke prints it)."""
+    raise UsageError(message)
 
 
-def fail(message: str, code: int = EXIT_SETUP) -> NoReturn:
-    # The message is text, not markup: "pip install 'explorer[tracking]'" keeps its brackets.
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def need(extra: str, what: str, modules: tuple[str, ...] | None = None) -> None:
-    """Exit 2 in one line naming `pip install 'explorer[EXTRA]'` when the extra is missing."""
-    from explorer.errors import MissingExtra, require_extra
-
-    try:
-        require_extra(extra, what, modules)
-    except MissingExtra as missing:
-        fail(str(missing))
+# Exit 2 in one line naming `pip install 'explorer[EXTRA]'` when the extra is missing.
+need = require_extra
 
 
 def need_store_driver(url: str | None) -> None:
@@ -124,15 +121,7 @@ def read_spec(path: Path, overrides: Sequence[str] | None = None) -> Spec:
 
 def read_spec_source(path: Path, overrides: Sequence[str] | None = None) -> tuple[Spec, str]:
     """The spec with its --set overrides, and the text to record (see spec.spec_source)."""
-    try:
-        return load_spec_source(path, overrides or ())
-    except SpecError as problem:
-        for line in problem.problems:
-            err.print(str(line), highlight=False, markup=False, soft_wrap=True)
-        n = len(problem.problems)
-        err.print(f"{path}: {n} problem{'s' if n != 1 else ''}; nothing was run",
-                  highlight=False, markup=False, soft_wrap=True)
-        raise typer.Exit(EXIT_SETUP) from None
+    return load_spec_source(path, overrides or ())
 
 
 SpecArg = Annotated[Path, typer.Argument(help="The experiment spec (YAML).", show_default=False)]
@@ -234,15 +223,13 @@ def enumerate_command(
     out.print(f"{parsed.name}: {_size_line(parsed, stream.sizes)}", highlight=False)
     shown = None if show_all else (limit if limit is not None else
                                    (0 if output is not None else SHOWN_ROWS))
-    from explorer.errors import SetupError
-
     try:
         rows, checked, ranges = _run_stream(stream, output, shown, verify_fvcore)
     except KeyboardInterrupt:
         err.print("interrupted: nothing written" if output else "interrupted")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    except SetupError as problem:  # a sampled space with fewer distinct candidates than n
-        fail(f"{spec}: {problem}")
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
+    except ExplorerError as problem:  # a sampled space with fewer distinct candidates than n
+        raise problem.about(str(spec)) from None
     if rows:
         import pandas as pd
 
@@ -400,7 +387,7 @@ def verify_with_fvcore(candidates: Sequence[Candidate], spec: Spec) -> None:
     for key, measured, formula in mismatches:
         err.print(f"[red]mismatch[/] {key}: fvcore {measured} formula {formula}", highlight=False)
     if mismatches:
-        fail(f"{len(mismatches)} of {len(candidates)} candidates differ from fvcore", EXIT_FAILED)
+        raise CheckFailed(f"{len(mismatches)} of {len(candidates)} candidates differ from fvcore")
     out.print(f"fvcore agrees on all {len(candidates)} candidates (params, flops, acts)")
 
 
@@ -445,12 +432,9 @@ TensorBoardOpt = Annotated[
 
 
 def check_tensorboard() -> None:
-    from explorer.tracking import TrackingError, summary_writer_class
+    from explorer.tracking import summary_writer_class
 
-    try:
-        summary_writer_class()
-    except TrackingError as problem:
-        fail(str(problem))
+    summary_writer_class()
 
 
 @app.command()
@@ -489,9 +473,7 @@ def run(
     need("sweep", "explorer run")
     need_store_driver(store)
     from explorer.console import SweepDisplay
-    from explorer.errors import SetupError
     from explorer.experiment import RunRequest, run_experiment
-    from explorer.store import SpecChanged, StoreError
 
     parsed, spec_text = read_spec_source(spec, overrides)
     if tensorboard:
@@ -516,21 +498,7 @@ def run(
         err.print(f"interrupted: experiment {parsed.name!r} stopped; the same command again "
                   "resumes it (running trials from their last checkpoint)", highlight=False,
                   soft_wrap=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    except SpecChanged as changed:
-        keys = ", ".join(changed.differing_keys[:8]) or "(formatting)"
-        fail(
-            f"experiment {parsed.name!r} already exists in the store with a different spec "
-            f"(differs at: {keys}); rename it, or pass --new-version to keep both"
-        )
-    except (SetupError, StoreError) as problem:
-        fail(str(problem))
-    except Exception as problem:  # the data check runs once the lease is held
-        from explorer.data import DatasetError
-
-        if not isinstance(problem, DatasetError):
-            raise
-        fail(str(problem))
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
     for key, reason in summary.failed:
         err.print(f"[red]failed[/] trial {key}: {reason}", highlight=False)
     out.print(
@@ -539,7 +507,7 @@ def run(
         highlight=False,
     )
     if summary.failed:
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 def ray_address_from_env(announce: bool) -> str | None:
@@ -553,12 +521,9 @@ def ray_address_from_env(announce: bool) -> str | None:
 
 def preflight_data(spec: Spec) -> None:
     """A missing dataset is found before anything trains, in one line."""
-    from explorer.data import DatasetError, check_available
+    from explorer.data import check_available
 
-    try:
-        check_available(spec.data)
-    except DatasetError as problem:
-        fail(str(problem))
+    check_available(spec.data)
 
 
 @app.command()
@@ -634,29 +599,22 @@ def export(
 
 
 def export_mlflow(reader: Reader, experiment: str, uri: str) -> None:
-    from explorer.tracking import TrackingError, export_to_mlflow
+    from explorer.tracking import export_to_mlflow
 
     if uri.startswith("file:") or "://" not in uri:
         # The user named a file store; MLflow 3 serves one only with this opt-in.
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    try:
-        done = export_to_mlflow(reader, experiment, uri)
-    except TrackingError as problem:
-        fail(str(problem))
+    done = export_to_mlflow(reader, experiment, uri)
     out.print(f"MLflow experiment {done.experiment!r} at {done.uri}: {done.created} runs "
               f"added, {done.updated} updated, {done.epochs_logged} epochs logged",
               highlight=False)
 
 
 def open_reader(runs_dir: Path, url: str | None) -> Reader:
-    from explorer.store import Reader, StoreError, store_url
+    from explorer.store import Reader, store_url
 
     need_store_driver(url)
-
-    try:
-        return Reader.open(store_url(runs_dir, url))
-    except StoreError as problem:
-        fail(str(problem))
+    return Reader.open(store_url(runs_dir, url))
 
 
 @app.command()
@@ -731,7 +689,7 @@ def train(
         # It cannot start as asked (no GPU, a checkpoint of another trial): a set-up problem,
         # exit 2. One that fails while training (a diverged loss, out of memory) returns
         # status "failed" instead, and exits 3 below.
-        fail(f"trial {matches[0].key}: {problem}")
+        raise problem.about(f"trial {matches[0].key}") from None
     final = dataclasses.asdict(result.metrics) if result.metrics is not None else {}
     summary = {
         **final,
@@ -747,7 +705,7 @@ def train(
     else:
         out.print(summary)
     if result.status != "finished":
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 def initial_builder(path: Path, arch: Arch, num_classes: int) -> ModelBuilder:
@@ -757,7 +715,7 @@ def initial_builder(path: Path, arch: Arch, num_classes: int) -> ModelBuilder:
     try:
         return starting_from(read_initial_weights(path, arch, num_classes))
     except TrialError as problem:
-        fail(f"--init: {problem}")
+        raise problem.about("--init") from None
     except OSError as problem:
         fail(f"--init {path}: {problem.strerror or problem}")
 
@@ -768,7 +726,7 @@ def tensorboard_callback(stack: contextlib.ExitStack, spec: Spec, candidate: Can
     """An on_epoch that logs to RUNS_DIR/NAME/tensorboard/TRIAL_KEY/ (the trial key of the
     recipe that trains, --epochs included)."""
     from explorer.plan import plan_trial
-    from explorer.tracking import TensorBoardLog, TrackingError, tensorboard_dir
+    from explorer.tracking import TensorBoardLog, tensorboard_dir
     from explorer.train import revise
 
     recipe = spec.train
@@ -776,22 +734,18 @@ def tensorboard_callback(stack: contextlib.ExitStack, spec: Spec, candidate: Can
         recipe = revise(recipe, epochs=epochs, warmup_epochs=min(recipe.warmup_epochs, epochs))
     trial = plan_trial(spec.model_copy(update={"train": recipe}), candidate,
                        recipe.seeds[0] if seed is None else seed)
-    try:
-        log = stack.enter_context(TensorBoardLog(tensorboard_dir(runs_dir, spec.name)))
-    except TrackingError as problem:
-        fail(str(problem))
+    log = stack.enter_context(TensorBoardLog(tensorboard_dir(runs_dir, spec.name)))
     err.print(f"TensorBoard: {log.root / trial.trial_key}", highlight=False)
     return lambda metrics: log.epoch(trial.trial_key, metrics.to_dict())
 def all_candidates(parsed: Spec, path: Path) -> tuple[Candidate, ...]:
     """Every candidate of the spec's spaces; exit 2 naming the file when a sampled space
     cannot yield its n."""
-    from explorer.errors import SetupError
     from explorer.space import enumerate_spec
 
     try:
         return enumerate_spec(parsed).candidates
-    except SetupError as problem:
-        fail(f"{path}: {problem}")
+    except ExplorerError as problem:
+        raise problem.about(str(path)) from None
 
 
 @app.command()
@@ -880,14 +834,11 @@ def report(
 ) -> None:
     """Write an experiment's charts and tables as one standalone HTML file (opens offline)."""
     need("dashboard", "explorer report", ("plotly", "scipy"))  # no streamlit
-    from explorer.report import ReportError, write_report
+    from explorer.report import write_report
 
     check_output_suffix(output, (".html", ".htm"))
-    try:
-        summary = write_report(open_reader(runs_dir, store), experiment, output,
-                               proxy_experiment=proxy)
-    except ReportError as problem:
-        fail(str(problem))
+    summary = write_report(open_reader(runs_dir, store), experiment, output,
+                           proxy_experiment=proxy)
     out.print(
         f"wrote {output}: {summary.experiment} v{summary.version}, {summary.finished} of "
         f"{summary.trials} trials finished, {summary.figures} charts",
@@ -1039,7 +990,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         app(args=list(argv) if argv is not None else None, standalone_mode=True)
     except KeyboardInterrupt:
         err.print("interrupted; the same command again resumes")
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(ExitCode.INTERRUPTED)
     except Exception as problem:  # a bug: one line for people, the traceback on request
         if os.environ.get("EXPLORER_DEBUG"):
             raise
@@ -1049,7 +1000,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             highlight=False,
             soft_wrap=True,
         )
-        sys.exit(1)
+        sys.exit(ExitCode.BUG)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from explorer import analysis, stats
+from explorer.errors import ExplorerError
 
 NORMALIZE_CHOICES = ("none", "params", "flops")
 DEFAULT_NORMALIZE = "flops"  # NDS's default: models compared at equal flops
@@ -32,7 +33,7 @@ MIN_CARDINALITIES = 3  # two points always lie on a line: they say nothing about
 MANY_SEEDS = 10_000
 
 
-class CompareError(Exception):
+class CompareError(ExplorerError):
     """A comparison that cannot be made as asked (one line for the user)."""
 
 

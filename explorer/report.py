@@ -29,6 +29,7 @@ from explorer.compare import (
     plan_samples,
     plan_sentence,
 )
+from explorer.errors import ExplorerError
 from explorer.files import atomic_write
 from explorer.metrics import SHOWN_STATUSES
 from explorer.store import Reader
@@ -56,7 +57,7 @@ section { margin: 2em 0; } pre { background: #f7f7f7; padding: 1em; overflow-x: 
 """
 
 
-class ReportError(Exception):
+class ReportError(ExplorerError):
     """Nothing to report (e.g. no such experiment); one line for the user."""
 
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from explorer.complexity import Complexity, count
+from explorer.errors import ExplorerError
 from explorer.plan import TrialPlan, plan_trial, plan_trials
 from explorer.space import (
     AXIS_FIELDS,
@@ -53,7 +54,7 @@ DRAWS_PER_CANDIDATE = 50
 INFEASIBLE_IN_A_ROW = 1000
 
 
-class SearchError(Exception):
+class SearchError(ExplorerError):
     """A search that cannot go on (e.g. nothing feasible to suggest); one line for people."""
 
 

@@ -46,6 +46,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from explorer.arch import BlockForm, Template, content_key, stage_bottleneck_widths
+from explorer.errors import ExplorerError
 
 # Integers are strict: YAML's `true` is not the integer 1, and "64" is not 64.
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
@@ -447,12 +448,18 @@ class At(Protocol):
                  line_loc: Loc = ()) -> Problem: ...
 
 
-class SpecError(Exception):
+class SpecError(ExplorerError):
     """A spec that cannot run; `problems` holds one entry per problem found."""
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = sorted(problems, key=lambda p: (p.line, p.path))
         super().__init__("\n".join(str(p) for p in self.problems))
+
+    def report(self) -> str:
+        """Each problem on a line of its own, then how many there are in which file."""
+        n = len(self.problems)
+        where = self.problems[0].file if self.problems else "the spec"
+        return f"{self}\n{where}: {n} problem{'s' if n != 1 else ''}; nothing was run"
 
 
 Loc = tuple[str | int, ...]

@@ -51,6 +51,7 @@ from explorer.data import (
     make_feed,
     steps_per_epoch,
 )
+from explorer.errors import ExplorerError
 from explorer.files import atomic_write
 from explorer.metrics import EpochMetrics, Provenance, TrialResult
 from explorer.spec import DataSpec, TrainSpec
@@ -69,7 +70,7 @@ StepCallback = Callable[[int, int], None]
 StartCallback = Callable[[Provenance], None]
 
 
-class TrialError(Exception):
+class TrialError(ExplorerError):
     """A trial that cannot start as asked; the message is one line for a person."""
 
 
