@@ -889,8 +889,7 @@ def compare(
     from explorer.compare import (
         DEFAULT_NORMALIZE,
         NORMALIZE_CHOICES,
-        CompareError,
-        compare_spaces,
+        compare_or_plain,
         plan_samples,
         space_names,
     )
@@ -910,15 +909,13 @@ def compare(
         fail(f"--space {unknown[0]!r} is not a space of {experiment!r}; its spaces are: "
              f"{', '.join(known)}")
     chosen = list(dict.fromkeys(space or [])) or None
-    try:
-        result = compare_spaces(trials, spaces=chosen, normalize=normalize or DEFAULT_NORMALIZE,
-                                bins=bins)
-    except CompareError as problem:
+    result, note = compare_or_plain(trials, spaces=chosen,
+                                    normalize=normalize or DEFAULT_NORMALIZE, bins=bins)
+    if note is not None:
         if normalize is not None:  # asked for: say why it cannot be done
-            fail(str(problem))
-        err.print(f"note: {problem}; compared without normalisation", highlight=False,
+            fail(note)
+        err.print(f"note: {note}; compared without normalisation", highlight=False,
                   soft_wrap=True)
-        result = compare_spaces(trials, spaces=chosen, normalize="none", bins=bins)
     if plan:
         result = dataclasses.replace(result, plan=plan_samples(result, trials, ks=ks))
     if as_json:

@@ -123,6 +123,19 @@ def space_names(trials: pd.DataFrame) -> list[str]:
     return sorted(trials["space"].dropna().astype(str).unique().tolist())
 
 
+def compare_or_plain(trials: pd.DataFrame, *, spaces: Sequence[str] | None = None,
+                     normalize: str = DEFAULT_NORMALIZE, bins: int = 10
+                     ) -> tuple[Comparison, str | None]:
+    """The comparison `explorer compare`, the report and the dashboard show, and the note
+    saying why it is not normalised where the spaces share no complexity bin: then the
+    plain EDFs (unweighted) are compared instead. A caller that was asked for `normalize`
+    explicitly may refuse instead (the CLI does; the note is the reason)."""
+    try:
+        return compare_spaces(trials, spaces=spaces, normalize=normalize, bins=bins), None
+    except CompareError as problem:
+        return compare_spaces(trials, spaces=spaces, normalize="none", bins=bins), str(problem)
+
+
 def compare_spaces(trials: pd.DataFrame, *, spaces: Sequence[str] | None = None,
                    normalize: str = DEFAULT_NORMALIZE, bins: int = 10) -> Comparison:
     """Summaries, pairwise KS tests and verdicts for the spaces of one experiment's trials.

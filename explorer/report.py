@@ -22,10 +22,8 @@ import plotly.io as pio
 
 from explorer import analysis, figures, stats
 from explorer.compare import (
-    DEFAULT_NORMALIZE,
-    CompareError,
     Comparison,
-    compare_spaces,
+    compare_or_plain,
     plan_samples,
     plan_sentence,
 )
@@ -207,10 +205,7 @@ def render_report(trials: pd.DataFrame, epochs: pd.DataFrame, experiment: dict[s
 def comparison_for_report(trials: pd.DataFrame) -> Comparison:
     """`explorer compare`'s default comparison of every space, with the closed-form plan;
     unnormalised where the spaces share no complexity bin."""
-    try:
-        result = compare_spaces(trials, normalize=DEFAULT_NORMALIZE)
-    except CompareError:
-        result = compare_spaces(trials, normalize="none")
+    result, _ = compare_or_plain(trials)
     return dataclasses.replace(result, plan=plan_samples(result, trials, simulate=False))
 
 
