@@ -535,6 +535,7 @@ def status(
     store: StoreOpt = None,
 ) -> None:
     """How far each experiment is: trials by status, the best error, the driver running it."""
+    from explorer import analysis
     from explorer.metrics import SHOWN_STATUSES
 
     reader = open_reader(runs_dir, store)
@@ -550,7 +551,7 @@ def status(
     for (name, version, experiment_id), group in trials.groupby(
             ["experiment", "version", "experiment_id"], sort=True):
         counts = group["status"].value_counts()
-        best = group.loc[group["status"] == "finished", "test_error"].min()
+        best = analysis.finished(group)["test_error"].min()
         holder = drivers.get(int(experiment_id))
         table.add_row(
             str(name),
@@ -664,6 +665,7 @@ def train(
         )
     preflight_data(parsed)
     build = initial_builder(init, matches[0].arch, parsed.num_classes) if init else None
+    from explorer.metrics import Status
     from explorer.train import TrialError
 
     try:
@@ -693,7 +695,7 @@ def train(
     final = dataclasses.asdict(result.metrics) if result.metrics is not None else {}
     summary = {
         **final,
-        "status": result.status,
+        "status": result.status.value,
         "error": result.error,
         "epochs_completed": result.epochs_completed,
         "device": result.device,
@@ -704,7 +706,7 @@ def train(
         print(json.dumps(summary))
     else:
         out.print(summary)
-    if result.status != "finished":
+    if result.status != Status.FINISHED:
         raise typer.Exit(ExitCode.FAILED)
 
 

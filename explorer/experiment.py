@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from explorer.lease import driver_lease
+from explorer.metrics import Status
 from explorer.plan import TrialPlan
 from explorer.search import (
     Listed,
@@ -105,7 +106,7 @@ class RunObserver(Protocol):
 
     def trial_started(self, trial_key: str) -> None: ...
 
-    def trial_ended(self, trial_key: str, status: str, test_error: float | None) -> None:
+    def trial_ended(self, trial_key: str, status: Status, test_error: float | None) -> None:
         """`status`: finished, stopped or failed; `test_error`: the last epoch's, if any."""
         ...
 
@@ -127,7 +128,7 @@ class Unobserved:
     def trial_started(self, trial_key: str) -> None:
         pass
 
-    def trial_ended(self, trial_key: str, status: str, test_error: float | None) -> None:
+    def trial_ended(self, trial_key: str, status: Status, test_error: float | None) -> None:
         pass
 
     def tick(self) -> None:
@@ -171,7 +172,7 @@ class StoreSink:
             self.tracker.epoch(trial_key, metrics)
         self.observer.tick()
 
-    def trial_ended(self, trial_key: str, status: str, metrics: Mapping[str, Any],
+    def trial_ended(self, trial_key: str, status: Status, metrics: Mapping[str, Any],
                     error: str | None, history: Sequence[Mapping[str, Any]]) -> None:
         # The whole history again: epochs reported before a crash of the
         # driver were lost with it; recording is idempotent per epoch.
@@ -180,7 +181,7 @@ class StoreSink:
         self.store.finish_trial(self.experiment_id, trial_key, status, metrics, error)
         if self.tracker is not None:
             self.tracker.trial_ended(trial_key)
-        if status == "failed":
+        if status == Status.FAILED:
             self.failed[trial_key] = error or "failed"
         error_figure = metrics.get("test_error")
         self.observer.trial_ended(trial_key, status,
@@ -254,7 +255,7 @@ def run_experiment(request: RunRequest, observer: RunObserver | None = None) -> 
     counts = store.status_counts(record.id)
     return RunSummary(
         experiment=spec.name, version=record.version, planned=planned.planned,
-        skipped=planned.skipped, reused=planned.reused, finished=counts.get("finished", 0),
+        skipped=planned.skipped, reused=planned.reused, finished=counts.get(Status.FINISHED, 0),
         failed=tuple(failed.items()), seconds=time.monotonic() - started,
     )
 

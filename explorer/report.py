@@ -29,7 +29,7 @@ from explorer.compare import (
 )
 from explorer.errors import ExplorerError
 from explorer.files import atomic_write
-from explorer.metrics import SHOWN_STATUSES
+from explorer.metrics import SHOWN_STATUSES, Status
 from explorer.store import Reader
 
 CURVE_TRIALS = 6
@@ -106,7 +106,7 @@ def write_report(store: Reader, experiment: str, output: str | Path, *,
     per_trial = trials.drop_duplicates("trial_id")
     return ReportSummary(
         experiment=experiment, version=int(record["version"]), trials=len(per_trial),
-        finished=int((per_trial["status"] == "finished").sum()),
+        finished=int((per_trial["status"] == Status.FINISHED).sum()),
         figures=len(SECTIONS) + 1 + (fidelity is not None),  # + the compare section's EDFs
         bytes=len(text.encode("utf-8")),
         proxy=fidelity,
@@ -166,7 +166,7 @@ def render_report(trials: pd.DataFrame, epochs: pd.DataFrame, experiment: dict[s
         f'<p class="meta">version {version} · {len(per_trial)} trials: {_e(status)} · '
         f"results from {_e(where)} · generated {_e(when)}</p>",
     ]
-    if counts.get("finished", 0) == 0:
+    if counts.get(Status.FINISHED, 0) == 0:
         parts.append('<p class="warning">No finished trials yet: the charts are empty.</p>')
     parts += ["<section><h2>Summary per space</h2>",
               _table(analysis.summary_table(trials, candidates)), "</section>"]

@@ -33,7 +33,7 @@ from ray.tune.experiment import Trial
 from ray.tune.search import Searcher
 
 from explorer.errors import SetupError
-from explorer.metrics import EPOCH_REPORT, FINAL_REPORT, EpochMetrics, Provenance
+from explorer.metrics import EPOCH_REPORT, FINAL_REPORT, EpochMetrics, Provenance, Status, outcome
 from explorer.metrics import PROVENANCE as PROVENANCE_FIELDS
 from explorer.plan import TrialPlan
 from explorer.search import SearchError, Strategy, Suggestion
@@ -100,7 +100,7 @@ class Sink(Protocol):
 
     def epoch(self, trial_key: str, metrics: Mapping[str, Any]) -> None: ...
 
-    def trial_ended(self, trial_key: str, status: str, metrics: Mapping[str, Any],
+    def trial_ended(self, trial_key: str, status: Status, metrics: Mapping[str, Any],
                     error: str | None, history: Sequence[Mapping[str, Any]]) -> None: ...
 
     def tick(self) -> None: ...
@@ -121,7 +121,7 @@ class _NullSink:
     def epoch(self, trial_key: str, metrics: Mapping[str, Any]) -> None:
         pass
 
-    def trial_ended(self, trial_key: str, status: str, metrics: Mapping[str, Any],
+    def trial_ended(self, trial_key: str, status: Status, metrics: Mapping[str, Any],
                     error: str | None, history: Sequence[Mapping[str, Any]]) -> None:
         pass
 
@@ -167,7 +167,7 @@ def run_trial(config: dict[str, Any], shared: Any = None) -> None:
     tune.report({
         # The trial's training time is every epoch's (the last epoch's alone was reported).
         **final, "seconds": sum(m.seconds for m in result.history),
-        "kind": FINAL, "status": result.status, "error": result.error or "",
+        "kind": FINAL, "status": result.status.value, "error": result.error or "",
         "epochs_completed": result.epochs_completed,
         "history": json.dumps([m.to_dict() for m in result.history]),
     })
@@ -246,7 +246,7 @@ class _Events(tune.Callback):
         elif kind == FINAL and key not in self.ended:
             self.ended.add(key)
             history = json.loads(result.get("history") or "[]")
-            status = "finished" if result.get("status") == "finished" else "failed"
+            status = outcome(failed=result.get("status") != Status.FINISHED)
             self.sink.trial_ended(key, status, _final_fields(result), result.get("error") or None,
                                   history)
 
@@ -263,7 +263,7 @@ class _Events(tune.Callback):
             planned = int(trial.config["plan"]["train"]["epochs"])
             fields = {**_final_fields(last), "seconds": self.seconds.get(key, 0.0),
                       "epochs_completed": completed}
-            status = "finished" if completed >= planned else "stopped"
+            status = outcome(failed=False, epochs_completed=completed, planned_epochs=planned)
             self.sink.trial_ended(key, status, fields, None, [])
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial,
@@ -273,7 +273,8 @@ class _Events(tune.Callback):
             return
         self.ended.add(key)
         error = _error_text(trial)
-        self.sink.trial_ended(key, "failed", _final_fields(trial.last_result or {}), error, [])
+        self.sink.trial_ended(key, outcome(failed=True), _final_fields(trial.last_result or {}),
+                              error, [])
 
     def on_step(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         self.sink.tick()
@@ -358,7 +359,7 @@ class StrategySearcher(Searcher):  # type: ignore[misc]
         key = self.keys.pop(trial_id, None)
         if key is None:
             return
-        failed = error or result is None or result.get("status") == "failed"
+        failed = error or result is None or result.get("status") == Status.FAILED
         self.strategy.tell(key, None if failed else result)
 
 

@@ -28,7 +28,7 @@ import pandas as pd
 
 from explorer.arch import setting_label
 from explorer.errors import ExplorerError, MissingExtra
-from explorer.metrics import EpochMetrics
+from explorer.metrics import EpochMetrics, Status
 from explorer.spec import SpecError, parse_spec
 from explorer.store import Reader
 
@@ -40,8 +40,9 @@ SCALARS = tuple(name for name in EpochMetrics.__dataclass_fields__
 ARCH_PARAMS = ("template", "block", "depths", "widths", "group_widths", "stem_width",
                "cardinality", "bottleneck_width", "params", "flops")
 # A trial's status as MLflow's run status.
-RUN_STATUS = {"pending": "SCHEDULED", "running": "RUNNING", "finished": "FINISHED",
-              "stopped": "KILLED", "failed": "FAILED"}
+RUN_STATUS: dict[str, str] = {Status.PENDING: "SCHEDULED", Status.RUNNING: "RUNNING",
+                               Status.FINISHED: "FINISHED", Status.STOPPED: "KILLED",
+                               Status.FAILED: "FAILED"}
 TRIAL_KEY_TAG = "trial_key"
 
 

@@ -53,7 +53,7 @@ from explorer.data import (
 )
 from explorer.errors import ExplorerError
 from explorer.files import atomic_write
-from explorer.metrics import EpochMetrics, Provenance, TrialResult
+from explorer.metrics import EpochMetrics, Provenance, TrialResult, outcome
 from explorer.spec import DataSpec, TrainSpec
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -625,7 +625,7 @@ def _result(
 ) -> TrialResult:
     history = tuple(state.history) if state else ()
     return TrialResult(
-        status="failed" if failure else "finished",
+        status=outcome(failed=bool(failure)),
         error=failure,
         metrics=history[-1] if history else None,
         history=history,
