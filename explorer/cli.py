@@ -215,7 +215,7 @@ def enumerate_command(
 
     parsed = read_spec(spec, overrides)
     if output is not None:
-        check_output_suffix(output, (".csv", ".parquet", ".json"))
+        check_output_suffix(output)
     unknown = [s for s in space or [] if s not in parsed.spaces]
     if unknown:
         fail(f"--space {unknown[0]!r} is not in {spec}; its spaces are: {', '.join(parsed.spaces)}")
@@ -391,7 +391,12 @@ def verify_with_fvcore(candidates: Sequence[Candidate], spec: Spec) -> None:
     out.print(f"fvcore agrees on all {len(candidates)} candidates (params, flops, acts)")
 
 
-def check_output_suffix(path: Path, allowed: tuple[str, ...]) -> None:
+def check_output_suffix(path: Path, allowed: tuple[str, ...] | None = None) -> None:
+    """`allowed`: the table formats write_table writes (tables.TABLE_SUFFIXES) unless given."""
+    if allowed is None:
+        from explorer.tables import TABLE_SUFFIXES
+
+        allowed = TABLE_SUFFIXES
     if path.suffix.lower() not in allowed:
         fail(
             f"--output {path}: unknown format {path.suffix or '(none)'!r}; use {', '.join(allowed)}"
@@ -423,6 +428,17 @@ StoreOpt = Annotated[
     str | None,
     typer.Option("--store", help="A SQLAlchemy URL; default SQLite at RUNS_DIR/explorer.db."),
 ]
+
+# What --device takes (train.resolve_device reads "auto" as cuda where there is one).
+DEVICES = ("cpu", "cuda", "auto")
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help=f"{', '.join(DEVICES[:-1])} or {DEVICES[-1]}.")]
+
+
+def check_device(device: str) -> None:
+    if device not in DEVICES:
+        fail(f"--device {device!r}: use {', '.join(DEVICES[:-1])} or {DEVICES[-1]}")
+
 
 TensorBoardOpt = Annotated[
     bool,
@@ -586,7 +602,7 @@ def export(
     if output is None and mlflow is None:
         fail("export needs --output FILE or --mlflow URI")
     if output is not None:
-        check_output_suffix(output, (".csv", ".parquet", ".json"))
+        check_output_suffix(output)
     reader = open_reader(runs_dir, store)
     trials = reader.trials_frame([experiment])
     if trials.empty:
@@ -633,7 +649,7 @@ def train(
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", help="Stop after N steps.")
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
+    device: DeviceOpt = "auto",
     checkpoint_dir: Annotated[
         Path | None, typer.Option("--checkpoint-dir", help="Checkpoint here and resume from here.")
     ] = None,
@@ -654,8 +670,7 @@ def train(
     from explorer.console import train_with_progress
 
     parsed = read_spec(spec, overrides)
-    if device not in ("cpu", "cuda", "auto"):
-        fail(f"--device {device!r}: use cpu, cuda or auto")
+    check_device(device)
     matches = [c for c in all_candidates(parsed, spec) if c.key.startswith(key)]
     if len({c.key for c in matches}) != 1:
         what = "no candidate" if not matches else "several candidates"
@@ -753,7 +768,7 @@ def all_candidates(parsed: Spec, path: Path) -> tuple[Candidate, ...]:
 @app.command()
 def cost(
     spec: SpecArg,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
+    device: DeviceOpt = "auto",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write a table file.")
     ] = None,
@@ -768,10 +783,9 @@ def cost(
 
     parsed = read_spec(spec)
     if output is not None:
-        check_output_suffix(output, (".csv", ".parquet", ".json"))
+        check_output_suffix(output)
     candidates = all_candidates(parsed, spec)
-    if device not in ("cpu", "cuda", "auto"):
-        fail(f"--device {device!r}: use cpu, cuda or auto")
+    check_device(device)
     with CostBar(err, len(candidates)) as bar:
         rows = measure_costs(
             [(c.key, c.arch) for c in candidates],

@@ -20,7 +20,6 @@ is made.
 from __future__ import annotations
 
 import abc
-import json
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from explorer.arch import canonical_json
 from explorer.complexity import Complexity, count
 from explorer.errors import ExplorerError
 from explorer.plan import TrialPlan, plan_trial, plan_trials
@@ -163,7 +163,7 @@ def choice_label(value: Any) -> bool | int | float | str | None:
     """A list axis's value as an Optuna categorical choice: scalars as they are, lists (depths,
     widths) as compact JSON, which is stable and reads like the spec."""
     if isinstance(value, list | tuple):
-        return json.dumps(list(value), separators=(",", ":"))
+        return canonical_json(list(value))
     return value  # type: ignore[no-any-return]
 
 
