@@ -208,7 +208,8 @@ class Stratify(Frozen):
 
 
 class Sample(Frozen):
-    """A sampled space (DESIGN.md, "Sampled design spaces"): n distinct drawn candidates."""
+    """A sampled space (docs/CONVENTIONS.md, "Sampled design spaces"): n distinct drawn
+    candidates."""
 
     n: PositiveInt
     seed: NonNegativeInt = 0

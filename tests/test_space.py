@@ -1,7 +1,7 @@
-"""Enumerating design spaces, checked against the paper and DESIGN.md.
+"""Enumerating design spaces, checked against the paper and docs/CONVENTIONS.md.
 
-Golden numbers come from the paper (Xie et al., CVPR 2017) or DESIGN.md's
-reference table, never from the code under test. Where a search is checked,
+Golden numbers come from the paper (Xie et al., CVPR 2017) or torchvision's
+published counts (docs/CONVENTIONS.md), never from the code under test. Where a search is checked,
 the check is a brute force over every integer value with `count()`.
 """
 
@@ -37,7 +37,7 @@ def by_cardinality(candidates: tuple[Candidate, ...]) -> dict[int, Candidate]:
     return out
 
 
-# --- DESIGN.md's reference table and the paper's published figures ----------------------
+# --- torchvision's published counts and the paper's figures (docs/CONVENTIONS.md) --------
 
 
 def test_resnet50_and_resnext50_match_the_reference_table() -> None:
