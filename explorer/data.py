@@ -179,7 +179,7 @@ def dataset_from_arrays(record: dict[str, object]) -> Dataset:
     with warnings.catch_warnings():
         # Shared arrays are read-only; the trainer only reads (gathers) from them.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        tensors = {name: torch.from_numpy(record[name]) for name in _TENSORS}  # type: ignore[arg-type]
+        tensors = {name: torch.from_numpy(record[name]) for name in _TENSORS}
     return Dataset(**{**record, **tensors})  # type: ignore[arg-type]
 
 

@@ -164,7 +164,7 @@ def choice_label(value: Any) -> bool | int | float | str | None:
     widths) as compact JSON, which is stable and reads like the spec."""
     if isinstance(value, list | tuple):
         return canonical_json(list(value))
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 # --- grid and random -----------------------------------------------------------------------
@@ -395,7 +395,7 @@ class _FixedChooser:
         return [choice_label(v) for v in values].index(self.params[f"{self.space}.{name}"])
 
     def number(self, name: str, axis: Range) -> int | float:
-        return self.params[f"{self.space}.{name}"]  # type: ignore[no-any-return]
+        return self.params[f"{self.space}.{name}"]
 
 
 # Optuna's constraint names: a point is feasible when every value is 0 or less.

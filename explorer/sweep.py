@@ -323,7 +323,7 @@ class Stopping:
         return {"events": ()}
 
 
-class StrategySearcher(Searcher):  # type: ignore[misc]
+class StrategySearcher(Searcher):
     """Ray Tune's view of a search strategy: Tune asks it for each trial's config.
 
     It remembers which trial key each of Tune's trials runs, so the strategy
@@ -664,7 +664,7 @@ def _stop_on_sigint() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, restore)
 
 
-class _StopAll(tune.Stopper):  # type: ignore[misc]
+class _StopAll(tune.Stopper):
     """Tells Tune to end the whole sweep once `stopping()` is true: Tune then finishes the
     searcher and stops every running trial, at its next step (a tenth of a second)."""
 

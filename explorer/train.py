@@ -569,7 +569,7 @@ def make_state(
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     model.train()
     forward: Callable[[torch.Tensor], torch.Tensor] = (
-        torch.compile(model) if rec.compile else model  # type: ignore[assignment]
+        torch.compile(model) if rec.compile else model
     )
     optimizer = torch.optim.SGD(
         model.parameters(), lr=rec.peak_lr, momentum=rec.momentum, nesterov=rec.nesterov,
