@@ -283,10 +283,9 @@ def _plan_and_sweep(request: RunRequest, store: Writer, record: ExperimentRecord
         from explorer.sweep import SweepOptions, run_sweep  # ray loads only when there is work
 
         options = SweepOptions(
-            runs_dir=request.runs_dir, experiment=spec.name, address=request.address
-            or resources.address, cpus_per_trial=resources.cpus_per_trial,
-            gpus_per_trial=resources.gpus_per_trial, max_concurrent=resources.max_concurrent,
-            max_failures=resources.max_failures, early_stopping=spec.search.early_stopping,
+            runs_dir=request.runs_dir, experiment=spec.name,
+            address=request.address or resources.address, resources=resources,
+            early_stopping=spec.search.early_stopping,
             max_steps=request.max_steps, num_cpus=request.num_cpus, fail_trial=request.fail_trial,
             log_file=request.runs_dir / spec.name / "ray.log", data=spec.data,
         )

@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -38,7 +38,7 @@ from explorer.metrics import PROVENANCE as PROVENANCE_FIELDS
 from explorer.plan import TrialPlan
 from explorer.search import SearchError, Strategy, Suggestion
 from explorer.space import Candidate
-from explorer.spec import DataSpec
+from explorer.spec import DataSpec, ResourcesSpec
 
 if TYPE_CHECKING:
     from torch import nn
@@ -72,11 +72,8 @@ FINAL = "final"
 class SweepOptions:
     runs_dir: Path
     experiment: str
-    address: str | None = None
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    max_concurrent: int | None = None
-    max_failures: int = 1
+    address: str | None = None  # the cluster to join: --address, else resources.address
+    resources: ResourcesSpec = field(default_factory=ResourcesSpec)  # the spec's, as it is
     early_stopping: str = "none"
     max_steps: int | None = None
     num_cpus: int | None = None
@@ -371,7 +368,7 @@ def trial_config(plan: TrialPlan, options: SweepOptions) -> dict[str, Any]:
         "max_steps": options.max_steps,
         "fail_trial": options.fail_trial,
         # Loader processes of a streamed folder: one per CPU the trial holds.
-        "workers": max(1, int(options.cpus_per_trial)),
+        "workers": max(1, int(options.resources.cpus_per_trial)),
     }
 
 
@@ -577,13 +574,13 @@ def _quiet_ray_logging(log_file: Path | None) -> logging.Handler | None:
 
 def check_cluster(options: SweepOptions) -> None:
     """Fail early if trials could never be placed or could not share checkpoints."""
-    resources = ray.cluster_resources()
-    if options.gpus_per_trial > 0 and resources.get("GPU", 0) < options.gpus_per_trial:
-        raise SetupError(f"resources.gpus_per_trial is {options.gpus_per_trial:g} but the Ray "
+    resources, asked = ray.cluster_resources(), options.resources
+    if asked.gpus_per_trial > 0 and resources.get("GPU", 0) < asked.gpus_per_trial:
+        raise SetupError(f"resources.gpus_per_trial is {asked.gpus_per_trial:g} but the Ray "
                          f"cluster has {resources.get('GPU', 0):g} GPUs; "
                          "set it to 0 to train on CPUs")
-    if resources.get("CPU", 0) < options.cpus_per_trial:
-        raise SetupError(f"resources.cpus_per_trial is {options.cpus_per_trial:g} but the Ray "
+    if resources.get("CPU", 0) < asked.cpus_per_trial:
+        raise SetupError(f"resources.cpus_per_trial is {asked.cpus_per_trial:g} but the Ray "
                          f"cluster has {resources.get('CPU', 0):g} CPUs")
     if options.address:
         check_shared_storage(options.runs_dir)
@@ -680,7 +677,7 @@ class _StopAll(tune.Stopper):
 
 def _tuner(strategy: Strategy, sink: Sink, options: SweepOptions, max_epochs: int,
            stopping: Stopping, shared: Any) -> tune.Tuner:
-    resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
+    resources = {"cpu": options.resources.cpus_per_trial, "gpu": options.resources.gpus_per_trial}
     scheduler = None
     if options.early_stopping == "asha":
         scheduler = tune.schedulers.ASHAScheduler(
@@ -689,7 +686,7 @@ def _tuner(strategy: Strategy, sink: Sink, options: SweepOptions, max_epochs: in
     searcher = StrategySearcher(strategy, options, stopping)
     tune_config = tune.TuneConfig(
         num_samples=strategy.budget, search_alg=searcher, scheduler=scheduler,
-        max_concurrent_trials=options.max_concurrent,
+        max_concurrent_trials=options.resources.max_concurrent,
         # Reused workers keep torch, the dataset and the import of the trainer loaded
         # between trials (seconds each on a small machine, longer than a tiny trial).
         reuse_actors=True, trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
@@ -697,7 +694,7 @@ def _tuner(strategy: Strategy, sink: Sink, options: SweepOptions, max_epochs: in
     run_config = tune.RunConfig(
         name=f"{options.experiment}-{uuid.uuid4().hex[:8]}",
         storage_path=str((options.runs_dir / "ray").resolve()),
-        failure_config=tune.FailureConfig(max_failures=options.max_failures),
+        failure_config=tune.FailureConfig(max_failures=options.resources.max_failures),
         callbacks=[_Events(sink, searcher.suggested)], verbose=0, log_to_file=True,
         stop=_StopAll(stopping),
     )
