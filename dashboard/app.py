@@ -29,14 +29,13 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from explorer import analysis, figures, stats
+from explorer import analysis, figures
 from explorer.compare import (
     DEFAULT_NORMALIZE,
     NORMALIZE_CHOICES,
-    CompareError,
     Comparison,
     cardinality_verdicts,
-    compare_spaces,
+    compare_or_plain,
 )
 from explorer.metrics import SHOWN_STATUSES
 from explorer.refine import recorded_sampled_spaces, space_regions
@@ -142,8 +141,8 @@ def load_edf(url: str, version: int, experiments: tuple[str, ...], chosen: Filte
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def load_comparison(url: str, version: int, experiments: tuple[str, ...], chosen: Filters,
-                    normalize: str) -> Comparison:
-    return compare_spaces(select(url, version, experiments, chosen), normalize=normalize)
+                    normalize: str) -> tuple[Comparison, str | None]:
+    return compare_or_plain(select(url, version, experiments, chosen), normalize=normalize)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -443,19 +442,15 @@ def edf_view(url: str, version: int, names: tuple[str, ...], chosen: Filters,
                    key="edf_normalize",
                    help="Weight models so that each space's complexity distribution is flat "
                         "(Radosavovic et al. 2019): compares spaces at equal complexity.")
-    normalize = None if how == "none" else how
-    try:
-        edf = load_edf(url, version, names, chosen, normalize)
-        comparison = load_comparison(url, version, names, chosen, how)
-    except (stats.NoCommonComplexity, CompareError):
+    comparison, note = load_comparison(url, version, names, chosen, how)
+    if note is not None:
         # As `explorer compare`: its default falls back to plain EDFs with a notice.
         say = st.info if how == DEFAULT_NORMALIZE else st.warning
         say(f"The spaces shown share no {how} bin, so they cannot be normalised to the "
             "same complexity distribution: showing the plain EDFs (pick fewer spaces "
             "in the sidebar to normalise).")
-        normalize, how = None, "none"
-        edf = load_edf(url, version, names, chosen, None)
-        comparison = load_comparison(url, version, names, chosen, "none")
+    normalize = None if comparison.normalize == "none" else comparison.normalize
+    edf = load_edf(url, version, names, chosen, normalize)
     chart(figures.edf_figure(edf, normalize_by=normalize), "error_edf")
     pairs = pd.DataFrame([{"a": p.a, "b": p.b, "KS statistic": p.ks_statistic,
                            "p-value": p.p_value, "n a": p.n_a, "n b": p.n_b}

@@ -39,22 +39,25 @@ _EXPORTS = {
     "Reader": "explorer.store",
 }
 
-__all__ = [
-    "Arch", "Candidate", "Complexity", "Reader", "Spec", "SpecError", "__version__",
-    "build_model", "count", "enumerate_spec", "load_spec", "make_arch", "measure",
-    "measure_cost", "parse_spec", "train_trial",
-]
+# The public names are the table's (a type checker sees them through the imports below).
+__all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
-    from explorer.arch import Arch, make_arch
-    from explorer.complexity import Complexity, count
-    from explorer.cost import measure_cost
-    from explorer.models import build_model
-    from explorer.models.measure import measure
-    from explorer.space import Candidate, enumerate_spec
-    from explorer.spec import Spec, SpecError, load_spec, parse_spec
-    from explorer.store import Reader
-    from explorer.train import train_trial
+    from explorer.arch import Arch as Arch
+    from explorer.arch import make_arch as make_arch
+    from explorer.complexity import Complexity as Complexity
+    from explorer.complexity import count as count
+    from explorer.cost import measure_cost as measure_cost
+    from explorer.models import build_model as build_model
+    from explorer.models.measure import measure as measure
+    from explorer.space import Candidate as Candidate
+    from explorer.space import enumerate_spec as enumerate_spec
+    from explorer.spec import Spec as Spec
+    from explorer.spec import SpecError as SpecError
+    from explorer.spec import load_spec as load_spec
+    from explorer.spec import parse_spec as parse_spec
+    from explorer.store import Reader as Reader
+    from explorer.train import train_trial as train_trial
 
 
 def __getattr__(name: str) -> Any:

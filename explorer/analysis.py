@@ -18,7 +18,7 @@ import pandas as pd
 
 from explorer import stats
 from explorer.arch import setting_label
-from explorer.metrics import SHOWN_STATUSES
+from explorer.metrics import SHOWN_STATUSES, Status
 from explorer.stats import weighted_edf
 
 # Columns that identify a candidate within a space; seeds are averaged over them.
@@ -30,7 +30,7 @@ def finished(trials: pd.DataFrame) -> pd.DataFrame:
     """Trials with a final test error."""
     if trials.empty:
         return trials
-    return trials[(trials["status"] == "finished") & trials["test_error"].notna()]
+    return trials[(trials["status"] == Status.FINISHED) & trials["test_error"].notna()]
 
 
 def by_candidate(trials: pd.DataFrame) -> pd.DataFrame:
@@ -314,7 +314,7 @@ def trial_table(trials: pd.DataFrame) -> pd.DataFrame:
 
 def failed_table(trials: pd.DataFrame) -> pd.DataFrame:
     """The failed trials with their error text, one row per trial."""
-    failed = trials[trials["status"] == "failed"] if not trials.empty else trials
+    failed = trials[trials["status"] == Status.FAILED] if not trials.empty else trials
     table = trial_table(failed)
     keep = ["experiment", "space", "trial", "C", "d", "depths", "widths", "seed",
             "epochs", "error message", "trial key"]
@@ -351,7 +351,7 @@ def best_trials(trials: pd.DataFrame, n: int = 5) -> list[int]:
     if trials.empty:
         return []
     per_trial = trials.drop_duplicates("trial_id")
-    running = per_trial[per_trial["status"] == "running"]["trial_id"].head(n).tolist()
+    running = per_trial[per_trial["status"] == Status.RUNNING]["trial_id"].head(n).tolist()
     done = finished(per_trial).nsmallest(max(n - len(running), 0), "test_error")
     return [int(t) for t in [*running, *done["trial_id"].tolist()]]
 

@@ -119,10 +119,15 @@ class Arch:
         )
 
 
+def canonical_json(record: object) -> str:
+    """Canonical JSON (sorted keys, no whitespace): the same data is always the same text.
+    What content keys hash, what the store writes, what Optuna's list choices read."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":"))
+
+
 def content_key(record: object, length: int = 16) -> str:
-    """A stable hash of JSON-serialisable data (sorted keys, no whitespace)."""
-    text = json.dumps(record, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
+    """A stable hash of JSON-serialisable data: the sha256 of its canonical JSON."""
+    return hashlib.sha256(canonical_json(record).encode()).hexdigest()[:length]
 
 
 def stage_strides(template: Template, num_stages: int) -> tuple[int, ...]:

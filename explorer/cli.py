@@ -1,8 +1,8 @@
 """The `explorer` command: the only reader of argv and the environment.
 
-Exit codes: 0 success; 1 an internal error (a bug); 2 a bad spec, bad arguments or a set-up problem
-(missing dataset, busy port, unreachable cluster); 3 some trials failed;
-130 interrupted (Ctrl-C); 143 terminated (SIGTERM), handled like a Ctrl-C.
+Its exit codes are explorer.errors.ExitCode; an ExplorerError ends a command in one line
+(ExplorerGroup.invoke prints it), a Ctrl-C or a SIGTERM in one line saying what it left,
+anything else is a bug (exit 1, `main`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,15 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from explorer.spec import DataSpec, Spec, SpecError, json_schema, load_spec_source, parse_spec
+from explorer.errors import (
+    EXIT_MEANINGS,
+    CheckFailed,
+    ExitCode,
+    ExplorerError,
+    UsageError,
+    require_extra,
+)
+from explorer.spec import DataSpec, Spec, json_schema, load_spec_source, parse_spec
 
 if TYPE_CHECKING:  # the commands import what they need when they run
     import pandas as pd
@@ -38,8 +46,6 @@ if TYPE_CHECKING:  # the commands import what they need when they run
     from explorer.space import Batch, Candidate, CandidateStream
     from explorer.store import Reader
     from explorer.train import ModelBuilder
-
-EXIT_OK, EXIT_SETUP, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 2, 3, 130, 143
 
 # What a Ctrl-C or a SIGTERM leaves behind, per command (output files are written
 # atomically, so a stopped command leaves none); `run` and `enumerate` say more where they
@@ -62,8 +68,8 @@ def stopped(stop: KeyboardInterrupt) -> tuple[str, int]:
     from explorer.errors import Terminated
 
     if isinstance(stop, Terminated):
-        return "terminated (SIGTERM)", EXIT_TERMINATED
-    return "interrupted", EXIT_INTERRUPTED
+        return "terminated (SIGTERM)", ExitCode.TERMINATED
+    return "interrupted", ExitCode.INTERRUPTED
 
 
 @contextlib.contextmanager
@@ -86,18 +92,18 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 class ExplorerGroup(typer.core.TyperGroup):
-    """Typer turns a Ctrl-C inside a command into a silent exit 130, and SIGTERM would end
-    it mid-write; every command says in one line what the interruption left behind
-    instead. An output file a full or read-only disk refused is one line, exit 2."""
+    """Where a command's errors become what the user sees: an ExplorerError its one line
+    (as written: text, not markup) and its exit code. Typer turns a Ctrl-C inside a command
+    into a silent exit 130, and a SIGTERM would end it mid-write; every command says in one
+    line what the interruption left behind instead."""
 
     def invoke(self, ctx: ClickContext) -> Any:
-        from explorer.files import NotWritten
-
         try:
             with sigterm_as_interrupt():
                 return super().invoke(ctx)
-        except NotWritten as problem:  # an output file on a full or read-only disk
-            fail(str(problem))
+        except ExplorerError as error:
+            err.print(error.report(), markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt as stop:
             word, code = stopped(stop)
             left = INTERRUPTED.get(ctx.invoked_subcommand or "", NOTHING_WRITTEN)
@@ -109,10 +115,8 @@ app = typer.Typer(
     cls=ExplorerGroup,
     name="explorer",
     help="Design-space explorer for ResNeXt-style networks: enumerate, train, compare.",
-    epilog="Exit codes: 0 success · 1 an internal error (a bug; EXPLORER_DEBUG=1 shows the "
-           "traceback) · 2 a bad spec, bad arguments or a set-up problem (a missing extra "
-           "too) · 3 some trials failed · 130 interrupted (the same command again resumes) · "
-           "143 terminated by SIGTERM (the same).",
+    epilog="Exit codes: " + " · ".join(f"{int(code)} {meaning}"
+                                       for code, meaning in EXIT_MEANINGS.items()) + ".",
     no_args_is_help=True,
     add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, pwsh)
     pretty_exceptions_enable=False,
@@ -122,24 +126,13 @@ out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
 
 
-class UserError(Exception):
-    """A problem the user can fix; printed as one line, exit code 2."""
+def fail(message: str) -> NoReturn:
+    """A bad argument or option: one line, exit 2 (ExplorerGroup.invoke prints it)."""
+    raise UsageError(message)
 
 
-def fail(message: str, code: int = EXIT_SETUP) -> NoReturn:
-    # The message is text, not markup: "pip install 'explorer[tracking]'" keeps its brackets.
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def need(extra: str, what: str, modules: tuple[str, ...] | None = None) -> None:
-    """Exit 2 in one line naming `pip install 'explorer[EXTRA]'` when the extra is missing."""
-    from explorer.errors import MissingExtra, require_extra
-
-    try:
-        require_extra(extra, what, modules)
-    except MissingExtra as missing:
-        fail(str(missing))
+# Exit 2 in one line naming `pip install 'explorer[EXTRA]'` when the extra is missing.
+need = require_extra
 
 
 def need_store_driver(url: str | None) -> None:
@@ -166,15 +159,7 @@ def read_spec(path: Path, overrides: Sequence[str] | None = None) -> Spec:
 
 def read_spec_source(path: Path, overrides: Sequence[str] | None = None) -> tuple[Spec, str]:
     """The spec with its --set overrides, and the text to record (see spec.spec_source)."""
-    try:
-        return load_spec_source(path, overrides or ())
-    except SpecError as problem:
-        for line in problem.problems:
-            err.print(str(line), highlight=False, markup=False, soft_wrap=True)
-        n = len(problem.problems)
-        err.print(f"{path}: {n} problem{'s' if n != 1 else ''}; nothing was run",
-                  highlight=False, markup=False, soft_wrap=True)
-        raise typer.Exit(EXIT_SETUP) from None
+    return load_spec_source(path, overrides or ())
 
 
 SpecArg = Annotated[Path, typer.Argument(help="The experiment spec (YAML).", show_default=False)]
@@ -269,28 +254,25 @@ def enumerate_command(
 
     parsed = read_spec(spec, overrides)
     if output is not None:
-        check_output_suffix(output, (".csv", ".parquet", ".json"))
+        check_output_suffix(output)
     unknown = [s for s in space or [] if s not in parsed.spaces]
     if unknown:
         fail(f"--space {unknown[0]!r} is not in {spec}; its spaces are: {', '.join(parsed.spaces)}")
-    from explorer.errors import SetupError
-
     try:
         stream = CandidateStream(parsed, space or None, keep_dropped=DROP_LINES)
-    except SetupError as problem:  # a base model past what a count holds
-        fail(f"{spec}: {problem}")
+    except ExplorerError as problem:  # a base model past what a count holds
+        raise problem.about(str(spec)) from None
     out.print(f"{parsed.name}: {_size_line(parsed, stream.sizes)}", highlight=False)
     shown = None if show_all else (limit if limit is not None else
                                    (0 if output is not None else SHOWN_ROWS))
-
     try:
         rows, checked, ranges = _run_stream(stream, output, shown, verify_fvcore)
     except KeyboardInterrupt as stop:
         word, code = stopped(stop)
         err.print(f"{word}: nothing written" if output else word)
         raise typer.Exit(code) from None
-    except SetupError as problem:  # a sampled space with fewer distinct candidates than n
-        fail(f"{spec}: {problem}")
+    except ExplorerError as problem:  # a sampled space with fewer distinct candidates than n
+        raise problem.about(str(spec)) from None
     if rows:
         import pandas as pd
 
@@ -449,11 +431,16 @@ def verify_with_fvcore(candidates: Sequence[Candidate], spec: Spec) -> None:
     for key, measured, formula in mismatches:
         err.print(f"[red]mismatch[/] {key}: fvcore {measured} formula {formula}", highlight=False)
     if mismatches:
-        fail(f"{len(mismatches)} of {len(candidates)} candidates differ from fvcore", EXIT_FAILED)
+        raise CheckFailed(f"{len(mismatches)} of {len(candidates)} candidates differ from fvcore")
     out.print(f"fvcore agrees on all {len(candidates)} candidates (params, flops, acts)")
 
 
-def check_output_suffix(path: Path, allowed: tuple[str, ...]) -> None:
+def check_output_suffix(path: Path, allowed: tuple[str, ...] | None = None) -> None:
+    """`allowed`: the table formats write_table writes (tables.TABLE_SUFFIXES) unless given."""
+    if allowed is None:
+        from explorer.tables import TABLE_SUFFIXES
+
+        allowed = TABLE_SUFFIXES
     if path.suffix.lower() not in allowed:
         fail(
             f"--output {path}: unknown format {path.suffix or '(none)'!r}; use {', '.join(allowed)}"
@@ -486,6 +473,17 @@ StoreOpt = Annotated[
     typer.Option("--store", help="A SQLAlchemy URL; default SQLite at RUNS_DIR/explorer.db."),
 ]
 
+# What --device takes (train.resolve_device reads "auto" as cuda where there is one).
+DEVICES = ("cpu", "cuda", "auto")
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help=f"{', '.join(DEVICES[:-1])} or {DEVICES[-1]}.")]
+
+
+def check_device(device: str) -> None:
+    if device not in DEVICES:
+        fail(f"--device {device!r}: use {', '.join(DEVICES[:-1])} or {DEVICES[-1]}")
+
+
 TensorBoardOpt = Annotated[
     bool,
     typer.Option("--tensorboard", help="Write each trial's epochs as TensorBoard event files "
@@ -494,12 +492,9 @@ TensorBoardOpt = Annotated[
 
 
 def check_tensorboard() -> None:
-    from explorer.tracking import TrackingError, summary_writer_class
+    from explorer.tracking import summary_writer_class
 
-    try:
-        summary_writer_class()
-    except TrackingError as problem:
-        fail(str(problem))
+    summary_writer_class()
 
 
 @app.command()
@@ -545,9 +540,7 @@ def run(
     need("sweep", "explorer run")
     need_store_driver(store)
     from explorer.console import SweepDisplay
-    from explorer.errors import SetupError
     from explorer.experiment import RunRequest, run_experiment
-    from explorer.store import SpecChanged, StoreError
 
     parsed, spec_text = read_spec_source(spec, overrides)
     if tensorboard:
@@ -575,20 +568,6 @@ def run(
                   "resumes it (running trials from their last checkpoint)", highlight=False,
                   soft_wrap=True)
         raise typer.Exit(code) from None
-    except SpecChanged as changed:
-        keys = ", ".join(changed.differing_keys[:8]) or "(formatting)"
-        fail(
-            f"experiment {parsed.name!r} already exists in the store with a different spec "
-            f"(differs at: {keys}); rename it, or pass --new-version to keep both"
-        )
-    except (SetupError, StoreError) as problem:
-        fail(str(problem))
-    except Exception as problem:  # the data check runs once the lease is held
-        from explorer.data import DatasetError
-
-        if not isinstance(problem, DatasetError):
-            raise
-        fail(str(problem))
     for key, reason in summary.failed:
         # The stored error verbatim: "[enforce fail at inline_container.cc:672]" is not markup.
         err.print(f"[red]failed[/] trial {key}: {escape(reason)}", highlight=False,
@@ -599,7 +578,7 @@ def run(
         highlight=False,
     )
     if summary.failed:
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 def ray_address_from_env(announce: bool) -> str | None:
@@ -616,12 +595,9 @@ def preflight_data(spec: Spec) -> Dataset | DataSpec:
     """A missing dataset is found before anything trains, in one line; returns the data as
     the check loaded it (its block where the check loads nothing: an image folder), so it
     is loaded once."""
-    from explorer.data import DatasetError, check_available
+    from explorer.data import check_available
 
-    try:
-        loaded = check_available(spec.data)
-    except DatasetError as problem:
-        fail(str(problem))
+    loaded = check_available(spec.data)
     return loaded if loaded is not None else spec.data
 
 
@@ -640,6 +616,7 @@ def status(
     """
     import socket
 
+    from explorer import analysis
     from explorer.lease import holder_stale
     from explorer.metrics import SHOWN_STATUSES
 
@@ -658,7 +635,7 @@ def status(
     for (name, version, experiment_id), group in trials.groupby(
             ["experiment", "version", "experiment_id"], sort=True):
         counts = group["status"].value_counts().to_dict()
-        best = group.loc[group["status"] == "finished", "test_error"].min()
+        best = analysis.finished(group)["test_error"].min()
         holder = drivers.get(int(experiment_id))
         stale = holder is not None and holder_stale(holder, host)
         if holder is None or stale:
@@ -699,7 +676,7 @@ def export(
     if output is None and mlflow is None:
         fail("export needs --output FILE or --mlflow URI")
     if output is not None:
-        check_output_suffix(output, (".csv", ".parquet", ".json"))
+        check_output_suffix(output)
     reader = open_reader(runs_dir, store)
     trials = reader.trials_frame([experiment])
     if trials.empty:
@@ -713,29 +690,22 @@ def export(
 
 
 def export_mlflow(reader: Reader, experiment: str, uri: str) -> None:
-    from explorer.tracking import TrackingError, export_to_mlflow
+    from explorer.tracking import export_to_mlflow
 
     if uri.startswith("file:") or "://" not in uri:
         # The user named a file store; MLflow 3 serves one only with this opt-in.
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    try:
-        done = export_to_mlflow(reader, experiment, uri)
-    except TrackingError as problem:
-        fail(str(problem))
+    done = export_to_mlflow(reader, experiment, uri)
     out.print(f"MLflow experiment {done.experiment!r} at {done.uri}: {done.created} runs "
               f"added, {done.updated} updated, {done.epochs_logged} epochs logged",
               highlight=False, markup=False)
 
 
 def open_reader(runs_dir: Path, url: str | None) -> Reader:
-    from explorer.store import Reader, StoreError, store_url
+    from explorer.store import Reader, store_url
 
     need_store_driver(url)
-
-    try:
-        return Reader.open(store_url(runs_dir, url))
-    except StoreError as problem:
-        fail(str(problem))
+    return Reader.open(store_url(runs_dir, url))
 
 
 @app.command()
@@ -753,7 +723,7 @@ def train(
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", help="Stop after N steps.")
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
+    device: DeviceOpt = "auto",
     checkpoint_dir: Annotated[
         Path | None, typer.Option("--checkpoint-dir", help="Checkpoint here and resume from here.")
     ] = None,
@@ -774,8 +744,7 @@ def train(
     from explorer.console import train_with_progress
 
     parsed = read_spec(spec, overrides)
-    if device not in ("cpu", "cuda", "auto"):
-        fail(f"--device {device!r}: use cpu, cuda or auto")
+    check_device(device)
     matches = [c for c in all_candidates(parsed, spec) if c.key.startswith(key)]
     if len({c.key for c in matches}) != 1:
         what = "no candidate" if not matches else "several candidates"
@@ -785,7 +754,7 @@ def train(
         )
     data = preflight_data(parsed)
     build = initial_builder(init, matches[0].arch, parsed.num_classes) if init else None
-    from explorer.data import DatasetError
+    from explorer.metrics import Status
     from explorer.train import TrialError
 
     try:
@@ -811,13 +780,11 @@ def train(
         # It cannot start as asked (no GPU, a checkpoint of another trial): a set-up problem,
         # exit 2. One that fails while training (a diverged loss, out of memory) returns
         # status "failed" instead, and exits 3 below.
-        fail(f"trial {matches[0].key}: {problem}")
-    except DatasetError as problem:  # found while loading: the preflight checks the layout only
-        fail(str(problem))
+        raise problem.about(f"trial {matches[0].key}") from None
     final = dataclasses.asdict(result.metrics) if result.metrics is not None else {}
     summary = {
         **final,
-        "status": result.status,
+        "status": result.status.value,
         "error": result.error,
         "epochs_completed": result.epochs_completed,
         "device": result.device,
@@ -828,8 +795,8 @@ def train(
         print(json.dumps(summary))
     else:
         out.print(summary)
-    if result.status != "finished":
-        raise typer.Exit(EXIT_FAILED)
+    if result.status != Status.FINISHED:
+        raise typer.Exit(ExitCode.FAILED)
 
 
 def initial_builder(path: Path, arch: Arch, num_classes: int) -> ModelBuilder:
@@ -839,7 +806,7 @@ def initial_builder(path: Path, arch: Arch, num_classes: int) -> ModelBuilder:
     try:
         return starting_from(read_initial_weights(path, arch, num_classes))
     except TrialError as problem:
-        fail(f"--init: {problem}")
+        raise problem.about("--init") from None
     except OSError as problem:
         fail(f"--init {path}: {problem.strerror or problem}")
 
@@ -850,34 +817,30 @@ def tensorboard_callback(stack: contextlib.ExitStack, spec: Spec, candidate: Can
     """An on_epoch that logs to RUNS_DIR/NAME/tensorboard/TRIAL_KEY/ (the trial key of the
     recipe that trains, --epochs included)."""
     from explorer.plan import plan_trial
-    from explorer.tracking import TensorBoardLog, TrackingError, tensorboard_dir
+    from explorer.tracking import TensorBoardLog, tensorboard_dir
 
     recipe = spec.train if epochs is None else spec.train.with_epochs(epochs)
     trial = plan_trial(spec.model_copy(update={"train": recipe}), candidate,
                        recipe.seeds[0] if seed is None else seed)
-    try:
-        log = stack.enter_context(TensorBoardLog(tensorboard_dir(runs_dir, spec.name)))
-    except TrackingError as problem:
-        fail(str(problem))
+    log = stack.enter_context(TensorBoardLog(tensorboard_dir(runs_dir, spec.name)))
     err.print(f"TensorBoard: {log.root / trial.trial_key}", highlight=False, markup=False,
               soft_wrap=True)
     return lambda metrics: log.epoch(trial.trial_key, metrics.to_dict())
 def all_candidates(parsed: Spec, path: Path) -> tuple[Candidate, ...]:
     """Every candidate of the spec's spaces; exit 2 naming the file when a sampled space
     cannot yield its n."""
-    from explorer.errors import SetupError
     from explorer.space import enumerate_spec
 
     try:
         return enumerate_spec(parsed).candidates
-    except SetupError as problem:
-        fail(f"{path}: {problem}")
+    except ExplorerError as problem:
+        raise problem.about(str(path)) from None
 
 
 @app.command()
 def cost(
     spec: SpecArg,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
+    device: DeviceOpt = "auto",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write a table file.")
     ] = None,
@@ -892,10 +855,9 @@ def cost(
 
     parsed = read_spec(spec)
     if output is not None:
-        check_output_suffix(output, (".csv", ".parquet", ".json"))
+        check_output_suffix(output)
     candidates = all_candidates(parsed, spec)
-    if device not in ("cpu", "cuda", "auto"):
-        fail(f"--device {device!r}: use cpu, cuda or auto")
+    check_device(device)
     with CostBar(err, len(candidates)) as bar:
         rows = measure_costs(
             [(c.key, c.arch) for c in candidates],
@@ -961,14 +923,11 @@ def report(
 ) -> None:
     """Write an experiment's charts and tables as one standalone HTML file (opens offline)."""
     need("dashboard", "explorer report", ("plotly", "scipy"))  # no streamlit
-    from explorer.report import ReportError, write_report
+    from explorer.report import write_report
 
     check_output_suffix(output, (".html", ".htm"))
-    try:
-        summary = write_report(open_reader(runs_dir, store), experiment, output,
-                               proxy_experiment=proxy)
-    except ReportError as problem:
-        fail(str(problem))
+    summary = write_report(open_reader(runs_dir, store), experiment, output,
+                           proxy_experiment=proxy)
     out.print(
         f"wrote {output}: {summary.experiment} v{summary.version}, {summary.finished} of "
         f"{summary.trials} trials finished, {summary.figures} charts",
@@ -1040,8 +999,7 @@ def compare(
         BINNING_CHOICES,
         DEFAULT_NORMALIZE,
         NORMALIZE_CHOICES,
-        CompareError,
-        compare_spaces,
+        compare_or_plain,
         plan_samples,
         space_names,
     )
@@ -1074,16 +1032,14 @@ def compare(
              f"{', '.join(known)}")
     chosen = list(dict.fromkeys(space or [])) or None
     linear = span if binning == "linear" else None
-    try:
-        result = compare_spaces(trials, spaces=chosen, normalize=normalize or DEFAULT_NORMALIZE,
-                                bins=bins, span=linear, margin=equivalence)
-    except CompareError as problem:
+    result, note = compare_or_plain(trials, spaces=chosen,
+                                    normalize=normalize or DEFAULT_NORMALIZE, bins=bins,
+                                    span=linear, margin=equivalence)
+    if note is not None:
         if normalize is not None or linear is not None:  # asked for: say why it cannot be
-            fail(str(problem))
-        err.print(f"note: {problem}; compared without normalisation", highlight=False,
+            fail(note)
+        err.print(f"note: {note}; compared without normalisation", highlight=False,
                   soft_wrap=True, markup=False)
-        result = compare_spaces(trials, spaces=chosen, normalize="none", bins=bins,
-                                margin=equivalence)
     if plan:
         result = dataclasses.replace(result, plan=plan_samples(result, trials, ks=ks))
     if as_json:
@@ -1161,6 +1117,8 @@ def refine(
     if record.empty:
         fail(f"no experiment {experiment!r} in the store; `explorer status` lists them")
     spec_text = str(record.iloc[0]["spec_text"])
+    from explorer.spec import SpecError
+
     try:
         spec = parse_spec(spec_text, f"{experiment} (recorded spec)")
     except SpecError as problem:
@@ -1407,14 +1365,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         if store_fault is not None:  # the database failing under a read: not a bug
             err.print(f"[bold red]error:[/] {escape(store_fault)}", highlight=False,
                       soft_wrap=True)
-            sys.exit(EXIT_SETUP)
+            sys.exit(ExitCode.SETUP)
         err.print(
             f"[bold red]internal error:[/] {type(problem).__name__}: {escape(str(problem))} "
             "(set EXPLORER_DEBUG=1 for the traceback, and please report it)",
             highlight=False,
             soft_wrap=True,
         )
-        sys.exit(1)
+        sys.exit(ExitCode.BUG)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from explorer import analysis, stats
+from explorer.errors import ExplorerError
 
 NORMALIZE_CHOICES = ("none", "params", "flops")
 BINNING_CHOICES = ("log", "linear")  # log: shared log bins (the default); linear: NDS's code
@@ -37,7 +38,7 @@ MIN_CARDINALITIES = 3  # two points always lie on a line: they say nothing about
 MANY_SEEDS = 10_000
 
 
-class CompareError(Exception):
+class CompareError(ExplorerError):
     """A comparison that cannot be made as asked (one line for the user)."""
 
 
@@ -145,6 +146,23 @@ def space_names(trials: pd.DataFrame) -> list[str]:
     if trials.empty:
         return []
     return sorted(trials["space"].dropna().astype(str).unique().tolist())
+
+
+def compare_or_plain(trials: pd.DataFrame, *, spaces: Sequence[str] | None = None,
+                     normalize: str = DEFAULT_NORMALIZE, bins: int = 10,
+                     span: tuple[float, float] | None = None, margin: float | None = None,
+                     ) -> tuple[Comparison, str | None]:
+    """The comparison `explorer compare`, the report and the dashboard show, and the note
+    saying why it is not normalised where the spaces share no complexity bin: then the
+    plain EDFs (unweighted) are compared instead. A caller that was asked for `normalize`
+    explicitly may refuse instead (the CLI does; the note is the reason). `span` and
+    `margin` are compare_spaces's (NDS's linear bins, the equivalence margin)."""
+    try:
+        return compare_spaces(trials, spaces=spaces, normalize=normalize, bins=bins, span=span,
+                              margin=margin), None
+    except CompareError as problem:
+        return compare_spaces(trials, spaces=spaces, normalize="none", bins=bins,
+                              margin=margin), str(problem)
 
 
 def compare_spaces(trials: pd.DataFrame, *, spaces: Sequence[str] | None = None,

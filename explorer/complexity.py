@@ -1,6 +1,6 @@
 """Exact complexity of an architecture record, by formula, without torch.
 
-Conventions (DESIGN.md): flops are multiply-adds of convolutions and linear
+Conventions (docs/CONVENTIONS.md): flops are multiply-adds of convolutions and linear
 layers for one image; params are all trainable parameters, batch-norm affine
 included; acts are the output elements of every convolution and linear layer.
 Each function mirrors one layer of explorer.models so the two can be checked

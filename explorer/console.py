@@ -33,7 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 from explorer.arch import Arch
-from explorer.metrics import EpochMetrics, TrialResult
+from explorer.metrics import EpochMetrics, Status, TrialResult
 from explorer.spec import DataSpec, TrainSpec
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ def train_with_progress(
     if result.resumed_from_epoch:
         out.print(f"resumed from epoch {result.resumed_from_epoch} in {checkpoint_dir}",
                   markup=False)
-    if result.status == "failed":
+    if result.status == Status.FAILED:
         out.print(f"[red]trial failed:[/red] {escape(result.error or '')}", soft_wrap=True)
     return result
 
@@ -274,12 +274,12 @@ class SweepDisplay:
         self.status.began[trial_key] = time.monotonic()
         self.tick()
 
-    def trial_ended(self, trial_key: str, status: str, test_error: float | None) -> None:
+    def trial_ended(self, trial_key: str, status: Status, test_error: float | None) -> None:
         line = self.status
         line.running.discard(trial_key)
         if trial_key in line.began:
             line.durations.append(time.monotonic() - line.began.pop(trial_key))
-        if status == "failed":
+        if status == Status.FAILED:
             line.failed += 1
         else:  # finished, or stopped early: done either way, with an error figure to show
             line.done += 1

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from explorer.errors import ExplorerError
 from explorer.files import atomic_directory, atomic_write, scratch_file
 from explorer.spec import DataSpec
 
@@ -65,7 +66,7 @@ Fetch = Callable[[str, Path], None]
 """Writes the resource at a URL to a local path (the default uses urllib)."""
 
 
-class DatasetError(Exception):
+class DatasetError(ExplorerError):
     """A data problem a person can fix; the message is one line naming what and how."""
 
 
@@ -179,7 +180,7 @@ def dataset_from_arrays(record: dict[str, object]) -> Dataset:
     with warnings.catch_warnings():
         # Shared arrays are read-only; the trainer only reads (gathers) from them.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        tensors = {name: torch.from_numpy(record[name]) for name in _TENSORS}  # type: ignore[arg-type]
+        tensors = {name: torch.from_numpy(record[name]) for name in _TENSORS}
     return Dataset(**{**record, **tensors})  # type: ignore[arg-type]
 
 

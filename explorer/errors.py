@@ -1,14 +1,16 @@
-"""Errors a person can act on that more than one layer raises or catches.
+"""Errors a person can act on, and the exit codes they end a command with.
 
-Each message is one line naming the thing and what to do; the CLI prints it
-and exits with code 2. Defined here, below every layer, so that catching one
-needs none of the heavy modules that raise it (ray, for a sweep that cannot
-start).
+Every error a user can act on is an ExplorerError: its message is one line naming
+the thing and what to do, and its class carries the exit code. The CLI catches the
+base once and prints the message as it is. Defined here, below every layer, so that
+catching one needs none of the heavy modules that raise it (ray, for a sweep that
+cannot start).
 """
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from enum import IntEnum
+from typing import Any, ClassVar, NoReturn
 
 
 class Terminated(KeyboardInterrupt):
@@ -23,7 +25,55 @@ def raise_terminated(signum: int, frame: Any) -> NoReturn:
     raise Terminated
 
 
-class SetupError(Exception):
+class ExitCode(IntEnum):
+    """The `explorer` command's exit codes (docs/ARCHITECTURE.md lists them too)."""
+
+    OK = 0
+    BUG = 1
+    SETUP = 2
+    FAILED = 3
+    INTERRUPTED = 130
+    TERMINATED = 143
+
+
+# What each code means, for `explorer --help` and the docs.
+EXIT_MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "success",
+    ExitCode.BUG: "an internal error (a bug; EXPLORER_DEBUG=1 shows the traceback)",
+    ExitCode.SETUP: "a bad spec, bad arguments or a set-up problem (a missing extra too)",
+    ExitCode.FAILED: "some trials failed",
+    ExitCode.INTERRUPTED: "interrupted (the same command again resumes)",
+    ExitCode.TERMINATED: "terminated by SIGTERM, handled like a Ctrl-C (the same again)",
+}
+
+
+class ExplorerError(Exception):
+    """A problem the user can act on: one line for people, and the command's exit code."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.SETUP
+    where: str | None = None  # what the problem is about, when the raiser did not know it
+
+    def about(self, where: str) -> ExplorerError:
+        """This error said of `where` (the spec file, the trial): for a caller to re-raise."""
+        self.where = where if self.where is None else f"{where}: {self.where}"
+        return self
+
+    def report(self) -> str:
+        """What the command prints on stderr."""
+        return f"error: {self.where}: {self}" if self.where else f"error: {self}"
+
+
+class UsageError(ExplorerError):
+    """A bad argument or option of a command."""
+
+
+class CheckFailed(ExplorerError):
+    """A check the command ran found failures (fvcore's counts against the formulas)."""
+
+    exit_code = ExitCode.FAILED
+
+
+class SetupError(ExplorerError):
     """The sweep cannot start (no cluster, storage not shared, no GPU); one line for people."""
 
 

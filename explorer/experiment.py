@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from explorer.errors import SetupError
 from explorer.importers import is_imported
 from explorer.lease import driver_lease
+from explorer.metrics import Status
 from explorer.plan import DATA_PLACE, TrialPlan
 from explorer.search import (
     Listed,
@@ -125,7 +126,7 @@ class RunObserver(Protocol):
 
     def trial_started(self, trial_key: str) -> None: ...
 
-    def trial_ended(self, trial_key: str, status: str, test_error: float | None) -> None:
+    def trial_ended(self, trial_key: str, status: Status, test_error: float | None) -> None:
         """`status`: finished, stopped or failed; `test_error`: the last epoch's, if any."""
         ...
 
@@ -147,7 +148,7 @@ class Unobserved:
     def trial_started(self, trial_key: str) -> None:
         pass
 
-    def trial_ended(self, trial_key: str, status: str, test_error: float | None) -> None:
+    def trial_ended(self, trial_key: str, status: Status, test_error: float | None) -> None:
         pass
 
     def tick(self) -> None:
@@ -219,7 +220,7 @@ class StoreSink:
             self.tracker.epoch(trial_key, metrics)
         self.observer.tick()
 
-    def trial_ended(self, trial_key: str, status: str, metrics: Mapping[str, Any],
+    def trial_ended(self, trial_key: str, status: Status, metrics: Mapping[str, Any],
                     error: str | None, history: Sequence[Mapping[str, Any]]) -> None:
         def write() -> None:
             # The whole history again: epochs reported before a crash of the
@@ -231,7 +232,7 @@ class StoreSink:
         self._write(f"trial {trial_key}'s outcome", write)
         if self.tracker is not None:
             self.tracker.trial_ended(trial_key)
-        if status == "failed":
+        if status == Status.FAILED:
             self.failed[trial_key] = error or "failed"
         error_figure = metrics.get("test_error")
         self.observer.trial_ended(trial_key, status,
@@ -404,7 +405,7 @@ def run_experiment(request: RunRequest, observer: RunObserver | None = None) -> 
     counts = retried("nothing (reading the counts)", lambda: store.status_counts(record.id))
     return RunSummary(
         experiment=spec.name, version=record.version, planned=planned.planned,
-        skipped=planned.skipped, reused=planned.reused, finished=counts.get("finished", 0),
+        skipped=planned.skipped, reused=planned.reused, finished=counts.get(Status.FINISHED, 0),
         failed=tuple(failed.items()), seconds=time.monotonic() - started,
     )
 
@@ -433,10 +434,9 @@ def _plan_and_sweep(request: RunRequest, store: Writer, record: ExperimentRecord
         from explorer.sweep import SweepOptions, run_sweep  # ray loads only when there is work
 
         options = SweepOptions(
-            runs_dir=request.runs_dir, experiment=spec.name, address=request.address
-            or resources.address, cpus_per_trial=resources.cpus_per_trial,
-            gpus_per_trial=resources.gpus_per_trial, max_concurrent=resources.max_concurrent,
-            max_failures=resources.max_failures, early_stopping=spec.search.early_stopping,
+            runs_dir=request.runs_dir, experiment=spec.name,
+            address=request.address or resources.address, resources=resources,
+            early_stopping=spec.search.early_stopping,
             max_steps=request.max_steps, num_cpus=request.num_cpus, fail_trial=request.fail_trial,
             log_file=request.runs_dir / spec.name / "ray.log", data=spec.data,
         )

@@ -16,14 +16,16 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from explorer.errors import ExplorerError
+
 # What a full or read-only disk says: the file cannot be written there, whatever wrote it.
 MEDIA_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
-class NotWritten(OSError):
+class NotWritten(ExplorerError, OSError):
     """A file could not be written because its disk is full or read-only: one line naming
-    the file and the reason (the CLI exits 2 with it). An OSError, so code that handles
-    those handles it too."""
+    the file and the reason (an ExplorerError: the CLI exits 2 with it). An OSError too, so
+    code that handles those handles it."""
 
     def __init__(self, target: Path, problem: OSError) -> None:
         super().__init__(problem.errno, f"cannot write {target}: {_reason(problem)}")

@@ -25,6 +25,7 @@ from typing import Any
 
 from explorer.arch import Arch, Stage, Template, content_key, stage_strides
 from explorer.complexity import Complexity, count
+from explorer.errors import ExplorerError
 from explorer.space import Candidate
 from explorer.store import ExperimentRecord, SpecChanged, Writer
 
@@ -40,7 +41,7 @@ DEFAULT_TOLERANCE_PCT = 1.0
 WRITE_BATCH = 5000
 
 
-class ImportProblem(Exception):
+class ImportProblem(ExplorerError):
     """A file or study that cannot be imported as asked; one line for people (exit 2)."""
 
 

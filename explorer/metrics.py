@@ -15,18 +15,43 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from enum import Enum
+from typing import Any
 
-# pending -> running -> finished (every planned epoch) | stopped (ended early by the
-# scheduler, e.g. ASHA; epochs_completed says where) | failed (with the reason). Only
-# finished trials are skipped on a rerun or reused by another experiment.
-Status = Literal["pending", "running", "finished", "stopped", "failed"]
-STATUSES: tuple[Status, ...] = ("pending", "running", "finished", "stopped", "failed")
+
+class Status(str, Enum):
+    """A trial's status: pending -> running -> finished (every planned epoch) | stopped (ended
+    early by the scheduler, e.g. ASHA; epochs_completed says where) | failed (with the
+    reason). Only finished trials are skipped on a rerun or reused by another experiment.
+
+    A str: the store keeps the value, and a member equals its value ("finished").
+    """
+
+    PENDING = "pending"
+    RUNNING = "running"
+    FINISHED = "finished"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+    def __str__(self) -> str:  # the value, in f-strings too (not "Status.FINISHED")
+        return self.value
+
+
+STATUSES: tuple[Status, ...] = tuple(Status)
 # The order tables and captions list them in: results first, then work left, then problems.
-SHOWN_STATUSES: tuple[Status, ...] = ("finished", "running", "pending", "stopped", "failed")
+SHOWN_STATUSES: tuple[Status, ...] = (Status.FINISHED, Status.RUNNING, Status.PENDING,
+                                      Status.STOPPED, Status.FAILED)
 # How a trial can end; the others are states on the way.
-Outcome = Literal["finished", "stopped", "failed"]
-OUTCOMES: tuple[Outcome, ...] = ("finished", "stopped", "failed")
+OUTCOMES: frozenset[Status] = frozenset({Status.FINISHED, Status.STOPPED, Status.FAILED})
+
+
+def outcome(*, failed: bool, epochs_completed: int = 0, planned_epochs: int = 0) -> Status:
+    """How a trial ended, decided here for the trainer and the sweep alike: failed when it
+    failed; stopped when it ended before its planned epochs without failing (the scheduler
+    stopped it); finished otherwise."""
+    if failed:
+        return Status.FAILED
+    return Status.STOPPED if epochs_completed < planned_epochs else Status.FINISHED
 
 
 # An epoch metric whose last value is also a column of the trial.
@@ -86,7 +111,7 @@ class Provenance:
 class TrialResult:
     """How a trial ended. `metrics` is the last completed epoch's, if any."""
 
-    status: Literal["finished", "failed"]  # the trainer never stops a trial early
+    status: Status  # finished or failed: the trainer never stops a trial early
     error: str | None
     metrics: EpochMetrics | None
     history: tuple[EpochMetrics, ...]

@@ -59,6 +59,7 @@ import pandas as pd
 import yaml
 
 from explorer import analysis, compare, stats
+from explorer.errors import ExplorerError
 from explorer.spec import Sample, Spec, SpecError, StageRange, parse_spec, parse_yaml
 
 DRAWS = 2000            # the paper's bootstrap draws are 10^4; 2,000 already pins 95% points
@@ -80,7 +81,7 @@ FIELD_OF = {"depth": "depths", "width": "widths", "C": "cardinality", "d": "bott
 FINDING_ORDER = {"better": 0, "equivalent": 1, "undecided": 2, "worse": 3}
 
 
-class RefineError(Exception):
+class RefineError(ExplorerError):
     """A refinement that cannot be made as asked (one line for the user)."""
 
 

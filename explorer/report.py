@@ -22,15 +22,14 @@ import plotly.io as pio
 
 from explorer import analysis, figures, stats
 from explorer.compare import (
-    DEFAULT_NORMALIZE,
-    CompareError,
     Comparison,
-    compare_spaces,
+    compare_or_plain,
     plan_samples,
     plan_sentence,
 )
+from explorer.errors import ExplorerError
 from explorer.files import atomic_write
-from explorer.metrics import SHOWN_STATUSES
+from explorer.metrics import SHOWN_STATUSES, Status
 from explorer.refine import recorded_sampled_spaces, space_regions
 from explorer.store import Reader
 
@@ -57,7 +56,7 @@ section { margin: 2em 0; } pre { background: #f7f7f7; padding: 1em; overflow-x: 
 """
 
 
-class ReportError(Exception):
+class ReportError(ExplorerError):
     """Nothing to report (e.g. no such experiment); one line for the user."""
 
 
@@ -108,7 +107,7 @@ def write_report(store: Reader, experiment: str, output: str | Path, *,
     per_trial = trials.drop_duplicates("trial_id")
     return ReportSummary(
         experiment=experiment, version=int(record["version"]), trials=len(per_trial),
-        finished=int((per_trial["status"] == "finished").sum()),
+        finished=int((per_trial["status"] == Status.FINISHED).sum()),
         # + the compare section's EDFs, + a good-regions chart per sampled space
         figures=len(SECTIONS) + 1 + (fidelity is not None) + len(region_spaces(record)),
         bytes=len(text.encode("utf-8")),
@@ -169,7 +168,7 @@ def render_report(trials: pd.DataFrame, epochs: pd.DataFrame, experiment: dict[s
         f'<p class="meta">version {version} · {len(per_trial)} trials: {_e(status)} · '
         f"results from {_e(where)} · generated {_e(when)}</p>",
     ]
-    if counts.get("finished", 0) == 0:
+    if counts.get(Status.FINISHED, 0) == 0:
         parts.append('<p class="warning">No finished trials yet: the charts are empty.</p>')
     parts += ["<section><h2>Summary per space</h2>",
               _table(analysis.summary_table(trials, candidates)), "</section>"]
@@ -209,10 +208,7 @@ def render_report(trials: pd.DataFrame, epochs: pd.DataFrame, experiment: dict[s
 def comparison_for_report(trials: pd.DataFrame) -> Comparison:
     """`explorer compare`'s default comparison of every space, with the closed-form plan;
     unnormalised where the spaces share no complexity bin."""
-    try:
-        result = compare_spaces(trials, normalize=DEFAULT_NORMALIZE)
-    except CompareError:
-        result = compare_spaces(trials, normalize="none")
+    result, _ = compare_or_plain(trials)
     return dataclasses.replace(result, plan=plan_samples(result, trials, simulate=False))
 
 

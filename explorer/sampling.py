@@ -1,4 +1,4 @@
-"""Sampled design spaces (DESIGN.md, "Sampled design spaces"): per-stage draws, filtered.
+"""Sampled design spaces (docs/CONVENTIONS.md, "Sampled design spaces"): per-stage draws, filtered.
 
 Each candidate draws, for every stage, its depth, width, cardinality and bottleneck
 width from the space's `sample.stages` (a field left out keeps the base model's

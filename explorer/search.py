@@ -20,7 +20,6 @@ is made.
 from __future__ import annotations
 
 import abc
-import json
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from explorer.arch import canonical_json
 from explorer.complexity import Complexity, count
+from explorer.errors import ExplorerError
 from explorer.plan import TrialPlan, plan_trial, plan_trials
 from explorer.space import (
     AXIS_FIELDS,
@@ -53,7 +54,7 @@ DRAWS_PER_CANDIDATE = 50
 INFEASIBLE_IN_A_ROW = 1000
 
 
-class SearchError(Exception):
+class SearchError(ExplorerError):
     """A search that cannot go on (e.g. nothing feasible to suggest); one line for people."""
 
 
@@ -162,8 +163,8 @@ def choice_label(value: Any) -> bool | int | float | str | None:
     """A list axis's value as an Optuna categorical choice: scalars as they are, lists (depths,
     widths) as compact JSON, which is stable and reads like the spec."""
     if isinstance(value, list | tuple):
-        return json.dumps(list(value), separators=(",", ":"))
-    return value  # type: ignore[no-any-return]
+        return canonical_json(list(value))
+    return value
 
 
 # --- grid and random -----------------------------------------------------------------------
@@ -396,7 +397,7 @@ class _FixedChooser:
         return [choice_label(v) for v in values].index(self.params[f"{self.space}.{name}"])
 
     def number(self, name: str, axis: Range) -> int | float:
-        return self.params[f"{self.space}.{name}"]  # type: ignore[no-any-return]
+        return self.params[f"{self.space}.{name}"]
 
 
 # Optuna's constraint names: a point is feasible when every value is 0 or less.

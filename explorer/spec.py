@@ -46,6 +46,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from explorer.arch import BlockForm, Template, content_key, stage_bottleneck_widths
+from explorer.errors import ExplorerError
 
 # Integers are strict: YAML's `true` is not the integer 1, and "64" is not 64.
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
@@ -85,7 +86,7 @@ class FrozenDict(dict[str, Any]):
     def _refuse(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("a validated spec cannot be changed")
 
-    __setitem__ = __delitem__ = _refuse  # type: ignore[assignment]
+    __setitem__ = __delitem__ = _refuse
     clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
 
     def __hash__(self) -> int:  # type: ignore[override]
@@ -312,7 +313,8 @@ class Stratify(Frozen):
 
 
 class Sample(Frozen):
-    """A sampled space (DESIGN.md, "Sampled design spaces"): n distinct drawn candidates."""
+    """A sampled space (docs/CONVENTIONS.md, "Sampled design spaces"): n distinct drawn
+    candidates."""
 
     n: PositiveInt
     seed: NonNegativeInt = 0
@@ -590,12 +592,18 @@ class At(Protocol):
                  line_loc: Loc = ()) -> Problem: ...
 
 
-class SpecError(Exception):
+class SpecError(ExplorerError):
     """A spec that cannot run; `problems` holds one entry per problem found."""
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = sorted(problems, key=lambda p: (p.line, p.path))
         super().__init__("\n".join(str(p) for p in self.problems))
+
+    def report(self) -> str:
+        """Each problem on a line of its own, then how many there are in which file."""
+        n = len(self.problems)
+        where = self.problems[0].file if self.problems else "the spec"
+        return f"{self}\n{where}: {n} problem{'s' if n != 1 else ''}; nothing was run"
 
 
 Loc = tuple[str | int, ...]

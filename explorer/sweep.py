@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -33,12 +33,12 @@ from ray.tune.experiment import Trial
 from ray.tune.search import Searcher
 
 from explorer.errors import SetupError, Terminated, raise_terminated
-from explorer.metrics import EPOCH_REPORT, FINAL_REPORT, EpochMetrics, Provenance
+from explorer.metrics import EPOCH_REPORT, FINAL_REPORT, EpochMetrics, Provenance, Status, outcome
 from explorer.metrics import PROVENANCE as PROVENANCE_FIELDS
 from explorer.plan import TrialPlan
 from explorer.search import SearchError, Strategy, Suggestion
 from explorer.space import Candidate
-from explorer.spec import DataSpec
+from explorer.spec import DataSpec, ResourcesSpec
 
 if TYPE_CHECKING:
     from torch import nn
@@ -76,11 +76,8 @@ HALT = "halt"
 class SweepOptions:
     runs_dir: Path
     experiment: str
-    address: str | None = None
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    max_concurrent: int | None = None
-    max_failures: int = 1
+    address: str | None = None  # the cluster to join: --address, else resources.address
+    resources: ResourcesSpec = field(default_factory=ResourcesSpec)  # the spec's, as it is
     early_stopping: str = "none"
     max_steps: int | None = None
     num_cpus: int | None = None
@@ -106,7 +103,7 @@ class Sink(Protocol):
 
     def epoch(self, trial_key: str, metrics: Mapping[str, Any]) -> None: ...
 
-    def trial_ended(self, trial_key: str, status: str, metrics: Mapping[str, Any],
+    def trial_ended(self, trial_key: str, status: Status, metrics: Mapping[str, Any],
                     error: str | None, history: Sequence[Mapping[str, Any]]) -> None: ...
 
     def tick(self) -> None: ...
@@ -130,7 +127,7 @@ class _NullSink:
     def epoch(self, trial_key: str, metrics: Mapping[str, Any]) -> None:
         pass
 
-    def trial_ended(self, trial_key: str, status: str, metrics: Mapping[str, Any],
+    def trial_ended(self, trial_key: str, status: Status, metrics: Mapping[str, Any],
                     error: str | None, history: Sequence[Mapping[str, Any]]) -> None:
         pass
 
@@ -186,7 +183,7 @@ def run_trial(config: dict[str, Any], shared: Any = None) -> None:
     tune.report({
         # The trial's training time is every epoch's (the last epoch's alone was reported).
         **final, "seconds": sum(m.seconds for m in result.history),
-        "kind": FINAL, "status": result.status, "error": result.error or "",
+        "kind": FINAL, "status": result.status.value, "error": result.error or "",
         "epochs_completed": result.epochs_completed,
         "history": json.dumps([m.to_dict() for m in result.history]),
     })
@@ -284,7 +281,7 @@ class _Events(tune.Callback):
         elif kind == FINAL and key not in self.ended:
             self.ended.add(key)
             history = json.loads(result.get("history") or "[]")
-            status = "finished" if result.get("status") == "finished" else "failed"
+            status = outcome(failed=result.get("status") != Status.FINISHED)
             self.sink.trial_ended(key, status, _final_fields(result), result.get("error") or None,
                                   history)
 
@@ -301,7 +298,7 @@ class _Events(tune.Callback):
             planned = int(trial.config["plan"]["train"]["epochs"])
             fields = {**_final_fields(last), "seconds": self.seconds.get(key, 0.0),
                       "epochs_completed": completed}
-            status = "finished" if completed >= planned else "stopped"
+            status = outcome(failed=False, epochs_completed=completed, planned_epochs=planned)
             self.sink.trial_ended(key, status, fields, None, [])
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial,
@@ -311,7 +308,8 @@ class _Events(tune.Callback):
             return
         self.ended.add(key)
         error = _error_text(trial)
-        self.sink.trial_ended(key, "failed", _final_fields(trial.last_result or {}), error, [])
+        self.sink.trial_ended(key, outcome(failed=True), _final_fields(trial.last_result or {}),
+                              error, [])
 
     def on_step(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         self.sink.tick()
@@ -360,7 +358,7 @@ class Stopping:
         return {"events": ()}
 
 
-class StrategySearcher(Searcher):  # type: ignore[misc]
+class StrategySearcher(Searcher):
     """Ray Tune's view of a search strategy: Tune asks it for each trial's config.
 
     It remembers which trial key each of Tune's trials runs, so the strategy
@@ -396,7 +394,7 @@ class StrategySearcher(Searcher):  # type: ignore[misc]
         key = self.keys.pop(trial_id, None)
         if key is None:
             return
-        failed = error or result is None or result.get("status") == "failed"
+        failed = error or result is None or result.get("status") == Status.FAILED
         self.strategy.tell(key, None if failed else result)
 
 
@@ -408,7 +406,7 @@ def trial_config(plan: TrialPlan, options: SweepOptions) -> dict[str, Any]:
         "max_steps": options.max_steps,
         "fail_trial": options.fail_trial,
         # Loader processes of a streamed folder: one per CPU the trial holds.
-        "workers": max(1, int(options.cpus_per_trial)),
+        "workers": max(1, int(options.resources.cpus_per_trial)),
     }
 
 
@@ -639,13 +637,13 @@ def _quiet_ray_logging(log_file: Path | None) -> logging.Handler | None:
 
 def check_cluster(options: SweepOptions) -> None:
     """Fail early if trials could never be placed or could not share checkpoints."""
-    resources = ray.cluster_resources()
-    if options.gpus_per_trial > 0 and resources.get("GPU", 0) < options.gpus_per_trial:
-        raise SetupError(f"resources.gpus_per_trial is {options.gpus_per_trial:g} but the Ray "
+    resources, asked = ray.cluster_resources(), options.resources
+    if asked.gpus_per_trial > 0 and resources.get("GPU", 0) < asked.gpus_per_trial:
+        raise SetupError(f"resources.gpus_per_trial is {asked.gpus_per_trial:g} but the Ray "
                          f"cluster has {resources.get('GPU', 0):g} GPUs; "
                          "set it to 0 to train on CPUs")
-    if resources.get("CPU", 0) < options.cpus_per_trial:
-        raise SetupError(f"resources.cpus_per_trial is {options.cpus_per_trial:g} but the Ray "
+    if resources.get("CPU", 0) < asked.cpus_per_trial:
+        raise SetupError(f"resources.cpus_per_trial is {asked.cpus_per_trial:g} but the Ray "
                          f"cluster has {resources.get('CPU', 0):g} CPUs")
     if options.address:
         check_shared_storage(options.runs_dir)
@@ -758,7 +756,7 @@ def _restore_handlers(handlers: Mapping[signal.Signals, Any]) -> None:
         signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
-class _StopAll(tune.Stopper):  # type: ignore[misc]
+class _StopAll(tune.Stopper):
     """Tells Tune to end the whole sweep once `stopping()` is true: Tune then finishes the
     searcher and stops every running trial, at its next step (a tenth of a second)."""
 
@@ -774,7 +772,7 @@ class _StopAll(tune.Stopper):  # type: ignore[misc]
 
 def _tuner(strategy: Strategy, sink: Sink, options: SweepOptions, max_epochs: int,
            stopping: Stopping, shared: Any, halt: Halt) -> tune.Tuner:
-    resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
+    resources = {"cpu": options.resources.cpus_per_trial, "gpu": options.resources.gpus_per_trial}
     scheduler = None
     if options.early_stopping == "asha":
         scheduler = tune.schedulers.ASHAScheduler(
@@ -783,7 +781,7 @@ def _tuner(strategy: Strategy, sink: Sink, options: SweepOptions, max_epochs: in
     searcher = StrategySearcher(strategy, options, stopping)
     tune_config = tune.TuneConfig(
         num_samples=strategy.budget, search_alg=searcher, scheduler=scheduler,
-        max_concurrent_trials=options.max_concurrent,
+        max_concurrent_trials=options.resources.max_concurrent,
         # Reused workers keep torch, the dataset and the import of the trainer loaded
         # between trials (seconds each on a small machine, longer than a tiny trial).
         reuse_actors=True, trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
@@ -791,7 +789,7 @@ def _tuner(strategy: Strategy, sink: Sink, options: SweepOptions, max_epochs: in
     run_config = tune.RunConfig(
         name=f"{options.experiment}-{uuid.uuid4().hex[:8]}",
         storage_path=str((options.runs_dir / "ray").resolve()),
-        failure_config=tune.FailureConfig(max_failures=options.max_failures),
+        failure_config=tune.FailureConfig(max_failures=options.resources.max_failures),
         callbacks=[_Events(sink, searcher.suggested, halt)], verbose=0, log_to_file=True,
         stop=_StopAll(stopping),
     )

@@ -12,7 +12,7 @@
   updates them (new epochs, a changed status) instead of adding runs.
 
 Both are optional: `pip install 'explorer[tracking]'` (tensorboard,
-mlflow-skinny). A missing package is a TrackingError naming that extra.
+mlflow-skinny). A missing package is a MissingExtra naming that extra.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from typing import Any
 import pandas as pd
 
 from explorer.arch import setting_label
-from explorer.metrics import EpochMetrics
+from explorer.errors import ExplorerError, MissingExtra
+from explorer.metrics import EpochMetrics, Status
 from explorer.spec import SpecError, parse_spec
 from explorer.store import Reader
 
@@ -39,19 +40,14 @@ SCALARS = tuple(name for name in EpochMetrics.__dataclass_fields__
 ARCH_PARAMS = ("template", "block", "depths", "widths", "group_widths", "stem_width",
                "cardinality", "bottleneck_width", "params", "flops")
 # A trial's status as MLflow's run status.
-RUN_STATUS = {"pending": "SCHEDULED", "running": "RUNNING", "finished": "FINISHED",
-              "stopped": "KILLED", "failed": "FAILED"}
+RUN_STATUS: dict[str, str] = {Status.PENDING: "SCHEDULED", Status.RUNNING: "RUNNING",
+                               Status.FINISHED: "FINISHED", Status.STOPPED: "KILLED",
+                               Status.FAILED: "FAILED"}
 TRIAL_KEY_TAG = "trial_key"
 
 
-class TrackingError(Exception):
+class TrackingError(ExplorerError):
     """A tracking set-up problem, in one line for people (exit 2)."""
-
-
-def missing(package: str, needed_by: str) -> TrackingError:
-    """The error for a package of the extra that does not import."""
-    return TrackingError(f"{needed_by} needs the {package} package: "
-                         f"pip install 'explorer[{EXTRA}]'")
 
 
 def tensorboard_dir(runs_dir: Path, experiment: str) -> Path:
@@ -63,11 +59,11 @@ def tensorboard_dir(runs_dir: Path, experiment: str) -> Path:
 
 
 def summary_writer_class() -> Any:
-    """torch's SummaryWriter, or a TrackingError naming the extra (commands check early)."""
+    """torch's SummaryWriter, or MissingExtra naming the extra (commands check early)."""
     try:  # torch.utils.tensorboard raises ImportError without the tensorboard package
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise missing("tensorboard", "--tensorboard") from None
+        raise MissingExtra("--tensorboard", "tensorboard", EXTRA) from None
     return SummaryWriter
 
 
@@ -134,7 +130,7 @@ def export_to_mlflow(reader: Reader, experiment: str, uri: str) -> MlflowExport:
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
     except ImportError:
-        raise missing("mlflow", "explorer export --mlflow") from None
+        raise MissingExtra("explorer export --mlflow", "mlflow", EXTRA) from None
 
     trials = reader.trials_frame([experiment])
     if trials.empty:

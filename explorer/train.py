@@ -55,8 +55,9 @@ from explorer.data import (
     make_feed,
     steps_per_epoch,
 )
+from explorer.errors import ExplorerError
 from explorer.files import atomic_write
-from explorer.metrics import EpochMetrics, Provenance, TrialResult
+from explorer.metrics import EpochMetrics, Provenance, TrialResult, outcome
 from explorer.spec import DataSpec, TrainSpec
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -75,7 +76,7 @@ StartCallback = Callable[[Provenance], None]
 NoticeCallback = Callable[[str], None]
 
 
-class TrialError(Exception):
+class TrialError(ExplorerError):
     """A trial that cannot start as asked; the message is one line for a person."""
 
 
@@ -318,7 +319,7 @@ def _crcs_written() -> contextlib.AbstractContextManager[Any]:
         from torch.utils.serialization import config
     except ImportError:  # before torch 2.6: always written
         return contextlib.nullcontext()
-    return config.patch({"save.compute_crc32": True})  # type: ignore[attr-defined,no-any-return]
+    return config.patch({"save.compute_crc32": True})  # type: ignore[attr-defined]
 
 
 def checkpoint_damage(path: Path) -> str | None:
@@ -656,7 +657,7 @@ def make_state(
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     model.train()
     forward: Callable[[torch.Tensor], torch.Tensor] = (
-        torch.compile(model) if rec.compile else model  # type: ignore[assignment]
+        torch.compile(model) if rec.compile else model
     )
     optimizer = torch.optim.SGD(
         model.parameters(), lr=rec.peak_lr, momentum=rec.momentum, nesterov=rec.nesterov,
@@ -712,7 +713,7 @@ def _result(
 ) -> TrialResult:
     history = tuple(state.history) if state else ()
     return TrialResult(
-        status="failed" if failure else "finished",
+        status=outcome(failed=bool(failure)),
         error=failure,
         metrics=history[-1] if history else None,
         history=history,

@@ -18,7 +18,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TABLE2 = REPO / "spaces" / "resnext50_table2.yaml"
 
-# The paper's Table 2 (C -> d), and DESIGN.md's reference counts at 224x224, 1000 classes.
+# The paper's Table 2 (C -> d), and torchvision's published counts at 224x224, 1000 classes
+# (docs/CONVENTIONS.md).
 TABLE2_D = {1: 64, 2: 40, 4: 24, 8: 14, 32: 4}
 RESNET50 = (25_557_032, 4_089_184_256)
 RESNEXT50_32X4D = (25_028_904, 4_230_479_872)

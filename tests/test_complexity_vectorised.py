@@ -92,7 +92,7 @@ def test_a_scalar_stem_width_is_the_same_as_a_column_of_it() -> None:
 
 
 def test_resnet50_from_columns_matches_torchvision_figures() -> None:
-    # torchvision's published figures for resnet50 (DESIGN.md's reference table).
+    # torchvision's published figures for resnet50 (docs/CONVENTIONS.md).
     params, flops, _ = count_stages(
         template="imagenet", stem_width=64, block="grouped",
         depths=np.array([[3, 4, 6, 3]]), widths=np.array([[256, 512, 1024, 2048]]),

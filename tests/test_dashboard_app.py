@@ -187,7 +187,7 @@ def test_edf_normalisation_defaults_to_compares(fixture_db: str) -> None:
     at = app(fixture_db)
     at.session_state["view"] = "EDFs"
     ran(at)
-    assert DEFAULT_NORMALIZE == "flops"  # DESIGN.md: compare's default, NDS's
+    assert DEFAULT_NORMALIZE == "flops"  # docs/CONVENTIONS.md: compare's default, NDS's
     assert at.radio(key="edf_normalize").value == DEFAULT_NORMALIZE
     assert "flops" in charts(at)["error_edf"]["layout"]["title"]["text"]
     assert at.query_params["normalize"] == "flops"

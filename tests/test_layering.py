@@ -32,6 +32,38 @@ HEAVY = {
     "tensorboard": {"explorer/tracking.py"},
 }
 
+# Package contracts, beyond the order (which alone would let the store import the sweep,
+# listed above it): (the rule, the modules it binds, the modules they must not import),
+# as dotted names, each covering its submodules. docs/ARCHITECTURE.md states each rule.
+Contract = tuple[str, tuple[str, ...], tuple[str, ...]]
+TORCH_SIDE = ("explorer.models", "explorer.data", "explorer.train", "explorer.cost",
+              "explorer.sweep")
+CONTRACTS: tuple[Contract, ...] = (
+    ("parsing, enumerating and planning need no torch",
+     ("explorer.errors", "explorer.metrics", "explorer.files", "explorer.arch", "explorer.spec",
+      "explorer.complexity", "explorer.sampling", "explorer.space", "explorer.tables",
+      "explorer.plan", "explorer.search"),
+     TORCH_SIDE),
+    ("models/ builds layers from an Arch and nothing else",
+     ("explorer.models",),
+     ("explorer.spec", "explorer.space", "explorer.data", "explorer.train", "explorer.sweep",
+      "explorer.store")),
+    ("the sweep knows nothing of the database",
+     ("explorer.sweep",),
+     ("explorer.store", "explorer.lease", "explorer.tracking", "explorer.experiment")),
+    ("the store knows nothing of how results are made",
+     ("explorer.store",),
+     (*TORCH_SIDE, "explorer.search", "explorer.plan", "explorer.lease", "explorer.tracking",
+      "explorer.experiment")),
+    ("the analysis is pure: no store, no training",
+     ("explorer.stats", "explorer.analysis", "explorer.compare", "explorer.figures"),
+     (*TORCH_SIDE, "explorer.store", "explorer.lease", "explorer.experiment")),
+    ("readers only read: no writer, no lease, no sweep",
+     ("explorer.report", "explorer.tracking", "dashboard"),
+     ("explorer.store.writer", "explorer.store.migrate", "explorer.lease", "explorer.sweep",
+      "explorer.experiment")),
+)
+
 
 def documented_layers(text: str) -> list[str]:
     """The entries of the document's layers block, top (first in the flow) to bottom: the
@@ -109,6 +141,25 @@ def back_edges(entries: list[str]) -> list[str]:
     return problems
 
 
+def within(module: str, names: tuple[str, ...]) -> bool:
+    """Whether the dotted module is one of `names` or inside one of them."""
+    return any(module == name or module.startswith(f"{name}.") for name in names)
+
+
+def contract_breaches(contracts: tuple[Contract, ...]) -> list[str]:
+    """Every import that breaks one of the contracts."""
+    problems = []
+    for module, path in module_files():
+        for rule, bound, forbidden in contracts:
+            if not within(module, bound):
+                continue
+            for target, line in imported_modules(path, module):
+                if within(target, forbidden):
+                    problems.append(f"{path.relative_to(REPO)}:{line}: {module} imports "
+                                    f"{target}, but {rule}")
+    return problems
+
+
 @pytest.fixture(scope="module")
 def entries() -> list[str]:
     return documented_layers(ARCHITECTURE.read_text(encoding="utf-8"))
@@ -149,3 +200,20 @@ def test_the_library_never_imports_the_dashboard() -> None:
 def test_the_checker_finds_a_back_edge(entries: list[str]) -> None:
     """The same walk over a reversed list reports edges: the check is not vacuous."""
     assert back_edges(list(reversed(entries)))
+
+
+def test_packages_keep_their_contracts() -> None:
+    problems = contract_breaches(CONTRACTS)
+    assert not problems, "\n".join(problems)
+
+
+def test_every_contract_names_modules_that_exist() -> None:
+    named = {name for _, bound, forbidden in CONTRACTS for name in (*bound, *forbidden)}
+    assert not [name for name in named if not is_our_module(name)]
+
+
+def test_the_contract_check_finds_a_breach() -> None:
+    """A contract the code does break (the store imports metrics) is reported: the check is
+    not vacuous."""
+    found = contract_breaches((("a test rule", ("explorer.store",), ("explorer.metrics",)),))
+    assert found and all("a test rule" in line for line in found)

@@ -1,6 +1,6 @@
 """explorer.models: torchvision's structure and counts, both templates, three equal forms.
 
-Golden numbers are torchvision's published figures (DESIGN.md), never values
+Golden numbers are torchvision's published figures (docs/CONVENTIONS.md), never values
 read back from the code under test.
 """
 

@@ -59,7 +59,11 @@ def test_every_figure_div_and_summary(report: str) -> None:
         assert title.split(" (")[0].replace("'", "&#x27;") in report
     # Every section's chart, the compare section's normalised EDFs, and the proxy-fidelity
     # chart (epoch 1 of 5 against the end).
-    assert report.count("Plotly.newPlot(") == len(SECTIONS) + 2
+    # Counted in the report's own scripts, not in the plotly.js bundle (whose text may carry
+    # the same words, as plotly < 7's does once in an error message).
+    own = [s for s in re.findall(r"<script\b[^>]*>(.*?)</script>", report, flags=re.S)
+           if len(s) < 1_000_000]
+    assert sum(s.count("Plotly.newPlot(") for s in own) == len(SECTIONS) + 2
     assert 'id="figure-proxy_fidelity"' in report and "epoch 1 of 5" in report
     assert "Summary per space" in report
     assert "preserved" in report and "deeper" in report

@@ -1,4 +1,4 @@
-"""Sampled design spaces (DESIGN.md, "Sampled design spaces"): what a draw promises.
+"""Sampled design spaces (docs/CONVENTIONS.md, "Sampled design spaces"): what a draw promises.
 
 n distinct candidates, the same for a seed and others for another, inside the band,
 per-stage draws with the distribution the docs state (chi-square tests against

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from explorer.errors import ExplorerError
+
 if TYPE_CHECKING:
     from explorer.store.records import Holder
 
 
-class StoreError(Exception):
+class StoreError(ExplorerError):
     """A problem with the results database the user can act on; one line."""
 
 
@@ -19,11 +21,11 @@ class SpecChanged(StoreError):
         self.name = name
         self.differing_keys = list(differing_keys)
         self.version = version
-        where = f" (version {version})" if version is not None else ""
+        where = f"version {version}; " if version is not None else ""
+        keys = ", ".join(self.differing_keys[:8]) or "(formatting)"
         super().__init__(
-            f"experiment {name!r}{where} already exists with a different spec; changed: "
-            f"{', '.join(self.differing_keys)}. Rerun with --new-version to keep both side by "
-            "side, or give the experiment a new name"
+            f"experiment {name!r} already exists in the store with a different spec "
+            f"({where}differs at: {keys}); rename it, or pass --new-version to keep both"
         )
 
 

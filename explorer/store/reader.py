@@ -30,7 +30,14 @@ import pandas as pd
 from sqlalchemy import ColumnElement, Connection, Engine, Select, and_, case, false, func, select
 from sqlalchemy.exc import DBAPIError
 
-from explorer.metrics import EPOCH_METRICS, PROVENANCE, PROVENANCE_TYPES, STATUSES, TRIAL_METRICS
+from explorer.metrics import (
+    EPOCH_METRICS,
+    PROVENANCE,
+    PROVENANCE_TYPES,
+    STATUSES,
+    TRIAL_METRICS,
+    Status,
+)
 from explorer.store.engine import cannot_open, open_engine
 from explorer.store.errors import StoreError
 from explorer.store.records import ExperimentRecord, Holder, TrialRecord
@@ -54,6 +61,8 @@ _Item = TypeVar("_Item")
 # Keys are long strings: fewer per statement keeps each one small (SQLite's variable limit
 # was 999 before 3.32).
 _KEY_CHUNK = 500
+# The store's one filter for a finished trial (the one a rerun skips and another reuses).
+_FINISHED = trial_table.c.status == Status.FINISHED
 
 
 class Reader:
@@ -167,7 +176,7 @@ class Reader:
                       exclude_experiment_id: int | None = None) -> TrialRecord | None:
         """A finished trial with this key in any experiment (originals before copies)."""
         t = trial_table.c
-        stmt = select(trial_table).where(t.trial_key == trial_key, t.status == "finished")
+        stmt = select(trial_table).where(t.trial_key == trial_key, _FINISHED)
         if exclude_experiment_id is not None:
             stmt = stmt.where(t.experiment_id != exclude_experiment_id)
         return self._trial(stmt.order_by(t.reused_from_trial_id.is_not(None), t.id).limit(1))
@@ -180,7 +189,7 @@ class Reader:
         found: dict[str, TrialRecord] = {}
         with self._engine.connect() as conn:
             for chunk in _chunks(sorted(set(trial_keys)), _KEY_CHUNK):
-                stmt = select(trial_table).where(t.trial_key.in_(chunk), t.status == "finished")
+                stmt = select(trial_table).where(t.trial_key.in_(chunk), _FINISHED)
                 if exclude_experiment_id is not None:
                     stmt = stmt.where(t.experiment_id != exclude_experiment_id)
                 # find_finished's order within each key: the first row per key wins.
@@ -200,7 +209,7 @@ class Reader:
         t = trial_table.c
         with self._engine.connect() as conn:
             return set(conn.scalars(select(t.trial_key).where(
-                t.experiment_id == experiment_id, t.status == "finished")))
+                t.experiment_id == experiment_id, _FINISHED)))
 
     def trial_keys(self, experiment_id: int) -> dict[tuple[str, int], str]:
         """This experiment's trial keys by (candidate key, seed), which identify a trial
@@ -229,7 +238,7 @@ class Reader:
         stmt = (select(t.trial_key, *(t[n] for n in TRIAL_METRICS),
                        complexity.c.params, complexity.c.flops, complexity.c.acts)
                 .outerjoin(complexity, complexity.c.key == t.candidate_key)
-                .where(t.experiment_id == experiment_id, t.status == "finished"))
+                .where(t.experiment_id == experiment_id, _FINISHED))
         with self._engine.connect() as conn:
             rows = conn.execute(stmt).mappings().all()
         return {row["trial_key"]: {k: v for k, v in row.items() if k != "trial_key"}

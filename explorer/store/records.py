@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Boolean, Column, Float, Integer, Table
 from sqlalchemy.engine import RowMapping
 
+from explorer.arch import canonical_json
 from explorer.metrics import TRIAL_METRICS
 from explorer.store.schema import CANDIDATE_FIELDS, LIST_FIELDS, candidate_table
 
@@ -37,8 +38,8 @@ def aware(value: datetime | None) -> Any:
 
 
 def dumps(value: Any) -> str:
-    """Canonical JSON: the same document is always the same text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    """Canonical JSON: the same document is always the same text (arch.canonical_json)."""
+    return canonical_json(value)
 
 
 def json_dict(value: Mapping[str, Any] | str) -> dict[str, Any]:

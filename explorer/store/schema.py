@@ -56,6 +56,7 @@ from explorer.metrics import (
     PROVENANCE_TYPES,
     STATUSES,
     TRIAL_METRICS,
+    Status,
 )
 from explorer.store.errors import StoreError
 
@@ -172,7 +173,7 @@ trial_table = Table(
     Column("candidate_key", String(64), nullable=False),
     Column("trial_key", String(128), nullable=False, index=True),
     Column("seed", Integer, nullable=False),
-    Column("status", String(16), nullable=False, default="pending"),
+    Column("status", String(16), nullable=False, default=Status.PENDING),
     Column("attempts", Integer, nullable=False, default=0),
     Column("error", Text),
     Column("device", String(128)),

@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from explorer.metrics import EPOCH_METRICS, OUTCOMES, PROVENANCE, TRIAL_METRICS
+from explorer.metrics import EPOCH_METRICS, OUTCOMES, PROVENANCE, TRIAL_METRICS, Status
 from explorer.store.engine import open_engine, resolve
 from explorer.store.errors import LeaseHeld, SpecChanged, StoreError
 from explorer.store.provenance import differing_keys, environment_info
@@ -200,7 +200,7 @@ class Writer(Reader):
             have = set(conn.scalars(select(t.trial_key).where(t.experiment_id == experiment_id)))
             at = now()
             new = [{"experiment_id": experiment_id, "trial_key": key, "candidate_key": cand,
-                    "seed": seed, "status": "pending", "attempts": 0, "created_at": at}
+                    "seed": seed, "status": Status.PENDING, "attempts": 0, "created_at": at}
                    for key, (cand, seed) in wanted.items() if key not in have]
             if new:
                 _insert_missing(conn, trial_table, new, ("experiment_id", "trial_key"))
@@ -212,7 +212,7 @@ class Writer(Reader):
         with self._engine.begin() as conn:
             trial_id = _trial_id(conn, experiment_id, trial_key)
             conn.execute(update(trial_table).where(trial_table.c.id == trial_id).values(
-                status="running", attempts=trial_table.c.attempts + 1, device=device,
+                status=Status.RUNNING, attempts=trial_table.c.attempts + 1, device=device,
                 started_at=now(), finished_at=None, error=None,
             ))
             _bump(conn)
@@ -256,7 +256,7 @@ class Writer(Reader):
                          .values(epochs_completed=_epoch_count(trial_id)))
             _bump(conn)
 
-    def finish_trial(self, experiment_id: int, trial_key: str, status: str,
+    def finish_trial(self, experiment_id: int, trial_key: str, status: Status,
                      metrics: Mapping[str, Any], error: str | None = None) -> None:
         """Record the outcome (finished, stopped or failed), the final metrics given, the error.
 
@@ -322,8 +322,8 @@ class Writer(Reader):
         t = trial_table.c
         with self._engine.begin() as conn:
             done = conn.execute(update(trial_table)
-                                .where(t.experiment_id == experiment_id, t.status == "running")
-                                .values(status="pending"))
+                                .where(t.experiment_id == experiment_id, t.status == Status.RUNNING)
+                                .values(status=Status.PENDING))
             if done.rowcount:
                 _bump(conn)
             return int(done.rowcount or 0)
@@ -338,18 +338,19 @@ class Writer(Reader):
         t = trial_table.c
         with self._engine.begin() as conn:
             src = conn.execute(select(trial_table).where(t.id == source.id)).mappings().first()
-            if src is None or src["status"] != "finished":
+            if src is None or src["status"] != Status.FINISHED:
                 raise StoreError(f"trial {source.id} is not a finished trial to copy")
             if src["experiment_id"] == experiment_id and src["trial_key"] == trial_key:
                 return
             at = now()
             _insert_missing(conn, trial_table, [{
                 "experiment_id": experiment_id, "trial_key": trial_key,
-                "candidate_key": src["candidate_key"], "seed": src["seed"], "status": "pending",
-                "attempts": 0, "created_at": at}], ("experiment_id", "trial_key"))
+                "candidate_key": src["candidate_key"], "seed": src["seed"],
+                "status": Status.PENDING, "attempts": 0, "created_at": at}],
+                ("experiment_id", "trial_key"))
             trial_id = _trial_id(conn, experiment_id, trial_key)
             conn.execute(update(trial_table).where(t.id == trial_id).values(
-                status="finished", error=None, device=src["device"], started_at=at,
+                status=Status.FINISHED, error=None, device=src["device"], started_at=at,
                 finished_at=at, reused_from_trial_id=src["id"],
                 **{name: src[name] for name in (*TRIAL_METRICS, *PROVENANCE)},
             ))
