@@ -143,7 +143,20 @@ class EpochTracker(Protocol):
 
 
 class StoreSink:
-    """Writes a sweep's events to the store and tells the observer (and a tracker)."""
+    """Writes a sweep's events to the store and tells the observer (and a tracker).
+
+    The writes are batched: events wait in memory and go to the store as one
+    transaction (`Writer.batch`) at the sweep's next tick, or once FLUSH_EVENTS wait,
+    so readers see the store change a few times a second rather than after every
+    event, and a trial costs a few statements rather than a transaction per event. A
+    flush writes the planned trials first (one statement for them all), then each
+    trial's events in the order they came, a run of its epochs as one
+    `record_epochs`: the same rows as the calls one by one (events of different trials
+    touch different rows). `flush()` writes what waits; the sweep's caller flushes at
+    its end, interrupted or not.
+    """
+
+    FLUSH_EVENTS = 512
 
     def __init__(self, store: Writer, experiment_id: int, observer: RunObserver,
                  tracker: EpochTracker | None = None) -> None:
@@ -152,21 +165,59 @@ class StoreSink:
         self.observer = observer
         self.tracker = tracker
         self.failed: dict[str, str] = {}
+        self._candidates: dict[tuple[str, str], Candidate] = {}
+        self._trials: dict[str, tuple[str, str, int]] = {}
+        self._events: dict[str, list[tuple[str, Any]]] = {}  # per trial, in order
+        self._waiting = 0
+
+    def _wait(self, trial_key: str, kind: str, payload: Any) -> None:
+        self._events.setdefault(trial_key, []).append((kind, payload))
+        self._count()
+
+    def _count(self) -> None:
+        self._waiting += 1
+        if self._waiting >= self.FLUSH_EVENTS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the events that wait, in one transaction."""
+        if not self._waiting:
+            return
+        candidates, trials, events = self._candidates, self._trials, self._events
+        self._candidates, self._trials, self._events, self._waiting = {}, {}, {}, 0
+        store, experiment = self.store, self.experiment_id
+        with store.batch():
+            if candidates:
+                store.add_candidates(experiment, candidates.values())
+            if trials:
+                store.add_trials(experiment, trials.values())
+            for trial_key, happened in events.items():
+                for kind, payload in _runs_of_epochs(happened):
+                    if kind == "started":
+                        store.mark_running(experiment, trial_key, payload)
+                    elif kind == "provenance":
+                        store.record_provenance(experiment, trial_key, payload)
+                    elif kind == "epochs":
+                        store.record_epochs(experiment, trial_key, payload)
+                    else:
+                        status, final, error = payload
+                        store.finish_trial(experiment, trial_key, status, final, error)
 
     def trial_planned(self, plan: TrialPlan, candidate: Candidate | None) -> None:
         if candidate is not None:
-            self.store.add_candidates(self.experiment_id, [candidate])
-        self.store.add_trials(self.experiment_id, [(plan.trial_key, plan.candidate_key, plan.seed)])
+            self._candidates[(candidate.space, candidate.key)] = candidate
+        self._trials[plan.trial_key] = (plan.trial_key, plan.candidate_key, plan.seed)
+        self._count()
 
     def trial_started(self, trial_key: str, node: str, device: str) -> None:
-        self.store.mark_running(self.experiment_id, trial_key, f"{device}@{node[:8]}")
+        self._wait(trial_key, "started", f"{device}@{node[:8]}")
         self.observer.trial_started(trial_key)
 
     def trial_provenance(self, trial_key: str, provenance: Mapping[str, Any]) -> None:
-        self.store.record_provenance(self.experiment_id, trial_key, provenance)
+        self._wait(trial_key, "provenance", dict(provenance))
 
     def epoch(self, trial_key: str, metrics: Mapping[str, Any]) -> None:
-        self.store.record_epoch(self.experiment_id, trial_key, metrics)
+        self._wait(trial_key, "epochs", [dict(metrics)])
         if self.tracker is not None:
             self.tracker.epoch(trial_key, metrics)
         self.observer.tick()
@@ -176,8 +227,8 @@ class StoreSink:
         # The whole history again: epochs reported before a crash of the
         # driver were lost with it; recording is idempotent per epoch.
         if history:
-            self.store.record_epochs(self.experiment_id, trial_key, history)
-        self.store.finish_trial(self.experiment_id, trial_key, status, metrics, error)
+            self._wait(trial_key, "epochs", [dict(h) for h in history])
+        self._wait(trial_key, "ended", (status, dict(metrics), error))
         if self.tracker is not None:
             self.tracker.trial_ended(trial_key)
         if status == "failed":
@@ -187,7 +238,20 @@ class StoreSink:
                                   None if error_figure is None else float(error_figure))
 
     def tick(self) -> None:
+        self.flush()
         self.observer.tick()
+
+
+def _runs_of_epochs(events: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """One trial's events in order, consecutive epoch reports joined into one (the
+    writer applies them in order, so the latest report of an epoch still wins)."""
+    out: list[tuple[str, Any]] = []
+    for kind, payload in events:
+        if kind == "epochs" and out and out[-1][0] == "epochs":
+            out[-1] = ("epochs", [*out[-1][1], *payload])
+        else:
+            out.append((kind, payload))
+    return out
 
 
 @dataclass(frozen=True)
@@ -295,6 +359,7 @@ def _plan_and_sweep(request: RunRequest, store: Writer, record: ExperimentRecord
                        if request.tensorboard else None)
             sink = StoreSink(store, record.id, watch, tracker)
             stack.enter_context(watch.sweeping())
+            stack.callback(sink.flush)  # what waits is written, interrupted or not
             run_sweep(planned.strategy, sink, options, max_epochs=spec.train.epochs,
                       stop=lease_lost)
         failed = sink.failed
