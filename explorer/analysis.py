@@ -44,16 +44,22 @@ def by_candidate(trials: pd.DataFrame) -> pd.DataFrame:
     if done.empty:
         return pd.DataFrame(columns=columns)
     present = [c for c in ARCH_COLUMNS if c in done.columns]
-    keyed = done.assign(**{c: done[c].map(hashable) for c in present})
-    grouped = keyed.groupby([*CANDIDATE, *present], dropna=False, sort=False)
-    out = grouped.agg(
+    # A candidate's key is its architecture's content key, so the architecture columns
+    # are the same on all its rows: grouping by the key alone and taking them from its
+    # first row gives what grouping by them too would, without hashing lists per row.
+    grouped = done.groupby(CANDIDATE, dropna=False, sort=False)
+    stats = grouped.agg(
         test_error_mean=("test_error", "mean"),
         test_error_std=("test_error", "std"),  # ddof=1; NaN for one seed, made 0 below
         seeds=("test_error", "size"),
         test_top5_error_mean=("test_top5_error", "mean"),
         train_images_per_sec=("train_images_per_sec", "mean"),
         latency_ms=("latency_ms", "mean"),
-    ).reset_index()
+    )
+    # Groups come in order of first appearance, as drop_duplicates keeps rows.
+    first = done.drop_duplicates(CANDIDATE)[[*CANDIDATE, *present]].reset_index(drop=True)
+    out = first.assign(**{c: first[c].map(hashable) for c in present},
+                       **{c: stats[c].to_numpy() for c in stats.columns})
     out["test_error_std"] = out["test_error_std"].fillna(0.0)
     return out
 

@@ -573,7 +573,9 @@ def status(
     from explorer.metrics import SHOWN_STATUSES
 
     reader = open_reader(runs_dir, store)
-    frame = reader.trials_frame([experiment] if experiment else None)
+    # Counted by the database: a large store's trials never reach Python.
+    frame = reader.experiment_status([experiment] if experiment else None)
+    frame = frame[frame["trials"] > 0]  # as before: an experiment is listed by its trials
     if frame.empty:
         fail(f"no experiment {experiment!r} in the store" if experiment else "the store is empty")
     drivers = reader.leases()
@@ -581,17 +583,14 @@ def status(
     for column in ("experiment", "version", "trials", *SHOWN_STATUSES, "best test error %",
                    "driver"):
         table.add_column(column, justify="left" if column in ("experiment", "driver") else "right")
-    trials = frame.drop_duplicates(["experiment", "version", "trial_key"])
-    for (name, version, experiment_id), group in trials.groupby(
-            ["experiment", "version", "experiment_id"], sort=True):
-        counts = group["status"].value_counts()
-        best = group.loc[group["status"] == "finished", "test_error"].min()
-        holder = drivers.get(int(experiment_id))
+    for row in frame.itertuples(index=False):
+        best = float(row.best_test_error)
+        holder = drivers.get(int(row.experiment_id))
         table.add_row(
-            str(name),
-            str(version),
-            str(len(group)),
-            *(str(int(counts.get(s, 0))) for s in SHOWN_STATUSES),
+            str(row.experiment),
+            str(row.version),
+            str(row.trials),
+            *(str(int(getattr(row, s))) for s in SHOWN_STATUSES),
             "–" if math.isnan(best) else f"{best:.2f}",  # NaN when nothing finished
             holder.describe() if holder is not None else "–",
         )
@@ -615,20 +614,22 @@ def export(
     ] = None,
 ) -> None:
     """Write an experiment's trials (or their epochs) to a table file, or to MLflow."""
-    from explorer.tables import write_table
+    from explorer.store import STAGE_LIST_COLUMNS
+    from explorer.tables import write_frames
 
     if output is None and mlflow is None:
         fail("export needs --output FILE or --mlflow URI")
     if output is not None:
         check_output_suffix(output, (".csv", ".parquet", ".json"))
     reader = open_reader(runs_dir, store)
-    trials = reader.trials_frame([experiment])
-    if trials.empty:
+    if not reader.experiment_status([experiment])["trials"].gt(0).any():
         fail(f"no experiment {experiment!r} in the store; `explorer status` lists them")
     if output is not None:
-        frame = reader.epochs_frame(experiment_names=[experiment]) if epochs else trials
-        write_table(frame, output)
-        out.print(f"wrote {len(frame)} rows to {output}", highlight=False)
+        # Read and written a chunk at a time: memory stays flat however many rows.
+        chunks = (reader.iter_epochs_frames([experiment]) if epochs
+                  else reader.iter_trials_frames([experiment]))
+        rows = write_frames(chunks, output, lists=STAGE_LIST_COLUMNS)
+        out.print(f"wrote {rows} rows to {output}", highlight=False)
     if mlflow is not None:
         export_mlflow(reader, experiment, mlflow)
 
@@ -938,6 +939,7 @@ def compare(
     from explorer.compare import (
         DEFAULT_NORMALIZE,
         NORMALIZE_CHOICES,
+        TRIAL_COLUMNS,
         CompareError,
         compare_spaces,
         plan_samples,
@@ -950,9 +952,12 @@ def compare(
         fail(f"--ks {ks:g}: a KS difference is between 0 and 1 (e.g. 0.1)")
     if bins < 1:
         fail(f"--bins {bins}: use 1 or more bins")
-    trials = open_reader(runs_dir, store).trials_frame([experiment])
+    reader = open_reader(runs_dir, store)
+    # Only the columns a comparison reads, and the means over seeds made by the database.
+    trials = reader.trials_frame([experiment], columns=TRIAL_COLUMNS)
     if trials.empty:
         fail(f"no experiment {experiment!r} in the store; `explorer status` lists them")
+    means = reader.candidate_means([experiment])
     known = space_names(trials)
     unknown = [s for s in space or [] if s not in known]
     if unknown:
@@ -961,15 +966,17 @@ def compare(
     chosen = list(dict.fromkeys(space or [])) or None
     try:
         result = compare_spaces(trials, spaces=chosen, normalize=normalize or DEFAULT_NORMALIZE,
-                                bins=bins)
+                                bins=bins, candidates=means)
     except CompareError as problem:
         if normalize is not None:  # asked for: say why it cannot be done
             fail(str(problem))
         err.print(f"note: {problem}; compared without normalisation", highlight=False,
                   soft_wrap=True)
-        result = compare_spaces(trials, spaces=chosen, normalize="none", bins=bins)
+        result = compare_spaces(trials, spaces=chosen, normalize="none", bins=bins,
+                                candidates=means)
     if plan:
-        result = dataclasses.replace(result, plan=plan_samples(result, trials, ks=ks))
+        result = dataclasses.replace(result, plan=plan_samples(result, trials, ks=ks,
+                                                               candidates=means))
     if as_json:
         print(json.dumps(result.to_json()))
         return
