@@ -23,8 +23,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from explorer.spec import Spec, SpecError, json_schema, load_spec_source
-
 if TYPE_CHECKING:  # the commands import what they need when they run
     import pandas as pd
     from typer._click import Context as ClickContext  # the click that typer ships inside
@@ -34,6 +32,7 @@ if TYPE_CHECKING:  # the commands import what they need when they run
     from explorer.complexity import Complexity
     from explorer.metrics import EpochMetrics
     from explorer.space import Batch, Candidate, CandidateStream
+    from explorer.spec import Spec
     from explorer.store import Reader
     from explorer.train import ModelBuilder
 
@@ -124,6 +123,10 @@ def read_spec(path: Path, overrides: Sequence[str] | None = None) -> Spec:
 
 def read_spec_source(path: Path, overrides: Sequence[str] | None = None) -> tuple[Spec, str]:
     """The spec with its --set overrides, and the text to record (see spec.spec_source)."""
+    # pydantic's models of the spec cost a second to import: only the commands that
+    # read a spec pay for them (status, export, compare and report do not).
+    from explorer.spec import SpecError, load_spec_source
+
     try:
         return load_spec_source(path, overrides or ())
     except SpecError as problem:
@@ -180,6 +183,8 @@ def validate(spec: SpecArg, overrides: SetOpt = None) -> None:
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of the spec, for editor completion."""
+    from explorer.spec import json_schema
+
     print(json.dumps(json_schema(), indent=2))
 
 
