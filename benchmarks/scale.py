@@ -41,6 +41,7 @@ import json
 import math
 import os
 import random
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -411,6 +412,86 @@ def writer_cost(db: Path, trials: int = 200) -> dict[str, float]:
     return figures
 
 
+def optuna_dashboard(out: Path, size: int, wait: float) -> None:
+    """The same finished trials as an Optuna study (RDB storage, built once), served by
+    optuna-dashboard: how long its server takes to answer the study's API (all trials,
+    what its page fetches before drawing the first chart), bounded by `wait` seconds."""
+    import urllib.error
+    import urllib.request
+
+    import optuna
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    from explorer.store import Reader
+
+    path = out / f"optuna-{size}.db"
+    url = f"sqlite:///{path}"
+    built = path.with_suffix(".built")
+    if not built.exists():
+        path.unlink(missing_ok=True)
+        started = time.perf_counter()
+        with Reader.open(store_path(out, size)) as reader:
+            trials = reader.trials_frame(columns=["trial_id", "cardinality",
+                                                  "bottleneck_width", "flops", "status",
+                                                  "test_error"]).drop_duplicates("trial_id")
+            trials = trials[trials["status"] == "finished"]
+            curves: dict[int, dict[int, float]] = {}
+            for chunk in reader.iter_epochs_frames([EXPERIMENT]):
+                for trial_id, epoch, error in zip(chunk["trial_id"], chunk["epoch"],
+                                                  chunk["test_error"], strict=True):
+                    curves.setdefault(int(trial_id), {})[int(epoch)] = float(error)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(storage=url, study_name=EXPERIMENT)
+        flops = trials["flops"].astype(float)
+        distributions = {
+            "cardinality": IntDistribution(1, 64),
+            "bottleneck_width": IntDistribution(1, 128),
+            "flops": FloatDistribution(float(flops.min()), float(flops.max()), log=True)}
+        rows = list(zip(trials["trial_id"], trials["cardinality"], trials["bottleneck_width"],
+                        flops, trials["test_error"], strict=True))
+        for start in range(0, len(rows), 1000):
+            study.add_trials([optuna.trial.create_trial(
+                params={"cardinality": int(c), "bottleneck_width": int(d), "flops": float(f)},
+                distributions=distributions, value=float(e),
+                intermediate_values=curves.get(int(t), {}))
+                for t, c, d, f, e in rows[start:start + 1000]])
+        built.write_text(str(len(rows)))
+        print(f"  optuna study: {len(rows):,} trials written in "
+              f"{time.perf_counter() - started:.0f} s", flush=True)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "optuna_dashboard", url, "--port",
+                               str(port), "--host", "127.0.0.1", "--quiet"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        started = time.perf_counter()
+        base = f"http://127.0.0.1:{port}"
+        while time.perf_counter() - started < wait:
+            try:
+                urllib.request.urlopen(f"{base}/api/meta", timeout=5).read()
+                break
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.5)
+        up = time.perf_counter() - started
+        asked = time.perf_counter()
+        try:
+            listed = json.loads(urllib.request.urlopen(f"{base}/api/studies",
+                                                       timeout=max(wait - up, 1)).read())
+            study_id = int(listed["studies"][0]["study_id"])
+            body = urllib.request.urlopen(f"{base}/api/studies/{study_id}",
+                                          timeout=max(wait - up, 1)).read()
+            took = time.perf_counter() - asked
+            print(f"  optuna-dashboard: server up in {up:.1f} s; the study's trials "
+                  f"({len(body) / 1e6:.1f} MB of JSON) in {took:.1f} s", flush=True)
+        except (urllib.error.URLError, OSError) as problem:
+            print(f"  optuna-dashboard: server up in {up:.1f} s; no answer for the study's "
+                  f"trials within {wait:.0f} s in all ({problem})", flush=True)
+    finally:
+        server.kill()
+        server.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -422,6 +503,9 @@ def main() -> None:
                         help="run the commands (and the writer's cost) with this source tree")
     parser.add_argument("--only", default="",
                         help="comma-separated command names (default: all, and the writer)")
+    parser.add_argument("--optuna-wait", type=float, default=0,
+                        help="also time optuna-dashboard on the same trials, waiting at most "
+                             "this many seconds (0: not)")
     parser.add_argument("--writer-cost", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.writer_cost is not None:  # the child that measures the writer
@@ -449,6 +533,8 @@ def main() -> None:
                                        "--writer-cost", str(db)], env=env, check=True,
                                       capture_output=True, text=True)
                 print(f"  writer per trial (ms): {done.stdout.strip()}", flush=True)
+        if args.optuna_wait > 0:
+            optuna_dashboard(args.out, size, args.optuna_wait)
 
 
 if __name__ == "__main__":
