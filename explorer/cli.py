@@ -117,6 +117,13 @@ def need_store_driver(url: str | None) -> None:
              (driver,))
 
 
+def json_schema() -> dict[str, Any]:
+    """The spec's JSON Schema (explorer.spec's, imported only when asked for)."""
+    from explorer.spec import json_schema as spec_schema
+
+    return spec_schema()
+
+
 def read_spec(path: Path, overrides: Sequence[str] | None = None) -> Spec:
     return read_spec_source(path, overrides)[0]
 
@@ -183,8 +190,6 @@ def validate(spec: SpecArg, overrides: SetOpt = None) -> None:
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of the spec, for editor completion."""
-    from explorer.spec import json_schema
-
     print(json.dumps(json_schema(), indent=2))
 
 
