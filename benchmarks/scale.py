@@ -162,15 +162,27 @@ def store_path(out: Path, trials: int) -> Path:
     return out / f"store-{trials}.db"
 
 
-def build(out: Path, trials: int) -> dict[str, float]:
+def build(out: Path, trials: int, finish_bulk: bool = False) -> dict[str, float]:
     """Build the store of `trials` trials in `out` unless it is there; its build figures."""
     path = store_path(out, trials)
     done = path.with_suffix(".built.json")
     if done.exists():
         return dict(json.loads(done.read_text()))
+    if finish_bulk and path.exists():  # a sink build cut short: the rest by the bulk path
+        from explorer.store import Writer
+
+        with Writer.open(path) as store:
+            experiment_id = int(store.experiments()["experiment_id"].iloc[-1])
+            before = store.status_counts(experiment_id)
+            started = time.perf_counter()
+            _bulk_results(store, experiment_id)
+        finished = {"trials": trials, "sink_trials": trials - before["pending"],
+                    "bulk_trials": before["pending"], "bulk_s": time.perf_counter() - started}
+        done.write_text(json.dumps(finished))
+        return finished
     from explorer.experiment import Unobserved, plan_run
     from explorer.spec import parse_spec
-    from explorer.store import Writer
+    from explorer.store import Writer as SinkWriter
 
     for stale in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         stale.unlink(missing_ok=True)
@@ -181,7 +193,7 @@ def build(out: Path, trials: int) -> dict[str, float]:
     spec = parse_spec(text)
     figures: dict[str, float] = {}
     started = time.perf_counter()
-    with Writer.open(path) as store:
+    with SinkWriter.open(path) as store:
         record = store.create_or_get_experiment(
             EXPERIMENT, text, spec.hash, json.dumps(spec.record()),
             environment={"git_revision": None, "package_versions": {}})
@@ -237,7 +249,9 @@ def _one_trial(sink: Any, plan: Any, candidate: Any, result: Outcome) -> None:
 
 
 def _bulk_results(store: Any, experiment_id: int) -> None:
-    """The 1M store's results: the same rows the sink writes, by executemany in chunks."""
+    """Results for the experiment's pending trials (every trial of the 1M store; those a
+    sink build left when cut short with --finish-bulk): the rows the sink writes, by
+    executemany in chunks."""
     from sqlalchemy import bindparam, select, update
 
     from explorer.store.schema import candidate_table, epoch_table, revision_table, trial_table
@@ -249,8 +263,8 @@ def _bulk_results(store: Any, experiment_id: int) -> None:
                       for key, card, flops, depths in conn.execute(
                           select(c.key, c.cardinality, c.flops, c.depths)
                           .where(c.experiment_id == experiment_id))}
-        ids = conn.execute(select(t.id, t.candidate_key).where(t.experiment_id == experiment_id)
-                           .order_by(t.id)).all()
+        ids = conn.execute(select(t.id, t.candidate_key).where(
+            t.experiment_id == experiment_id, t.status == "pending").order_by(t.id)).all()
     rng = random.Random(0)
     now = datetime.now(UTC)
     stmt = (update(trial_table).where(t.id == bindparam("tid"))
@@ -500,6 +514,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--build-only", action="store_true")
+    parser.add_argument("--finish-bulk", action="store_true",
+                        help="complete a store whose sink build was cut short by the bulk "
+                             "path (its pending trials), and say how many went which way")
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--pythonpath", default=None,
                         help="run the commands (and the writer's cost) with this source tree")
@@ -519,7 +536,7 @@ def main() -> None:
           f"work); code: {args.pythonpath or 'this checkout'}", flush=True)
     for size in (int(s) for s in args.sizes.split(",")):
         started = time.perf_counter()
-        figures = build(args.out, size)
+        figures = build(args.out, size, args.finish_bulk)
         print(f"store {size:,}: {figures} ({time.perf_counter() - started:.1f} s)", flush=True)
         if args.build_only:
             continue
