@@ -317,8 +317,11 @@ def run_explorer(argv: Sequence[str], python: str, pythonpath: str | None,
         env["PYTHONPATH"] = pythonpath
     with tempfile.TemporaryFile() as errors:
         started = time.perf_counter()
+        # Run from elsewhere: `python -c` puts the working directory first on sys.path,
+        # which would shadow --pythonpath with this checkout's explorer.
         child = subprocess.Popen([python, "-c", "from explorer.cli import main; main()", *argv],
-                                 stdout=subprocess.DEVNULL, stderr=errors, env=env)
+                                 stdout=subprocess.DEVNULL, stderr=errors, env=env,
+                                 cwd=tempfile.gettempdir())
         deadline = started + timeout
         while True:
             pid, status, usage = os.wait4(child.pid, os.WNOHANG)
