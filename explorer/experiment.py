@@ -145,10 +145,12 @@ class EpochTracker(Protocol):
 class StoreSink:
     """Writes a sweep's events to the store and tells the observer (and a tracker).
 
-    The writes are batched: events wait in memory and go to the store as one
-    transaction (`Writer.batch`) at the sweep's next tick, or once FLUSH_EVENTS wait,
-    so readers see the store change a few times a second rather than after every
-    event, and a trial costs a few statements rather than a transaction per event. A
+    The writes are batched: an event that comes FLUSH_SECONDS or more after the last
+    write is written at once (with whatever waits), one that comes sooner waits in
+    memory for the sweep's next tick, the next such event, or FLUSH_EVENTS waiting;
+    each write is one transaction (`Writer.batch`). So a reader sees an event within
+    about FLUSH_SECONDS (an epoch as it ends), and a burst of events (trials planned
+    or ending together) costs a few statements per trial, not a transaction per event. A
     flush writes the planned trials first (one statement for them all), then each
     trial's events in the order they came, a run of its epochs as one
     `record_epochs`: the same rows as the calls one by one (events of different trials
@@ -157,6 +159,7 @@ class StoreSink:
     """
 
     FLUSH_EVENTS = 512
+    FLUSH_SECONDS = 0.25
 
     def __init__(self, store: Writer, experiment_id: int, observer: RunObserver,
                  tracker: EpochTracker | None = None) -> None:
@@ -169,6 +172,7 @@ class StoreSink:
         self._trials: dict[str, tuple[str, str, int]] = {}
         self._events: dict[str, list[tuple[str, Any]]] = {}  # per trial, in order
         self._waiting = 0
+        self._flushed = time.monotonic()
 
     def _wait(self, trial_key: str, kind: str, payload: Any) -> None:
         self._events.setdefault(trial_key, []).append((kind, payload))
@@ -176,11 +180,13 @@ class StoreSink:
 
     def _count(self) -> None:
         self._waiting += 1
-        if self._waiting >= self.FLUSH_EVENTS:
+        if (self._waiting >= self.FLUSH_EVENTS
+                or time.monotonic() - self._flushed >= self.FLUSH_SECONDS):
             self.flush()
 
     def flush(self) -> None:
         """Write the events that wait, in one transaction."""
+        self._flushed = time.monotonic()
         if not self._waiting:
             return
         candidates, trials, events = self._candidates, self._trials, self._events
