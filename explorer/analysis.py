@@ -44,16 +44,22 @@ def by_candidate(trials: pd.DataFrame) -> pd.DataFrame:
     if done.empty:
         return pd.DataFrame(columns=columns)
     present = [c for c in ARCH_COLUMNS if c in done.columns]
-    keyed = done.assign(**{c: done[c].map(hashable) for c in present})
-    grouped = keyed.groupby([*CANDIDATE, *present], dropna=False, sort=False)
-    out = grouped.agg(
+    # A candidate's key is its architecture's content key, so the architecture columns
+    # are the same on all its rows: grouping by the key alone and taking them from its
+    # first row gives what grouping by them too would, without hashing lists per row.
+    grouped = done.groupby(CANDIDATE, dropna=False, sort=False)
+    stats = grouped.agg(
         test_error_mean=("test_error", "mean"),
         test_error_std=("test_error", "std"),  # ddof=1; NaN for one seed, made 0 below
         seeds=("test_error", "size"),
         test_top5_error_mean=("test_top5_error", "mean"),
         train_images_per_sec=("train_images_per_sec", "mean"),
         latency_ms=("latency_ms", "mean"),
-    ).reset_index()
+    )
+    # Groups come in order of first appearance, as drop_duplicates keeps rows.
+    first = done.drop_duplicates(CANDIDATE)[[*CANDIDATE, *present]].reset_index(drop=True)
+    out = first.assign(**{c: first[c].map(hashable) for c in present},
+                       **{c: stats[c].to_numpy() for c in stats.columns})
     out["test_error_std"] = out["test_error_std"].fillna(0.0)
     return out
 
@@ -109,6 +115,8 @@ def edf_table(
     level: float = 0.9,
     seed: int = 0,
     bins: int = 10,
+    tolerance: float | None = None,
+    candidates: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Error EDFs per design space with bootstrap bands (Radosavovic et al. 2019).
 
@@ -116,9 +124,15 @@ def edf_table(
     ("params" or "flops"), models are weighted so that every space has the same
     complexity distribution, uniform over the complexity bins they share
     (`stats.nds_weights`; raises stats.NoCommonComplexity when they share none).
+    The EDFs are read at `points` errors evenly spaced over the range and, with
+    `tolerance`, each also where it passes a multiple of it (`screen_grid`), so that
+    the steps drawn from a space's rows (each held until the next) stay within
+    `tolerance` of its exact EDF everywhere, however many models it has.
+    `candidates`: the trials' means over seeds when already made.
     Returns long form: group, error, edf, low, high, models.
     """
-    done = by_candidate(trials)
+    done = by_candidate(trials) if candidates is None else candidates
+    done = done[done["test_error_mean"].notna()] if not done.empty else done
     if done.empty:
         return pd.DataFrame(columns=[group, "error", "edf", "low", "high", "models"])
     grid = np.linspace(done["test_error_mean"].min(), done["test_error_mean"].max(), points)
@@ -128,12 +142,70 @@ def edf_table(
     frames = []
     for (name, part), weight in zip(parts, weights, strict=True):
         errors = part["test_error_mean"].to_numpy(dtype=float)
-        low, high = stats.edf_band(errors, weight, grid, draws=bootstrap, level=level, rng=rng)
+        at = grid if tolerance is None else np.union1d(
+            grid, screen_grid(errors, weight, tolerance))  # this space's own steps
+        low, high = stats.edf_band(errors, weight, at, draws=bootstrap, level=level, rng=rng)
         frames.append(pd.DataFrame({
-            group: name, "error": grid, "edf": weighted_edf(errors, weight, grid),
+            group: name, "error": at, "edf": weighted_edf(errors, weight, at),
             "low": low, "high": high, "models": errors.size,
         }))
     return pd.concat(frames, ignore_index=True)
+
+
+def screen_grid(errors: np.ndarray, weights: np.ndarray, tolerance: float) -> np.ndarray:
+    """The errors at which the weighted EDF of `errors` first reaches each multiple of
+    `tolerance` (and the smallest error): read only there and held until the next,
+    the EDF is never more than `tolerance` below the exact one, with at most
+    1/tolerance + 1 points however many models there are."""
+    if errors.size == 0:
+        return errors
+    order = np.argsort(errors, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    total = cumulative[-1] if cumulative[-1] > 0 else 1.0
+    level = np.floor(cumulative / total / tolerance)
+    keep = np.r_[True, level[1:] > level[:-1]]
+    return np.unique(errors[order][keep])
+
+
+# A chart's plotting area divided into cells (about 14 by 12 pixels on a report's 1,200 by
+# 520, under two 9-pixel markers across): points in one cell all but cover each other on
+# the screen, so a large chart draws one per cell.
+SCREEN_CELLS = (80, 40)
+SCREEN_SAMPLE_FROM = 2000  # charts of this many points or fewer draw every one
+
+
+def screen_sample(frame: pd.DataFrame, x: str, y: str, *, log_x: bool = True,
+                  cells: tuple[int, int] = SCREEN_CELLS, group: str = "space",
+                  at_most: int = SCREEN_SAMPLE_FROM) -> pd.DataFrame:
+    """The rows a scatter of `y` against `x` shows apart on a screen: per `group` (a
+    trace's colour), the first row in each cell of a grid of `cells` over the data's
+    range, and every row of the Pareto front of (x, y). Rows without x or y are left
+    out, as a chart leaves them; a frame of at most `at_most` plottable rows is kept
+    whole. The exact values stay in the export."""
+    data = frame.dropna(subset=[x, y]) if not frame.empty else frame
+    if len(data) <= at_most:
+        return data
+    xs = data[x].to_numpy(dtype=float)
+    if log_x:
+        xs = np.log10(np.maximum(xs, np.finfo(float).tiny))
+    ys = data[y].to_numpy(dtype=float)
+    column = _cell(xs, cells[0])
+    row = _cell(ys, cells[1])
+    groups = pd.factorize(data[group].astype(str))[0] if group in data.columns \
+        else np.zeros(len(data), dtype=np.int64)
+    cell = (groups.astype(np.int64) * cells[0] + column) * cells[1] + row
+    _, first = np.unique(cell, return_index=True)
+    front = data.index.get_indexer(pareto_front(data, x, y).index)
+    keep = np.union1d(first, front)
+    return data.iloc[keep]
+
+
+def _cell(values: np.ndarray, count: int) -> np.ndarray:
+    """Each value's cell among `count` equal ones spanning the values' range."""
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros(values.size, dtype=np.int64)
+    return np.minimum(((values - low) / (high - low) * count).astype(np.int64), count - 1)
 
 
 def group_weights(parts: Sequence[pd.DataFrame], normalize_by: str | None,

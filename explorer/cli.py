@@ -32,7 +32,6 @@ from explorer.errors import (
     UsageError,
     require_extra,
 )
-from explorer.spec import DataSpec, Spec, json_schema, load_spec_source, parse_spec
 
 if TYPE_CHECKING:  # the commands import what they need when they run
     import pandas as pd
@@ -44,6 +43,7 @@ if TYPE_CHECKING:  # the commands import what they need when they run
     from explorer.data import Dataset
     from explorer.metrics import EpochMetrics
     from explorer.space import Batch, Candidate, CandidateStream
+    from explorer.spec import DataSpec, Spec
     from explorer.store import Reader
     from explorer.train import ModelBuilder
 
@@ -153,12 +153,23 @@ def need_store_driver(url: str | None) -> None:
              (driver,))
 
 
+def json_schema() -> dict[str, Any]:
+    """The spec's JSON Schema (explorer.spec's, imported only when asked for)."""
+    from explorer.spec import json_schema as spec_schema
+
+    return spec_schema()
+
+
 def read_spec(path: Path, overrides: Sequence[str] | None = None) -> Spec:
     return read_spec_source(path, overrides)[0]
 
 
 def read_spec_source(path: Path, overrides: Sequence[str] | None = None) -> tuple[Spec, str]:
     """The spec with its --set overrides, and the text to record (see spec.spec_source)."""
+    # pydantic's models of the spec cost a second to import: only the commands that
+    # read a spec pay for them (status, export, compare and report do not).
+    from explorer.spec import load_spec_source
+
     return load_spec_source(path, overrides or ())
 
 
@@ -616,12 +627,13 @@ def status(
     """
     import socket
 
-    from explorer import analysis
     from explorer.lease import holder_stale
-    from explorer.metrics import SHOWN_STATUSES
+    from explorer.metrics import SHOWN_STATUSES, Status
 
     reader = open_reader(runs_dir, store)
-    frame = reader.trials_frame([experiment] if experiment else None)
+    # Counted by the database: a large store's trials never reach Python.
+    frame = reader.experiment_status([experiment] if experiment else None)
+    frame = frame[frame["trials"] > 0]  # as before: an experiment is listed by its trials
     if frame.empty:
         fail(f"no experiment {experiment!r} in the store" if experiment else "the store is empty")
     drivers = reader.leases()
@@ -631,23 +643,21 @@ def status(
     table = Table(title="experiments")
     for column in ("experiment", "version", "trials", *shown, "best test error %", "driver"):
         table.add_column(column, justify="left" if column in ("experiment", "driver") else "right")
-    trials = frame.drop_duplicates(["experiment", "version", "trial_key"])
-    for (name, version, experiment_id), group in trials.groupby(
-            ["experiment", "version", "experiment_id"], sort=True):
-        counts = group["status"].value_counts().to_dict()
-        best = analysis.finished(group)["test_error"].min()
-        holder = drivers.get(int(experiment_id))
+    for row in frame.itertuples(index=False):
+        best = float(row.best_test_error)
+        holder = drivers.get(int(row.experiment_id))
+        counts: dict[str, int] = {s: int(getattr(row, s)) for s in SHOWN_STATUSES}
         stale = holder is not None and holder_stale(holder, host)
         if holder is None or stale:
-            counts["interrupted"] = counts.pop("running", 0)
+            counts["interrupted"] = counts.pop(Status.RUNNING, 0)
         # A host name as it is, never read as markup.
         driver = "–" if holder is None else Text(holder.describe() + (" (gone: stale)"
                                                                        if stale else ""))
         table.add_row(
-            str(name),
-            str(version),
-            str(len(group)),
-            *(str(int(counts.get(s, 0))) for s in shown),
+            str(row.experiment),
+            str(row.version),
+            str(row.trials),
+            *(str(counts.get(s, 0)) for s in shown),
             "–" if math.isnan(best) else f"{best:.2f}",  # NaN when nothing finished
             driver,
         )
@@ -671,20 +681,22 @@ def export(
     ] = None,
 ) -> None:
     """Write an experiment's trials (or their epochs) to a table file, or to MLflow."""
-    from explorer.tables import write_table
+    from explorer.store import STAGE_LIST_COLUMNS
+    from explorer.tables import write_frames
 
     if output is None and mlflow is None:
         fail("export needs --output FILE or --mlflow URI")
     if output is not None:
         check_output_suffix(output)
     reader = open_reader(runs_dir, store)
-    trials = reader.trials_frame([experiment])
-    if trials.empty:
+    if not reader.experiment_status([experiment])["trials"].gt(0).any():
         fail(f"no experiment {experiment!r} in the store; `explorer status` lists them")
     if output is not None:
-        frame = reader.epochs_frame(experiment_names=[experiment]) if epochs else trials
-        write_table(frame, output)
-        out.print(f"wrote {len(frame)} rows to {output}", highlight=False, markup=False)
+        # Read and written a chunk at a time: memory stays flat however many rows.
+        chunks = (reader.iter_epochs_frames([experiment]) if epochs
+                  else reader.iter_trials_frames([experiment]))
+        rows = write_frames(chunks, output, lists=STAGE_LIST_COLUMNS)
+        out.print(f"wrote {rows} rows to {output}", highlight=False, markup=False)
     if mlflow is not None:
         export_mlflow(reader, experiment, mlflow)
 
@@ -999,6 +1011,7 @@ def compare(
         BINNING_CHOICES,
         DEFAULT_NORMALIZE,
         NORMALIZE_CHOICES,
+        TRIAL_COLUMNS,
         compare_or_plain,
         plan_samples,
         space_names,
@@ -1022,9 +1035,12 @@ def compare(
     if equivalence is not None and not 0 < equivalence < 1:
         fail(f"--equivalence {equivalence:g}: a KS distance margin is between 0 and 1 "
              "(e.g. 0.1)")
-    trials = open_reader(runs_dir, store).trials_frame([experiment])
+    reader = open_reader(runs_dir, store)
+    # Only the columns a comparison reads, and the means over seeds made by the database.
+    trials = reader.trials_frame([experiment], columns=TRIAL_COLUMNS)
     if trials.empty:
         fail(f"no experiment {experiment!r} in the store; `explorer status` lists them")
+    means = reader.candidate_means([experiment])
     known = space_names(trials)
     unknown = [s for s in space or [] if s not in known]
     if unknown:
@@ -1034,14 +1050,16 @@ def compare(
     linear = span if binning == "linear" else None
     result, note = compare_or_plain(trials, spaces=chosen,
                                     normalize=normalize or DEFAULT_NORMALIZE, bins=bins,
-                                    span=linear, margin=equivalence)
+                                    span=linear, margin=equivalence,
+                                    candidates=means)
     if note is not None:
         if normalize is not None or linear is not None:  # asked for: say why it cannot be
             fail(note)
         err.print(f"note: {note}; compared without normalisation", highlight=False,
                   soft_wrap=True, markup=False)
     if plan:
-        result = dataclasses.replace(result, plan=plan_samples(result, trials, ks=ks))
+        result = dataclasses.replace(result, plan=plan_samples(result, trials, ks=ks,
+                                                               candidates=means))
     if as_json:
         print(json.dumps(result.to_json()))
         return
@@ -1117,7 +1135,7 @@ def refine(
     if record.empty:
         fail(f"no experiment {experiment!r} in the store; `explorer status` lists them")
     spec_text = str(record.iloc[0]["spec_text"])
-    from explorer.spec import SpecError
+    from explorer.spec import SpecError, parse_spec
 
     try:
         spec = parse_spec(spec_text, f"{experiment} (recorded spec)")

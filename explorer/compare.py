@@ -148,27 +148,36 @@ def space_names(trials: pd.DataFrame) -> list[str]:
     return sorted(trials["space"].dropna().astype(str).unique().tolist())
 
 
+# The trials frame's columns a comparison reads (Reader.trials_frame(columns=...)), beside
+# the candidates' means over seeds (Reader.candidate_means, or analysis.by_candidate).
+TRIAL_COLUMNS = ("experiment", "trial_id", "key", "space", "cardinality", "seed", "status",
+                 "test_error")
+
+
 def compare_or_plain(trials: pd.DataFrame, *, spaces: Sequence[str] | None = None,
                      normalize: str = DEFAULT_NORMALIZE, bins: int = 10,
                      span: tuple[float, float] | None = None, margin: float | None = None,
+                     candidates: pd.DataFrame | None = None,
                      ) -> tuple[Comparison, str | None]:
     """The comparison `explorer compare`, the report and the dashboard show, and the note
     saying why it is not normalised where the spaces share no complexity bin: then the
     plain EDFs (unweighted) are compared instead. A caller that was asked for `normalize`
-    explicitly may refuse instead (the CLI does; the note is the reason). `span` and
-    `margin` are compare_spaces's (NDS's linear bins, the equivalence margin)."""
+    explicitly may refuse instead (the CLI does; the note is the reason). `span`,
+    `margin` and `candidates` are compare_spaces's (NDS's linear bins, the equivalence
+    margin, the means over seeds)."""
     try:
         return compare_spaces(trials, spaces=spaces, normalize=normalize, bins=bins, span=span,
-                              margin=margin), None
+                              margin=margin, candidates=candidates), None
     except CompareError as problem:
         return compare_spaces(trials, spaces=spaces, normalize="none", bins=bins,
-                              margin=margin), str(problem)
+                              margin=margin, candidates=candidates), str(problem)
 
 
 def compare_spaces(trials: pd.DataFrame, *, spaces: Sequence[str] | None = None,
                    normalize: str = DEFAULT_NORMALIZE, bins: int = 10,
                    span: tuple[float, float] | None = None, margin: float | None = None,
-                   draws: int = EQUIVALENCE_DRAWS, seed: int = 0) -> Comparison:
+                   draws: int = EQUIVALENCE_DRAWS, seed: int = 0,
+                   candidates: pd.DataFrame | None = None) -> Comparison:
     """Summaries, pairwise KS tests and verdicts for the spaces of one experiment's trials.
 
     Normalisation weighs all compared spaces together (the bins every one of them
@@ -176,10 +185,11 @@ def compare_spaces(trials: pd.DataFrame, *, spaces: Sequence[str] | None = None,
     weighting; choose `spaces` to compare two alone. With `span` (LO, HI) the bins are
     NDS's instead: linear over that range, each space weighted on its own, an empty
     bin refused. With `margin` each pair also gets the equivalence statement.
+    `candidates` are the trials' means over seeds when already made
+    (`analysis.by_candidate(trials)` otherwise); `trials` then needs only TRIAL_COLUMNS.
     """
     names = list(spaces) if spaces else space_names(trials)
-    candidates = analysis.by_candidate(trials)
-    candidates = candidates.assign(space=candidates["space"].astype(str))
+    candidates = _means(trials, candidates)
     parts = {name: candidates[candidates["space"] == name] for name in names}
     present = [name for name in names if not parts[name].empty]
     by = None if normalize == "none" else normalize
@@ -206,7 +216,8 @@ def compare_spaces(trials: pd.DataFrame, *, spaces: Sequence[str] | None = None,
             p, errors, weights, margin, draws=draws, rng=rng))
             if p.a in weights and p.b in weights else p for p in pairs)
     return Comparison(normalize=normalize, bins=bins, spaces=summaries, pairs=pairs,
-                      verdicts=tuple(cardinality_verdicts(trials, names)),
+                      verdicts=tuple(cardinality_verdicts(trials, names,
+                                                          candidates=candidates)),
                       binning="log" if span is None else "linear", span=span, margin=margin)
 
 
@@ -217,6 +228,12 @@ def _has_empty_bin(part: pd.DataFrame, by: str | None, bins: int,
     except stats.EmptyBin:
         return True
     return False
+
+
+def _means(trials: pd.DataFrame, candidates: pd.DataFrame | None) -> pd.DataFrame:
+    """The candidates' means over seeds (made from `trials` when not given), spaces as text."""
+    means = analysis.by_candidate(trials) if candidates is None else candidates
+    return means.assign(space=means["space"].astype(str))
 
 
 def summarise(name: str, errors: np.ndarray, weights: np.ndarray | None) -> SpaceSummary:
@@ -296,14 +313,15 @@ def equivalence_json(eq: Equivalence) -> dict[str, Any]:
 
 
 def cardinality_verdicts(trials: pd.DataFrame, spaces: Sequence[str] | None = None, *,
-                         draws: int = 2000, seed: int = 0) -> list[Verdict]:
+                         draws: int = 2000, seed: int = 0,
+                         candidates: pd.DataFrame | None = None) -> list[Verdict]:
     """A verdict per space that trades d for C at preserved complexity: only C and d vary,
-    and params or flops stay within PRESERVED_RATIO."""
+    and params or flops stay within PRESERVED_RATIO. `candidates` as compare_spaces's."""
     done = analysis.finished(trials)
     if done.empty:
         return []
     done = done.assign(space=done["space"].astype(str))
-    candidates = analysis.by_candidate(done)
+    candidates = _means(done, candidates)
     kinds = analysis.space_kinds(candidates)
     verdicts = []
     for name in spaces or sorted(kinds):
@@ -388,8 +406,8 @@ def verdict_json(verdict: Verdict) -> dict[str, Any]:
 
 
 def plan_samples(comparison: Comparison, trials: pd.DataFrame, *, ks: float = 0.1,
-                 alpha: float = stats.ALPHA, simulate: bool = True, seed: int = 0
-                 ) -> SamplePlan:
+                 alpha: float = stats.ALPHA, simulate: bool = True, seed: int = 0,
+                 candidates: pd.DataFrame | None = None) -> SamplePlan:
     """How many models per space a KS test at level `alpha` needs to flag a distance `ks`:
     the closed form, the same with the normalisation's loss of effective size, and (with
     `simulate`) the noise floor simulated from each space's observed errors."""
@@ -397,8 +415,7 @@ def plan_samples(comparison: Comparison, trials: pd.DataFrame, *, ks: float = 0.
     rule = (f"n = m = ceil(2·c(α)²/D²), c(α) = sqrt(-ln(α/2)/2) = "
             f"{stats.ks_coefficient(alpha):.3f} at α = {alpha:g}: two samples of sizes n and m "
             f"differ significantly once their KS distance exceeds c(α)·sqrt((n+m)/(n·m))")
-    candidates = analysis.by_candidate(trials)
-    candidates = candidates.assign(space=candidates["space"].astype(str))
+    candidates = _means(trials, candidates)
     have, needed, simulated = {}, {}, {}
     for space in comparison.spaces:
         have[space.name] = space.n

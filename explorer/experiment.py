@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import threading
 import time
 from collections import deque
@@ -166,14 +167,30 @@ class EpochTracker(Protocol):
 class StoreSink:
     """Writes a sweep's events to the store and tells the observer (and a tracker).
 
-    The writes never block Tune's loop nor raise into it. Each event's write joins a
-    queue, written in order; while the store fails transiently (a server restarting, a
+    The writes are batched: an event that comes FLUSH_SECONDS or more after the last
+    flush is written at once (with whatever waits), one that comes sooner waits in
+    memory for the sweep's next tick, the next such event, or FLUSH_EVENTS waiting;
+    each flush is one transaction (`Writer.batch`). So a reader sees an event within
+    about FLUSH_SECONDS (an epoch as it ends), and a burst of events (trials planned
+    or ending together) costs a few statements per trial, not a transaction per event. A
+    flush writes the planned trials first (one statement for them all), then each
+    trial's events in the order they came, a run of its epochs as one
+    `record_epochs`: the same rows as the calls one by one (events of different trials
+    touch different rows).
+
+    The writes never block Tune's loop nor raise into it. Each flush's transaction joins
+    a queue, written in order; while the store fails transiently (a server restarting, a
     lock held) the queue holds them and is retried, with a doubling wait, at Tune's next
-    steps, so no event is lost and the trials keep training. Once the store has failed
+    steps, so no event is lost and the trials keep training (a transaction that failed
+    was rolled back whole, so it is written again whole). Once the store has failed
     for longer than the retry policy allows, or fails in a way waiting cannot mend (a full
     disk, a bug), `lost` is set (the sweep stops, as on a lost lease) and `close()` raises
-    the one-line problem.
+    the one-line problem. `close()` flushes what waits; the sweep's caller closes the sink
+    at its end, interrupted or not.
     """
+
+    FLUSH_EVENTS = 512
+    FLUSH_SECONDS = 0.25
 
     def __init__(self, store: Writer, experiment_id: int, observer: RunObserver,
                  tracker: EpochTracker | None = None, retry: RetryPolicy | None = None,
@@ -187,49 +204,89 @@ class StoreSink:
         self.failed: dict[str, str] = {}
         self.lost = threading.Event()  # the store is gone for good: stop the sweep
         self.problem: BaseException | None = None
+        # Events not yet flushed.
+        self._candidates: dict[tuple[str, str], Candidate] = {}
+        self._trials: dict[str, tuple[str, str, int]] = {}
+        self._events: dict[str, list[tuple[str, Any]]] = {}  # per trial, in order
+        self._waiting = 0
+        self._flushed = -math.inf  # the first event is written at once
+        # Flushed transactions the store has not taken yet (an outage), in order.
         self._held: deque[tuple[str, Callable[[], None]]] = deque()
         self._outage_since: float | None = None
-        self._wait: float | None = None
+        self._backoff: float | None = None
         self._next_try = 0.0
 
-    def trial_planned(self, plan: TrialPlan, candidate: Candidate | None) -> None:
-        def write() -> None:
-            if candidate is not None:
-                self.store.add_candidates(self.experiment_id, [candidate])
-            self.store.add_trials(self.experiment_id,
-                                  [(plan.trial_key, plan.candidate_key, plan.seed)])
+    def _hold(self, trial_key: str, kind: str, payload: Any) -> None:
+        self._events.setdefault(trial_key, []).append((kind, payload))
+        self._count()
 
-        self._write(f"trial {plan.trial_key}'s plan", write)
+    def _count(self) -> None:
+        self._waiting += 1
+        if (self._waiting >= self.FLUSH_EVENTS
+                or self.clock() - self._flushed >= self.FLUSH_SECONDS):
+            self.flush()
+
+    def flush(self) -> None:
+        """Queue the events that wait as one transaction, and write the queue if it can."""
+        self._flushed = self.clock()
+        if not self._waiting:
+            return
+        candidates, trials, events = self._candidates, self._trials, self._events
+        waiting = self._waiting
+        self._candidates, self._trials, self._events, self._waiting = {}, {}, {}, 0
+        store, experiment = self.store, self.experiment_id
+
+        def write() -> None:
+            with store.batch():
+                if candidates:
+                    store.add_candidates(experiment, candidates.values())
+                if trials:
+                    store.add_trials(experiment, trials.values())
+                for trial_key, happened in events.items():
+                    for kind, payload in _runs_of_epochs(happened):
+                        if kind == "started":
+                            store.mark_running(experiment, trial_key, payload)
+                        elif kind == "provenance":
+                            store.record_provenance(experiment, trial_key, payload)
+                        elif kind == "epochs":
+                            store.record_epochs(experiment, trial_key, payload)
+                        else:
+                            status, final, error = payload
+                            store.finish_trial(experiment, trial_key, status, final, error)
+
+        named = sorted({*trials, *events})
+        self._write(f"{waiting} results of trial{'s' if len(named) > 1 else ''} "
+                    f"{', '.join(named[:3])}{' ...' if len(named) > 3 else ''}", write)
+
+    def trial_planned(self, plan: TrialPlan, candidate: Candidate | None) -> None:
+        if candidate is not None:
+            self._candidates[(candidate.space, candidate.key)] = candidate
+        self._trials[plan.trial_key] = (plan.trial_key, plan.candidate_key, plan.seed)
+        self._count()
 
     def trial_started(self, trial_key: str, node: str, device: str) -> None:
-        self._write(f"trial {trial_key}'s start", lambda: self.store.mark_running(
-            self.experiment_id, trial_key, f"{device}@{node[:8]}"))
+        self._hold(trial_key, "started", f"{device}@{node[:8]}")
         self.observer.trial_started(trial_key)
 
     def trial_provenance(self, trial_key: str, provenance: Mapping[str, Any]) -> None:
-        self._write(f"trial {trial_key}'s provenance", lambda: self.store.record_provenance(
-            self.experiment_id, trial_key, provenance))
+        self._hold(trial_key, "provenance", dict(provenance))
 
     def notice(self, trial_key: str, message: str) -> None:
         self.observer.notice(f"trial {trial_key}: {message}")
 
     def epoch(self, trial_key: str, metrics: Mapping[str, Any]) -> None:
-        self._write(f"trial {trial_key}'s epoch {metrics.get('epoch')}",
-                    lambda: self.store.record_epoch(self.experiment_id, trial_key, metrics))
+        self._hold(trial_key, "epochs", [dict(metrics)])
         if self.tracker is not None:
             self.tracker.epoch(trial_key, metrics)
         self.observer.tick()
 
     def trial_ended(self, trial_key: str, status: Status, metrics: Mapping[str, Any],
                     error: str | None, history: Sequence[Mapping[str, Any]]) -> None:
-        def write() -> None:
-            # The whole history again: epochs reported before a crash of the
-            # driver were lost with it; recording is idempotent per epoch.
-            if history:
-                self.store.record_epochs(self.experiment_id, trial_key, history)
-            self.store.finish_trial(self.experiment_id, trial_key, status, metrics, error)
-
-        self._write(f"trial {trial_key}'s outcome", write)
+        # The whole history again: epochs reported before a crash of the
+        # driver were lost with it; recording is idempotent per epoch.
+        if history:
+            self._hold(trial_key, "epochs", [dict(h) for h in history])
+        self._hold(trial_key, "ended", (status, dict(metrics), error))
         if self.tracker is not None:
             self.tracker.trial_ended(trial_key)
         if status == Status.FAILED:
@@ -239,14 +296,16 @@ class StoreSink:
                                   None if error_figure is None else float(error_figure))
 
     def tick(self) -> None:
+        self.flush()
         if self._held and self.clock() >= self._next_try:
             self._drain()
         self.observer.tick()
 
     def close(self, wait: bool = True) -> None:
-        """Write what is still held, waiting out an outage within the policy's bound (or
-        trying once, without `wait`); raise the store's problem if there is one
+        """Flush, then write what is still held, waiting out an outage within the policy's
+        bound (or trying once, without `wait`); raise the store's problem if there is one
         (StoreUnavailable past the bound)."""
+        self.flush()
         if not wait:
             self._drain()
         while wait and self._held and self.problem is None:
@@ -265,7 +324,7 @@ class StoreSink:
             self._drain()
 
     def _drain(self) -> None:
-        """Write the held events in order until one fails; decide what that failure means."""
+        """Write the held transactions in order until one fails; decide what that means."""
         where = self.store.where
         while self._held and self.problem is None:
             doing, write = self._held[0]
@@ -282,20 +341,32 @@ class StoreSink:
                 elif now - self._outage_since >= self.retry.seconds:
                     self._give_up(unavailable(where, err, self.retry.seconds))
                     return
-                self._wait = self.retry.wait_after(self._wait)
-                self._next_try = now + self._wait
+                self._backoff = self.retry.wait_after(self._backoff)
+                self._next_try = now + self._backoff
                 return
             self._held.popleft()
         if self._outage_since is not None and not self._held:
             self.observer.notice(f"the results database at {where} answers again after "
                                  f"{self.clock() - self._outage_since:.1f} s; every held "
                                  "result is written")
-            self._outage_since, self._wait = None, None
+            self._outage_since, self._backoff = None, None
 
     def _give_up(self, problem: BaseException) -> None:
         self.problem = problem
         self._held.clear()
         self.lost.set()
+
+
+def _runs_of_epochs(events: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """One trial's events in order, consecutive epoch reports joined into one (the
+    writer applies them in order, so the latest report of an epoch still wins)."""
+    out: list[tuple[str, Any]] = []
+    for kind, payload in events:
+        if kind == "epochs" and out and out[-1][0] == "epochs":
+            out[-1] = ("epochs", [*out[-1][1], *payload])
+        else:
+            out.append((kind, payload))
+    return out
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,14 @@ import dataclasses
 import html
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import plotly.graph_objects as go
 import plotly.io as pio
 
 from explorer import analysis, figures, stats
@@ -34,6 +36,10 @@ from explorer.refine import recorded_sampled_spaces, space_regions
 from explorer.store import Reader
 
 CURVE_TRIALS = 6
+TABLE_ROWS = 500  # a longer table is cut: the report stays small, the export has every row
+# The EDFs drawn stay within this of the exact ones (0.2 % of the models, under a pixel of a
+# 480-pixel chart), however many models a space has (analysis.screen_grid).
+EDF_TOLERANCE = 0.002
 SECTIONS = (
     ("error_vs_flops", "Test error vs FLOPs (mean ± std over seeds; dashed: Pareto front)"),
     ("error_vs_params", "Test error vs parameters"),
@@ -90,6 +96,7 @@ def write_report(store: Reader, experiment: str, output: str | Path, *,
     """
     record = _latest_record(store, experiment)
     trials = store.trials_frame([experiment])
+    candidates = store.candidate_means([experiment])  # by the database
     curve_ids = analysis.best_trials(trials, CURVE_TRIALS)
     epochs = store.epochs_frame(trial_ids=curve_ids)
     fidelity: ProxyFidelity | None
@@ -98,11 +105,12 @@ def write_report(store: Reader, experiment: str, output: str | Path, *,
         fidelity = proxy_from_experiment(trials, store.trials_frame([proxy_experiment]),
                                          proxy_experiment)
     else:
-        done = analysis.finished(trials)
-        fidelity = proxy_from_early_epoch(
-            trials, store.epochs_frame(trial_ids=done["trial_id"].unique().tolist()))
+        # Only the one early epoch of every trial is read, not every epoch.
+        early = early_epoch(trials)
+        fidelity = None if early is None else proxy_from_early_epoch(
+            trials, store.epoch_errors(early[0], [experiment]))
     text = render_report(trials, epochs, record, where=store.where, curve_trials=curve_ids,
-                         proxy=fidelity)
+                         proxy=fidelity, candidates=candidates)
     atomic_write(output, lambda tmp: _write_shareable(tmp, text))
     per_trial = trials.drop_duplicates("trial_id")
     return ReportSummary(
@@ -134,29 +142,99 @@ def proxy_from_experiment(trials: pd.DataFrame, proxy_trials: pd.DataFrame,
     return ProxyFidelity(f"experiment {proxy_name}{recipe}", table, analysis.kendall_tau(table))
 
 
-def proxy_from_early_epoch(trials: pd.DataFrame, epochs: pd.DataFrame) -> ProxyFidelity | None:
-    """Fidelity of the test error a quarter of the way through training (what an early stop
-    such as ASHA would judge by) to the final one; None when runs are one epoch long."""
+def early_epoch(trials: pd.DataFrame) -> tuple[int, int] | None:
+    """The epoch a quarter of the way through training and the run's length; None when
+    runs are one epoch long."""
     completed = analysis.finished(trials)["epochs_completed"].dropna()
     if completed.empty or int(completed.max()) < 2:
         return None
     total = int(completed.max())
-    early = max(1, total // 4)
+    return max(1, total // 4), total
+
+
+def proxy_from_early_epoch(trials: pd.DataFrame, epochs: pd.DataFrame) -> ProxyFidelity | None:
+    """Fidelity of the test error a quarter of the way through training (what an early stop
+    such as ASHA would judge by) to the final one; None when runs are one epoch long.
+    `epochs` needs that epoch's rows only (Reader.epoch_errors)."""
+    found = early_epoch(trials)
+    if found is None:
+        return None
+    early, total = found
     table = analysis.proxy_table(
         analysis.by_candidate(analysis.errors_at_epoch(trials, epochs, early)),
         analysis.by_candidate(trials))
     return ProxyFidelity(f"epoch {early} of {total}", table, analysis.kendall_tau(table))
 
 
+def report_figures(trials: pd.DataFrame, epochs: pd.DataFrame, candidates: pd.DataFrame,
+                   curve_trials: Sequence[int] = ()) -> tuple[dict[str, go.Figure],
+                                                             dict[str, tuple[int, int]]]:
+    """figures.all_figures's charts, each drawn from what a screen shows of it: a
+    scatter of more than analysis.SCREEN_SAMPLE_FROM points from its screen sample (the
+    Pareto front whole), the EDFs read within EDF_TOLERANCE. Also, per sampled chart,
+    the points drawn and the points there are."""
+    sampled: dict[str, tuple[int, int]] = {}
+
+    def shown(key: str, x: str, y: str) -> pd.DataFrame:
+        every = candidates.dropna(subset=[x, y]) if not candidates.empty else candidates
+        sample = analysis.screen_sample(every, x, y)
+        if len(sample) < len(every):
+            sampled[key] = (len(sample), len(every))
+        return _with_short_hover(sample)
+
+    chosen = epochs[epochs["trial_id"].isin(list(curve_trials))] if curve_trials else epochs
+    drawn = {
+        "error_vs_flops": figures.error_vs_cost(
+            shown("error_vs_flops", "flops", "test_error_mean"), "flops"),
+        "error_vs_params": figures.error_vs_cost(
+            shown("error_vs_params", "params", "test_error_mean"), "params"),
+        "cardinality_tradeoff": figures.cardinality_tradeoff(
+            shown("cardinality_tradeoff", "cardinality", "test_error_mean")),
+        "capacity_comparison": figures.capacity_comparison(
+            shown("capacity_comparison", "params", "test_error_mean")),
+        "error_edf": figures.edf_figure(analysis.edf_table(
+            trials, candidates=candidates, tolerance=EDF_TOLERANCE)),
+        "training_curves": figures.training_curves(analysis.curves(chosen, trials)),
+        "cost_latency_ms": figures.cost_figure(
+            shown("cost_latency_ms", "flops", "latency_ms"), "latency_ms"),
+        "cost_train_images_per_sec": figures.cost_figure(
+            shown("cost_train_images_per_sec", "flops", "train_images_per_sec"),
+            "train_images_per_sec"),
+    }
+    return drawn, sampled
+
+
+def _with_short_hover(candidates: pd.DataFrame) -> pd.DataFrame:
+    """The candidates with a hover text a report can afford per point (the key shortened
+    to 12 characters, as git shortens a hash; the full key is in the export)."""
+    if candidates.empty:
+        return candidates
+    texts = [f"<b>{space}</b><br>{arch}<br>key {str(key)[:12]}<br>test error {mean:.2f} ± "
+             f"{std:.2f} % ({seeds} seed{'s' if seeds != 1 else ''})<br>params {params:,.0f}"
+             f" · flops {flops:,.0f}"
+             for space, arch, key, mean, std, seeds, params, flops in zip(
+                 candidates["space"].astype(str), analysis.arch_labels(candidates),
+                 candidates["key"], candidates["test_error_mean"],
+                 candidates["test_error_std"], candidates["seeds"],
+                 candidates["params"].astype("float64"), candidates["flops"].astype("float64"),
+                 strict=True)]
+    return candidates.assign(hover=pd.Series(texts, index=candidates.index, dtype=object))
+
+
 def render_report(trials: pd.DataFrame, epochs: pd.DataFrame, experiment: dict[str, Any], *,
                   where: str, curve_trials: list[int] | None = None,
-                  generated: datetime | None = None, proxy: ProxyFidelity | None = None) -> str:
-    """The whole HTML document for one experiment's trials (and the chosen trials' epochs)."""
+                  generated: datetime | None = None, proxy: ProxyFidelity | None = None,
+                  candidates: pd.DataFrame | None = None) -> str:
+    """The whole HTML document for one experiment's trials (and the chosen trials' epochs).
+
+    `candidates`: the trials' means over seeds when already made (Reader.candidate_means).
+    """
     name = str(experiment["experiment"])
     version = int(experiment["version"])
     when = (generated or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
-    candidates = analysis.by_candidate(trials)
-    drawn = figures.all_figures(trials, epochs, curve_trials=curve_trials or ())
+    if candidates is None:
+        candidates = analysis.by_candidate(trials)
+    drawn, sampled = report_figures(trials, epochs, candidates, curve_trials or ())
     per_trial = trials.drop_duplicates("trial_id") if not trials.empty else trials
     counts = per_trial["status"].value_counts() if not per_trial.empty else pd.Series(dtype=int)
     status = ", ".join(f"{int(counts.get(s, 0))} {s}"
@@ -174,29 +252,34 @@ def render_report(trials: pd.DataFrame, epochs: pd.DataFrame, experiment: dict[s
               _table(analysis.summary_table(trials, candidates)), "</section>"]
     failed = analysis.failed_table(trials)
     if not failed.empty:
-        parts += [f"<section><h2>Failed trials ({len(failed)})</h2>", _table(failed),
-                  "</section>"]
+        parts += [f"<section><h2>Failed trials ({len(failed)})</h2>",
+                  _table(failed.head(TABLE_ROWS)), _more(len(failed)), "</section>"]
     first = True
     for key, title in SECTIONS:
         fig = drawn[key]
-        parts += [f'<section id="section-{key}"><h2>{_e(title)}</h2>',
+        note = "" if key not in sampled else (
+            f'<p class="meta">{sampled[key][0]:,} of {sampled[key][1]:,} candidates drawn: '
+            f"one per {analysis.SCREEN_CELLS[0]}×{analysis.SCREEN_CELLS[1]}th of the chart "
+            "per space (points that would overlap on the screen), the Pareto front whole; "
+            "every value is in <code>explorer export</code>.</p>")
+        parts += [f'<section id="section-{key}"><h2>{_e(title)}</h2>', note,
                   pio.to_html(fig, full_html=False, include_plotlyjs=first,
                               div_id=f"figure-{key}", default_width="100%",
                               default_height="520px",
                               config={"displaylogo": False, "responsive": True}),
                   "</section>"]
         first = False
-    parts += _compare_section(trials)
+    parts += _compare_section(trials, candidates)
     parts += _regions_section(trials, region_spaces(experiment))
     if proxy is not None:
         parts += _proxy_section(proxy)
     if not candidates.empty:
-        table = candidates.sort_values("test_error_mean").assign(
-            architecture=analysis.arch_labels(candidates.sort_values("test_error_mean")))
+        best = candidates.sort_values("test_error_mean", kind="stable").head(TABLE_ROWS)
+        table = best.assign(architecture=analysis.arch_labels(best))
         columns = ["space", "architecture", "key", "params", "flops", "test_error_mean",
                    "test_error_std", "seeds", "latency_ms", "train_images_per_sec"]
         parts += ["<section><h2>Candidates (mean over seeds, best first)</h2>",
-                  _table(table[columns]), "</section>"]
+                  _table(table[columns]), _more(len(candidates)), "</section>"]
     spec_text = experiment.get("spec_text")
     if spec_text:
         parts += ["<section><details><summary>The experiment's spec</summary>",
@@ -205,19 +288,22 @@ def render_report(trials: pd.DataFrame, epochs: pd.DataFrame, experiment: dict[s
     return "\n".join(parts)
 
 
-def comparison_for_report(trials: pd.DataFrame) -> Comparison:
+def comparison_for_report(trials: pd.DataFrame,
+                          candidates: pd.DataFrame | None = None) -> Comparison:
     """`explorer compare`'s default comparison of every space, with the closed-form plan;
     unnormalised where the spaces share no complexity bin."""
-    result, _ = compare_or_plain(trials)
-    return dataclasses.replace(result, plan=plan_samples(result, trials, simulate=False))
+    result, _ = compare_or_plain(trials, candidates=candidates)
+    return dataclasses.replace(result, plan=plan_samples(result, trials, simulate=False,
+                                                         candidates=candidates))
 
 
-def _compare_section(trials: pd.DataFrame) -> list[str]:
+def _compare_section(trials: pd.DataFrame, candidates: pd.DataFrame) -> list[str]:
     """The spaces as distributions: normalised EDFs with bands, per-space figures, the KS
     table, the verdict on doubling C, and the planner's line."""
-    result = comparison_for_report(trials)
+    result = comparison_for_report(trials, candidates)
     by = None if result.normalize == "none" else result.normalize
-    fig = figures.edf_figure(analysis.edf_table(trials, normalize_by=by), normalize_by=by)
+    fig = figures.edf_figure(analysis.edf_table(trials, normalize_by=by, candidates=candidates,
+                                                tolerance=EDF_TOLERANCE), normalize_by=by)
     spaces = pd.DataFrame([{
         "space": s.name, "n": s.n, "min": s.min, "mean": s.mean,
         "weighted mean": s.weighted_mean, "n effective": s.n_effective,
@@ -291,17 +377,32 @@ def _proxy_section(proxy: ProxyFidelity) -> list[str]:
                    f"over {len(table)} candidates (mean over seeds): <b>{_e(tau)}</b> (1: same "
                    "order, 0: unrelated). The proxy's best candidate is "
                    f"{'also' if same else 'not'} the full run's best.")
-    shown = table.assign(architecture=analysis.arch_labels(table)) if not table.empty else table
+    listed = table.head(TABLE_ROWS)
+    shown = listed.assign(architecture=analysis.arch_labels(listed)) if not table.empty \
+        else table
     columns = ["architecture", "key", "params", "proxy_error", "full_error", "proxy_rank",
                "full_rank"]
-    fig = figures.proxy_figure(table, proxy.tau, proxy.proxy)
+    drawn = analysis.screen_sample(table, "proxy_error", "full_error", log_x=False)
+    fig = figures.proxy_figure(drawn, proxy.tau, proxy.proxy)
+    if len(drawn) < len(table):
+        verdict += (f" The chart draws {len(drawn):,} of the {len(table):,} candidates "
+                    "(one per cell of the screen, per space).")
     return [f'<section id="section-proxy_fidelity"><h2>Proxy fidelity: {_e(proxy.proxy)} '
             "against the full run</h2>", f"<p>{verdict}</p>",
             pio.to_html(fig, full_html=False, include_plotlyjs=False,
                         div_id="figure-proxy_fidelity", default_width="100%",
                         default_height="480px",
                         config={"displaylogo": False, "responsive": True}),
-            _table(shown[[c for c in columns if c in shown.columns]]), "</section>"]
+            _table(shown[[c for c in columns if c in shown.columns]]), _more(len(table)),
+            "</section>"]
+
+
+def _more(total: int) -> str:
+    """What a table cut at TABLE_ROWS rows leaves out, and where it is."""
+    if total <= TABLE_ROWS:
+        return ""
+    return (f'<p class="meta">The first {TABLE_ROWS:,} of {total:,} rows; every row is in '
+            "<code>explorer export</code>.</p>")
 
 
 def _write_shareable(path: Path, text: str) -> None:

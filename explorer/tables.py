@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -57,6 +57,76 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
         atomic_write(path, lambda tmp: frame.to_json(tmp, orient="records", indent=2))
     else:
         raise ValueError(f"unknown table format {suffix!r}; use {', '.join(TABLE_SUFFIXES)}")
+
+
+def write_frames(frames: Iterable[pd.DataFrame], path: Path,
+                 lists: Collection[str] = ()) -> int:
+    """write_table for a table that comes in chunks (each with the same columns), its
+    memory flat in the number of rows; returns the rows written.
+
+    The file holds what write_table writes for the chunks' concatenation (CSV and
+    JSON text per value alike; Parquet the same columns and values, in row groups).
+    `lists` names the columns of per-stage lists, so a Parquet column that is empty
+    in the first chunk still gets its type; other empty columns are text.
+    """
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise ValueError(f"unknown table format {suffix!r}; use {', '.join(TABLE_SUFFIXES)}")
+    rows = 0
+    with atomic_path(path) as tmp:
+        if suffix == ".parquet":
+            rows = _write_parquet(frames, tmp, lists)
+        else:
+            with tmp.open("w", encoding="utf-8", newline="") as file:
+                if suffix == ".json":
+                    file.write("[")
+                for i, frame in enumerate(frames):
+                    if suffix == ".csv":
+                        _lists_as_text(frame).to_csv(file, index=False, header=i == 0)
+                    elif len(frame):
+                        text = frame.to_json(orient="records", indent=2)
+                        file.write(("," if rows else "") + text.strip()[1:-1].rstrip())
+                    rows += len(frame)
+                if suffix == ".json":
+                    file.write("\n]" if rows else "]")
+    return rows
+
+
+def _lists_as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per-stage lists as "[a,b,c]" (missing as empty), for CSV."""
+    flat = frame.copy()
+    for column in flat.columns:
+        if flat[column].dtype == object and flat[column].map(
+                lambda v: isinstance(v, list | tuple)).any():
+            flat[column] = flat[column].map(
+                lambda v: "[" + ",".join(map(str, v)) + "]" if isinstance(v, list | tuple)
+                else v)
+    return flat
+
+
+def _write_parquet(frames: Iterable[pd.DataFrame], tmp: Path, lists: Collection[str]) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer, schema, rows = None, None, 0
+    try:
+        for frame in frames:
+            if schema is None:
+                found = pa.Schema.from_pandas(frame, preserve_index=False)
+                for i, field in enumerate(found):
+                    if pa.types.is_null(field.type):  # nothing to tell its type by yet
+                        kind = pa.list_(pa.int64()) if field.name in lists else pa.string()
+                        found = found.set(i, field.with_type(kind))
+                schema = found
+                writer = pq.ParquetWriter(str(tmp), schema)
+            assert writer is not None
+            writer.write_table(pa.Table.from_pandas(frame, schema=schema,
+                                                    preserve_index=False))
+            rows += len(frame)
+    finally:
+        if writer is not None:
+            writer.close()
+    return rows
 
 
 def _column(batch: Batch, name: str) -> Any:

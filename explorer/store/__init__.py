@@ -31,7 +31,7 @@ from explorer.store.provenance import (
     git_revision,
     package_versions,
 )
-from explorer.store.reader import Reader
+from explorer.store.reader import STAGE_LIST_COLUMNS, Reader
 from explorer.store.records import ExperimentRecord, TrialRecord
 from explorer.store.schema import SCHEMA_VERSION
 from explorer.store.writer import Writer
@@ -39,6 +39,7 @@ from explorer.store.writer import Writer
 __all__ = [
     "DB_FILENAME",
     "SCHEMA_VERSION",
+    "STAGE_LIST_COLUMNS",
     "STATUSES",
     "ExperimentRecord",
     "Reader",

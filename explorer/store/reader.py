@@ -20,6 +20,7 @@ Needs neither torch, ray, streamlit nor the spec machinery.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -27,6 +28,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
+from pyarrow import json as pa_json
 from sqlalchemy import ColumnElement, Connection, Engine, Select, and_, case, false, func, select
 from sqlalchemy.exc import DBAPIError
 
@@ -297,33 +299,159 @@ class Reader:
         return self._frame(stmt, kinds)
 
     def trials_frame(self, experiment_names: Sequence[str] | None = None, *,
-                     latest_version_only: bool = True) -> pd.DataFrame:
+                     latest_version_only: bool = True,
+                     columns: Sequence[str] | None = None) -> pd.DataFrame:
         """One row per (trial, space), the candidate's columns joined.
 
         A trial whose network is in several spaces appears once per space; one
-        whose candidate was never added appears once with an empty space.
+        whose candidate was never added appears once with an empty space. With
+        `columns`, only those (names of the full frame, in the full frame's order):
+        a narrower read for an analysis that needs a few.
         """
+        frame = self._trials(experiment_names, latest_version_only, columns, None)
+        assert isinstance(frame, pd.DataFrame)
+        return frame
+
+    def _trials(self, experiment_names: Sequence[str] | None, latest_version_only: bool,
+                columns: Sequence[str] | None, chunk_rows: int | None
+                ) -> Any:
+        """trials_frame's statement, read whole (`chunk_rows` None) or as an iterator of
+        chunks."""
         t, c, e = trial_table.c, candidate_table.c, experiment_table.c
+        selected = {
+            "experiment": e.name.label("experiment"), "version": e.version,
+            "experiment_id": e.id.label("experiment_id"), "trial_id": t.id.label("trial_id"),
+            "trial_key": t.trial_key, "key": t.candidate_key.label("key"), "space": c.space,
+            **{name: c[name] for name in (
+                "template", "block", "depths", "widths", "group_widths", "stem_width",
+                "cardinality", "bottleneck_width", "architecture", "params", "flops", "acts",
+                "params_deviation_pct", "flops_deviation_pct", "solved", "latency_ms")},
+            "measured_train_images_per_sec": c.train_images_per_sec.label(
+                "measured_train_images_per_sec"),
+            **{name: c[name] for name in ("peak_memory_bytes", "cost_device")},
+            **{name: t[name] for name in ("seed", "status", "attempts", "device", "error",
+                                          "created_at", "started_at", "finished_at",
+                                          *TRIAL_METRICS, "reused_from_trial_id",
+                                          *PROVENANCE)},
+        }
+        wanted = set(selected) | set(_STAGE_LISTS) if columns is None else set(columns)
+        unknown = wanted - set(selected) - set(_STAGE_LISTS)
+        if unknown:
+            raise ValueError(f"trials_frame has no column {sorted(unknown)[0]!r}")
+        if wanted & set(_STAGE_LISTS):
+            wanted.add("architecture")  # the stage lists come from the stored record
         stmt = (
-            select(
-                e.name.label("experiment"), e.version, e.id.label("experiment_id"),
-                t.id.label("trial_id"), t.trial_key, t.candidate_key.label("key"), c.space,
-                c.template, c.block, c.depths, c.widths, c.group_widths, c.stem_width,
-                c.cardinality, c.bottleneck_width, c.architecture, c.params, c.flops, c.acts,
-                c.params_deviation_pct, c.flops_deviation_pct, c.solved, c.latency_ms,
-                c.train_images_per_sec.label("measured_train_images_per_sec"),
-                c.peak_memory_bytes, c.cost_device, t.seed, t.status, t.attempts, t.device,
-                t.error, t.created_at, t.started_at, t.finished_at,
-                *(t[name] for name in TRIAL_METRICS), t.reused_from_trial_id,
-                *(t[name] for name in PROVENANCE),
-            )
+            select(*(column for name, column in selected.items() if name in wanted))
             .select_from(trial_table).join(experiment_table, e.id == t.experiment_id)
             .outerjoin(candidate_table,
                        and_(c.experiment_id == t.experiment_id, c.key == t.candidate_key))
             .where(*_experiment_filter(experiment_names, latest_version_only))
             .order_by(e.name, e.version, t.id, c.space)
         )
-        return _with_stage_lists(self._frame(stmt, _TRIAL_KINDS))
+        if chunk_rows is not None:
+            return (_trial_columns(frame, wanted, columns)
+                    for frame in self._frames(stmt, _TRIAL_KINDS, chunk_rows))
+        return _trial_columns(self._frame(stmt, _TRIAL_KINDS), wanted, columns)
+
+    def iter_trials_frames(self, experiment_names: Sequence[str] | None = None, *,
+                           latest_version_only: bool = True, rows: int = 50_000
+                           ) -> Iterator[pd.DataFrame]:
+        """`trials_frame` in chunks of `rows` rows (the first even when empty): what
+        `explorer export` streams, its memory flat in the number of trials."""
+        return self._trials(experiment_names, latest_version_only, None, rows)
+
+    def iter_epochs_frames(self, experiment_names: Sequence[str] | None = None, *,
+                           latest_version_only: bool = True, rows: int = 200_000
+                           ) -> Iterator[pd.DataFrame]:
+        """`epochs_frame` of the named experiments in chunks of `rows` rows."""
+        stmt = _epochs_statement().where(*_experiment_filter(experiment_names,
+                                                             latest_version_only))
+        return self._frames(stmt, _EPOCH_KINDS, rows)
+
+    def experiment_status(self, experiment_names: Sequence[str] | None = None
+                          ) -> pd.DataFrame:
+        """Per latest experiment version (of the names given, else every one): its trials by
+        status and the best finished test error (NaN when none), counted by the database.
+
+        What `explorer status` shows, without reading a trial into Python.
+        """
+        t, e = trial_table.c, experiment_table.c
+        counts = [func.count(t.id).label("trials"),
+                  *(func.coalesce(func.sum(_is(t.status, s)), 0).label(s) for s in STATUSES),
+                  func.min(case((t.status == "finished", t.test_error))).label(
+                      "best_test_error")]
+        stmt = (select(e.name.label("experiment"), e.version, e.id.label("experiment_id"),
+                       *counts)
+                .select_from(experiment_table)
+                .outerjoin(trial_table, t.experiment_id == e.id)
+                .where(*_experiment_filter(experiment_names, True))
+                .group_by(e.name, e.version, e.id)
+                .order_by(e.name, e.version))
+        kinds = {**dict.fromkeys(["version", "experiment_id", "trials", *STATUSES], "int"),
+                 "best_test_error": "float"}
+        return self._frame(stmt, kinds)
+
+    def candidate_means(self, experiment_names: Sequence[str] | None = None, *,
+                        latest_version_only: bool = True) -> pd.DataFrame:
+        """Mean ± std of the error over seeds per candidate and space, aggregated by the
+        database: the frame `analysis.by_candidate` makes of `trials_frame`, in its order.
+
+        Over finished trials with a test error; std is the sample's (n - 1), 0 for one
+        seed; two passes (the mean, then the squared deviations from it), so no precision
+        is lost to cancellation. A candidate never added has an empty space.
+        """
+        t, c, e = trial_table.c, candidate_table.c, experiment_table.c
+        done = and_(t.status == "finished", t.test_error.is_not(None),
+                    *_experiment_filter(experiment_names, latest_version_only))
+        means = (select(t.experiment_id, t.candidate_key, func.min(t.id).label("first_id"),
+                        func.avg(t.test_error).label("test_error_mean"),
+                        func.count(t.id).label("seeds"),
+                        func.avg(t.test_top5_error).label("test_top5_error_mean"),
+                        func.avg(t.train_images_per_sec).label("train_images_per_sec"))
+                 .select_from(trial_table).join(experiment_table, e.id == t.experiment_id)
+                 .where(done).group_by(t.experiment_id, t.candidate_key).subquery())
+        spread = (select(t.experiment_id, t.candidate_key,
+                         func.sum((t.test_error - means.c.test_error_mean)
+                                  * (t.test_error - means.c.test_error_mean)).label("squares"))
+                  .select_from(trial_table)
+                  .join(means, and_(means.c.experiment_id == t.experiment_id,
+                                    means.c.candidate_key == t.candidate_key))
+                  .where(t.status == "finished", t.test_error.is_not(None))
+                  .group_by(t.experiment_id, t.candidate_key).subquery())
+        stmt = (select(e.name.label("experiment"), c.space, means.c.candidate_key.label("key"),
+                       c.cardinality, c.bottleneck_width, c.depths, c.widths, c.params,
+                       c.flops, c.acts, means.c.test_error_mean, spread.c.squares,
+                       means.c.seeds, means.c.test_top5_error_mean,
+                       means.c.train_images_per_sec, c.latency_ms)
+                .select_from(means).join(experiment_table, e.id == means.c.experiment_id)
+                .join(spread, and_(spread.c.experiment_id == means.c.experiment_id,
+                                   spread.c.candidate_key == means.c.candidate_key))
+                .outerjoin(candidate_table, and_(c.experiment_id == means.c.experiment_id,
+                                                 c.key == means.c.candidate_key))
+                .order_by(e.name, e.version, means.c.first_id, c.space))
+        kinds = {**_TRIAL_KINDS, "seeds": "int", "squares": "float",
+                 **dict.fromkeys(["test_error_mean", "test_top5_error_mean",
+                                  "train_images_per_sec"], "float")}
+        frame = self._frame(stmt, kinds)
+        squares = frame.pop("squares").to_numpy()
+        seeds = frame["seeds"].to_numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            std = np.where(seeds > 1, np.sqrt(squares / np.maximum(seeds - 1, 1)), 0.0)
+        frame.insert(frame.columns.get_loc("test_error_mean") + 1, "test_error_std", std)
+        return frame
+
+    def epoch_errors(self, epoch: int, experiment_names: Sequence[str] | None = None, *,
+                     latest_version_only: bool = True) -> pd.DataFrame:
+        """trial_id, epoch and test_error of every trial's epoch `epoch` (those that reported
+        it): an early epoch's errors without reading the other epochs."""
+        t, e, ep = trial_table.c, experiment_table.c, epoch_table.c
+        stmt = (select(ep.trial_id, ep.epoch, ep.test_error)
+                .select_from(epoch_table).join(trial_table, t.id == ep.trial_id)
+                .join(experiment_table, e.id == t.experiment_id)
+                .where(ep.epoch == epoch,
+                       *_experiment_filter(experiment_names, latest_version_only))
+                .order_by(ep.trial_id))
+        return self._frame(stmt, _EPOCH_KINDS)
 
     def epochs_frame(self, trial_ids: Iterable[int] | None = None,
                      experiment_names: Sequence[str] | None = None, *,
@@ -333,15 +461,8 @@ class Reader:
         Given trial ids, exactly those trials; otherwise the trials of the named
         experiments (all when None), latest versions only unless told.
         """
-        t, e, ep = trial_table.c, experiment_table.c, epoch_table.c
-        base = (
-            select(e.name.label("experiment"), e.version, ep.trial_id, t.trial_key,
-                   t.candidate_key.label("key"), t.seed, ep.epoch,
-                   *(ep[name] for name in EPOCH_METRICS))
-            .select_from(epoch_table).join(trial_table, t.id == ep.trial_id)
-            .join(experiment_table, e.id == t.experiment_id)
-            .order_by(ep.trial_id, ep.epoch)
-        )
+        ep = epoch_table.c
+        base = _epochs_statement()
         if trial_ids is None:
             return self._frame(base.where(*_experiment_filter(experiment_names,
                                                               latest_version_only)), _EPOCH_KINDS)
@@ -361,14 +482,64 @@ class Reader:
         with self._engine.connect() as conn:
             result = conn.execute(stmt)
             names = list(result.keys())
-            rows = [tuple(row) for row in result]
-        columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
-        return pd.DataFrame({name: _column(values, kinds.get(name, ""))
-                             for name, values in zip(names, columns, strict=True)},
-                            columns=names)
+            # The driver's rows as they come, not SQLAlchemy's: its per-value result
+            # processing (SQLite's datetimes parsed one by one) is what a large read
+            # spends its time on; `_column` converts each column in one go instead.
+            rows = result.cursor.fetchall() if result.cursor is not None else []
+        return _frame_of(names, rows, kinds)
+
+    def _frames(self, stmt: Select[Any], kinds: Mapping[str, str],
+                rows: int) -> Iterator[pd.DataFrame]:
+        """`_frame` a chunk of `rows` rows at a time (the first one even when empty), so
+        that memory stays flat in the size of the result.
+
+        SQLite's cursor steps through the result as it is fetched; on PostgreSQL a
+        server-side cursor does (SQLAlchemy's streaming, whose rows need no processing
+        there: the driver already gives Python's types).
+        """
+        with self._engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                result = conn.execute(stmt)
+                cursor = result.cursor
+                fetch: Callable[[], Sequence[Any]] = (
+                    (lambda: cursor.fetchmany(rows)) if cursor is not None else list)
+            else:
+                result = conn.execution_options(stream_results=True).execute(stmt)
+                fetch = lambda: result.fetchmany(rows)  # noqa: E731
+            names = list(result.keys())
+            first = True
+            while True:
+                chunk = fetch()
+                if chunk or first:
+                    yield _frame_of(names, chunk, kinds)
+                if len(chunk) < rows:
+                    return
+                first = False
 
 
 # --- statements ---------------------------------------------------------------------------
+
+
+def _epochs_statement() -> Select[Any]:
+    """epochs_frame's rows: every epoch of every trial, by trial and epoch."""
+    t, e, ep = trial_table.c, experiment_table.c, epoch_table.c
+    return (
+        select(e.name.label("experiment"), e.version, ep.trial_id, t.trial_key,
+               t.candidate_key.label("key"), t.seed, ep.epoch,
+               *(ep[name] for name in EPOCH_METRICS))
+        .select_from(epoch_table).join(trial_table, t.id == ep.trial_id)
+        .join(experiment_table, e.id == t.experiment_id)
+        .order_by(ep.trial_id, ep.epoch)
+    )
+
+
+def _trial_columns(frame: pd.DataFrame, wanted: set[str],
+                   columns: Sequence[str] | None) -> pd.DataFrame:
+    """A trials frame read with the stored record: its per-stage lists, the columns asked."""
+    if "architecture" not in frame.columns:
+        return frame
+    frame = _with_stage_lists(frame)
+    return frame if columns is None else frame[[n for n in frame.columns if n in wanted]]
 
 
 def _is(column: Any, value: str) -> Any:
@@ -419,12 +590,17 @@ _TRIAL_KINDS: Mapping[str, str] = {
     **{name: {int: "Int", bool: "boolean"}.get(PROVENANCE_TYPES[name], "") for name in PROVENANCE},
     **dict.fromkeys(["created_at", "started_at", "finished_at"], "time"),
     **dict.fromkeys(LIST_FIELDS, "tuple"),
-    "architecture": "json",
+    "architecture": "text",  # decoded by _with_stage_lists
 }
 _EPOCH_KINDS: Mapping[str, str] = {
     **dict.fromkeys(["version", "trial_id", "seed", "epoch"], "int"),
     **_metric_kinds(EPOCH_METRICS),
 }
+
+
+_STAGE_LISTS = {"cardinalities": "cardinality", "bottleneck_widths": "bottleneck_width"}
+# The trials frame's columns of per-stage lists (tuples of ints).
+STAGE_LIST_COLUMNS = (*LIST_FIELDS, *_STAGE_LISTS)
 
 
 def _with_stage_lists(frame: pd.DataFrame) -> pd.DataFrame:
@@ -433,15 +609,54 @@ def _with_stage_lists(frame: pd.DataFrame) -> pd.DataFrame:
     A sampled space draws them per stage; the stored architecture record has them all.
     """
     records = frame.pop("architecture")
-    at = frame.columns.get_loc("bottleneck_width") + 1
-    for offset, (column, field) in enumerate((("cardinalities", "cardinality"),
-                                               ("bottleneck_widths", "bottleneck_width"))):
-        values = np.empty(len(records), dtype=object)
-        for i, record in enumerate(records):
-            stages = record["stages"] if isinstance(record, dict) else None
-            values[i] = tuple(stage[field] for stage in stages) if stages else None
-        frame.insert(at + offset, column, values)
+    at = (frame.columns.get_loc("bottleneck_width") + 1 if "bottleneck_width" in frame.columns
+          else len(frame.columns))
+    lists = _json_lists(records.tolist(), "stages", tuple(_STAGE_LISTS.values()))
+    for offset, column in enumerate(_STAGE_LISTS):
+        frame.insert(at + offset, column, lists[_STAGE_LISTS[column]])
     return frame
+
+
+def _json_lists(texts: Sequence[Any], member: str | None,
+                fields: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """Lists held in JSON texts, as a tuple per text (None for no text or no list).
+
+    With `member` None each text is a list of numbers (the result's key is ""); else
+    each text is an object whose `member` is a list of objects, and the result has the
+    tuple of each of `fields` over them. Each distinct text is decoded once, all of them
+    by pyarrow's JSON reader at once: rows share few texts, and per-text json.loads is
+    what made a large trials table slow.
+    """
+    codes, uniques = pd.factorize(np.array(texts, dtype=object))
+    names = list(fields) if member is not None else [""]
+    out = {name: np.empty(len(codes), dtype=object) for name in names}
+    if not len(uniques):
+        return out
+    lines = (uniques if member is not None
+             else np.array(['{"v":' + text + "}" for text in uniques], dtype=object))
+    table = pa_json.read_json(io.BytesIO("\n".join(lines).encode()))
+    lists = table.column(member or "v").combine_chunks()
+    starts, ends = lists.offsets.to_numpy()[:-1], lists.offsets.to_numpy()[1:]
+    empty = lists.is_null().to_numpy(zero_copy_only=False)
+    if member is not None:  # a record without stages has no per-stage lists
+        empty |= ends == starts
+    items = lists.flatten()
+    for name in names:
+        values = (items.field(name) if member is not None else items).to_numpy(
+            zero_copy_only=False).tolist()
+        distinct = np.empty(len(uniques) + 1, dtype=object)  # the last: no text (code -1)
+        for i, (start, end) in enumerate(zip(starts, ends, strict=True)):
+            distinct[i] = None if empty[i] else tuple(values[start:end])
+        out[name] = distinct[codes]
+    return out
+
+
+def _frame_of(names: Sequence[str], rows: Sequence[Sequence[Any]],
+              kinds: Mapping[str, str]) -> pd.DataFrame:
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+    return pd.DataFrame({name: _column(values, kinds.get(name, ""))
+                         for name, values in zip(names, columns, strict=True)},
+                        columns=list(names))
 
 
 def _column(values: Sequence[Any], kind: str) -> Any:
@@ -457,11 +672,21 @@ def _column(values: Sequence[Any], kind: str) -> Any:
     if kind == "boolean":
         return pd.array(list(values), dtype="boolean")
     if kind == "time":
-        return pd.to_datetime(list(values), utc=True).as_unit("us")
-    if kind in ("tuple", "json"):
-        out = np.empty(len(values), dtype=object)
-        for i, text in enumerate(values):
-            data = json.loads(text) if isinstance(text, str) else None
-            out[i] = tuple(data) if kind == "tuple" and data is not None else data
-        return out
+        # SQLite hands back text (written in UTC), PostgreSQL aware datetimes.
+        return pd.to_datetime(list(values), utc=True, format="ISO8601").as_unit("us")
+    if kind == "tuple":
+        return _json_lists(values, None)[""]
+    if kind == "json":
+        return _parsed(values)
+    if kind == "text":
+        return np.array(values, dtype=object)
     return list(values)
+
+
+def _parsed(texts: Sequence[Any]) -> np.ndarray:
+    """JSON texts decoded (None for no text), each distinct text once."""
+    codes, uniques = pd.factorize(np.array(texts, dtype=object))
+    decoded = np.empty(len(uniques) + 1, dtype=object)  # the last slot: no text (code -1)
+    for i, text in enumerate(uniques):
+        decoded[i] = json.loads(text)
+    return decoded[codes] if len(codes) else np.empty(0, dtype=object)

@@ -11,7 +11,9 @@ long; each bumps the ``store_revision`` counter readers poll (Reader.data_versio
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from itertools import groupby
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     Connection,
+    Engine,
     Table,
     and_,
     bindparam,
@@ -35,7 +38,7 @@ from explorer.metrics import EPOCH_METRICS, OUTCOMES, PROVENANCE, TRIAL_METRICS,
 from explorer.store.engine import open_engine, resolve
 from explorer.store.errors import LeaseHeld, SpecChanged, StoreError
 from explorer.store.provenance import differing_keys, environment_info
-from explorer.store.reader import Reader
+from explorer.store.reader import _KEY_CHUNK, Reader, _chunks
 from explorer.store.records import (
     ExperimentRecord,
     Holder,
@@ -63,16 +66,16 @@ if TYPE_CHECKING:  # annotations only: the store takes Candidates without import
     from explorer.space import Candidate
 
 
-# Trial keys per IN (...) lookup: long strings, so few per statement.
-_KEY_BATCH = 500
-
-
 class Writer(Reader):
     """The one writer of a results database (it reads as a Reader does).
 
     Open it with `Writer.open`; close it (or use it as a context manager) to
     release its connections.
     """
+
+    def __init__(self, engine: Engine, where: str) -> None:
+        super().__init__(engine, where)
+        self._local = threading.local()  # the open batch's connection, per thread
 
     @classmethod
     def open(cls, url_or_path: str | os.PathLike[str]) -> Writer:
@@ -102,6 +105,46 @@ class Writer(Reader):
 
     def __enter__(self) -> Writer:
         return self
+
+    # -- batches -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Every write method called inside, on this thread, joins one transaction.
+
+        The rows are exactly those of the same calls one by one; readers see them all at
+        once, at the end, with one bump of the revision counter. A write that fails rolls
+        the whole batch back. Nested batches join the outer one. The lease's methods
+        (called from the heartbeat thread) never join: they commit on their own.
+        """
+        if getattr(self._local, "conn", None) is not None:
+            yield
+            return
+        with self._engine.begin() as conn:
+            self._local.conn, self._local.changed = conn, False
+            try:
+                yield
+                if self._local.changed:
+                    _bump(conn)
+            finally:
+                self._local.conn = None
+
+    @contextlib.contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        """The batch's connection inside `batch()`, else a transaction of its own."""
+        joined = getattr(self._local, "conn", None)
+        if joined is not None:
+            yield joined
+            return
+        with self._engine.begin() as conn:
+            yield conn
+
+    def _bump(self, conn: Connection) -> None:
+        """Count the write: now, or once at the end of the batch it is part of."""
+        if getattr(self._local, "conn", None) is conn:
+            self._local.changed = True
+        else:
+            _bump(conn)
 
     # -- experiments ---------------------------------------------------------------------
 
@@ -164,9 +207,9 @@ class Writer(Reader):
         if not records:
             return 0
         columns = ["architecture", *CANDIDATE_FIELDS, *LIST_FIELDS]
-        with self._engine.begin() as conn:
+        with self._begin() as conn:
             _upsert(conn, candidate_table, records, ("experiment_id", "space", "key"), columns)
-            _bump(conn)
+            self._bump(conn)
         return len(records)
 
     def set_cost(self, experiment_id: int, key: str, cost: Mapping[str, Any]) -> None:
@@ -182,13 +225,13 @@ class Writer(Reader):
         if not values:
             return
         c = candidate_table.c
-        with self._engine.begin() as conn:
+        with self._begin() as conn:
             done = conn.execute(update(candidate_table).where(
                 c.experiment_id == experiment_id, c.key == key).values(**values))
             if not done.rowcount:
                 raise StoreError(f"no candidate {key} in experiment {experiment_id}: "
                                  "add_candidates() it first")
-            _bump(conn)
+            self._bump(conn)
 
     # -- trials --------------------------------------------------------------------------
 
@@ -196,26 +239,31 @@ class Writer(Reader):
         """Insert the missing (trial_key, candidate_key, seed) as pending; returns how many."""
         wanted = {key: (candidate, int(seed)) for key, candidate, seed in trials}
         t = trial_table.c
-        with self._engine.begin() as conn:
-            have = set(conn.scalars(select(t.trial_key).where(t.experiment_id == experiment_id)))
+        with self._begin() as conn:
+            # Only the keys asked about, a chunk per query through the unique index: the
+            # cost follows the trials given, not the trials the experiment already has.
+            have: set[str] = set()
+            for chunk in _chunks(list(wanted), _KEY_CHUNK):
+                have.update(conn.scalars(select(t.trial_key).where(
+                    t.experiment_id == experiment_id, t.trial_key.in_(chunk))))
             at = now()
             new = [{"experiment_id": experiment_id, "trial_key": key, "candidate_key": cand,
                     "seed": seed, "status": Status.PENDING, "attempts": 0, "created_at": at}
                    for key, (cand, seed) in wanted.items() if key not in have]
             if new:
                 _insert_missing(conn, trial_table, new, ("experiment_id", "trial_key"))
-                _bump(conn)
+                self._bump(conn)
         return len(new)
 
     def mark_running(self, experiment_id: int, trial_key: str, device: str | None) -> None:
         """A new attempt starts: status running, attempts + 1, error and finish cleared."""
-        with self._engine.begin() as conn:
+        with self._begin() as conn:
             trial_id = _trial_id(conn, experiment_id, trial_key)
             conn.execute(update(trial_table).where(trial_table.c.id == trial_id).values(
                 status=Status.RUNNING, attempts=trial_table.c.attempts + 1, device=device,
                 started_at=now(), finished_at=None, error=None,
             ))
-            _bump(conn)
+            self._bump(conn)
 
     def record_provenance(self, experiment_id: int, trial_key: str,
                           provenance: Mapping[str, Any]) -> None:
@@ -223,10 +271,10 @@ class Writer(Reader):
         values = pick(provenance, trial_table, PROVENANCE)
         if not values:
             return
-        with self._engine.begin() as conn:
+        with self._begin() as conn:
             trial_id = _trial_id(conn, experiment_id, trial_key)
             conn.execute(update(trial_table).where(trial_table.c.id == trial_id).values(values))
-            _bump(conn)
+            self._bump(conn)
 
     def record_epoch(self, experiment_id: int, trial_key: str, metrics: Mapping[str, Any]) -> None:
         """Store one epoch's metrics (`metrics['epoch']` required).
@@ -246,15 +294,16 @@ class Writer(Reader):
             raise ValueError("every epoch's metrics need an 'epoch'")
         if not rows:
             return
-        with self._engine.begin() as conn:
+        with self._begin() as conn:
             trial_id = _trial_id(conn, experiment_id, trial_key)
-            for metrics in rows:
-                values = pick(metrics, epoch_table, EPOCH_METRICS)
-                row = {"trial_id": trial_id, "epoch": int(metrics["epoch"]), **values}
-                _upsert(conn, epoch_table, [row], ("trial_id", "epoch"), list(values))
+            records = [{"trial_id": trial_id, "epoch": int(metrics["epoch"]),
+                        **pick(metrics, epoch_table, EPOCH_METRICS)} for metrics in rows]
+            # One executemany per run of rows giving the same columns (_upsert's batches);
+            # each row updates only the columns it gives.
+            _upsert(conn, epoch_table, records, ("trial_id", "epoch"), EPOCH_METRICS)
             conn.execute(update(trial_table).where(trial_table.c.id == trial_id)
                          .values(epochs_completed=_epoch_count(trial_id)))
-            _bump(conn)
+            self._bump(conn)
 
     def finish_trial(self, experiment_id: int, trial_key: str, status: Status,
                      metrics: Mapping[str, Any], error: str | None = None) -> None:
@@ -265,12 +314,12 @@ class Writer(Reader):
         if status not in OUTCOMES:
             raise ValueError(f"finish_trial status must be one of {OUTCOMES}, got {status!r}")
         values: dict[str, Any] = pick(metrics, trial_table, TRIAL_METRICS)
-        with self._engine.begin() as conn:
+        with self._begin() as conn:
             trial_id = _trial_id(conn, experiment_id, trial_key)
             values.setdefault("epochs_completed", _epoch_count(trial_id))
             conn.execute(update(trial_table).where(trial_table.c.id == trial_id).values(
                 status=status, error=error, finished_at=now(), **values))
-            _bump(conn)
+            self._bump(conn)
 
     def finish_many(self, experiment_id: int,
                     results: Iterable[tuple[str, Mapping[str, Any], Sequence[Mapping[str, Any]]]],
@@ -285,11 +334,10 @@ class Writer(Reader):
         if not given:
             return 0
         t = trial_table.c
-        with self._engine.begin() as conn:
+        with self._begin() as conn:
             ids: dict[str, int] = {}
             keys = [key for key, _, _ in given]
-            for start in range(0, len(keys), _KEY_BATCH):
-                chunk = keys[start:start + _KEY_BATCH]
+            for chunk in _chunks(keys, _KEY_CHUNK):
                 ids.update((str(key), int(i)) for key, i in conn.execute(
                     select(t.trial_key, t.id).where(t.experiment_id == experiment_id,
                                                     t.trial_key.in_(chunk))))
@@ -310,22 +358,22 @@ class Writer(Reader):
                                    **dict.fromkeys(EPOCH_METRICS),
                                    **pick(row, epoch_table, EPOCH_METRICS)})
             conn.execute(update(trial_table).where(t.id == bindparam("_id")).values(
-                status="finished", error=None, started_at=at, finished_at=at,
+                status=Status.FINISHED, error=None, started_at=at, finished_at=at,
                 **{name: bindparam(name) for name in TRIAL_METRICS}), updates)
             if epochs:
                 _upsert(conn, epoch_table, epochs, ("trial_id", "epoch"), EPOCH_METRICS)
-            _bump(conn)
+            self._bump(conn)
         return len(given)
 
     def requeue_running(self, experiment_id: int) -> int:
         """Running trials of a driver that died go back to pending; returns how many."""
         t = trial_table.c
-        with self._engine.begin() as conn:
+        with self._begin() as conn:
             done = conn.execute(update(trial_table)
                                 .where(t.experiment_id == experiment_id, t.status == Status.RUNNING)
                                 .values(status=Status.PENDING))
             if done.rowcount:
-                _bump(conn)
+                self._bump(conn)
             return int(done.rowcount or 0)
 
     def copy_finished(self, experiment_id: int, trial_key: str, source: TrialRecord) -> None:
@@ -336,7 +384,7 @@ class Writer(Reader):
         training time. Copying a trial onto itself does nothing.
         """
         t = trial_table.c
-        with self._engine.begin() as conn:
+        with self._begin() as conn:
             src = conn.execute(select(trial_table).where(t.id == source.id)).mappings().first()
             if src is None or src["status"] != Status.FINISHED:
                 raise StoreError(f"trial {source.id} is not a finished trial to copy")
@@ -358,7 +406,7 @@ class Writer(Reader):
                 select(epoch_table).where(epoch_table.c.trial_id == src["id"])).mappings()]
             if epochs:
                 _upsert(conn, epoch_table, epochs, ("trial_id", "epoch"), EPOCH_METRICS)
-            _bump(conn)
+            self._bump(conn)
 
 
 # --- statements ---------------------------------------------------------------------------
