@@ -9,14 +9,14 @@ epochs) is planned by the project's own `plan_run` through the `Writer` (its
 candidates with exact complexity, its trials and trial keys), then every trial
 is given a result: status finished (one a second, the last just now), a final
 error that follows the paper's trend (more cardinality and depth, lower error)
-plus seeded noise, and 10 epoch rows. The results go in by batched inserts into the schema's own tables, 5,000
-trials per transaction, each bumping the store revision as the writer does (the
-writer's one-transaction-per-trial API is made for a live sweep; its cost at
-scale is measured elsewhere).
+plus seeded noise, and 10 epoch rows. The results go in by batched inserts into
+the schema's own tables, 5,000 trials per transaction, each bumping the store
+revision as the writer does (the writer's one-transaction-per-trial API is made
+for a live sweep; its cost at scale is measured elsewhere).
 
 `measure` starts `explorer dashboard --store URL` on a free loopback port and,
 with Playwright driving Debian's headless Chromium (/usr/bin/chromium), for
-each run in a fresh browser context:
+each run in a new page:
 
 - first chart: from navigation until the error-vs-FLOPs chart has drawn points;
 - whole first view: until both charts of the first tab are drawn and the app

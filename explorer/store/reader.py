@@ -23,17 +23,30 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import ColumnElement, Connection, Engine, Select, and_, case, false, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Select,
+    and_,
+    case,
+    false,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.exc import DBAPIError
 
 from explorer.metrics import EPOCH_METRICS, PROVENANCE, PROVENANCE_TYPES, STATUSES, TRIAL_METRICS
 from explorer.store.engine import cannot_open, open_engine
 from explorer.store.errors import StoreError
-from explorer.store.records import Holder, TrialRecord
+from explorer.store.records import Holder, TrialRecord, aware
 from explorer.store.schema import (
     LIST_FIELDS,
     METRIC_INTEGER_TYPES,
@@ -338,6 +351,67 @@ class Reader:
                             columns=names)
 
 
+    # -- the dashboard's reads: what it draws, and only what changed ---------------------
+
+    def dashboard_trials(self, experiment_names: Sequence[str]) -> pd.DataFrame:
+        """trials_frame's rows for the latest versions of these experiments, with only the
+        columns the dashboard draws and filters on.
+
+        No architecture record, provenance, timestamps nor spec: per-stage lists are
+        decoded once per distinct value, and the error text only travels for failed
+        trials. The frame's ``attrs["seen"]`` (a `Seen`, read in the same transaction) is
+        what `dashboard_trials_since` needs to bring it up to date.
+        """
+        with self._engine.connect() as conn, conn.begin():
+            ids = _latest_ids(conn, experiment_names)
+            seen = _seen(conn, ids)
+            frame = _dashboard_frame(conn, _dashboard_select(ids))
+        frame.attrs["seen"] = seen
+        frame.attrs["changed_trials"] = None  # a full read
+        return frame
+
+    def dashboard_trials_since(self, known: pd.DataFrame,
+                               experiment_names: Sequence[str]) -> pd.DataFrame:
+        """`known` (a `dashboard_trials` frame) brought up to date: equal to a new
+        `dashboard_trials`, reading only the trials that may have changed.
+
+        The writer changes a trial by adding it (a higher id), starting it (started_at),
+        ending it (finished_at), or, while it runs, recording its epochs and provenance,
+        or putting it back to pending. So the rows read again are those with a higher id
+        than `known` saw, those started or finished since the newest time it saw (less
+        SINCE_MARGIN, for transactions that commit out of order), the running ones and
+        those `known` had running. What trial rows do not show (a new experiment version,
+        candidates added or their measured cost set) makes it one full read. Sets
+        ``attrs["changed_trials"]`` to the number of trials read again.
+        """
+        seen: Seen | None = known.attrs.get("seen")
+        running = known.loc[known["status"] == "running", "trial_id"].unique().tolist() \
+            if not known.empty else []
+        with self._engine.connect() as conn, conn.begin():
+            ids = _latest_ids(conn, experiment_names)
+            now = _seen(conn, ids)
+            if (seen is None or seen.experiment_ids != now.experiment_ids
+                    or seen.candidates != now.candidates or len(running) > _IN_CHUNK):
+                fresh = _dashboard_frame(conn, _dashboard_select(ids))
+                fresh.attrs.update(seen=now, changed_trials=None)
+                return fresh
+            t = trial_table.c
+            changed: list[ColumnElement[bool]] = [t.id > seen.max_trial_id,
+                                                  t.status == "running"]
+            if running:
+                changed.append(t.id.in_([int(i) for i in running]))
+            if seen.newest_time is not None:
+                since = seen.newest_time - SINCE_MARGIN
+                changed += [t.started_at >= since, t.finished_at >= since]
+            fresh = _dashboard_frame(conn, _dashboard_select(ids).where(or_(*changed)))
+        kept = known[~known["trial_id"].isin(fresh["trial_id"])]
+        merged = pd.concat([kept, fresh], ignore_index=True) if not kept.empty else fresh
+        if not kept.empty and not fresh.empty:
+            merged = merged.sort_values(_DASHBOARD_ORDER, kind="stable", ignore_index=True)
+        merged.attrs.update(seen=now, changed_trials=int(fresh["trial_id"].nunique()))
+        return merged
+
+
 # --- statements ---------------------------------------------------------------------------
 
 
@@ -435,3 +509,88 @@ def _column(values: Sequence[Any], kind: str) -> Any:
             out[i] = tuple(data) if kind == "tuple" and data is not None else data
         return out
     return list(values)
+
+
+# --- the dashboard's reads ----------------------------------------------------------------
+
+# Timestamps come from the driver's clock: rows started or finished this long before the
+# newest seen are read again, in case a transaction committed after a later one.
+SINCE_MARGIN = timedelta(seconds=60)
+_DASHBOARD_ORDER = ["experiment", "version", "trial_id", "space"]
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What a dashboard frame was read at: the experiments' ids, a digest of their
+    candidates (count, and the measured cost set), the newest trial id and the newest
+    start or finish time."""
+
+    experiment_ids: tuple[int, ...]
+    candidates: tuple[Any, ...]
+    max_trial_id: int
+    newest_time: datetime | None
+
+
+def _latest_ids(conn: Connection, names: Sequence[str]) -> tuple[int, ...]:
+    e = experiment_table.c
+    return tuple(sorted(int(i) for i in conn.scalars(
+        select(e.id).where(*_experiment_filter(names, True)))))
+
+
+def _seen(conn: Connection, ids: tuple[int, ...]) -> Seen:
+    if not ids:
+        return Seen(ids, (), 0, None)
+    c, t = candidate_table.c, trial_table.c
+    digest = conn.execute(select(func.count(), func.count(c.latency_ms), func.sum(c.latency_ms))
+                          .where(c.experiment_id.in_(ids))).one()
+    newest = conn.execute(select(func.max(t.id), func.max(t.started_at), func.max(t.finished_at))
+                          .where(t.experiment_id.in_(ids))).one()
+    times = [aware(stamp) for stamp in newest[1:] if stamp is not None]
+    return Seen(ids, tuple(digest), int(newest[0] or 0), max(times) if times else None)
+
+
+def _dashboard_select(ids: tuple[int, ...]) -> Select[Any]:
+    t, c, e = trial_table.c, candidate_table.c, experiment_table.c
+    return (
+        select(e.name.label("experiment"), e.version, e.id.label("experiment_id"),
+               t.id.label("trial_id"), t.trial_key, t.candidate_key.label("key"), c.space,
+               c.depths, c.widths, c.cardinality, c.bottleneck_width, c.params, c.flops,
+               c.acts, c.latency_ms, t.seed, t.status,
+               case((t.status == "failed", t.error), else_=None).label("error"),
+               t.epochs_completed, t.test_error, t.test_top5_error, t.train_error,
+               t.train_images_per_sec)
+        .select_from(trial_table).join(experiment_table, e.id == t.experiment_id)
+        .outerjoin(candidate_table,
+                   and_(c.experiment_id == t.experiment_id, c.key == t.candidate_key))
+        .where(t.experiment_id.in_(ids) if ids else false())
+        .order_by(e.name, e.version, t.id, c.space)
+    )
+
+
+def _dashboard_frame(conn: Connection, stmt: Select[Any]) -> pd.DataFrame:
+    """The statement's rows as a frame, column by column (as Reader._frame does)."""
+    result = conn.execute(stmt)
+    names = list(result.keys())
+    rows = result.all()
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+    frame = pd.DataFrame({name: _column(values, _TRIAL_KINDS.get(name, ""))
+                          if name not in LIST_FIELDS else _decoded_lists(values)
+                          for name, values in zip(names, columns, strict=True)}, columns=names)
+    return frame
+
+
+def _decoded_lists(texts: Sequence[Any]) -> np.ndarray:
+    """JSON lists as tuples, each distinct text decoded once (a space has few shapes
+    per stage, a store many rows)."""
+    decoded: dict[Any, Any] = {}
+    out = np.empty(len(texts), dtype=object)
+    for i, text in enumerate(texts):
+        value = decoded.get(text, _MISSING)
+        if value is _MISSING:
+            value = tuple(json.loads(text)) if isinstance(text, str) else None
+            decoded[text] = value
+        out[i] = value
+    return out
+
+
+_MISSING = object()
