@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -77,6 +78,34 @@ def store_url(argv: Sequence[str]) -> str | None:
 
 
 # --- cached reads: keyed on the store's data version ---------------------------------------
+#
+# Everything is cached with st.cache_resource: values are shared as they are (read-only, never
+# pickled nor copied), and each cache holds a few entries, so memory stays flat however many
+# versions a sweep writes. The trials table itself lives in a `LiveTrials` per selection of
+# experiments: read once, then only the rows changed since.
+
+
+class LiveTrials:
+    """The trials table of one selection of experiments, kept current: one full read, then
+    at each new data version only the trials changed since (Reader.dashboard_trials_since).
+    Shared by the sessions, hence the lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._version = -1
+        self._frame: pd.DataFrame | None = None  # as read, its attrs saying what was seen
+        self._shown = pd.DataFrame()  # the same rows without them (for tables and charts)
+
+    def at(self, reader: Reader, names: tuple[str, ...], version: int) -> pd.DataFrame:
+        """The table as of `version` or newer."""
+        with self._lock:
+            if self._frame is None or version > self._version:
+                self._frame = reader.dashboard_trials(list(names)) if self._frame is None \
+                    else reader.dashboard_trials_since(self._frame, list(names))
+                self._shown = self._frame.copy(deep=False)
+                self._shown.attrs = {}
+                self._version = max(self._version, version)
+            return self._shown
 
 
 @st.cache_resource(show_spinner=False)
@@ -84,21 +113,29 @@ def open_store(url: str) -> Reader:
     return Reader.open(url)
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=8)
+def live_trials(url: str, experiments: tuple[str, ...]) -> LiveTrials:
+    return LiveTrials()
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
 def load_experiments(url: str, version: int) -> pd.DataFrame:
     return open_store(url).experiments()
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=2)
 def load_trials(url: str, version: int, experiments: tuple[str, ...]) -> pd.DataFrame:
-    trials = open_store(url).trials_frame(list(experiments))
+    trials = live_trials(url, experiments).at(open_store(url), experiments, version)
     return analysis.with_space_labels(trials)
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def select(url: str, version: int, experiments: tuple[str, ...], chosen: Filters
-           ) -> pd.DataFrame:
-    trials = load_trials(url, version, experiments)
+@st.cache_resource(show_spinner=False, max_entries=1)
+def load_full_trials(url: str, version: int, experiments: tuple[str, ...]) -> pd.DataFrame:
+    """Every column (provenance, times): only for the Trials view and its CSV."""
+    return analysis.with_space_labels(open_store(url).trials_frame(list(experiments)))
+
+
+def filtered(trials: pd.DataFrame, chosen: Filters) -> pd.DataFrame:
     options = dict(chosen)
     return analysis.filter_trials(
         trials, spaces=options.get("space", ()), statuses=options.get("status", ()),
@@ -107,15 +144,23 @@ def select(url: str, version: int, experiments: tuple[str, ...], chosen: Filters
     )
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_resource(show_spinner=False, max_entries=4)
+def select(url: str, version: int, experiments: tuple[str, ...], chosen: Filters
+           ) -> pd.DataFrame:
+    return filtered(load_trials(url, version, experiments), chosen)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
 def aggregate(url: str, version: int, experiments: tuple[str, ...], seeds: tuple[int, ...],
               statuses: tuple[str, ...]) -> pd.DataFrame:
     trials = analysis.filter_trials(load_trials(url, version, experiments), seeds=seeds,
                                     statuses=statuses)
-    return figures.with_hover(analysis.by_candidate(trials))
+    means = analysis.by_candidate(trials)
+    # Hover labels once for every chart; above the bins' threshold no chart shows them all.
+    return figures.with_labels(means) if len(means) <= figures.BIN_THRESHOLD else means
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@st.cache_resource(show_spinner=False, max_entries=8)
 def load_candidates(url: str, version: int, experiments: tuple[str, ...], chosen: Filters
                     ) -> pd.DataFrame:
     """Mean ± std over seeds per candidate of the selection.
@@ -132,35 +177,41 @@ def load_candidates(url: str, version: int, experiments: tuple[str, ...], chosen
         bottleneck_widths=options.get("bottleneck_width", ()), depths=options.get("depths", ()))
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_resource(show_spinner=False, max_entries=4)
 def load_edf(url: str, version: int, experiments: tuple[str, ...], chosen: Filters,
              normalize_by: str | None) -> pd.DataFrame:
     return analysis.edf_table(select(url, version, experiments, chosen),
                               normalize_by=normalize_by)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_resource(show_spinner=False, max_entries=4)
 def load_comparison(url: str, version: int, experiments: tuple[str, ...], chosen: Filters,
                     normalize: str) -> Comparison:
     return compare_spaces(select(url, version, experiments, chosen), normalize=normalize)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_resource(show_spinner=False, max_entries=4)
 def load_verdicts(url: str, version: int, experiments: tuple[str, ...], chosen: Filters
                   ) -> list[str]:
     return [v.sentence for v in cardinality_verdicts(select(url, version, experiments, chosen))]
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_resource(show_spinner=False, max_entries=4)
 def load_curves(url: str, version: int, experiments: tuple[str, ...], chosen: Filters,
                 trial_ids: tuple[int, ...]) -> pd.DataFrame:
     epochs = open_store(url).epochs_frame(trial_ids=trial_ids)
     return analysis.curves(epochs, select(url, version, experiments, chosen))
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=1)
+def trial_rows(url: str, version: int, experiments: tuple[str, ...], chosen: Filters
+               ) -> pd.DataFrame:
+    """The Trials view's table: every column of the selected trials."""
+    return analysis.trial_table(filtered(load_full_trials(url, version, experiments), chosen))
+
+
 def trial_csv(url: str, version: int, experiments: tuple[str, ...], chosen: Filters) -> str:
-    return analysis.trial_table(select(url, version, experiments, chosen)).to_csv(index=False)
+    return trial_rows(url, version, experiments, chosen).to_csv(index=False)
 
 
 # --- the view in the URL, numbers for people ------------------------------------------------
@@ -250,7 +301,7 @@ def sidebar(experiments: pd.DataFrame) -> tuple[str, ...]:
     return tuple(chosen)
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=2)
 def filter_options(url: str, version: int, experiments: tuple[str, ...]
                    ) -> dict[str, list[object]]:
     """The values present in each filtered column, sorted."""
@@ -369,7 +420,7 @@ def page(url: str | None) -> None:
             cost_view(candidates, nothing)
     with views["Trials"]:
         if views["Trials"].open:
-            table = analysis.trial_table(selected)
+            table = trial_rows(url, version, names, chosen)
             st.dataframe(table, hide_index=True, key="trial_table",
                          column_config=number_formats(table))
             st.download_button(

@@ -158,7 +158,10 @@ def test_error_vs_cost_one_point_per_candidate_with_mean_and_std(trials: pd.Data
     assert np.allclose(np.asarray(preserved.y)[order], [e for _, _, e in TABLE3])
     # Two seeds at ±0.1: sample std = 0.1 * sqrt(2).
     assert np.allclose(preserved.error_y.array, 0.1 * np.sqrt(2))
-    assert "c32" in " ".join(preserved.hovertext) and "32×4d" in " ".join(preserved.hovertext)
+    # The hover: one template over per-point values (customdata), no text per point.
+    assert preserved.hovertext is None and "customdata" in preserved.hovertemplate
+    hover = " ".join(str(v) for row in preserved.customdata for v in row)
+    assert "c32" in hover and "32×4d" in hover
     # Symbols by cardinality: C = 1, 2, 4, 8, 32 get five different symbols.
     symbols = dict(zip(np.asarray(preserved.x)[order], np.asarray(preserved.marker.symbol)[order],
                        strict=True))
@@ -242,12 +245,30 @@ def test_capacity_comparison_names_what_each_space_increases(trials: pd.DataFram
 # --- curves, EDFs, cost ---------------------------------------------------------------------
 
 
-def test_thin_keeps_first_and_last() -> None:
-    part = pd.DataFrame({"epoch": range(1000)})
-    thinned = figures.thin(part, 50)
-    assert len(thinned) == 50
-    assert thinned["epoch"].iloc[0] == 0 and thinned["epoch"].iloc[-1] == 999
-    assert figures.thin(part.head(10), 50).equals(part.head(10))
+def test_envelope_keeps_every_extreme_within_its_bucket() -> None:
+    """A long noisy curve drawn with at most max_points of its own points: the first and
+    last, and for every exact point a drawn point at most one bucket (n / (max_points / 4)
+    rows) away that is as low and one as high. Checked against the exact curve, point by
+    point."""
+    rng = np.random.default_rng(3)
+    n, max_points = 5000, 200
+    exact = pd.DataFrame({"epoch": np.arange(n),
+                          "error": 60 * np.exp(-np.arange(n) / 900) + rng.normal(0, 2, n)})
+    exact.loc[1234, "error"] = 95.0  # a spike an even thinning would miss
+    drawn = figures.envelope(exact.sample(frac=1, random_state=0), "epoch", "error", max_points)
+    assert len(drawn) <= max_points
+    assert drawn["epoch"].iloc[0] == 0 and drawn["epoch"].iloc[-1] == n - 1
+    assert list(drawn["epoch"]) == sorted(drawn["epoch"])
+    merged = drawn.merge(exact, on="epoch", suffixes=("", "_exact"))
+    assert len(merged) == len(drawn) and np.array_equal(merged["error"], merged["error_exact"])
+    assert 95.0 in set(drawn["error"])
+    reach = int(np.ceil(n / (max_points // 4)))
+    xs, ys = drawn["epoch"].to_numpy(), drawn["error"].to_numpy()
+    for epoch, error in zip(exact["epoch"], exact["error"], strict=True):
+        near = ys[np.abs(xs - epoch) <= reach]
+        assert near.min() <= error <= near.max()
+    short = exact.head(10)
+    assert figures.envelope(short, "epoch", "error", 50).equals(short)
 
 
 def test_training_curves_per_trial_and_split() -> None:
@@ -265,7 +286,7 @@ def test_training_curves_per_trial_and_split() -> None:
     long_run = pd.DataFrame({"trial_id": 1, "label": "a", "epoch": range(1000), "split": "test",
                              "error": np.linspace(60, 5, 1000)})
     thinned = figures.training_curves(long_run, max_points=100).data[0]
-    assert len(thinned.x) == 100 and thinned.x[-1] == 999
+    assert len(thinned.x) <= 100 and thinned.x[0] == 0 and thinned.x[-1] == 999
 
 
 def test_edf_figure_line_and_band_per_space(trials: pd.DataFrame) -> None:
