@@ -88,24 +88,48 @@ def store_url(argv: Sequence[str]) -> str | None:
 class LiveTrials:
     """The trials table of one selection of experiments, kept current: one full read, then
     at each new data version only the trials changed since (Reader.dashboard_trials_since).
-    Shared by the sessions, hence the lock."""
+    Shared by the sessions, hence the lock. It remembers which candidates each refresh
+    touched, so that aggregates can be brought up to date the same way (`changed_keys`)."""
+
+    LOG = 64  # refreshes remembered
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._version = -1
         self._frame: pd.DataFrame | None = None  # as read, its attrs saying what was seen
         self._shown = pd.DataFrame()  # the same rows without them (for tables and charts)
+        self._log: list[tuple[int, frozenset[str] | None]] = []  # (version, keys changed)
 
     def at(self, reader: Reader, names: tuple[str, ...], version: int) -> pd.DataFrame:
         """The table as of `version` or newer."""
         with self._lock:
             if self._frame is None or version > self._version:
-                self._frame = reader.dashboard_trials(list(names)) if self._frame is None \
-                    else reader.dashboard_trials_since(self._frame, list(names))
+                before = self._frame
+                self._frame = reader.dashboard_trials(list(names)) if before is None \
+                    else reader.dashboard_trials_since(before, list(names))
+                self._log = [*self._log[-self.LOG:], (version, _touched(before, self._frame))]
                 self._shown = self._frame.copy(deep=False)
                 self._shown.attrs = {}
                 self._version = max(self._version, version)
             return self._shown
+
+    def changed_keys(self, since: int) -> frozenset[str] | None:
+        """The candidate keys whose trials changed after data version `since`; None when
+        that is not known (a full read since, or `since` further back than the log)."""
+        with self._lock:
+            later = [touched for version, touched in self._log if version > since]
+            reaches = any(version <= since for version, _ in self._log)
+            if not reaches or any(touched is None for touched in later):
+                return None
+            return frozenset().union(*later)  # type: ignore[arg-type]
+
+
+def _touched(before: pd.DataFrame | None, after: pd.DataFrame) -> frozenset[str] | None:
+    """The candidate keys of the trials a refresh read again; None for a full read."""
+    ids = after.attrs.get("changed_trials")
+    if before is None or ids is None:
+        return None
+    return frozenset(after.loc[after["trial_id"].isin(ids), "key"].astype(str))
 
 
 @st.cache_resource(show_spinner=False)
@@ -120,7 +144,7 @@ def live_trials(url: str, experiments: tuple[str, ...]) -> LiveTrials:
 
 @st.cache_resource(show_spinner=False, max_entries=2)
 def load_experiments(url: str, version: int) -> pd.DataFrame:
-    return open_store(url).experiments()
+    return open_store(url).experiment_versions()
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
@@ -150,14 +174,56 @@ def select(url: str, version: int, experiments: tuple[str, ...], chosen: Filters
     return filtered(load_trials(url, version, experiments), chosen)
 
 
+class Means:
+    """Candidate means over seeds for one choice of seeds and statuses, kept current like
+    the trials: after a refresh only the candidates whose trials changed are recomputed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.version = -1
+        self.frame: pd.DataFrame | None = None
+
+    def at(self, url: str, version: int, experiments: tuple[str, ...], seeds: tuple[int, ...],
+           statuses: tuple[str, ...]) -> pd.DataFrame:
+        with self._lock:
+            if self.frame is not None and version <= self.version:
+                return self.frame
+            trials = load_trials(url, version, experiments)
+            previous = self.frame
+            keys = None if previous is None else \
+                live_trials(url, experiments).changed_keys(self.version)
+            if previous is None or keys is None:
+                self.frame = candidate_means(trials, seeds, statuses)
+            elif keys:
+                part = candidate_means(trials[trials["key"].astype(str).isin(keys)], seeds,
+                                       statuses, labels="arch_label" in previous.columns)
+                kept = previous[~previous["key"].astype(str).isin(keys)]
+                self.frame = pd.concat([kept, part], ignore_index=True) if not part.empty \
+                    else kept.reset_index(drop=True)
+            self.version = version
+            return self.frame
+
+
+def candidate_means(trials: pd.DataFrame, seeds: tuple[int, ...], statuses: tuple[str, ...],
+                    labels: bool | None = None) -> pd.DataFrame:
+    """analysis.by_candidate of the trials with these seeds and statuses, with hover labels
+    (`labels`; by default when no chart bins them: then no chart shows them all)."""
+    means = analysis.by_candidate(analysis.filter_trials(trials, seeds=seeds,
+                                                         statuses=statuses))
+    wanted = len(means) <= figures.BIN_THRESHOLD if labels is None else labels
+    return figures.with_labels(means) if wanted else means
+
+
 @st.cache_resource(show_spinner=False, max_entries=4)
+def means_for(url: str, experiments: tuple[str, ...], seeds: tuple[int, ...],
+              statuses: tuple[str, ...]) -> Means:
+    return Means()
+
+
 def aggregate(url: str, version: int, experiments: tuple[str, ...], seeds: tuple[int, ...],
               statuses: tuple[str, ...]) -> pd.DataFrame:
-    trials = analysis.filter_trials(load_trials(url, version, experiments), seeds=seeds,
-                                    statuses=statuses)
-    means = analysis.by_candidate(trials)
-    # Hover labels once for every chart; above the bins' threshold no chart shows them all.
-    return figures.with_labels(means) if len(means) <= figures.BIN_THRESHOLD else means
+    return means_for(url, experiments, seeds, statuses).at(url, version, experiments, seeds,
+                                                           statuses)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -308,10 +374,10 @@ def filter_options(url: str, version: int, experiments: tuple[str, ...]
     trials = load_trials(url, version, experiments)
     options = {}
     for _key, _label, column in FILTERS:
-        values = trials[column].dropna()
+        values = trials[column].dropna().unique().tolist()  # few distinct, many rows
         if column == "depths":
-            values = values.map(analysis.tuple_label)
-        options[column] = sorted(values.unique().tolist(), key=lambda v: (str(type(v)), v))
+            values = list({analysis.tuple_label(v) for v in values})
+        options[column] = sorted(values, key=lambda v: (str(type(v)), v))
     return options
 
 
@@ -325,17 +391,30 @@ def filter_widgets(options: dict[str, list[object]]) -> Filters:
     return tuple(chosen)
 
 
-def messages(experiments: pd.DataFrame, names: tuple[str, ...], trials: pd.DataFrame) -> None:
-    """What has no results yet, and what failed."""
+@st.cache_resource(show_spinner=False, max_entries=2)
+def status_counts(url: str, version: int, experiments: tuple[str, ...]
+                  ) -> dict[str, dict[str, int]]:
+    """Per experiment, its trials by status (a trial in several spaces counted once)."""
+    per_trial = load_trials(url, version, experiments).drop_duplicates("trial_id")
+    counts = per_trial.groupby(["experiment", "status"]).size()
+    return {str(name): {str(status): int(n) for status, n in part.droplevel(0).items()}
+            for name, part in counts.groupby(level=0)}
+
+
+def messages(experiments: pd.DataFrame, names: tuple[str, ...], counts: dict[str, dict[str, int]],
+             trials: pd.DataFrame) -> None:
+    """What has no results yet (`counts`: status_counts of every trial), and what failed."""
     latest = experiments[experiments["latest"] & experiments["experiment"].isin(names)]
     for row in latest.itertuples(index=False):
-        if row.trials == 0:
+        have = counts.get(str(row.experiment), {})
+        if not have:
             st.info(f"Experiment {row.experiment!r} (version {row.version}) has no trials yet; "
                     "this page updates by itself as the sweep records them.")
-        elif row.finished == 0:
+        elif have.get("finished", 0) == 0:
             st.info(f"Experiment {row.experiment!r} (version {row.version}) has no finished "
-                    f"trials yet: {row.pending} pending, {row.running} running, "
-                    f"{row.failed} failed. The charts appear as trials finish.")
+                    f"trials yet: {have.get('pending', 0)} pending, {have.get('running', 0)} "
+                    f"running, {have.get('failed', 0)} failed. The charts appear as trials "
+                    "finish.")
     failed = analysis.failed_table(trials)
     if not failed.empty:
         st.warning(f"{len(failed)} trial{'s' if len(failed) != 1 else ''} failed; "
@@ -383,11 +462,10 @@ def page(url: str | None) -> None:
         return
     chosen = filter_widgets(filter_options(url, version, names))
     selected = select(url, version, names, chosen)
-    messages(experiments, names, selected)
+    counts = status_counts(url, version, names)
+    messages(experiments, names, counts, selected)
     if selected.empty:
-        any_trials = bool(experiments.loc[experiments["latest"]
-                                          & experiments["experiment"].isin(names), "trials"].sum())
-        st.info("No trials match the filters in the sidebar." if any_trials else
+        st.info("No trials match the filters in the sidebar." if counts else
                 "No trials recorded for this selection yet.")
         return
     candidates = load_candidates(url, version, names, chosen)

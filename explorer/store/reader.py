@@ -370,6 +370,19 @@ class Reader:
         frame.attrs["changed_trials"] = None  # a full read
         return frame
 
+    def experiment_versions(self) -> pd.DataFrame:
+        """Every version of every experiment (id, name, version, latest, created_at) without
+        `experiments`' trial counts: what a page lists, from the experiments table alone."""
+        e = experiment_table.c
+        newest = experiment_table.alias()
+        latest = (select(func.max(newest.c.version)).where(newest.c.name == e.name)
+                  .scalar_subquery())
+        stmt = (select(e.id.label("experiment_id"), e.name.label("experiment"), e.version,
+                       (e.version == latest).label("latest"), e.created_at)
+                .order_by(e.name, e.version))
+        return self._frame(stmt, {"experiment_id": "int", "version": "int", "latest": "bool",
+                                  "created_at": "time"})
+
     def dashboard_trials_since(self, known: pd.DataFrame,
                                experiment_names: Sequence[str]) -> pd.DataFrame:
         """`known` (a `dashboard_trials` frame) brought up to date: equal to a new
@@ -382,7 +395,8 @@ class Reader:
         SINCE_MARGIN, for transactions that commit out of order), the running ones and
         those `known` had running. What trial rows do not show (a new experiment version,
         candidates added or their measured cost set) makes it one full read. Sets
-        ``attrs["changed_trials"]`` to the number of trials read again.
+        ``attrs["changed_trials"]`` to the ids of the trials read again (None after a full
+        read).
         """
         seen: Seen | None = known.attrs.get("seen")
         running = known.loc[known["status"] == "running", "trial_id"].unique().tolist() \
@@ -393,7 +407,7 @@ class Reader:
             if (seen is None or seen.experiment_ids != now.experiment_ids
                     or seen.candidates != now.candidates or len(running) > _IN_CHUNK):
                 fresh = _dashboard_frame(conn, _dashboard_select(ids))
-                fresh.attrs.update(seen=now, changed_trials=None)
+                fresh.attrs = {"seen": now, "changed_trials": None}
                 return fresh
             t = trial_table.c
             changed: list[ColumnElement[bool]] = [t.id > seen.max_trial_id,
@@ -403,12 +417,18 @@ class Reader:
             if seen.newest_time is not None:
                 since = seen.newest_time - SINCE_MARGIN
                 changed += [t.started_at >= since, t.finished_at >= since]
-            fresh = _dashboard_frame(conn, _dashboard_select(ids).where(or_(*changed)))
+            # Ids first, by one scan of the trials table, then those rows by primary key:
+            # a condition on experiment_id would walk its index over every trial instead.
+            found = sorted(set(conn.scalars(select(t.id).where(or_(*changed)))))
+            parts = [_dashboard_frame(conn, _dashboard_select(ids, t.id.in_(chunk)))
+                     for chunk in _chunks(found)]
+        fresh = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0] if parts \
+            else known.iloc[:0]
+        fresh = fresh[fresh["experiment_id"].isin(ids)].reset_index(drop=True)
         kept = known[~known["trial_id"].isin(fresh["trial_id"])]
-        merged = pd.concat([kept, fresh], ignore_index=True) if not kept.empty else fresh
-        if not kept.empty and not fresh.empty:
-            merged = merged.sort_values(_DASHBOARD_ORDER, kind="stable", ignore_index=True)
-        merged.attrs.update(seen=now, changed_trials=int(fresh["trial_id"].nunique()))
+        merged = _in_order(pd.concat([kept, fresh], ignore_index=True)) \
+            if not kept.empty and not fresh.empty else fresh if kept.empty else kept
+        merged.attrs = {"seen": now, "changed_trials": tuple(found)}
         return merged
 
 
@@ -516,7 +536,6 @@ def _column(values: Sequence[Any], kind: str) -> Any:
 # Timestamps come from the driver's clock: rows started or finished this long before the
 # newest seen are read again, in case a transaction committed after a later one.
 SINCE_MARGIN = timedelta(seconds=60)
-_DASHBOARD_ORDER = ["experiment", "version", "trial_id", "space"]
 
 
 @dataclass(frozen=True)
@@ -538,19 +557,27 @@ def _latest_ids(conn: Connection, names: Sequence[str]) -> tuple[int, ...]:
 
 
 def _seen(conn: Connection, ids: tuple[int, ...]) -> Seen:
+    """Over the whole store, not only `ids`: one scan of each table, where a condition on
+    experiment_id would walk its index; a newer time or higher id elsewhere only makes
+    the next read look further back, and a candidate change elsewhere a full read."""
     if not ids:
         return Seen(ids, (), 0, None)
     c, t = candidate_table.c, trial_table.c
-    digest = conn.execute(select(func.count(), func.count(c.latency_ms), func.sum(c.latency_ms))
-                          .where(c.experiment_id.in_(ids))).one()
-    newest = conn.execute(select(func.max(t.id), func.max(t.started_at), func.max(t.finished_at))
-                          .where(t.experiment_id.in_(ids))).one()
+    digest = conn.execute(select(func.count(), func.count(c.latency_ms),
+                                 func.sum(c.latency_ms))).one()
+    newest = conn.execute(select(func.max(t.id), func.max(t.started_at),
+                                 func.max(t.finished_at))).one()
     times = [aware(stamp) for stamp in newest[1:] if stamp is not None]
     return Seen(ids, tuple(digest), int(newest[0] or 0), max(times) if times else None)
 
 
-def _dashboard_select(ids: tuple[int, ...]) -> Select[Any]:
+def _dashboard_select(ids: tuple[int, ...],
+                      rows: ColumnElement[bool] | None = None) -> Select[Any]:
+    """The dashboard's columns for the trials of experiments `ids`, or for the `rows`
+    (by trial id) of any experiment: a condition on the experiment there can make the
+    planner walk every trial of it instead of looking the rows up."""
     t, c, e = trial_table.c, candidate_table.c, experiment_table.c
+    where = (t.experiment_id.in_(ids) if ids else false()) if rows is None else rows
     return (
         select(e.name.label("experiment"), e.version, e.id.label("experiment_id"),
                t.id.label("trial_id"), t.trial_key, t.candidate_key.label("key"), c.space,
@@ -562,9 +589,20 @@ def _dashboard_select(ids: tuple[int, ...]) -> Select[Any]:
         .select_from(trial_table).join(experiment_table, e.id == t.experiment_id)
         .outerjoin(candidate_table,
                    and_(c.experiment_id == t.experiment_id, c.key == t.candidate_key))
-        .where(t.experiment_id.in_(ids) if ids else false())
+        .where(where)
         .order_by(e.name, e.version, t.id, c.space)
     )
+
+
+def _in_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows in _dashboard_select's order (experiment, version, trial, space), by a stable
+    sort on integers: a trial's rows, one per space, come in order from one read."""
+    experiments = frame[["experiment", "version", "experiment_id"]].drop_duplicates()
+    rank = dict(zip(experiments.sort_values(["experiment", "version"])["experiment_id"],
+                    range(len(experiments)), strict=True))
+    order = np.lexsort((frame["trial_id"].to_numpy(),
+                        frame["experiment_id"].map(rank).to_numpy()))
+    return frame.iloc[order].reset_index(drop=True)
 
 
 def _dashboard_frame(conn: Connection, stmt: Select[Any]) -> pd.DataFrame:
