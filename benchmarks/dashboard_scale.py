@@ -23,7 +23,8 @@ each run in a new page:
   says it is no longer running;
 - a filter change: one cardinality picked in the sidebar, until the chart
   shows the filtered points;
-- bytes sent to the browser (the websocket frames received, and HTTP bodies);
+- bytes sent to the browser: the app's data, the websocket frames it receives (the
+  scripts come from the browser's cache, see below);
 - the server's resident memory (its process tree, from /proc) after the view;
 - a live refresh: one new finished trial written by the `Writer`, the time
   until the page shows it, and the server's CPU time (user + system of its
@@ -350,8 +351,6 @@ def measure_once(context: Any, port: int, path: Path, serial: int, cardinality: 
                 0, received[0] + len(payload)))
 
         page.on("websocket", on_socket)
-        page.on("response", lambda response: received.__setitem__(
-            0, received[0] + int(response.headers.get("content-length", 0) or 0)))
         cpu0 = cpu_seconds(process.pid)
         started = time.perf_counter()
         page.goto(page_url, wait_until="domcontentloaded")

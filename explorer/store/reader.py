@@ -594,6 +594,9 @@ def _dashboard_select(ids: tuple[int, ...],
     )
 
 
+_TEXT_COLUMNS = ("experiment", "trial_key", "key", "space", "status", "error")
+
+
 def _in_order(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows in _dashboard_select's order (experiment, version, trial, space), by a stable
     sort on integers: a trial's rows, one per space, come in order from one read."""
@@ -614,7 +617,9 @@ def _dashboard_frame(conn: Connection, stmt: Select[Any]) -> pd.DataFrame:
     frame = pd.DataFrame({name: _column(values, _TRIAL_KINDS.get(name, ""))
                           if name not in LIST_FIELDS else _decoded_lists(values)
                           for name, values in zip(names, columns, strict=True)}, columns=names)
-    return frame
+    # Text as pandas' string dtype whatever the rows hold (all None would infer object),
+    # so that a few rows read again concatenate to the dtypes of a full read.
+    return frame.astype(dict.fromkeys(_TEXT_COLUMNS, "str"))
 
 
 def _decoded_lists(texts: Sequence[Any]) -> np.ndarray:
