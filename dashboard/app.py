@@ -247,7 +247,7 @@ def load_candidates(url: str, version: int, experiments: tuple[str, ...], chosen
 def load_edf(url: str, version: int, experiments: tuple[str, ...], chosen: Filters,
              normalize_by: str | None) -> pd.DataFrame:
     return analysis.edf_table(select(url, version, experiments, chosen),
-                              normalize_by=normalize_by)
+                              normalize_by=normalize_by, quantile_grid=True)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
