@@ -238,9 +238,13 @@ def load_candidates(url: str, version: int, experiments: tuple[str, ...], chosen
     options = dict(chosen)
     means = aggregate(url, version, experiments, options.get("seed", ()),
                       options.get("status", ()))
-    return analysis.filter_trials(
+    chosen_means = analysis.filter_trials(
         means, spaces=options.get("space", ()), cardinalities=options.get("cardinality", ()),
         bottleneck_widths=options.get("bottleneck_width", ()), depths=options.get("depths", ()))
+    # A filter that leaves few enough to draw one by one: their hover labels, once.
+    few = len(chosen_means) <= figures.BIN_THRESHOLD
+    return figures.with_labels(chosen_means) \
+        if few and "arch_label" not in chosen_means.columns else chosen_means
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
