@@ -10,7 +10,11 @@ every chart comes from explorer.figures.
 Live: store reads are cached on ``Reader.data_version()``, which changes with
 every write, and a fragment polls that number every few seconds; when it
 changes, the app reruns (the browser page is not reloaded, and charts keep
-their zoom through ``uirevision``).
+their zoom through ``uirevision``). A rerun costs what changed: the trials
+table is read in full once (only the columns drawn), then only the trials
+changed since (`LiveTrials`), and the candidate means are recomputed only for
+the candidates those trials belong to (`Means`). Caches are st.cache_resource
+with a few entries each: shared, never pickled, flat in memory during a sweep.
 
 Links: the view, the experiments, the filters and the views' settings are in the
 page's query string (URL_PARAMS names them), read once when a session starts and
