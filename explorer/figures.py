@@ -266,7 +266,7 @@ def density_bins(part: pd.DataFrame, cost: str, grid: tuple[np.ndarray, np.ndarr
         "x": 10 ** (np.bincount(inverse, weights=x) / counts),
         "y": np.bincount(inverse, weights=y) / counts,
         "marker": {"color": color, "size": 3 + 9 * np.sqrt(counts / counts.max()),
-                   "opacity": 0.7},
+                   "opacity": 0.5},  # overlapping spaces stay visible
         "customdata": customdata,
         "hovertemplate": ("<b>%{fullData.name}</b><br>%{customdata[0]} candidates<br>"
                           "test error %{customdata[1]:.2f} to %{customdata[2]:.2f} %<br>"

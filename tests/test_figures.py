@@ -381,3 +381,33 @@ def test_edf_on_a_quantile_grid_is_within_one_step_of_the_exact_edf(
         worst_plain = max(worst_plain, float(np.max(exact - _drawn(plain, space, at))))
     assert len(edf) <= 2 * (points + 2 * (points - 1))
     assert worst_plain > 10 / points  # what the quantiles are for
+
+
+def test_error_vs_cost_bins_hold_every_candidate_once() -> None:
+    """Above the threshold: WebGL bins per space whose counts add up to the candidates,
+    each bin's error range holding its own candidates (recounted here on the same grid),
+    and the exact Pareto front."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    rows = [trial(f"k{i}", float(e), space="AB"[i % 2], params=int(p), flops=int(p))
+            for i, (e, p) in enumerate(zip(rng.normal(5, 1, n), rng.integers(10**4, 10**9, n),
+                                           strict=True))]
+    candidates = analysis.by_candidate(frame(rows))
+    fig = validated(figures.error_vs_cost(candidates, "flops", bin_above=n - 1))
+    bins = role(fig, "bins")
+    assert [t.name for t in bins] == ["A", "B"] and figures.points(fig) == 0
+    assert all(t.type == "scattergl" and t.hovertext is None for t in bins)
+    for trace in bins:
+        part = candidates[candidates["space"] == trace.name]
+        data = np.asarray(trace.customdata, dtype=float)
+        assert data[:, 0].sum() == len(part)
+        assert data[:, 1].min() == pytest.approx(part["test_error_mean"].min())
+        assert data[:, 2].max() == pytest.approx(part["test_error_mean"].max())
+        assert len(trace.x) < len(part)  # fewer markers than candidates
+    (front,) = role(fig, "pareto")
+    expected = analysis.pareto_front(candidates, "flops")
+    assert np.allclose(front.x, expected["flops"].astype(float))
+    exact = figures.error_vs_cost(candidates, "flops", bin_above=n)
+    assert figures.points(exact) == n and not role(exact, "bins")
+    assert all(t.type == "scattergl" and t.customdata is not None
+               for t in role(exact, "candidates"))
