@@ -371,14 +371,15 @@ class Reader:
         return frame
 
     def experiment_versions(self) -> pd.DataFrame:
-        """Every version of every experiment (id, name, version, latest, created_at) without
-        `experiments`' trial counts: what a page lists, from the experiments table alone."""
+        """Every version of every experiment (id, name, version, latest, created_at, its
+        spec's text) without `experiments`' trial counts: what a page lists, from the
+        experiments table alone."""
         e = experiment_table.c
         newest = experiment_table.alias()
         latest = (select(func.max(newest.c.version)).where(newest.c.name == e.name)
                   .scalar_subquery())
         stmt = (select(e.id.label("experiment_id"), e.name.label("experiment"), e.version,
-                       (e.version == latest).label("latest"), e.created_at)
+                       (e.version == latest).label("latest"), e.created_at, e.spec_text)
                 .order_by(e.name, e.version))
         return self._frame(stmt, {"experiment_id": "int", "version": "int", "latest": "bool",
                                   "created_at": "time"})
