@@ -10,7 +10,11 @@ every chart comes from explorer.figures.
 Live: store reads are cached on ``Reader.data_version()``, which changes with
 every write, and a fragment polls that number every few seconds; when it
 changes, the app reruns (the browser page is not reloaded, and charts keep
-their zoom through ``uirevision``).
+their zoom through ``uirevision``). A rerun costs what changed: the trials
+table is read in full once (only the columns drawn), then only the trials
+changed since (`LiveTrials`), and the candidate means are recomputed only for
+the candidates those trials belong to (`Means`). Caches are st.cache_resource
+with a few entries each: shared, never pickled, flat in memory during a sweep.
 
 Links: the view, the experiments, the filters and the views' settings are in the
 page's query string (URL_PARAMS names them), read once when a session starts and
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -77,6 +82,58 @@ def store_url(argv: Sequence[str]) -> str | None:
 
 
 # --- cached reads: keyed on the store's data version ---------------------------------------
+#
+# Everything is cached with st.cache_resource: values are shared as they are (read-only, never
+# pickled nor copied), and each cache holds a few entries, so memory stays flat however many
+# versions a sweep writes. The trials table itself lives in a `LiveTrials` per selection of
+# experiments: read once, then only the rows changed since.
+
+
+class LiveTrials:
+    """The trials table of one selection of experiments, kept current: one full read, then
+    at each new data version only the trials changed since (Reader.dashboard_trials_since).
+    Shared by the sessions, hence the lock. It remembers which candidates each refresh
+    touched, so that aggregates can be brought up to date the same way (`changed_keys`)."""
+
+    LOG = 64  # refreshes remembered
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._version = -1
+        self._frame: pd.DataFrame | None = None  # as read, its attrs saying what was seen
+        self._shown = pd.DataFrame()  # the same rows without them (for tables and charts)
+        self._log: list[tuple[int, frozenset[str] | None]] = []  # (version, keys changed)
+
+    def at(self, reader: Reader, names: tuple[str, ...], version: int) -> pd.DataFrame:
+        """The table as of `version` or newer."""
+        with self._lock:
+            if self._frame is None or version > self._version:
+                before = self._frame
+                self._frame = reader.dashboard_trials(list(names)) if before is None \
+                    else reader.dashboard_trials_since(before, list(names))
+                self._log = [*self._log[-self.LOG:], (version, _touched(before, self._frame))]
+                self._shown = self._frame.copy(deep=False)
+                self._shown.attrs = {}
+                self._version = max(self._version, version)
+            return self._shown
+
+    def changed_keys(self, since: int) -> frozenset[str] | None:
+        """The candidate keys whose trials changed after data version `since`; None when
+        that is not known (a full read since, or `since` further back than the log)."""
+        with self._lock:
+            later = [touched for version, touched in self._log if version > since]
+            reaches = any(version <= since for version, _ in self._log)
+            if not reaches or any(touched is None for touched in later):
+                return None
+            return frozenset().union(*later)  # type: ignore[arg-type]
+
+
+def _touched(before: pd.DataFrame | None, after: pd.DataFrame) -> frozenset[str] | None:
+    """The candidate keys of the trials a refresh read again; None for a full read."""
+    ids = after.attrs.get("changed_trials")
+    if before is None or ids is None:
+        return None
+    return frozenset(after.loc[after["trial_id"].isin(ids), "key"].astype(str))
 
 
 @st.cache_resource(show_spinner=False)
@@ -84,21 +141,29 @@ def open_store(url: str) -> Reader:
     return Reader.open(url)
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=8)
+def live_trials(url: str, experiments: tuple[str, ...]) -> LiveTrials:
+    return LiveTrials()
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
 def load_experiments(url: str, version: int) -> pd.DataFrame:
-    return open_store(url).experiments()
+    return open_store(url).experiment_versions()
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=2)
 def load_trials(url: str, version: int, experiments: tuple[str, ...]) -> pd.DataFrame:
-    trials = open_store(url).trials_frame(list(experiments))
+    trials = live_trials(url, experiments).at(open_store(url), experiments, version)
     return analysis.with_space_labels(trials)
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def select(url: str, version: int, experiments: tuple[str, ...], chosen: Filters
-           ) -> pd.DataFrame:
-    trials = load_trials(url, version, experiments)
+@st.cache_resource(show_spinner=False, max_entries=1)
+def load_full_trials(url: str, version: int, experiments: tuple[str, ...]) -> pd.DataFrame:
+    """Every column (provenance, times): only for the Trials view and its CSV."""
+    return analysis.with_space_labels(open_store(url).trials_frame(list(experiments)))
+
+
+def filtered(trials: pd.DataFrame, chosen: Filters) -> pd.DataFrame:
     options = dict(chosen)
     return analysis.filter_trials(
         trials, spaces=options.get("space", ()), statuses=options.get("status", ()),
@@ -107,15 +172,65 @@ def select(url: str, version: int, experiments: tuple[str, ...], chosen: Filters
     )
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_resource(show_spinner=False, max_entries=4)
+def select(url: str, version: int, experiments: tuple[str, ...], chosen: Filters
+           ) -> pd.DataFrame:
+    return filtered(load_trials(url, version, experiments), chosen)
+
+
+class Means:
+    """Candidate means over seeds for one choice of seeds and statuses, kept current like
+    the trials: after a refresh only the candidates whose trials changed are recomputed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.version = -1
+        self.frame: pd.DataFrame | None = None
+
+    def at(self, url: str, version: int, experiments: tuple[str, ...], seeds: tuple[int, ...],
+           statuses: tuple[str, ...]) -> pd.DataFrame:
+        with self._lock:
+            if self.frame is not None and version <= self.version:
+                return self.frame
+            trials = load_trials(url, version, experiments)
+            previous = self.frame
+            keys = None if previous is None else \
+                live_trials(url, experiments).changed_keys(self.version)
+            if previous is None or keys is None:
+                self.frame = candidate_means(trials, seeds, statuses)
+            elif keys:
+                part = candidate_means(trials[trials["key"].astype(str).isin(keys)], seeds,
+                                       statuses, labels="arch_label" in previous.columns)
+                kept = previous[~previous["key"].astype(str).isin(keys)]
+                self.frame = pd.concat([kept, part], ignore_index=True) if not part.empty \
+                    else kept.reset_index(drop=True)
+            self.version = version
+            return self.frame
+
+
+def candidate_means(trials: pd.DataFrame, seeds: tuple[int, ...], statuses: tuple[str, ...],
+                    labels: bool | None = None) -> pd.DataFrame:
+    """analysis.by_candidate of the trials with these seeds and statuses, with hover labels
+    (`labels`; by default when no chart bins them: then no chart shows them all)."""
+    means = analysis.by_candidate(analysis.filter_trials(trials, seeds=seeds,
+                                                         statuses=statuses))
+    wanted = len(means) <= figures.BIN_THRESHOLD if labels is None else labels
+    return figures.with_labels(means) if wanted else means
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def means_for(url: str, experiments: tuple[str, ...], seeds: tuple[int, ...],
+              statuses: tuple[str, ...]) -> Means:
+    return Means()
+
+
 def aggregate(url: str, version: int, experiments: tuple[str, ...], seeds: tuple[int, ...],
               statuses: tuple[str, ...]) -> pd.DataFrame:
-    trials = analysis.filter_trials(load_trials(url, version, experiments), seeds=seeds,
-                                    statuses=statuses)
-    return figures.with_hover(analysis.by_candidate(trials))
+    return means_for(url, experiments, seeds, statuses).at(url, version, experiments, seeds,
+                                                           statuses)
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@st.cache_resource(show_spinner=False, max_entries=8)
 def load_candidates(url: str, version: int, experiments: tuple[str, ...], chosen: Filters
                     ) -> pd.DataFrame:
     """Mean ± std over seeds per candidate of the selection.
@@ -127,19 +242,23 @@ def load_candidates(url: str, version: int, experiments: tuple[str, ...], chosen
     options = dict(chosen)
     means = aggregate(url, version, experiments, options.get("seed", ()),
                       options.get("status", ()))
-    return analysis.filter_trials(
+    chosen_means = analysis.filter_trials(
         means, spaces=options.get("space", ()), cardinalities=options.get("cardinality", ()),
         bottleneck_widths=options.get("bottleneck_width", ()), depths=options.get("depths", ()))
+    # A filter that leaves few enough to draw one by one: their hover labels, once.
+    few = len(chosen_means) <= figures.BIN_THRESHOLD
+    return figures.with_labels(chosen_means) \
+        if few and "arch_label" not in chosen_means.columns else chosen_means
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_resource(show_spinner=False, max_entries=4)
 def load_edf(url: str, version: int, experiments: tuple[str, ...], chosen: Filters,
              normalize_by: str | None) -> pd.DataFrame:
     return analysis.edf_table(select(url, version, experiments, chosen),
-                              normalize_by=normalize_by)
+                              normalize_by=normalize_by, quantile_grid=True)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_resource(show_spinner=False, max_entries=4)
 def load_comparison(url: str, version: int, experiments: tuple[str, ...], chosen: Filters,
                     normalize: str) -> tuple[Comparison, str | None]:
     return compare_or_plain(select(url, version, experiments, chosen), normalize=normalize)
@@ -151,22 +270,28 @@ def load_regions(url: str, version: int, experiments: tuple[str, ...], chosen: F
     return space_regions(select(url, version, experiments, chosen), space)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_resource(show_spinner=False, max_entries=4)
 def load_verdicts(url: str, version: int, experiments: tuple[str, ...], chosen: Filters
                   ) -> list[str]:
     return [v.sentence for v in cardinality_verdicts(select(url, version, experiments, chosen))]
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_resource(show_spinner=False, max_entries=4)
 def load_curves(url: str, version: int, experiments: tuple[str, ...], chosen: Filters,
                 trial_ids: tuple[int, ...]) -> pd.DataFrame:
     epochs = open_store(url).epochs_frame(trial_ids=trial_ids)
     return analysis.curves(epochs, select(url, version, experiments, chosen))
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=1)
+def trial_rows(url: str, version: int, experiments: tuple[str, ...], chosen: Filters
+               ) -> pd.DataFrame:
+    """The Trials view's table: every column of the selected trials."""
+    return analysis.trial_table(filtered(load_full_trials(url, version, experiments), chosen))
+
+
 def trial_csv(url: str, version: int, experiments: tuple[str, ...], chosen: Filters) -> str:
-    return analysis.trial_table(select(url, version, experiments, chosen)).to_csv(index=False)
+    return trial_rows(url, version, experiments, chosen).to_csv(index=False)
 
 
 # --- the view in the URL, numbers for people ------------------------------------------------
@@ -256,17 +381,17 @@ def sidebar(experiments: pd.DataFrame) -> tuple[str, ...]:
     return tuple(chosen)
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=2)
 def filter_options(url: str, version: int, experiments: tuple[str, ...]
                    ) -> dict[str, list[object]]:
     """The values present in each filtered column, sorted."""
     trials = load_trials(url, version, experiments)
     options = {}
     for _key, _label, column in FILTERS:
-        values = trials[column].dropna()
+        values = trials[column].dropna().unique().tolist()  # few distinct, many rows
         if column == "depths":
-            values = values.map(analysis.tuple_label)
-        options[column] = sorted(values.unique().tolist(), key=lambda v: (str(type(v)), v))
+            values = list({analysis.tuple_label(v) for v in values})
+        options[column] = sorted(values, key=lambda v: (str(type(v)), v))
     return options
 
 
@@ -280,17 +405,30 @@ def filter_widgets(options: dict[str, list[object]]) -> Filters:
     return tuple(chosen)
 
 
-def messages(experiments: pd.DataFrame, names: tuple[str, ...], trials: pd.DataFrame) -> None:
-    """What has no results yet, and what failed."""
+@st.cache_resource(show_spinner=False, max_entries=2)
+def status_counts(url: str, version: int, experiments: tuple[str, ...]
+                  ) -> dict[str, dict[str, int]]:
+    """Per experiment, its trials by status (a trial in several spaces counted once)."""
+    per_trial = load_trials(url, version, experiments).drop_duplicates("trial_id")
+    counts = per_trial.groupby(["experiment", "status"]).size()
+    return {str(name): {str(status): int(n) for status, n in part.droplevel(0).items()}
+            for name, part in counts.groupby(level=0)}
+
+
+def messages(experiments: pd.DataFrame, names: tuple[str, ...], counts: dict[str, dict[str, int]],
+             trials: pd.DataFrame) -> None:
+    """What has no results yet (`counts`: status_counts of every trial), and what failed."""
     latest = experiments[experiments["latest"] & experiments["experiment"].isin(names)]
     for row in latest.itertuples(index=False):
-        if row.trials == 0:
+        have = counts.get(str(row.experiment), {})
+        if not have:
             st.info(f"Experiment {row.experiment!r} (version {row.version}) has no trials yet; "
                     "this page updates by itself as the sweep records them.")
-        elif row.finished == 0:
+        elif have.get("finished", 0) == 0:
             st.info(f"Experiment {row.experiment!r} (version {row.version}) has no finished "
-                    f"trials yet: {row.pending} pending, {row.running} running, "
-                    f"{row.failed} failed. The charts appear as trials finish.")
+                    f"trials yet: {have.get('pending', 0)} pending, {have.get('running', 0)} "
+                    f"running, {have.get('failed', 0)} failed. The charts appear as trials "
+                    "finish.")
     failed = analysis.failed_table(trials)
     if not failed.empty:
         st.warning(f"{len(failed)} trial{'s' if len(failed) != 1 else ''} failed; "
@@ -338,11 +476,10 @@ def page(url: str | None) -> None:
         return
     chosen = filter_widgets(filter_options(url, version, names))
     selected = select(url, version, names, chosen)
-    messages(experiments, names, selected)
+    counts = status_counts(url, version, names)
+    messages(experiments, names, counts, selected)
     if selected.empty:
-        any_trials = bool(experiments.loc[experiments["latest"]
-                                          & experiments["experiment"].isin(names), "trials"].sum())
-        st.info("No trials match the filters in the sidebar." if any_trials else
+        st.info("No trials match the filters in the sidebar." if counts else
                 "No trials recorded for this selection yet.")
         return
     candidates = load_candidates(url, version, names, chosen)
@@ -375,7 +512,7 @@ def page(url: str | None) -> None:
             cost_view(candidates, nothing)
     with views["Trials"]:
         if views["Trials"].open:
-            table = analysis.trial_table(selected)
+            table = trial_rows(url, version, names, chosen)
             st.dataframe(table, hide_index=True, key="trial_table",
                          column_config=number_formats(table))
             st.download_button(

@@ -9,11 +9,16 @@ each trace its role in ``trace.meta["role"]`` ("candidates", "pareto",
 points of a chart without depending on titles or trace order.
 
 Conventions: errors are percentages (lower is better); cost axes are
-logarithmic; a scatter with many points uses WebGL (``scattergl``).
+logarithmic; a scatter with many points uses WebGL (``scattergl``); hovers are
+one template per trace over per-point values (``customdata``), not a text per
+point. Above BIN_THRESHOLD candidates, error vs cost draws density bins (one
+marker per occupied cell of a log-cost × error grid, sized by its count) and the
+exact Pareto front; a filter that leaves fewer candidates draws every point.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -26,8 +31,18 @@ from explorer import analysis
 
 # Above this many points a chart switches to WebGL: SVG slows down past a few thousand.
 WEBGL_THRESHOLD = 1500
-# Longest training curve drawn per trial and split; longer ones are thinned evenly.
+# Above this many candidates, error vs cost draws density bins (a screen shows no more).
+BIN_THRESHOLD = 20_000
+# Cells of the bins' grid: across (log cost) and up (error).
+BIN_GRID = (150, 90)
+# Longest training curve drawn per trial and split, in points; a longer one is drawn as its
+# envelope: the first, lowest, highest and last point of each of MAX_CURVE_POINTS / 4 buckets.
 MAX_CURVE_POINTS = 200
+# What hovering a candidate shows: its customdata (`hover_data`) through one template.
+HOVER_TEMPLATE = ("<b>%{fullData.name}</b><br>%{customdata[0]}<br>key %{customdata[1]}<br>"
+                  "test error %{customdata[2]:.2f} ± %{customdata[3]:.2f} % "
+                  "(seeds: %{customdata[4]})<br>params %{customdata[5]:,.0f}<br>"
+                  "flops %{customdata[6]:,.0f}")
 
 PALETTE = (
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -50,8 +65,9 @@ COST_LABELS = {
 
 def colors_for(names: Iterable[object]) -> dict[str, str]:
     """A stable colour per name (sorted), cycling the palette."""
+    distinct = names.unique() if isinstance(names, pd.Series) else names  # few, many rows
     return {name: PALETTE[i % len(PALETTE)]
-            for i, name in enumerate(sorted({str(n) for n in names}))}
+            for i, name in enumerate(sorted({str(n) for n in distinct}))}
 
 
 def symbols_for(cardinalities: Iterable[Any]) -> dict[int, str]:
@@ -60,12 +76,23 @@ def symbols_for(cardinalities: Iterable[Any]) -> dict[int, str]:
     return {c: SYMBOLS[i % len(SYMBOLS)] for i, c in enumerate(values)}
 
 
-def thin(frame: pd.DataFrame, max_points: int) -> pd.DataFrame:
-    """At most `max_points` rows, evenly spaced, first and last kept."""
+def envelope(frame: pd.DataFrame, x: str, y: str, max_points: int) -> pd.DataFrame:
+    """At most about `max_points` rows of `frame` (sorted by `x`) that keep its shape: in
+    each of max_points / 4 equal buckets of rows, the first, the lowest, the highest and
+    the last. Every row's `y` lies between the lowest and highest kept in its bucket (`y`
+must have no NaN)."""
     if len(frame) <= max_points:
         return frame
-    index = np.unique(np.linspace(0, len(frame) - 1, max_points).round().astype(int))
-    return frame.iloc[index]
+    ordered = frame.sort_values(x, kind="stable")
+    values = ordered[y].to_numpy(dtype=float)
+    buckets = max(max_points // 4, 1)
+    edges = np.linspace(0, len(ordered), buckets + 1).round().astype(int)
+    keep: list[int] = []
+    for start, stop in itertools.pairwise(edges):
+        if stop > start:
+            part = values[start:stop]
+            keep += [start, start + int(np.argmin(part)), start + int(np.argmax(part)), stop - 1]
+    return ordered.iloc[np.unique(keep)]
 
 
 # --- figures ------------------------------------------------------------------------------
@@ -109,37 +136,43 @@ def _floats(series: pd.Series) -> np.ndarray:
     return series.astype("float64").to_numpy()
 
 
-def hover_texts(part: pd.DataFrame) -> list[str]:
-    """Per candidate: space, full architecture, key, error ± std over seeds, params, flops.
-
-    Taken from a "hover" column when the frame has one (see `with_hover`).
-    """
-    if "hover" in part.columns:
-        return part["hover"].tolist()
-    return [
-        f"<b>{space}</b><br>{arch}<br>key {key}<br>test error {mean:.2f} ± {std:.2f} % "
-        f"({seeds} seed{'s' if seeds != 1 else ''})<br>params {params:,.0f}<br>"
-        f"flops {flops:,.0f}"
-        for space, arch, key, mean, std, seeds, params, flops in zip(
-            part["space"].astype(str), analysis.arch_labels(part), part["key"].astype(str),
-            part["test_error_mean"], part["test_error_std"], part["seeds"],
-            _floats(part["params"]), _floats(part["flops"]), strict=True)
-    ]
+def hover_data(part: pd.DataFrame) -> np.ndarray:
+    """Per candidate, the values HOVER_TEMPLATE shows: architecture, key, error mean and
+    std over seeds, seeds, params, flops. The architecture labels come from an
+    "arch_label" column when the frame has one (see `with_labels`)."""
+    labels = part["arch_label"] if "arch_label" in part.columns else analysis.arch_labels(part)
+    data = np.empty((len(part), 7), dtype=object)
+    data[:, 0] = np.asarray(labels, dtype=object)
+    data[:, 1] = part["key"].astype(str).to_numpy(dtype=object)
+    data[:, 2] = _floats(part["test_error_mean"])
+    data[:, 3] = _floats(part["test_error_std"])
+    data[:, 4] = part["seeds"].to_numpy()
+    data[:, 5] = _floats(part["params"])
+    data[:, 6] = _floats(part["flops"])
+    return data
 
 
-def with_hover(candidates: pd.DataFrame) -> pd.DataFrame:
-    """The candidates with their hover texts computed once (for several charts)."""
-    return candidates.assign(hover=pd.Series(hover_texts(candidates), index=candidates.index,
-                                             dtype=object))
+def with_labels(candidates: pd.DataFrame) -> pd.DataFrame:
+    """The candidates with their architecture labels computed once (for several charts)."""
+    return candidates.assign(arch_label=pd.Series(analysis.arch_labels(candidates).tolist(),
+                                                  index=candidates.index, dtype=object))
 
 
-def error_vs_cost(candidates: pd.DataFrame, cost: str = "flops") -> go.Figure:
+def _hover(part: pd.DataFrame, extra: str = "") -> dict[str, Any]:
+    return {"customdata": hover_data(part),
+            "hovertemplate": HOVER_TEMPLATE + extra + "<extra></extra>"}
+
+
+def error_vs_cost(candidates: pd.DataFrame, cost: str = "flops",
+                  bin_above: int | None = None) -> go.Figure:
     """Mean test error ± std over seeds against `cost` (flops or params), log x.
 
     One trace of points per space (colour), marker symbol by cardinality,
     exactly one point per candidate and space (role "candidates"); the
     Pareto front over all of them (role "pareto"); empty traces for the
-    legend of spaces and of symbols (role "legend").
+    legend of spaces and of symbols (role "legend"). Above `bin_above`
+    candidates (default BIN_THRESHOLD), density bins per space (role "bins",
+    see `density_bins`) instead of the points, with the same exact front.
     """
     chart = f"error_vs_{cost}"
     title = f"Test error vs {'FLOPs' if cost == 'flops' else 'parameters'}"
@@ -147,24 +180,32 @@ def error_vs_cost(candidates: pd.DataFrame, cost: str = "flops") -> go.Figure:
         else candidates
     if data.empty:
         return empty_figure(chart, "no finished trials to plot")
+    binned = len(data) > (BIN_THRESHOLD if bin_above is None else bin_above)
+    if binned:
+        title += (f": {len(data):,} candidates as density bins (filter in the sidebar to "
+                  "see each one)")
     kind = _scatter_type(len(data))
     colors = colors_for(data["space"])
-    symbols = symbols_for(data["cardinality"].dropna())
+    symbols = {} if binned else symbols_for(data["cardinality"].dropna())
+    grid = _bin_edges(data[cost], data["test_error_mean"]) if binned else None
     traces: list[Trace] = []
     for space, part in data.groupby("space", sort=True):
         group = f"space:{space}"
-        traces.append({
-            "type": kind, "x": _floats(part[cost]), "y": _floats(part["test_error_mean"]),
-            "error_y": {"type": "data", "array": _floats(part["test_error_std"]),
-                        "visible": True, "thickness": 1},
-            "mode": "markers", "name": str(space), "legendgroup": group, "showlegend": False,
-            "marker": {"color": colors[str(space)], "size": 9,
-                       "symbol": ["circle" if analysis.missing(c) else symbols.get(int(c), "circle")
-                                  for c in part["cardinality"]],
-                       "line": {"width": 0.5, "color": "white"}},
-            "hovertext": hover_texts(part), "hovertemplate": "%{hovertext}<extra></extra>",
-            "meta": {"role": "candidates"},
-        })
+        if grid is not None:
+            traces.append({**density_bins(part, cost, grid, colors[str(space)]),
+                           "name": str(space), "legendgroup": group, "showlegend": False})
+        else:
+            traces.append({
+                "type": kind, "x": _floats(part[cost]), "y": _floats(part["test_error_mean"]),
+                "error_y": {"type": "data", "array": _floats(part["test_error_std"]),
+                            "visible": True, "thickness": 1},
+                "mode": "markers", "name": str(space), "legendgroup": group,
+                "showlegend": False,
+                "marker": {"color": colors[str(space)], "size": 9,
+                           "symbol": _symbols(part["cardinality"], symbols),
+                           "line": {"width": 0.5, "color": "white"}},
+                **_hover(part), "meta": {"role": "candidates"},
+            })
         # The space's legend entry: a plain dot in its colour (the points' symbols vary);
         # clicking it hides the space's points (same legend group).
         traces.append({
@@ -172,7 +213,9 @@ def error_vs_cost(candidates: pd.DataFrame, cost: str = "flops") -> go.Figure:
             "legendgroup": group, "marker": {"color": colors[str(space)], "size": 9},
             "meta": {"role": "legend"},
         })
-    front = analysis.pareto_front(data, cost)
+    # On plain floats: sorting nullable integers costs ten times more at 100,000 rows.
+    front = analysis.pareto_front(pd.DataFrame({cost: _floats(data[cost]), "test_error_mean":
+                                                _floats(data["test_error_mean"])}), cost)
     traces.append({
         "type": "scatter", "x": _floats(front[cost]), "y": _floats(front["test_error_mean"]),
         "mode": "lines", "line": {"shape": "hv", "color": "black", "width": 1.5, "dash": "dash"},
@@ -185,6 +228,51 @@ def error_vs_cost(candidates: pd.DataFrame, cost: str = "flops") -> go.Figure:
             "marker": {"symbol": symbol, "color": "#555", "size": 9}, "meta": {"role": "legend"},
         })
     return _figure(traces, chart, title, COST_LABELS[cost], "test error (%)", log_x=True)
+
+
+def _symbols(cardinalities: pd.Series, symbols: dict[int, str]) -> np.ndarray:
+    """Each point's marker symbol by its cardinality (circle where it has none)."""
+    codes = pd.to_numeric(cardinalities, errors="coerce").astype("float64").to_numpy()
+    out = np.full(len(codes), "circle", dtype=object)
+    for c, symbol in symbols.items():
+        out[codes == c] = symbol
+    return out
+
+
+def _bin_edges(cost: pd.Series, error: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The bins' grid over all spaces: BIN_GRID cells, log-spaced in cost."""
+    low, high = np.log10(_floats(cost).min()), np.log10(_floats(cost).max())
+    return (np.linspace(low, high + 1e-9, BIN_GRID[0] + 1),
+            np.linspace(_floats(error).min(), _floats(error).max() + 1e-9, BIN_GRID[1] + 1))
+
+
+def density_bins(part: pd.DataFrame, cost: str, grid: tuple[np.ndarray, np.ndarray],
+                 color: str) -> Trace:
+    """One marker per occupied cell of `grid` (log10 cost edges, error edges): at the mean
+    of its candidates (geometric in cost), its area by how many there are; hovering
+    says how many and their range of error."""
+    x, y = np.log10(_floats(part[cost])), _floats(part["test_error_mean"])
+    columns = np.clip(np.searchsorted(grid[0], x, side="right") - 1, 0, len(grid[0]) - 2)
+    rows = np.clip(np.searchsorted(grid[1], y, side="right") - 1, 0, len(grid[1]) - 2)
+    cells, inverse, counts = np.unique(columns * len(grid[1]) + rows, return_inverse=True,
+                                       return_counts=True)
+    low = np.full(len(cells), np.inf)
+    high = np.full(len(cells), -np.inf)
+    np.minimum.at(low, inverse, y)
+    np.maximum.at(high, inverse, y)
+    customdata = np.column_stack([counts, low, high])
+    return {
+        "type": "scattergl", "mode": "markers",
+        "x": 10 ** (np.bincount(inverse, weights=x) / counts),
+        "y": np.bincount(inverse, weights=y) / counts,
+        "marker": {"color": color, "size": 3 + 9 * np.sqrt(counts / counts.max()),
+                   "opacity": 0.5},  # overlapping spaces stay visible
+        "customdata": customdata,
+        "hovertemplate": ("<b>%{fullData.name}</b><br>%{customdata[0]} candidates<br>"
+                          "test error %{customdata[1]:.2f} to %{customdata[2]:.2f} %<br>"
+                          "cost about %{x:,.3s}<extra></extra>"),
+        "meta": {"role": "bins"},
+    }
 
 
 def cardinality_tradeoff(candidates: pd.DataFrame, max_lines: int = 8) -> go.Figure:
@@ -223,8 +311,7 @@ def cardinality_tradeoff(candidates: pd.DataFrame, max_lines: int = 8) -> go.Fig
                 "name": f"{space} ({shape})" if lines and shapes > 1 else str(space),
                 "line": {"color": colors[str(space)]},
                 "marker": {"color": colors[str(space)], "size": 8},
-                "hovertext": hover_texts(part), "hovertemplate": "%{hovertext}<extra></extra>",
-                "meta": {"role": "tradeoff"},
+                **_hover(part), "meta": {"role": "tradeoff"},
             })
     ticks = sorted({int(c) for c in table["cardinality"].dropna()})
     return _figure(traces, chart, "Error vs cardinality at preserved complexity (Table 3)",
@@ -258,8 +345,7 @@ def capacity_comparison(candidates: pd.DataFrame, max_line_points: int = 60) -> 
             "name": f"{space}: {analysis.kind_label(kind)}",
             "line": {"color": colors[str(space)], "dash": dash.get(kind, "dashdot")},
             "marker": {"color": colors[str(space)], "size": 8},
-            "hovertext": hover_texts(part), "hovertemplate": "%{hovertext}<extra></extra>",
-            "meta": {"role": "capacity", "kind": kind},
+            **_hover(part), "meta": {"role": "capacity", "kind": kind},
         })
     return _figure(traces, chart, "More cardinality vs more width vs more depth (Fig. 7)",
                    COST_LABELS["params"], "test error (%)", log_x=True)
@@ -276,7 +362,7 @@ def training_curves(curves: pd.DataFrame, max_points: int = MAX_CURVE_POINTS) ->
     traces: list[Trace] = []
     for (trial_id, split), part in curves.groupby(["trial_id", "split"], sort=True):
         name = names[int(trial_id)]
-        part = thin(part.sort_values("epoch"), max_points)
+        part = envelope(part, "epoch", "error", max_points)
         traces.append({
             "type": "scatter", "x": part["epoch"].to_numpy(), "y": _floats(part["error"]),
             "mode": "lines+markers" if len(part) < 30 else "lines",
@@ -342,7 +428,7 @@ def good_regions_figure(points: pd.DataFrame, bands: pd.DataFrame, title: str = 
         layout[f"xaxis{suffix}"] = {"domain": [x0, x1], "anchor": f"y{suffix}"}
         layout[f"yaxis{suffix}"] = {"domain": [y0, y1], "anchor": f"x{suffix}",
                                     **({"title": {"text": "error (%)"}} if col == 0 else {})}
-        part = thin(points[points["panel"] == panel], max_points)
+        part = envelope(points[points["panel"] == panel], "value", "error", max_points)
         traces.append({
             "type": _scatter_type(len(part)), "mode": "markers", "x": _floats(part["value"]),
             "y": _floats(part["error"]), "xaxis": f"x{suffix}", "yaxis": f"y{suffix}",
@@ -383,9 +469,7 @@ def cost_figure(candidates: pd.DataFrame, metric: str = "latency_ms") -> go.Figu
             "type": kind, "x": _floats(part["flops"]), "y": _floats(part[metric]),
             "mode": "markers", "name": str(space),
             "marker": {"color": colors[str(space)], "size": 8},
-            "hovertext": [f"{h}<br>{COST_LABELS[metric]} {v:.3g}"
-                          for h, v in zip(hover_texts(part), part[metric], strict=True)],
-            "hovertemplate": "%{hovertext}<extra></extra>", "meta": {"role": "cost"},
+            **_hover(part, f"<br>{COST_LABELS[metric]} %{{y:.3g}}"), "meta": {"role": "cost"},
         })
     return _figure(traces, chart, f"Measured cost: {COST_LABELS[metric]} vs FLOPs",
                    COST_LABELS["flops"], COST_LABELS[metric], log_x=True)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,11 @@ def decode(value: Any) -> Any:
     """plotly's JSON writes numeric arrays as {dtype, bdata}: back to a numpy array."""
     if isinstance(value, dict) and "bdata" in value:
         array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
-        return array.reshape(value["shape"]) if "shape" in value else array
+        if "shape" not in value:
+            return array
+        shape = value["shape"]  # "rows, columns" in plotly's JSON
+        return array.reshape([int(n) for n in shape.split(",")] if isinstance(shape, str)
+                             else shape)
     return value
 
 
@@ -616,3 +621,158 @@ def test_tradeoff_verdict_and_edf_ks_table(fixture_db: str) -> None:
     expected = compare_spaces(trials, normalize="flops").pairs
     assert shown["KS statistic"].tolist() == pytest.approx([p.ks_statistic for p in expected])
     assert {t["meta"]["role"] for t in charts(at)["error_edf"]["data"]} == {"band", "edf"}
+
+
+# --- at scale: incremental reads, bins, exact points on a filter ---------------------------
+
+
+def _same(frame: pd.DataFrame) -> pd.DataFrame:
+    """A dashboard frame without its read bookkeeping, for comparison."""
+    out = frame.reset_index(drop=True).copy()
+    out.attrs = {}
+    return out
+
+
+def ran_before(url: str, hours: float) -> None:
+    """Move the trials' starts and finishes `hours` back, one minute apart (as if the
+    sweep ran then): the incremental read looks back SINCE_MARGIN from the newest."""
+    from sqlalchemy import select, update
+
+    from explorer.store.schema import trial_table
+
+    at = datetime.now(UTC) - timedelta(hours=hours)
+    t = trial_table.c
+    with Writer.open(url) as store, store.engine.begin() as conn:
+        for n, trial_id in enumerate(conn.scalars(select(t.id).order_by(t.id))):
+            when = at + timedelta(minutes=n)
+            conn.execute(update(trial_table).where(t.id == trial_id, t.started_at.is_not(None))
+                         .values(started_at=when))
+            conn.execute(update(trial_table).where(t.id == trial_id, t.finished_at.is_not(None))
+                         .values(finished_at=when))
+
+
+def test_incremental_read_equals_a_full_read_after_writes(tmp_path: Path) -> None:
+    """Every kind of write the sweep makes, then dashboard_trials_since on the old frame:
+    the same table as a new full read, having read again only the trials that changed."""
+    path = tmp_path / "explorer.db"
+    make_fixture_store(path, seeds=2, failed=1, running=2)
+    url = f"sqlite:///{path}"
+    names = ["cifar10-cardinality", "cifar10-width"]
+    ran_before(url, hours=2)
+    with Reader.open(url) as reader:
+        known = reader.dashboard_trials(names)
+    full_columns = Reader.open(url).trials_frame(names)
+    assert len(known) == len(full_columns)  # the same rows as trials_frame, fewer columns
+    assert set(known.columns) < set(full_columns.columns)
+
+    with Writer.open(url) as store:
+        trials = store.trials_frame(names)
+        running = trials[trials["status"] == "running"].drop_duplicates("trial_id")
+        first, second = running.iloc[0], running.iloc[1]
+        exp = int(first["experiment_id"])
+        # a running trial reports an epoch, another one finishes, a failed one is retried
+        store.record_epoch(exp, str(first["trial_key"]), {"epoch": 4, "test_error": 30.0})
+        store.finish_trial(int(second["experiment_id"]), str(second["trial_key"]), "finished",
+                           {"test_error": 4.25})
+        failed = trials[trials["status"] == "failed"].iloc[0]
+        store.mark_running(int(failed["experiment_id"]), str(failed["trial_key"]), "cuda:1")
+        # a new trial (a new seed of a known candidate) is added and finishes
+        key = str(trials["key"].iloc[0])
+        store.add_trials(exp, [(f"{key}-seed-7", key, 7)])
+        store.mark_running(exp, f"{key}-seed-7", "cuda:0")
+        store.finish_trial(exp, f"{key}-seed-7", "finished", {"test_error": 5.5})
+
+    with Reader.open(url) as reader:
+        updated = reader.dashboard_trials_since(known, names)
+        fresh = reader.dashboard_trials(names)
+    pd.testing.assert_frame_equal(_same(updated), _same(fresh))
+    reread = set(updated.attrs["changed_trials"])
+    touched = {int(first["trial_id"]), int(second["trial_id"]), int(failed["trial_id"])}
+    assert touched <= reread
+    assert len(reread) < fresh["trial_id"].nunique()  # not everything again
+    assert 4.25 in set(updated["test_error"]) and 5.5 in set(updated["test_error"])
+
+    # Nothing written: nothing read again, and the same table.
+    with Reader.open(url) as reader:
+        again = reader.dashboard_trials_since(updated, names)
+    pd.testing.assert_frame_equal(_same(again), _same(fresh))
+
+    # A measured cost is on the candidates, which trial rows do not show: a full read.
+    with Writer.open(url) as store:
+        store.set_cost(exp, key, {"latency_ms": 12.5, "cost_device": "cpu"})
+    with Reader.open(url) as reader:
+        costed = reader.dashboard_trials_since(updated, names)
+        assert costed.attrs["changed_trials"] is None
+        pd.testing.assert_frame_equal(_same(costed), _same(reader.dashboard_trials(names)))
+    assert 12.5 in set(costed["latency_ms"])
+
+
+def _xy(spec: dict[str, Any], role: str = "candidates") -> list[tuple[float, float]]:
+    """The (x, y) of a chart's points of a role, sorted."""
+    pairs = []
+    for trace in spec["data"]:
+        if trace.get("meta", {}).get("role") == role:
+            pairs += zip(decode(trace["x"]).tolist(), decode(trace["y"]).tolist(), strict=True)
+    return sorted(pairs)
+
+
+def test_a_live_refresh_draws_what_a_fresh_page_draws(tmp_path: Path) -> None:
+    """The app after writes (its trials and means brought up to date incrementally) draws
+    the same points as a new page on empty caches."""
+    import streamlit as st
+
+    path = tmp_path / "explorer.db"
+    make_fixture_store(path, experiments=("cifar10-cardinality",), seeds=2, failed=1,
+                       running=2)
+    url = f"sqlite:///{path}"
+    live = ran(app(url))
+    with Writer.open(url) as store:
+        trials = store.trials_frame()
+        running = trials[trials["status"] == "running"].drop_duplicates("trial_id")
+        for _, row in running.iterrows():
+            store.finish_trial(int(row["experiment_id"]), str(row["trial_key"]), "finished",
+                               {"test_error": 3.0 + int(row["trial_id"]) / 100})
+    ran(live)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    fresh = ran(app(url))
+    for chart in ("error_vs_flops", "error_vs_params"):
+        assert _xy(charts(live)[chart]) == _xy(charts(fresh)[chart])
+        assert _xy(charts(live)[chart], "pareto") == _xy(charts(fresh)[chart], "pareto")
+    with Reader.open(url) as reader:
+        means = analysis.by_candidate(reader.trials_frame())
+    flops = sorted(zip(means["flops"].astype(float), means["test_error_mean"], strict=True))
+    assert _xy(charts(live)["error_vs_flops"]) == pytest.approx(flops)
+
+
+def test_many_candidates_are_binned_and_a_filter_shows_each_one(
+        fixture_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above the threshold the scatter is WebGL density bins (each candidate in one bin);
+    a filter that leaves fewer candidates draws every one, exactly."""
+    from explorer import figures
+
+    with Reader.open(fixture_db) as reader:
+        trials = reader.trials_frame(["cifar10-width"])
+    means = analysis.by_candidate(trials)
+    chosen = int(means["cardinality"].min())
+    few = means[means["cardinality"] == chosen]
+    assert 0 < len(few) < len(means)
+    monkeypatch.setattr(figures, "BIN_THRESHOLD", len(few))
+    at = ran(app(fixture_db))
+    spec = charts(at)["error_vs_flops"]
+    bins = [t for t in spec["data"] if t.get("meta", {}).get("role") == "bins"]
+    assert bins and points(spec) == 0
+    assert all(t["type"] == "scattergl" and "hovertext" not in t for t in bins)
+    assert sum(int(decode(t["customdata"])[:, 0].sum()) for t in bins) == len(means)
+    assert "density bins" in spec["layout"]["title"]["text"]
+    # The Pareto front stays exact.
+    front = analysis.pareto_front(means, "flops")
+    assert _xy(spec, "pareto") == pytest.approx(
+        sorted(zip(front["flops"].astype(float), front["test_error_mean"], strict=True)))
+
+    at.sidebar.multiselect(key="f_cardinality").set_value([chosen])
+    ran(at)
+    spec = charts(at)["error_vs_flops"]
+    assert not [t for t in spec["data"] if t.get("meta", {}).get("role") == "bins"]
+    assert _xy(spec) == pytest.approx(
+        sorted(zip(few["flops"].astype(float), few["test_error_mean"], strict=True)))

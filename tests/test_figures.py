@@ -158,7 +158,10 @@ def test_error_vs_cost_one_point_per_candidate_with_mean_and_std(trials: pd.Data
     assert np.allclose(np.asarray(preserved.y)[order], [e for _, _, e in TABLE3])
     # Two seeds at ±0.1: sample std = 0.1 * sqrt(2).
     assert np.allclose(preserved.error_y.array, 0.1 * np.sqrt(2))
-    assert "c32" in " ".join(preserved.hovertext) and "32×4d" in " ".join(preserved.hovertext)
+    # The hover: one template over per-point values (customdata), no text per point.
+    assert preserved.hovertext is None and "customdata" in preserved.hovertemplate
+    hover = " ".join(str(v) for row in preserved.customdata for v in row)
+    assert "c32" in hover and "32×4d" in hover
     # Symbols by cardinality: C = 1, 2, 4, 8, 32 get five different symbols.
     symbols = dict(zip(np.asarray(preserved.x)[order], np.asarray(preserved.marker.symbol)[order],
                        strict=True))
@@ -242,12 +245,30 @@ def test_capacity_comparison_names_what_each_space_increases(trials: pd.DataFram
 # --- curves, EDFs, cost ---------------------------------------------------------------------
 
 
-def test_thin_keeps_first_and_last() -> None:
-    part = pd.DataFrame({"epoch": range(1000)})
-    thinned = figures.thin(part, 50)
-    assert len(thinned) == 50
-    assert thinned["epoch"].iloc[0] == 0 and thinned["epoch"].iloc[-1] == 999
-    assert figures.thin(part.head(10), 50).equals(part.head(10))
+def test_envelope_keeps_every_extreme_within_its_bucket() -> None:
+    """A long noisy curve drawn with at most max_points of its own points: the first and
+    last, and for every exact point a drawn point at most one bucket (n / (max_points / 4)
+    rows) away that is as low and one as high. Checked against the exact curve, point by
+    point."""
+    rng = np.random.default_rng(3)
+    n, max_points = 5000, 200
+    exact = pd.DataFrame({"epoch": np.arange(n),
+                          "error": 60 * np.exp(-np.arange(n) / 900) + rng.normal(0, 2, n)})
+    exact.loc[1234, "error"] = 95.0  # a spike an even thinning would miss
+    drawn = figures.envelope(exact.sample(frac=1, random_state=0), "epoch", "error", max_points)
+    assert len(drawn) <= max_points
+    assert drawn["epoch"].iloc[0] == 0 and drawn["epoch"].iloc[-1] == n - 1
+    assert list(drawn["epoch"]) == sorted(drawn["epoch"])
+    merged = drawn.merge(exact, on="epoch", suffixes=("", "_exact"))
+    assert len(merged) == len(drawn) and np.array_equal(merged["error"], merged["error_exact"])
+    assert 95.0 in set(drawn["error"])
+    reach = int(np.ceil(n / (max_points // 4)))
+    xs, ys = drawn["epoch"].to_numpy(), drawn["error"].to_numpy()
+    for epoch, error in zip(exact["epoch"], exact["error"], strict=True):
+        near = ys[np.abs(xs - epoch) <= reach]
+        assert near.min() <= error <= near.max()
+    short = exact.head(10)
+    assert figures.envelope(short, "epoch", "error", 50).equals(short)
 
 
 def test_training_curves_per_trial_and_split() -> None:
@@ -265,7 +286,7 @@ def test_training_curves_per_trial_and_split() -> None:
     long_run = pd.DataFrame({"trial_id": 1, "label": "a", "epoch": range(1000), "split": "test",
                              "error": np.linspace(60, 5, 1000)})
     thinned = figures.training_curves(long_run, max_points=100).data[0]
-    assert len(thinned.x) == 100 and thinned.x[-1] == 999
+    assert len(thinned.x) <= 100 and thinned.x[0] == 0 and thinned.x[-1] == 999
 
 
 def test_edf_figure_line_and_band_per_space(trials: pd.DataFrame) -> None:
@@ -311,3 +332,82 @@ def test_proxy_figure_one_point_per_matched_candidate(trials: pd.DataFrame) -> N
     assert fig.layout.xaxis.title.text == "test error (%), epoch 1 of 4"
     empty = figures.proxy_figure(table.iloc[0:0], float("nan"), "x")
     assert not empty.data
+
+
+# --- down-sampled to what a screen shows ----------------------------------------------------
+
+
+def _drawn(edf: pd.DataFrame, space: str, at: np.ndarray) -> np.ndarray:
+    """The EDF as the chart draws it (steps, shape "hv"): the value at the last grid
+    point at or below each error."""
+    part = edf[edf["space"] == space]
+    grid, values = part["error"].to_numpy(), part["edf"].to_numpy()
+    index = np.searchsorted(grid, at, side="right") - 1
+    return np.where(index >= 0, values[np.maximum(index, 0)], 0.0)
+
+
+@pytest.mark.parametrize("normalize_by", [None, "params"])
+def test_edf_on_a_quantile_grid_is_within_one_step_of_the_exact_edf(
+        normalize_by: str | None) -> None:
+    """6,000 candidates, most of them in a narrow cluster: drawn from 50 points a space's
+    EDF is within 1/50 of the exact one (counted here, candidate by candidate) at every
+    error; an evenly spaced grid alone misses the cluster's rise."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for space, n in (("A", 4000), ("B", 2000)):
+        errors = np.concatenate([rng.normal(5.0, 0.01, n - n // 10),
+                                 rng.uniform(3.0, 40.0, n // 10)])
+        params = rng.integers(10**5, 10**7, n)
+        rows += [trial(f"{space}{i}", float(e), space=space, params=int(p))
+                 for i, (e, p) in enumerate(zip(errors, params, strict=True))]
+    trials = frame(rows)
+    points = 50
+    edf = analysis.edf_table(trials, points=points, bootstrap=0, normalize_by=normalize_by,
+                             quantile_grid=True)
+    plain = analysis.edf_table(trials, points=points, bootstrap=0, normalize_by=normalize_by)
+    means = analysis.by_candidate(trials)
+    parts = [part for _, part in means.groupby("space", sort=True)]
+    weights = analysis.group_weights(parts, normalize_by)
+    worst_plain = 0.0
+    for part, weight in zip(parts, weights, strict=True):
+        space = str(part["space"].iloc[0])
+        errors = part["test_error_mean"].to_numpy(dtype=float)
+        at = np.sort(np.concatenate([errors, errors + 1e-6, np.linspace(2, 41, 500)]))
+        # The exact (weighted) EDF, longhand: the weight of the candidates at or below x.
+        exact = np.array([weight[errors <= x].sum() for x in at]) / weight.sum()
+        drawn = _drawn(edf, space, at)
+        assert np.all(drawn <= exact + 1e-9)
+        assert np.max(exact - drawn) <= 1 / points + 1e-9
+        worst_plain = max(worst_plain, float(np.max(exact - _drawn(plain, space, at))))
+    assert len(edf) <= 2 * (points + 2 * (points - 1))
+    assert worst_plain > 10 / points  # what the quantiles are for
+
+
+def test_error_vs_cost_bins_hold_every_candidate_once() -> None:
+    """Above the threshold: WebGL bins per space whose counts add up to the candidates,
+    each bin's error range holding its own candidates (recounted here on the same grid),
+    and the exact Pareto front."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    rows = [trial(f"k{i}", float(e), space="AB"[i % 2], params=int(p), flops=int(p))
+            for i, (e, p) in enumerate(zip(rng.normal(5, 1, n), rng.integers(10**4, 10**9, n),
+                                           strict=True))]
+    candidates = analysis.by_candidate(frame(rows))
+    fig = validated(figures.error_vs_cost(candidates, "flops", bin_above=n - 1))
+    bins = role(fig, "bins")
+    assert [t.name for t in bins] == ["A", "B"] and figures.points(fig) == 0
+    assert all(t.type == "scattergl" and t.hovertext is None for t in bins)
+    for trace in bins:
+        part = candidates[candidates["space"] == trace.name]
+        data = np.asarray(trace.customdata, dtype=float)
+        assert data[:, 0].sum() == len(part)
+        assert data[:, 1].min() == pytest.approx(part["test_error_mean"].min())
+        assert data[:, 2].max() == pytest.approx(part["test_error_mean"].max())
+        assert len(trace.x) < len(part)  # fewer markers than candidates
+    (front,) = role(fig, "pareto")
+    expected = analysis.pareto_front(candidates, "flops")
+    assert np.allclose(front.x, expected["flops"].astype(float))
+    exact = figures.error_vs_cost(candidates, "flops", bin_above=n)
+    assert figures.points(exact) == n and not role(exact, "bins")
+    assert all(t.type == "scattergl" and t.customdata is not None
+               for t in role(exact, "candidates"))

@@ -24,12 +24,25 @@ import io
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 from pyarrow import json as pa_json
-from sqlalchemy import ColumnElement, Connection, Engine, Select, and_, case, false, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Select,
+    and_,
+    case,
+    false,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.exc import DBAPIError
 
 from explorer.metrics import (
@@ -42,7 +55,7 @@ from explorer.metrics import (
 )
 from explorer.store.engine import cannot_open, open_engine
 from explorer.store.errors import StoreError
-from explorer.store.records import ExperimentRecord, Holder, TrialRecord
+from explorer.store.records import ExperimentRecord, Holder, TrialRecord, aware
 from explorer.store.schema import (
     LIST_FIELDS,
     METRIC_INTEGER_TYPES,
@@ -517,6 +530,88 @@ class Reader:
                 first = False
 
 
+    # -- the dashboard's reads: what it draws, and only what changed ---------------------
+
+    def dashboard_trials(self, experiment_names: Sequence[str]) -> pd.DataFrame:
+        """trials_frame's rows for the latest versions of these experiments, with only the
+        columns the dashboard draws and filters on.
+
+        No architecture record, provenance, timestamps nor spec: per-stage lists are
+        decoded once per distinct value, and the error text only travels for failed
+        trials. The frame's ``attrs["seen"]`` (a `Seen`, read in the same transaction) is
+        what `dashboard_trials_since` needs to bring it up to date.
+        """
+        with self._engine.connect() as conn, conn.begin():
+            ids = _latest_ids(conn, experiment_names)
+            seen = _seen(conn, ids)
+            frame = _dashboard_frame(conn, _dashboard_select(ids))
+        frame.attrs["seen"] = seen
+        frame.attrs["changed_trials"] = None  # a full read
+        return frame
+
+    def experiment_versions(self) -> pd.DataFrame:
+        """Every version of every experiment (id, name, version, latest, created_at, its
+        spec's text) without `experiments`' trial counts: what a page lists, from the
+        experiments table alone."""
+        e = experiment_table.c
+        newest = experiment_table.alias()
+        latest = (select(func.max(newest.c.version)).where(newest.c.name == e.name)
+                  .scalar_subquery())
+        stmt = (select(e.id.label("experiment_id"), e.name.label("experiment"), e.version,
+                       (e.version == latest).label("latest"), e.created_at, e.spec_text)
+                .order_by(e.name, e.version))
+        return self._frame(stmt, {"experiment_id": "int", "version": "int", "latest": "bool",
+                                  "created_at": "time"})
+
+    def dashboard_trials_since(self, known: pd.DataFrame,
+                               experiment_names: Sequence[str]) -> pd.DataFrame:
+        """`known` (a `dashboard_trials` frame) brought up to date: equal to a new
+        `dashboard_trials`, reading only the trials that may have changed.
+
+        The writer changes a trial by adding it (a higher id), starting it (started_at),
+        ending it (finished_at), or, while it runs, recording its epochs and provenance,
+        or putting it back to pending. So the rows read again are those with a higher id
+        than `known` saw, those started or finished since the newest time it saw (less
+        SINCE_MARGIN, for transactions that commit out of order), the running ones and
+        those `known` had running. What trial rows do not show (a new experiment version,
+        candidates added or their measured cost set) makes it one full read. Sets
+        ``attrs["changed_trials"]`` to the ids of the trials read again (None after a full
+        read).
+        """
+        seen: Seen | None = known.attrs.get("seen")
+        running = known.loc[known["status"] == "running", "trial_id"].unique().tolist() \
+            if not known.empty else []
+        with self._engine.connect() as conn, conn.begin():
+            ids = _latest_ids(conn, experiment_names)
+            now = _seen(conn, ids)
+            if (seen is None or seen.experiment_ids != now.experiment_ids
+                    or seen.candidates != now.candidates or len(running) > _IN_CHUNK):
+                fresh = _dashboard_frame(conn, _dashboard_select(ids))
+                fresh.attrs = {"seen": now, "changed_trials": None}
+                return fresh
+            t = trial_table.c
+            changed: list[ColumnElement[bool]] = [t.id > seen.max_trial_id,
+                                                  t.status == "running"]
+            if running:
+                changed.append(t.id.in_([int(i) for i in running]))
+            if seen.newest_time is not None:
+                since = seen.newest_time - SINCE_MARGIN
+                changed += [t.started_at >= since, t.finished_at >= since]
+            # Ids first, by one scan of the trials table, then those rows by primary key:
+            # a condition on experiment_id would walk its index over every trial instead.
+            found = sorted(set(conn.scalars(select(t.id).where(or_(*changed)))))
+            parts = [_dashboard_frame(conn, _dashboard_select(ids, t.id.in_(chunk)))
+                     for chunk in _chunks(found)]
+        fresh = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0] if parts \
+            else known.iloc[:0]
+        fresh = fresh[fresh["experiment_id"].isin(ids)].reset_index(drop=True)
+        kept = known[~known["trial_id"].isin(fresh["trial_id"])]
+        merged = _in_order(pd.concat([kept, fresh], ignore_index=True)) \
+            if not kept.empty and not fresh.empty else fresh if kept.empty else kept
+        merged.attrs = {"seen": now, "changed_trials": tuple(found)}
+        return merged
+
+
 # --- statements ---------------------------------------------------------------------------
 
 
@@ -690,3 +785,111 @@ def _parsed(texts: Sequence[Any]) -> np.ndarray:
     for i, text in enumerate(uniques):
         decoded[i] = json.loads(text)
     return decoded[codes] if len(codes) else np.empty(0, dtype=object)
+
+
+# --- the dashboard's reads ----------------------------------------------------------------
+
+# Timestamps come from the driver's clock: rows started or finished this long before the
+# newest seen are read again, in case a transaction committed after a later one.
+SINCE_MARGIN = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What a dashboard frame was read at: the experiments' ids, a digest of their
+    candidates (count, and the measured cost set), the newest trial id and the newest
+    start or finish time."""
+
+    experiment_ids: tuple[int, ...]
+    candidates: tuple[Any, ...]
+    max_trial_id: int
+    newest_time: datetime | None
+
+
+def _latest_ids(conn: Connection, names: Sequence[str]) -> tuple[int, ...]:
+    e = experiment_table.c
+    return tuple(sorted(int(i) for i in conn.scalars(
+        select(e.id).where(*_experiment_filter(names, True)))))
+
+
+def _seen(conn: Connection, ids: tuple[int, ...]) -> Seen:
+    """Over the whole store, not only `ids`: one scan of each table, where a condition on
+    experiment_id would walk its index; a newer time or higher id elsewhere only makes
+    the next read look further back, and a candidate change elsewhere a full read."""
+    if not ids:
+        return Seen(ids, (), 0, None)
+    c, t = candidate_table.c, trial_table.c
+    digest = conn.execute(select(func.count(), func.count(c.latency_ms),
+                                 func.sum(c.latency_ms))).one()
+    newest = conn.execute(select(func.max(t.id), func.max(t.started_at),
+                                 func.max(t.finished_at))).one()
+    times = [aware(stamp) for stamp in newest[1:] if stamp is not None]
+    return Seen(ids, tuple(digest), int(newest[0] or 0), max(times) if times else None)
+
+
+def _dashboard_select(ids: tuple[int, ...],
+                      rows: ColumnElement[bool] | None = None) -> Select[Any]:
+    """The dashboard's columns for the trials of experiments `ids`, or for the `rows`
+    (by trial id) of any experiment: a condition on the experiment there can make the
+    planner walk every trial of it instead of looking the rows up."""
+    t, c, e = trial_table.c, candidate_table.c, experiment_table.c
+    where = (t.experiment_id.in_(ids) if ids else false()) if rows is None else rows
+    return (
+        select(e.name.label("experiment"), e.version, e.id.label("experiment_id"),
+               t.id.label("trial_id"), t.trial_key, t.candidate_key.label("key"), c.space,
+               c.depths, c.widths, c.cardinality, c.bottleneck_width, c.params, c.flops,
+               c.acts, c.latency_ms, t.seed, t.status,
+               case((t.status == "failed", t.error), else_=None).label("error"),
+               t.epochs_completed, t.test_error, t.test_top5_error, t.train_error,
+               t.train_images_per_sec)
+        .select_from(trial_table).join(experiment_table, e.id == t.experiment_id)
+        .outerjoin(candidate_table,
+                   and_(c.experiment_id == t.experiment_id, c.key == t.candidate_key))
+        .where(where)
+        .order_by(e.name, e.version, t.id, c.space)
+    )
+
+
+_TEXT_COLUMNS = ("experiment", "trial_key", "key", "space", "status", "error")
+
+
+def _in_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows in _dashboard_select's order (experiment, version, trial, space), by a stable
+    sort on integers: a trial's rows, one per space, come in order from one read."""
+    experiments = frame[["experiment", "version", "experiment_id"]].drop_duplicates()
+    rank = dict(zip(experiments.sort_values(["experiment", "version"])["experiment_id"],
+                    range(len(experiments)), strict=True))
+    order = np.lexsort((frame["trial_id"].to_numpy(),
+                        frame["experiment_id"].map(rank).to_numpy()))
+    return frame.iloc[order].reset_index(drop=True)
+
+
+def _dashboard_frame(conn: Connection, stmt: Select[Any]) -> pd.DataFrame:
+    """The statement's rows as a frame, column by column (as Reader._frame does)."""
+    result = conn.execute(stmt)
+    names = list(result.keys())
+    rows = result.all()
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+    frame = pd.DataFrame({name: _column(values, _TRIAL_KINDS.get(name, ""))
+                          if name not in LIST_FIELDS else _decoded_lists(values)
+                          for name, values in zip(names, columns, strict=True)}, columns=names)
+    # Text as pandas' string dtype whatever the rows hold (all None would infer object),
+    # so that a few rows read again concatenate to the dtypes of a full read.
+    return frame.astype(dict.fromkeys(_TEXT_COLUMNS, "str"))
+
+
+def _decoded_lists(texts: Sequence[Any]) -> np.ndarray:
+    """JSON lists as tuples, each distinct text decoded once (a space has few shapes
+    per stage, a store many rows)."""
+    decoded: dict[Any, Any] = {}
+    out = np.empty(len(texts), dtype=object)
+    for i, text in enumerate(texts):
+        value = decoded.get(text, _MISSING)
+        if value is _MISSING:
+            value = tuple(json.loads(text)) if isinstance(text, str) else None
+            decoded[text] = value
+        out[i] = value
+    return out
+
+
+_MISSING = object()
