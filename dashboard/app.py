@@ -39,6 +39,7 @@ from explorer.compare import (
     compare_spaces,
 )
 from explorer.metrics import SHOWN_STATUSES
+from explorer.refine import recorded_sampled_spaces, space_regions
 from explorer.store import Reader, StoreError
 
 POLL_SECONDS = 3.0
@@ -143,6 +144,12 @@ def load_edf(url: str, version: int, experiments: tuple[str, ...], chosen: Filte
 def load_comparison(url: str, version: int, experiments: tuple[str, ...], chosen: Filters,
                     normalize: str) -> Comparison:
     return compare_spaces(select(url, version, experiments, chosen), normalize=normalize)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def load_regions(url: str, version: int, experiments: tuple[str, ...], chosen: Filters,
+                 space: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return space_regions(select(url, version, experiments, chosen), space)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -458,6 +465,27 @@ def edf_view(url: str, version: int, names: tuple[str, ...], chosen: Filters,
                    + (" (weighted; p-values from Kish effective sizes)" if normalize else
                       " (scipy.stats.ks_2samp)") + "; the same as `explorer compare`.")
         st.dataframe(pairs, hide_index=True, key="ks_table")
+    regions_view(url, version, names, chosen, candidates)
+
+
+def regions_view(url: str, version: int, names: tuple[str, ...], chosen: Filters,
+                 candidates: pd.DataFrame) -> None:
+    """The sampled spaces' good regions, as `explorer refine` finds them."""
+    experiments = load_experiments(url, version)
+    records = experiments[experiments["latest"] & experiments["experiment"].isin(names)]
+    shown = set(candidates["space"].astype(str))
+    spaces = sorted({s for text in records["spec_text"].astype(str)
+                     for s in recorded_sampled_spaces(text) if s in shown})
+    if not spaces:
+        return
+    st.subheader("Good regions (Radosavovic et al. 2020)")
+    space = st.selectbox("sampled space", spaces, key="regions_space")
+    points, bands = load_regions(url, version, names, chosen, space)
+    chart(figures.good_regions_figure(points, bands, title=f"Good regions of {space}"),
+          "good_regions")
+    st.caption("Each model's value against its error, per parameter and stage; shaded: the 95% "
+               "interval of the best model's value over 2,000 bootstrap draws of a quarter of "
+               "the models; the same as `explorer refine`, which also proposes constraints.")
 
 
 def cost_view(candidates: pd.DataFrame, nothing: str) -> None:

@@ -137,12 +137,16 @@ def edf_table(
 
 
 def group_weights(parts: Sequence[pd.DataFrame], normalize_by: str | None,
-                  bins: int = 10) -> list[np.ndarray]:
+                  bins: int = 10, span: tuple[float, float] | None = None) -> list[np.ndarray]:
     """Per group of candidates, the weights of its models: equal, or NDS-normalised by a
-    complexity column over the bins the groups share."""
+    complexity column over the log bins the groups share, or (with `span`) over NDS's
+    linear bins of that fixed range, each group on its own (stats.EmptyBin if one is empty)."""
     if not normalize_by:
         return [np.full(len(part), 1.0 / len(part)) for part in parts]
-    return stats.nds_weights([part[normalize_by].to_numpy(dtype=float) for part in parts], bins)
+    columns = [part[normalize_by].to_numpy(dtype=float) for part in parts]
+    if span is not None:
+        return [stats.linear_bin_weights(c, span[0], span[1], bins) for c in columns]
+    return stats.nds_weights(columns, bins)
 
 
 def complexity_weights(values: np.ndarray, bins: int = 10) -> np.ndarray:

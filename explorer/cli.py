@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from explorer.spec import Spec, SpecError, json_schema, load_spec_source
+from explorer.spec import Spec, SpecError, json_schema, load_spec_source, parse_spec
 
 if TYPE_CHECKING:  # the commands import what they need when they run
     import pandas as pd
@@ -917,8 +917,28 @@ def compare(
                           "flops bin.", show_default=False),
     ] = None,
     bins: Annotated[
-        int, typer.Option("--bins", help="Log-spaced complexity bins for --normalize.")
+        int, typer.Option("--bins", help="Complexity bins for --normalize.")
     ] = 10,
+    binning: Annotated[
+        str, typer.Option("--binning", metavar="log|linear",
+                          help="log: log-spaced bins over the models' span, only those every "
+                               "space occupies; linear: NDS's own weights (compute_norm_ws): "
+                               "--bins linear bins of --range, each space on its own, an "
+                               "empty bin refused.")
+    ] = "log",
+    span: Annotated[
+        tuple[float, float] | None,
+        typer.Option("--range", metavar="LO HI", show_default=False,
+                     help="The complexity range of --binning linear (models outside it are "
+                          "left out, as NDS does), e.g. --range 1.5e6 4.5e6."),
+    ] = None,
+    equivalence: Annotated[
+        float | None,
+        typer.Option("--equivalence", metavar="D", show_default=False,
+                     help="Also say per pair whether the spaces are better, worse, "
+                          "equivalent within KS distance D (a one-sided 95% bootstrap bound "
+                          "below D), or whether there are not enough models to say."),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object (the contract's) instead.")
     ] = False,
@@ -936,6 +956,7 @@ def compare(
     and the EDF, per pair the two-sample KS test, and the verdict on doubling C."""
     need("dashboard", "explorer compare", ("scipy",))  # its KS tests and Kendall τ
     from explorer.compare import (
+        BINNING_CHOICES,
         DEFAULT_NORMALIZE,
         NORMALIZE_CHOICES,
         CompareError,
@@ -950,6 +971,18 @@ def compare(
         fail(f"--ks {ks:g}: a KS difference is between 0 and 1 (e.g. 0.1)")
     if bins < 1:
         fail(f"--bins {bins}: use 1 or more bins")
+    if binning not in BINNING_CHOICES:
+        fail(f"--binning {binning!r}: use {' or '.join(BINNING_CHOICES)}")
+    if binning == "linear" and (span is None or not 0 <= span[0] < span[1]):
+        fail("--binning linear needs --range LO HI with 0 <= LO < HI (the complexity range "
+             "NDS bins linearly, e.g. --range 1.5e6 4.5e6)")
+    if binning == "log" and span is not None:
+        fail("--range sets the bins of --binning linear; add --binning linear")
+    if binning == "linear" and normalize == "none":
+        fail("--binning linear bins a complexity: use --normalize params or flops")
+    if equivalence is not None and not 0 < equivalence < 1:
+        fail(f"--equivalence {equivalence:g}: a KS distance margin is between 0 and 1 "
+             "(e.g. 0.1)")
     trials = open_reader(runs_dir, store).trials_frame([experiment])
     if trials.empty:
         fail(f"no experiment {experiment!r} in the store; `explorer status` lists them")
@@ -959,15 +992,17 @@ def compare(
         fail(f"--space {unknown[0]!r} is not a space of {experiment!r}; its spaces are: "
              f"{', '.join(known)}")
     chosen = list(dict.fromkeys(space or [])) or None
+    linear = span if binning == "linear" else None
     try:
         result = compare_spaces(trials, spaces=chosen, normalize=normalize or DEFAULT_NORMALIZE,
-                                bins=bins)
+                                bins=bins, span=linear, margin=equivalence)
     except CompareError as problem:
-        if normalize is not None:  # asked for: say why it cannot be done
+        if normalize is not None or linear is not None:  # asked for: say why it cannot be
             fail(str(problem))
         err.print(f"note: {problem}; compared without normalisation", highlight=False,
                   soft_wrap=True)
-        result = compare_spaces(trials, spaces=chosen, normalize="none", bins=bins)
+        result = compare_spaces(trials, spaces=chosen, normalize="none", bins=bins,
+                                margin=equivalence)
     if plan:
         result = dataclasses.replace(result, plan=plan_samples(result, trials, ks=ks))
     if as_json:
@@ -976,14 +1011,155 @@ def compare(
     print_comparison(experiment, result)
 
 
+@app.command()
+def refine(
+    experiment: Annotated[str, typer.Argument(help="The experiment's name.")],
+    space: Annotated[str, typer.Option("--space", help="The sampled space to refine.",
+                                       show_default=False)],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of the tables.")
+    ] = False,
+    write: Annotated[
+        Path | None,
+        typer.Option("--write", metavar="CHILD.yaml", show_default=False,
+                     help="Write the child spec: the experiment's spec with a new space, the "
+                          "parent's sample section plus the chosen constraints and a seed of "
+                          "its own (written atomically)."),
+    ] = None,
+    constraint: Annotated[
+        list[str] | None,
+        typer.Option("--constraint", metavar="NAME", show_default=False,
+                     help="The constraint(s) --write adds (repeatable; the names the "
+                          "proposals table lists). Default: the best-ranked one that is "
+                          "better than or equivalent to the parent."),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", show_default=False,
+                     help="The child experiment's name (default: NAME-refined)."),
+    ] = None,
+    equivalence: Annotated[
+        float, typer.Option("--equivalence", metavar="D",
+                            help="The KS distance within which a child counts as equivalent.")
+    ] = 0.1,
+    normalize: Annotated[
+        str, typer.Option("--normalize", metavar="none|params|flops",
+                          help="Complexity normalisation of the EDFs, as `explorer compare`'s "
+                               "(equal weights where the child and parent share no bin).")
+    ] = "flops",
+    draws: Annotated[
+        int, typer.Option("--draws", help="Bootstrap draws (at least 2,000).")
+    ] = 2000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap draws.")] = 0,
+    runs_dir: RunsDir = Path("runs"),
+    store: StoreOpt = None,
+) -> None:
+    """Refine a sampled design space as the RegNet paper does: each parameter's good region
+    (the best models' values, by bootstrap), constraints read on the models already drawn and
+    ranked, and with --write the child spec to run next."""
+    need("dashboard", "explorer refine", ("scipy",))  # its KS tests
+    from explorer.compare import NORMALIZE_CHOICES
+    from explorer.files import atomic_write_text
+    from explorer.refine import RefineError, child_spec, choose
+    from explorer.refine import refine as refine_space
+
+    if normalize not in NORMALIZE_CHOICES:
+        fail(f"--normalize {normalize!r}: use {', '.join(NORMALIZE_CHOICES)}")
+    if not 0 < equivalence < 1:
+        fail(f"--equivalence {equivalence:g}: a KS distance margin is between 0 and 1 "
+             "(e.g. 0.1)")
+    if draws < 2000:
+        fail(f"--draws {draws}: the bootstrap needs at least 2000 draws")
+    if write is not None:
+        check_output_suffix(write, (".yaml", ".yml"))
+        if not write.parent.is_dir():
+            fail(f"--write {write}: the folder {write.parent} does not exist")
+    reader = open_reader(runs_dir, store)
+    records = reader.experiments()
+    record = records[(records["experiment"] == experiment) & records["latest"]]
+    if record.empty:
+        fail(f"no experiment {experiment!r} in the store; `explorer status` lists them")
+    spec_text = str(record.iloc[0]["spec_text"])
+    try:
+        spec = parse_spec(spec_text, f"{experiment} (recorded spec)")
+    except SpecError as problem:
+        fail(f"the recorded spec of {experiment!r} no longer validates: {problem.problems[0]}")
+    try:
+        result = refine_space(reader.trials_frame([experiment]), spec, experiment, space,
+                              draws=draws, seed=seed, normalize=normalize, margin=equivalence)
+        written = None
+        if write is not None:
+            chosen = choose(result.proposals, constraint or [])
+            text, child, child_space = child_spec(
+                spec_text, spec, space, chosen, name=name,
+                source=f" {experiment} --space {space}")
+            atomic_write_text(write, text)
+            written = (write, child.name, child_space, [p.name for p in chosen])
+    except RefineError as problem:
+        fail(str(problem))
+    if as_json:
+        out_json = result.to_json()
+        if written is not None:
+            out_json["written"] = {"path": str(written[0]), "experiment": written[1],
+                                   "space": written[2], "constraints": written[3]}
+        print(json.dumps(out_json))
+        return
+    print_refinement(result)
+    if written is not None:
+        out.print(f"wrote {written[0]}: experiment {written[1]}, space {written[2]} "
+                  f"({', '.join(written[3])}) beside {space}; next: explorer run {written[0]}, "
+                  f"then explorer compare {written[1]} --space {space} --space {written[2]} "
+                  f"--equivalence {equivalence:g}", highlight=False, soft_wrap=True)
+
+
+def print_refinement(result: Any) -> None:
+    """`explorer refine`'s tables and sentences on the terminal."""
+    from explorer.refine import MEANING
+
+    regions = Table(title=f"{result.experiment} / {result.space}: good regions of "
+                          f"{result.models} models ({result.draws} bootstrap draws of a "
+                          "quarter of the models, the best one's value kept)")
+    for header in ("parameter", "stage", "meaning", "2.5%", "median", "97.5%", "best model",
+                   "values"):
+        regions.add_column(header, justify="left" if header in ("parameter", "meaning")
+                           else "right")
+    for r in result.regions:
+        regions.add_row(r.parameter, "all" if r.stage is None else str(r.stage),
+                        MEANING[r.parameter], f"{r.low:g}", f"{r.median:g}", f"{r.high:g}",
+                        f"{r.best:g}", str(r.distinct))
+    out.print(regions)
+    proposals = Table(title=f"proposed constraints, read on the drawn models ({result.normalize}"
+                            f"-normalised EDFs; ranked: better, equivalent within "
+                            f"{result.margin:g}, undecided, worse)")
+    for header in ("rank", "constraint", "what", "kept", "KS vs parent", "p (kept vs rest)",
+                   "mean error", "parent", "finding", "--write"):
+        proposals.add_column(header, justify="left" if header in ("constraint", "what",
+                                                                   "finding", "--write")
+                             else "right")
+    for p in result.proposals:
+        proposals.add_row(str(p.rank), p.name, p.description, f"{p.kept}/{p.total}",
+                          _figure(p.ks_statistic, 3), _p_value(p.p_value),
+                          _figure(p.child_mean), _figure(p.parent_mean),
+                          p.equivalence.finding, "yes" if p.writable is None else "no")
+    out.print(proposals)
+    for p in result.proposals:
+        out.print(f"{p.rank}. {p.equivalence.sentence}"
+                  + (f" (not writable: {p.writable})" if p.writable else ""),
+                  highlight=False, soft_wrap=True)
+    for name, why in result.not_read:
+        out.print(f"not read: {name}: {why}", highlight=False, soft_wrap=True)
+
+
 def print_comparison(experiment: str, result: Comparison) -> None:
     """`explorer compare`'s tables and sentences on the terminal."""
     from explorer.compare import plan_sentence
     from explorer.stats import QUANTILES
 
     weighted = result.normalize != "none"
-    how = (f"normalised by {result.normalize} ({result.bins} log bins)" if weighted
-           else "not normalised")
+    how = ("not normalised" if not weighted else
+           f"normalised by {result.normalize} ({result.bins} log bins)" if result.span is None
+           else f"normalised by {result.normalize} (NDS: {result.bins} linear bins of "
+                f"[{result.span[0]:g}, {result.span[1]:g}])")
     table = Table(title=f"{experiment}: test error (%) of each space's candidates, {how}")
     headers = ["space", "n", "min", "mean", *(["weighted mean", "n effective"] if weighted
                                                else []),
@@ -1005,6 +1181,10 @@ def print_comparison(experiment: str, result: Comparison) -> None:
             pairs.add_row(p.a, p.b, _figure(p.ks_statistic, 3), _p_value(p.p_value),
                           _figure(p.n_a, 1), _figure(p.n_b, 1))
         out.print(pairs)
+        for p in result.pairs:
+            if p.equivalence is not None:
+                out.print(f"equivalence: {p.equivalence.sentence}", highlight=False,
+                          soft_wrap=True)
     for verdict in result.verdicts:
         out.print(f"verdict: {verdict.sentence}", highlight=False, soft_wrap=True)
     planned = result.plan

@@ -4,13 +4,16 @@ and the dashboard.
 From the store's trials frame: per space, the error distribution of its
 candidates (the unit is a candidate: its mean final test error over finished
 seeds), optionally complexity-normalised; per pair of spaces, the two-sample
-KS test; per space that trades d for C at preserved complexity, the verdict
-on the paper's question (the effect of doubling C); and how many models per
-space a KS test needs. The arithmetic is explorer.stats'; no plotting, no I/O.
+KS test and, given a margin D, the equivalence statement beside it ("better",
+"worse", "equivalent within D", or "not enough models to say"); per space that
+trades d for C at preserved complexity, the verdict on the paper's question
+(the effect of doubling C); and how many models per space a KS test needs.
+The arithmetic is explorer.stats'; no plotting, no I/O.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
@@ -23,6 +26,8 @@ import pandas as pd
 from explorer import analysis, stats
 
 NORMALIZE_CHOICES = ("none", "params", "flops")
+BINNING_CHOICES = ("log", "linear")  # log: shared log bins (the default); linear: NDS's code
+EQUIVALENCE_DRAWS = 2000
 DEFAULT_NORMALIZE = "flops"  # NDS's default: models compared at equal flops
 # Within this max/min ratio of params (or flops), a cardinality space counts as "at
 # preserved complexity": the paper's solve keeps d's rounding within a few percent, and
@@ -48,6 +53,17 @@ class SpaceSummary:
 
 
 @dataclass(frozen=True)
+class Equivalence:
+    """What the KS test and the bootstrap bound say together about a against b."""
+
+    margin: float           # D
+    upper: float            # the one-sided (1 − α) bootstrap bound of the KS distance
+    finding: str            # "better" | "worse" | "equivalent" | "undecided"
+    needed: int | None      # models per space that would show equivalence (undecided only)
+    sentence: str
+
+
+@dataclass(frozen=True)
 class PairTest:
     a: str
     b: str
@@ -55,6 +71,7 @@ class PairTest:
     p_value: float
     n_a: float
     n_b: float
+    equivalence: Equivalence | None = None
 
 
 @dataclass(frozen=True)
@@ -86,23 +103,31 @@ class Comparison:
     pairs: tuple[PairTest, ...]
     verdicts: tuple[Verdict, ...] = ()
     plan: SamplePlan | None = None
+    binning: str = "log"
+    span: tuple[float, float] | None = None   # the linear bins' fixed range
+    margin: float | None = None               # --equivalence D
 
     def to_json(self) -> dict[str, Any]:
         """The contract's object (spaces: n, min, mean; pairs: a, b, ks_statistic,
         p_value), with more keys beside them."""
         out: dict[str, Any] = {
             "spaces": {s.name: {
-                "n": s.n, "min": _number(s.min), "mean": _number(s.mean),
-                "weighted_mean": _number(s.weighted_mean),
-                "n_effective": _number(s.n_effective),
-                "edf": {f"q{round(level * 100):02d}": _number(v)
+                "n": s.n, "min": json_number(s.min), "mean": json_number(s.mean),
+                "weighted_mean": json_number(s.weighted_mean),
+                "n_effective": json_number(s.n_effective),
+                "edf": {f"q{round(level * 100):02d}": json_number(v)
                         for level, v in zip(stats.QUANTILES, s.quantiles, strict=True)},
             } for s in self.spaces},
-            "pairs": [{"a": p.a, "b": p.b, "ks_statistic": _number(p.ks_statistic),
-                       "p_value": _number(p.p_value), "n_a": _number(p.n_a),
-                       "n_b": _number(p.n_b)} for p in self.pairs],
+            "pairs": [{"a": p.a, "b": p.b, "ks_statistic": json_number(p.ks_statistic),
+                       "p_value": json_number(p.p_value), "n_a": json_number(p.n_a),
+                       "n_b": json_number(p.n_b),
+                       **({"equivalence": equivalence_json(p.equivalence)}
+                          if p.equivalence is not None else {})} for p in self.pairs],
             "normalize": self.normalize,
             "bins": self.bins,
+            "binning": self.binning,
+            "range": list(self.span) if self.span is not None else None,
+            "equivalence_margin": self.margin,
             "verdicts": [verdict_json(v) for v in self.verdicts],
         }
         if self.plan is not None:
@@ -110,7 +135,7 @@ class Comparison:
         return out
 
 
-def _number(value: float) -> float | None:
+def json_number(value: float) -> float | None:
     """JSON has no NaN: a missing figure is null."""
     return None if value is None or not math.isfinite(value) else float(value)
 
@@ -123,12 +148,16 @@ def space_names(trials: pd.DataFrame) -> list[str]:
 
 
 def compare_spaces(trials: pd.DataFrame, *, spaces: Sequence[str] | None = None,
-                   normalize: str = DEFAULT_NORMALIZE, bins: int = 10) -> Comparison:
+                   normalize: str = DEFAULT_NORMALIZE, bins: int = 10,
+                   span: tuple[float, float] | None = None, margin: float | None = None,
+                   draws: int = EQUIVALENCE_DRAWS, seed: int = 0) -> Comparison:
     """Summaries, pairwise KS tests and verdicts for the spaces of one experiment's trials.
 
     Normalisation weighs all compared spaces together (the bins every one of them
     occupies; see explorer.stats), so the summaries, the EDFs and the tests use one
-    weighting; choose `spaces` to compare two alone.
+    weighting; choose `spaces` to compare two alone. With `span` (LO, HI) the bins are
+    NDS's instead: linear over that range, each space weighted on its own, an empty
+    bin refused. With `margin` each pair also gets the equivalence statement.
     """
     names = list(spaces) if spaces else space_names(trials)
     candidates = analysis.by_candidate(trials)
@@ -137,8 +166,12 @@ def compare_spaces(trials: pd.DataFrame, *, spaces: Sequence[str] | None = None,
     present = [name for name in names if not parts[name].empty]
     by = None if normalize == "none" else normalize
     try:
-        weight_list = analysis.group_weights([parts[n] for n in present], by, bins) \
+        weight_list = analysis.group_weights([parts[n] for n in present], by, bins, span) \
             if present else []
+    except stats.EmptyBin as empty:
+        space = next(n for n in present if _has_empty_bin(parts[n], by, bins, span))
+        raise CompareError(f"--binning linear: space {space}'s {by} {empty}; widen --range, "
+                           "use fewer --bins, or draw more models") from None
     except stats.NoCommonComplexity:
         raise CompareError(
             f"the spaces {', '.join(present)} share none of the {bins} log-spaced {by} bins "
@@ -149,8 +182,23 @@ def compare_spaces(trials: pd.DataFrame, *, spaces: Sequence[str] | None = None,
     summaries = tuple(summarise(name, errors[name], weights.get(name)) for name in names)
     pairs = tuple(pair_test(a, b, errors, weights, by is not None)
                   for a, b in itertools.combinations(names, 2))
+    if margin is not None:
+        rng = np.random.default_rng(seed)
+        pairs = tuple(dataclasses.replace(p, equivalence=pair_equivalence(
+            p, errors, weights, margin, draws=draws, rng=rng))
+            if p.a in weights and p.b in weights else p for p in pairs)
     return Comparison(normalize=normalize, bins=bins, spaces=summaries, pairs=pairs,
-                      verdicts=tuple(cardinality_verdicts(trials, names)))
+                      verdicts=tuple(cardinality_verdicts(trials, names)),
+                      binning="log" if span is None else "linear", span=span, margin=margin)
+
+
+def _has_empty_bin(part: pd.DataFrame, by: str | None, bins: int,
+                   span: tuple[float, float] | None) -> bool:
+    try:
+        analysis.group_weights([part], by, bins, span)
+    except stats.EmptyBin:
+        return True
+    return False
 
 
 def summarise(name: str, errors: np.ndarray, weights: np.ndarray | None) -> SpaceSummary:
@@ -173,6 +221,57 @@ def pair_test(a: str, b: str, errors: dict[str, np.ndarray], weights: dict[str, 
     else:
         result = stats.ks_test(errors[a], errors[b])
     return PairTest(a, b, result.statistic, result.p_value, result.n_a, result.n_b)
+
+
+# --- equivalence ----------------------------------------------------------------------------
+
+
+def pair_equivalence(pair: PairTest, errors: dict[str, np.ndarray],
+                     weights: dict[str, np.ndarray], margin: float, *, draws: int,
+                     rng: np.random.Generator, alpha: float = stats.ALPHA) -> Equivalence:
+    """The equivalence statement for one pair, from its KS test and a bootstrap bound."""
+    distances = stats.bootstrap_ks(errors[pair.a], weights[pair.a], errors[pair.b],
+                                   weights[pair.b], draws=draws, rng=rng)
+    ahead, behind = stats.signed_ks(errors[pair.a], weights[pair.a], errors[pair.b],
+                                    weights[pair.b])
+    return equivalence_statement(pair.a, pair.b, p_value=pair.p_value,
+                                 a_ahead=ahead >= behind, upper=stats.ks_upper_bound(distances,
+                                                                                     alpha),
+                                 margin=margin, n_a=pair.n_a, n_b=pair.n_b,
+                                 sizes=(errors[pair.a].size, errors[pair.b].size), alpha=alpha)
+
+
+def equivalence_statement(a: str, b: str, *, p_value: float, a_ahead: bool, upper: float,
+                          margin: float, n_a: float, n_b: float, sizes: tuple[int, int],
+                          alpha: float = stats.ALPHA) -> Equivalence:
+    """"a is better than b", "worse", "equivalent within D" or "not enough models to say",
+    in one sentence. A significant KS test decides the direction; otherwise the bound must
+    fall below D; otherwise the sentence says how many models would show equivalence
+    (equal spaces' closed form, scaled by the weights' loss of effective size)."""
+    bound = f"{1 - alpha:.0%} bootstrap bound of the KS distance {upper:.3f}"
+    within = upper < margin
+    if p_value < alpha:
+        finding = "better" if a_ahead else "worse"
+        tail = (f", though within {margin:g} of each other ({bound})" if within else "")
+        return Equivalence(margin, upper, finding, None,
+                           f"{a} is {finding} than {b} (KS p = {p_value:.3g}){tail}")
+    if within:
+        return Equivalence(margin, upper, "equivalent", None,
+                           f"{a} and {b} are equivalent within {margin:g} ({bound}, below "
+                           f"{margin:g}; KS p = {p_value:.3g})")
+    base = stats.equivalence_samples_needed(margin, alpha)
+    loss = max(sizes[0] / n_a if n_a > 0 else 1.0, sizes[1] / n_b if n_b > 0 else 1.0)
+    needed = math.ceil(base * loss - 1e-9)
+    return Equivalence(margin, upper, "undecided", needed,
+                       f"{a} vs {b}: not enough models to say (no significant difference, KS "
+                       f"p = {p_value:.3g}, but the {bound} is not below {margin:g}); about "
+                       f"{needed} models per space would show equivalence within {margin:g} "
+                       "if the spaces are the same")
+
+
+def equivalence_json(eq: Equivalence) -> dict[str, Any]:
+    return {"margin": eq.margin, "upper_bound": json_number(eq.upper), "finding": eq.finding,
+            "needed": eq.needed, "sentence": eq.sentence}
 
 
 # --- the verdict ----------------------------------------------------------------------------
@@ -257,10 +356,12 @@ def verdict_json(verdict: Verdict) -> dict[str, Any]:
     trend = verdict.trend
     out: dict[str, Any] = {"space": verdict.space, "sentence": verdict.sentence}
     if trend is not None:
-        out.update(slope=_number(trend.slope), ci=[_number(trend.low), _number(trend.high)],
+        out.update(slope=json_number(trend.slope),
+                   ci=[json_number(trend.low), json_number(trend.high)],
                    level=trend.level, detected=trend.detected,
-                   confirmed=trend.detected and trend.confirmed, kendall_tau=_number(trend.tau),
-                   kendall_p=_number(trend.tau_p), candidates=trend.candidates,
+                   confirmed=trend.detected and trend.confirmed,
+                   kendall_tau=json_number(trend.tau),
+                   kendall_p=json_number(trend.tau_p), candidates=trend.candidates,
                    seeds=trend.seeds, runs=trend.points)
     return out
 
@@ -303,7 +404,7 @@ def plan_json(plan: SamplePlan) -> dict[str, Any]:
     return {
         "ks": plan.ks, "alpha": plan.alpha, "per_space": plan.per_space, "rule": plan.rule,
         "have": plan.have, "needed": plan.needed, "simulated": plan.simulated,
-        "detectable_now": [{"a": a, "b": b, "ks": _number(d)}
+        "detectable_now": [{"a": a, "b": b, "ks": json_number(d)}
                            for (a, b), d in plan.detectable.items()],
     }
 

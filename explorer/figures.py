@@ -320,6 +320,55 @@ def edf_figure(edf: pd.DataFrame, group: str = "space",
                    yaxis={"range": [0, 1.02]})
 
 
+def good_regions_figure(points: pd.DataFrame, bands: pd.DataFrame, title: str = "",
+                        columns: int = 3, max_points: int = 2000) -> go.Figure:
+    """Each parameter's value against the models' error, one panel per parameter and stage,
+    the good region's interval shaded and its median dashed (the RegNet paper's figures)."""
+    chart = "good_regions"
+    if bands.empty:
+        return empty_figure(chart, "no parameter varies between enough finished models")
+    panels = bands["panel"].tolist()
+    rows = math.ceil(len(panels) / columns)
+    gap_x, gap_y = 0.06, 0.5 / max(rows, 1) * 0.3
+    traces: list[Trace] = []
+    layout: dict[str, Any] = {"showlegend": False, "annotations": [], "shapes": []}
+    for i, (panel, band) in enumerate(zip(panels, bands.itertuples(), strict=True)):
+        row, col = divmod(i, columns)
+        suffix = "" if i == 0 else str(i + 1)
+        x0 = col / columns + (gap_x / 2 if col else 0)
+        x1 = (col + 1) / columns - (gap_x / 2 if col < columns - 1 else 0)
+        y1 = 1 - row / rows - (gap_y if row else 0)
+        y0 = 1 - (row + 1) / rows + (gap_y if row < rows - 1 else 0)
+        layout[f"xaxis{suffix}"] = {"domain": [x0, x1], "anchor": f"y{suffix}"}
+        layout[f"yaxis{suffix}"] = {"domain": [y0, y1], "anchor": f"x{suffix}",
+                                    **({"title": {"text": "error (%)"}} if col == 0 else {})}
+        part = thin(points[points["panel"] == panel], max_points)
+        traces.append({
+            "type": _scatter_type(len(part)), "mode": "markers", "x": _floats(part["value"]),
+            "y": _floats(part["error"]), "xaxis": f"x{suffix}", "yaxis": f"y{suffix}",
+            "marker": {"size": 4, "color": PALETTE[0], "opacity": 0.5}, "name": panel,
+            "hovertemplate": f"{panel}: %{{x}}<br>error %{{y:.2f}} %<extra></extra>",
+            "meta": {"role": "models"},
+        })
+        layout["shapes"] += [
+            {"type": "rect", "xref": f"x{suffix}", "yref": f"y{suffix} domain",
+             "x0": band.low, "x1": band.high, "y0": 0, "y1": 1, "fillcolor": PALETTE[1],
+             "opacity": 0.15, "line": {"width": 0}, "layer": "below"},
+            {"type": "line", "xref": f"x{suffix}", "yref": f"y{suffix} domain",
+             "x0": band.median, "x1": band.median, "y0": 0, "y1": 1,
+             "line": {"color": PALETTE[1], "dash": "dash", "width": 1.5}},
+        ]
+        layout["annotations"].append({
+            "text": f"{panel}: [{band.low:g}, {band.high:g}], median {band.median:g}",
+            "xref": "paper", "yref": "paper", "x": (x0 + x1) / 2, "y": y1, "yanchor": "bottom",
+            "showarrow": False, "font": {"size": 11}})
+    level = float(bands["level"].iloc[0])
+    heading = title or "Good regions"
+    return _figure(traces, chart, f"{heading}: each model's value against its error; shaded: "
+                   f"the best models' {level:.0%} bootstrap interval, dashed: its median",
+                   "", "", height=max(320, 260 * rows), **layout)
+
+
 def cost_figure(candidates: pd.DataFrame, metric: str = "latency_ms") -> go.Figure:
     """Measured cost (latency or training images/s) against FLOPs, a trace per space."""
     chart = f"cost_{metric}"

@@ -31,6 +31,7 @@ from explorer.compare import (
 )
 from explorer.files import atomic_write
 from explorer.metrics import SHOWN_STATUSES
+from explorer.refine import recorded_sampled_spaces, space_regions
 from explorer.store import Reader
 
 CURVE_TRIALS = 6
@@ -108,7 +109,8 @@ def write_report(store: Reader, experiment: str, output: str | Path, *,
     return ReportSummary(
         experiment=experiment, version=int(record["version"]), trials=len(per_trial),
         finished=int((per_trial["status"] == "finished").sum()),
-        figures=len(SECTIONS) + 1 + (fidelity is not None),  # + the compare section's EDFs
+        # + the compare section's EDFs, + a good-regions chart per sampled space
+        figures=len(SECTIONS) + 1 + (fidelity is not None) + len(region_spaces(record)),
         bytes=len(text.encode("utf-8")),
         proxy=fidelity,
     )
@@ -186,6 +188,7 @@ def render_report(trials: pd.DataFrame, epochs: pd.DataFrame, experiment: dict[s
                   "</section>"]
         first = False
     parts += _compare_section(trials)
+    parts += _regions_section(trials, region_spaces(experiment))
     if proxy is not None:
         parts += _proxy_section(proxy)
     if not candidates.empty:
@@ -252,6 +255,32 @@ def _compare_section(trials: pd.DataFrame) -> list[str]:
             "<h3>Sample size</h3>",
             f"<p>{_e(plan_sentence(plan, result.normalize)) if plan else ''}. "
             f"Rule: {_e(plan.rule) if plan else ''}.</p>", "</section>"]
+
+
+def region_spaces(experiment: dict[str, Any]) -> list[str]:
+    """The experiment's sampled spaces, whose good regions the report draws."""
+    return recorded_sampled_spaces(str(experiment.get("spec_text") or ""))
+
+
+def _regions_section(trials: pd.DataFrame, spaces: list[str]) -> list[str]:
+    """Per sampled space, each parameter's good region (`explorer refine`'s bootstrap)."""
+    if not spaces:
+        return []
+    parts = ['<section id="section-good_regions"><h2>Good regions of the sampled spaces '
+             "(Radosavovic et al. 2020)</h2>",
+             "<p>Per parameter and stage: each finished model's value against its error; "
+             "shaded, the 95% interval of the best model's value over 2,000 seeded bootstrap "
+             "draws of a quarter of the models; dashed, its median. The same as "
+             "<code>explorer refine NAME --space SPACE</code>, which also reads and ranks "
+             "constraints and writes the next space's spec.</p>"]
+    for space in spaces:
+        points, bands = space_regions(trials, space)
+        fig = figures.good_regions_figure(points, bands, title=f"Good regions of {space}")
+        parts.append(pio.to_html(fig, full_html=False, include_plotlyjs=False,
+                                 div_id=f"figure-good_regions-{space}", default_width="100%",
+                                 default_height=f"{fig.layout.height or 480}px",
+                                 config={"displaylogo": False, "responsive": True}))
+    return [*parts, "</section>"]
 
 
 def _proxy_section(proxy: ProxyFidelity) -> list[str]:

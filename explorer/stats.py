@@ -16,6 +16,13 @@ Choices, written down once:
   the same complexity distribution (uniform over the shared bins), which is
   what makes their EDFs comparable. With one space this is NDS's "uniform over
   bins" weighting of that space alone.
+- NDS-exact normalisation (`linear_bin_weights`): NDS's own code (compute_norm_ws
+  in its notebooks) keeps the models strictly inside a fixed complexity range
+  (LO, HI), cuts it into `bins` equal-width *linear* bins, and gives a model
+  the weight 1 / (models in its bin) / bins; each space is weighted on its own,
+  and an empty bin is refused (its weights would not sum to 1). The default
+  above instead adapts the bins to the data (log-spaced, over the models' span)
+  and keeps only the bins every space occupies, so it never refuses.
 - Weighted KS (`ks_test` with weights): the statistic is the largest distance
   between the two weighted EDFs. Its p-value is Smirnov's asymptotic one, as
   scipy.stats.ks_2samp's ``method="asymp"`` computes it, with each sample's
@@ -31,6 +38,19 @@ Choices, written down once:
   the candidates' mean errors as the trend test. A slope is reported as found
   when the interval excludes 0, and as confirmed when the trend test agrees at
   5% too (with 6 candidates, the percentile bootstrap alone is optimistic).
+- Equivalence (`ks_upper_bound`): two spaces are "equivalent within D" when a
+  one-sided (1 − α) bootstrap upper bound of their (weighted) KS distance is
+  below D: each space's models resampled with replacement (weights kept,
+  renormalised), the distance recomputed, the (1 − α) quantile taken (the
+  percentile bound). The bound is conservative: the sample distance is biased
+  upwards and the bootstrap adds that bias again, so at a true distance of D it
+  falls below D less often than α (a simulation in tests/test_equivalence.py
+  measures it). This is the confidence-interval form of a test of H0: distance
+  >= D against H1: distance < D at level α. With equal spaces the bound is
+  about sqrt(2)·c(α)·sqrt((n+m)/(n·m)) (the sample distance and the bootstrap's
+  own noise add as two independent bridges), so showing equivalence needs
+  about n = m = 4·c(α)²/D² models per space (`equivalence_samples_needed`):
+  twice what detecting a difference of D needs.
 - Sample sizes (`ks_samples_needed`): the KS test at level α flags a distance
   D between samples of sizes n and m once D exceeds c(α)·sqrt((n+m)/(n·m)),
   c(α) = sqrt(-ln(α/2)/2); for n = m that is n = 2·c(α)²/D².
@@ -115,6 +135,34 @@ def nds_weights(complexities: Sequence[np.ndarray], bins: int = 10) -> list[np.n
     return out
 
 
+class EmptyBin(ValueError):
+    """A linear complexity bin with no model: NDS's weights cannot be formed."""
+
+
+def linear_edges(low: float, high: float, bins: int) -> np.ndarray:
+    """The edges of `bins` equal-width linear bins of [low, high] (np.histogram's)."""
+    return np.linspace(float(low), float(high), bins + 1)
+
+
+def linear_bin_weights(complexity: np.ndarray, low: float, high: float,
+                       bins: int) -> np.ndarray:
+    """NDS's compute_norm_ws: 1 / (models in the bin) / bins for the models strictly inside
+    (low, high), 0 outside; EmptyBin names the first bin without a model."""
+    values = np.asarray(complexity, dtype=float)
+    inside = (values > low) & (values < high)
+    edges = linear_edges(low, high, bins)
+    # np.histogram's bins: [e_k, e_k+1), the last closed; the strict range leaves no model
+    # on the top edge, so digitize agrees with it.
+    which = np.clip(np.digitize(values, edges) - 1, 0, bins - 1)
+    counts = np.bincount(which[inside], minlength=bins)
+    empty = np.flatnonzero(counts == 0)
+    if empty.size:
+        k = int(empty[0])
+        raise EmptyBin(f"bin {k + 1} of {bins}, [{edges[k]:.4g}, {edges[k + 1]:.4g}), holds "
+                       f"no model ({int(empty.size)} of {bins} bins are empty)")
+    return np.where(inside, 1.0 / counts[which] / bins, 0.0)
+
+
 def kish_size(weights: np.ndarray) -> float:
     """Kish's effective sample size (Σw)² / Σw²: n for equal weights, fewer for unequal."""
     squares = float(np.sum(weights ** 2))
@@ -187,6 +235,71 @@ def ks_asymptotic_p(statistic: float, n_a: float, n_b: float) -> float:
         return float("nan")
     en = max(1.0, float(np.round(n_a * n_b / (n_a + n_b))))
     return float(np.clip(_scipy_stats().kstwo.sf(statistic, en), 0.0, 1.0))
+
+
+# --- equivalence: a bootstrap upper bound of the KS distance --------------------------------
+
+
+def ks_of_masses(values: np.ndarray, mass_a: np.ndarray, mass_b: np.ndarray) -> np.ndarray:
+    """Per row, the KS distance between two weighted samples given as masses on the pooled,
+    sorted `values` (rows: bootstrap draws; each mass row normalised here)."""
+    total_a = mass_a.sum(axis=1, keepdims=True)
+    total_b = mass_b.sum(axis=1, keepdims=True)
+    gap = np.cumsum(mass_a / np.where(total_a > 0, total_a, 1.0)
+                    - mass_b / np.where(total_b > 0, total_b, 1.0), axis=1)
+    # The EDFs are read after the last of each run of equal values (they jump there).
+    last = np.append(values[1:] != values[:-1], True)
+    if not last.all():
+        gap = gap[:, last]
+    return np.abs(gap).max(axis=1)
+
+
+def resample_counts(n: int, draws: int, rng: np.random.Generator) -> np.ndarray:
+    """(draws, n): how often each of n models is drawn when n are drawn with replacement."""
+    picks = rng.integers(0, n, (draws, n)) + (np.arange(draws) * n)[:, None]
+    return np.bincount(picks.ravel(), minlength=draws * n).reshape(draws, n)
+
+
+def bootstrap_ks(a: np.ndarray, weights_a: np.ndarray, b: np.ndarray, weights_b: np.ndarray,
+                 *, draws: int, rng: np.random.Generator, chunk: int = 256) -> np.ndarray:
+    """KS distances between resamples of a and of b (each resampled with replacement, its
+    weights kept and renormalised), `draws` of them, in chunks to bound memory."""
+    values = np.concatenate([np.asarray(a, float), np.asarray(b, float)])
+    order = np.argsort(values, kind="stable")
+    n_a = len(a)
+    rank = np.empty(values.size, dtype=np.int64)
+    rank[order] = np.arange(values.size)  # each model's place in the pooled order
+    out = []
+    for start in range(0, draws, chunk):
+        rows = min(chunk, draws - start)
+        mass_a = np.zeros((rows, values.size))
+        mass_b = np.zeros((rows, values.size))
+        mass_a[:, rank[:n_a]] = resample_counts(n_a, rows, rng) * weights_a
+        mass_b[:, rank[n_a:]] = resample_counts(len(b), rows, rng) * weights_b
+        out.append(ks_of_masses(values[order], mass_a, mass_b))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def ks_upper_bound(distances: np.ndarray, alpha: float = ALPHA) -> float:
+    """The one-sided (1 − α) percentile bound of bootstrap KS distances."""
+    return float(np.quantile(distances, 1 - alpha)) if distances.size else math.inf
+
+
+def signed_ks(a: np.ndarray, weights_a: np.ndarray, b: np.ndarray,
+              weights_b: np.ndarray) -> tuple[float, float]:
+    """(max(F_a − F_b), max(F_b − F_a)): the first is larger when a holds more of its models
+    at low errors than b does (a is the better space)."""
+    grid = np.concatenate([a, b])
+    if grid.size == 0:
+        return 0.0, 0.0
+    gap = weighted_edf(a, weights_a, grid) - weighted_edf(b, weights_b, grid)
+    return float(max(gap.max(), 0.0)), float(max((-gap).max(), 0.0))
+
+
+def equivalence_samples_needed(margin: float, alpha: float = ALPHA) -> int:
+    """Models per space (n = m) at which equal spaces' bound falls to `margin`: 4·c(α)²/D²
+    (see the module's notes)."""
+    return math.ceil(4 * ks_coefficient(alpha) ** 2 / margin ** 2)
 
 
 # --- how many samples the KS test needs -----------------------------------------------------

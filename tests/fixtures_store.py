@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -214,3 +214,28 @@ def _cost(candidate: Candidate, rng: random.Random) -> dict[str, object]:
     return {"latency_ms": latency, "train_images_per_sec": 1000.0 * 128 / (3 * latency),
             "peak_memory_bytes": int(candidate.complexity.acts * 128 * 4 * 3),
             "cost_device": DEVICE}
+
+
+def write_population(url: str | Path, spec_text: str,
+                     error: Callable[[Candidate, int], float]) -> Spec:
+    """Every candidate of the spec (`spec_text`, its spaces sampled or listed) trained once
+    per seed and finished with the final test error `error(candidate, seed)`: a synthetic
+    population for the readers of design spaces (compare, refine), written through the
+    Writer as the sweep writes, with no training."""
+    spec = parse_spec(spec_text, "population.yaml")
+    candidates = enumerate_spec(spec).candidates
+    with Writer.open(url) as store:
+        record = store.create_or_get_experiment(spec.name, spec_text, spec.hash,
+                                                spec.model_dump(mode="json"),
+                                                environment=ENVIRONMENT)
+        store.add_candidates(record.id, candidates)
+        plans = plan_trials(spec, candidates)
+        store.add_trials(record.id, [(p.trial_key, p.candidate_key, p.seed) for p in plans])
+        by_key = {c.key: c for c in candidates}
+        for plan in plans:
+            value = error(by_key[plan.candidate_key], plan.seed)
+            store.mark_running(record.id, plan.trial_key, "cpu")
+            store.record_epoch(record.id, plan.trial_key, {"epoch": 0, "test_error": value})
+            store.finish_trial(record.id, plan.trial_key, "finished",
+                               {"test_error": value, "test_top5_error": value / 5})
+    return spec

@@ -15,16 +15,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from fixtures_store import ENVIRONMENT, make_fixture_store
+from fixtures_store import make_fixture_store, write_population
 from scipy import stats as scipy_stats
 from typer.testing import CliRunner
 
 from explorer import analysis, compare, stats
 from explorer.cli import app as cli_app
-from explorer.plan import plan_trials
-from explorer.space import enumerate_spec
-from explorer.spec import parse_spec
-from explorer.store import Reader, Writer
+from explorer.space import Candidate
+from explorer.store import Reader
 
 runner = CliRunner()
 
@@ -61,27 +59,15 @@ def write_store(url: str, name: str, *, seeds: int, slope: float, noise: float,
                 seed: int = 0) -> None:
     """Every candidate of SPEC trained for every seed, finished, with error
     40 - 2·log10(flops/1e6) + slope·log2(C) + a seed offset + noise."""
-    spec = parse_spec(SPEC.format(name=name, seeds=list(range(seeds))), f"{name}.yaml")
     rng = np.random.default_rng(seed)
     offsets = rng.normal(0.0, 1.0, seeds)  # a seed effect the pairing must remove
-    candidates = enumerate_spec(spec).candidates
-    with Writer.open(url) as store:
-        record = store.create_or_get_experiment(name, SPEC, spec.hash,
-                                                spec.model_dump(mode="json"),
-                                                environment=ENVIRONMENT)
-        store.add_candidates(record.id, candidates)
-        plans = plan_trials(spec, candidates)
-        store.add_trials(record.id, [(p.trial_key, p.candidate_key, p.seed) for p in plans])
-        by_key = {c.key: c for c in candidates}
-        for plan in plans:
-            arch = by_key[plan.candidate_key]
-            error = (40.0 - 2.0 * math.log10(arch.complexity.flops / 1e6)
-                     + slope * math.log2(arch.arch.stages[0].cardinality)
-                     + offsets[plan.seed] + rng.normal(0.0, noise))
-            store.mark_running(record.id, plan.trial_key, "cpu")
-            store.record_epoch(record.id, plan.trial_key, {"epoch": 0, "test_error": error})
-            store.finish_trial(record.id, plan.trial_key, "finished",
-                               {"test_error": error, "test_top5_error": error / 5})
+
+    def error(candidate: Candidate, run_seed: int) -> float:
+        return float(40.0 - 2.0 * math.log10(candidate.complexity.flops / 1e6)
+                     + slope * math.log2(candidate.arch.stages[0].cardinality)
+                     + offsets[run_seed] + rng.normal(0.0, noise))
+
+    write_population(url, SPEC.format(name=name, seeds=list(range(seeds))), error)
 
 
 @pytest.fixture(scope="module")
