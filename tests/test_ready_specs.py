@@ -121,3 +121,17 @@ def test_anynet_study_draws_a_and_its_shared_b_and_g_children_in_one_band() -> N
         counts, _ = np.histogram(flops, bins=np.linspace(low, high, 5))
         assert list(counts) == [16, 16, 16, 16]  # the same complexity strata in all three
     assert spec.train.seeds == (0,) and spec.data.resolution == 16
+
+
+def test_anynet_child_is_the_parent_plus_a_with_shared_b() -> None:
+    parent = load_spec(SPACES / "cpu" / "cifar10_anynet.yaml")
+    child = load_spec(SPACES / "cpu" / "cifar10_anynet_child.yaml")
+    assert list(child.spaces) == [*parent.spaces, "anynet_a.shared-b"]
+    assert all(child.spaces[s] == parent.spaces[s] for s in parent.spaces)  # reused as run
+    a, new = parent.spaces["anynet_a"].sample, child.spaces["anynet_a.shared-b"].sample
+    assert a is not None and new is not None
+    assert new.shared == ("bottleneck_ratio",) and not a.shared
+    assert new.seed not in {s.sample.seed for s in parent.spaces.values() if s.sample}
+    assert (new.n, new.stages, new.stratify) == (a.n, a.stages, a.stratify)
+    assert (child.model, child.constraints, child.data, child.train) == (
+        parent.model, parent.constraints, parent.data, parent.train)
