@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from explorer.space import Enumeration, enumerate_spec
+from explorer.space import Candidate, Enumeration, enumerate_spec
 from explorer.spec import load_spec
 
 SPACES = Path(__file__).resolve().parents[1] / "spaces"
@@ -96,3 +96,42 @@ def test_nds_study_draws_resnet_and_resnext_in_one_band() -> None:
         counts, _ = np.histogram(flops, bins=np.linspace(low, high, 5))
         assert list(counts) == [12, 12, 12, 12]  # the same complexity strata in both
     assert spec.train.seeds == (0,) and spec.data.resolution == 16
+
+
+def test_anynet_study_draws_a_and_its_shared_b_and_g_children_in_one_band() -> None:
+    spec = load_spec(SPACES / "cpu" / "cifar10_anynet.yaml")
+    result = enumerate_spec(spec)
+    low, high = spec.constraints.flops
+    spaces = {s: result.in_space(s) for s in ("anynet_a", "anynet_b", "anynet_c")}
+    assert {len(space) for space in spaces.values()} == {64}
+
+    def ratios(c: Candidate) -> set[float]:  # b per stage: width over inner width (C·d)
+        return {s.width / (s.cardinality * s.bottleneck_width) for s in c.arch.stages}
+
+    def groups(c: Candidate) -> set[int]:  # g per stage, leaving out stages of one group
+        return {s.bottleneck_width for s in c.arch.stages if s.cardinality > 1}
+
+    assert any(len(ratios(c)) > 1 for c in spaces["anynet_a"])  # b drawn per stage
+    assert all(len(ratios(c)) == 1 for c in spaces["anynet_b"])  # b shared
+    assert any(len(groups(c)) > 1 for c in spaces["anynet_b"])  # g still per stage
+    assert all(len(ratios(c)) == 1 and len(groups(c)) <= 1 for c in spaces["anynet_c"])
+    for space in spaces.values():
+        flops = [c.complexity.flops for c in space]
+        assert all(low <= f <= high for f in flops)
+        counts, _ = np.histogram(flops, bins=np.linspace(low, high, 5))
+        assert list(counts) == [16, 16, 16, 16]  # the same complexity strata in all three
+    assert spec.train.seeds == (0,) and spec.data.resolution == 16
+
+
+def test_anynet_child_is_the_parent_plus_a_with_shared_b() -> None:
+    parent = load_spec(SPACES / "cpu" / "cifar10_anynet.yaml")
+    child = load_spec(SPACES / "cpu" / "cifar10_anynet_child.yaml")
+    assert list(child.spaces) == [*parent.spaces, "anynet_a.shared-b"]
+    assert all(child.spaces[s] == parent.spaces[s] for s in parent.spaces)  # reused as run
+    a, new = parent.spaces["anynet_a"].sample, child.spaces["anynet_a.shared-b"].sample
+    assert a is not None and new is not None
+    assert new.shared == ("bottleneck_ratio",) and not a.shared
+    assert new.seed not in {s.sample.seed for s in parent.spaces.values() if s.sample}
+    assert (new.n, new.stages, new.stratify) == (a.n, a.stages, a.stratify)
+    assert (child.model, child.constraints, child.data, child.train) == (
+        parent.model, parent.constraints, parent.data, parent.train)
