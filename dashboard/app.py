@@ -43,7 +43,7 @@ from explorer.compare import (
     compare_or_plain,
 )
 from explorer.metrics import SHOWN_STATUSES
-from explorer.refine import recorded_sampled_spaces, space_regions
+from explorer.refine import POPULATION_COLUMNS, recorded_sampled_spaces, space_regions
 from explorer.store import Reader, StoreError
 
 POLL_SECONDS = 3.0
@@ -264,10 +264,13 @@ def load_comparison(url: str, version: int, experiments: tuple[str, ...], chosen
     return compare_or_plain(select(url, version, experiments, chosen), normalize=normalize)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_resource(show_spinner=False, max_entries=4)
 def load_regions(url: str, version: int, experiments: tuple[str, ...], chosen: Filters,
                  space: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return space_regions(select(url, version, experiments, chosen), space)
+    # Every stage's C and d, which the slim table the charts draw from does not carry: a
+    # narrow read of the columns refine's population needs, not every column.
+    trials = open_store(url).trials_frame(list(experiments), columns=POPULATION_COLUMNS)
+    return space_regions(filtered(trials, chosen), space)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

@@ -103,6 +103,14 @@ class Population:
         return int(self.errors.size)
 
 
+# The trials frame's columns `population` reads (Reader.trials_frame(columns=...)): the
+# means over seeds, complexity and every stage's lists, with the dashboard's filter columns.
+POPULATION_COLUMNS = ("experiment", "trial_id", "key", "space", "seed", "status", "test_error",
+                      "test_top5_error", "train_images_per_sec", "latency_ms", "cardinality",
+                      "bottleneck_width", "depths", "widths", "cardinalities",
+                      "bottleneck_widths", "params", "flops", "acts")
+
+
 def population(trials: pd.DataFrame, space: str) -> Population:
     """The candidates of `space` with a finished run, from the store's trials frame."""
     rows = trials[trials["space"].astype(str) == space]
