@@ -1115,7 +1115,7 @@ def refine(
     need("dashboard", "explorer refine", ("scipy",))  # its KS tests
     from explorer.compare import NORMALIZE_CHOICES
     from explorer.files import atomic_write_text
-    from explorer.refine import RefineError, child_spec, choose
+    from explorer.refine import child_spec, choose
     from explorer.refine import refine as refine_space
 
     if normalize not in NORMALIZE_CHOICES:
@@ -1141,19 +1141,16 @@ def refine(
         spec = parse_spec(spec_text, f"{experiment} (recorded spec)")
     except SpecError as problem:
         fail(f"the recorded spec of {experiment!r} no longer validates: {problem.problems[0]}")
-    try:
-        result = refine_space(reader.trials_frame([experiment]), spec, experiment, space,
-                              draws=draws, seed=seed, normalize=normalize, margin=equivalence)
-        written = None
-        if write is not None:
-            chosen = choose(result.proposals, constraint or [])
-            text, child, child_space = child_spec(
-                spec_text, spec, space, chosen, name=name,
-                source=f" {experiment} --space {space}")
-            atomic_write_text(write, text)
-            written = (write, child.name, child_space, [p.name for p in chosen])
-    except RefineError as problem:
-        fail(str(problem))
+    result = refine_space(reader.trials_frame([experiment]), spec, experiment, space,
+                          draws=draws, seed=seed, normalize=normalize, margin=equivalence)
+    written = None
+    if write is not None:
+        chosen = choose(result.proposals, constraint or [])
+        text, child, child_space = child_spec(
+            spec_text, spec, space, chosen, name=name,
+            source=f" {experiment} --space {space}")
+        atomic_write_text(write, text)
+        written = (write, child.name, child_space, [p.name for p in chosen])
     if as_json:
         out_json = result.to_json()
         if written is not None:
@@ -1317,42 +1314,38 @@ def import_command(
     changes nothing. Exit 2 when the file's params or flops differ from explorer's beyond
     --tolerance (unless --accept-mismatch)."""
     need_store_driver(store)
-    from explorer.errors import SetupError
     from explorer.importers import (
-        ImportProblem,
         count_all,
         mismatches,
         read_population,
         write_population,
     )
-    from explorer.store import StoreError, Writer, store_url
+    from explorer.store import Writer, store_url
 
     if tolerance < 0:
         fail(f"--tolerance {tolerance:g}: a percentage, 0 or more")
-    try:
-        population = read_population(fmt, files, space or [], studies=study or [],
-                                     template=template, stem_width=stem_width)
-        counted = count_all(population.networks, population.skipped)
-        for line in population.skipped.lines():
-            err.print(line, highlight=False, soft_wrap=True)
-        checks = mismatches(counted, tolerance)
-        for check in mismatches(counted):
-            err.print(check.line(), highlight=False, soft_wrap=True)
-        beyond = [c for c in checks if c.differing]
-        if beyond and not accept_mismatch:
-            worst = max(beyond, key=lambda c: c.largest_pct)
-            fail(f"{worst.what} of {worst.differing} models differ from explorer's count by "
-                 f"more than {tolerance:g}% (up to {worst.largest_pct:.3g}%, at "
-                 f"{worst.example}): nothing imported; pass --accept-mismatch to import "
-                 "them with explorer's figures")
-        with Writer.open(store_url(runs_dir, store)) as writer:
-            summary = write_population(writer, name, population, counted,
-                                       new_version=new_version)
-    except (ImportProblem, SetupError, StoreError) as problem:
-        fail(str(problem))
+    population = read_population(fmt, files, space or [], studies=study or [],
+                                 template=template, stem_width=stem_width)
+    counted = count_all(population.networks, population.skipped)
+    for line in population.skipped.lines():
+        err.print(line, highlight=False, markup=False, soft_wrap=True)
+    checks = mismatches(counted, tolerance)
+    for check in mismatches(counted):
+        err.print(check.line(), highlight=False, markup=False, soft_wrap=True)
+    beyond = [c for c in checks if c.differing]
+    if beyond and not accept_mismatch:
+        worst = max(beyond, key=lambda c: c.largest_pct)
+        fail(f"{worst.what} of {worst.differing} models differ from explorer's count by "
+             f"more than {tolerance:g}% (up to {worst.largest_pct:.3g}%, at "
+             f"{worst.example}): nothing imported; pass --accept-mismatch to import "
+             "them with explorer's figures")
+    with Writer.open(store_url(runs_dir, store)) as writer:
+        summary = write_population(writer, name, population, counted,
+                                   new_version=new_version)
     spaces = ", ".join(f"{s} ({n})" for s, n in summary.spaces.items())
     out.print(f"{summary.experiment} v{summary.version}: imported {summary.trials} models "
-              f"({spaces}); skipped {summary.skipped.total}", highlight=False, soft_wrap=True)
+              f"({spaces}); skipped {summary.skipped.total}", highlight=False, markup=False,
+              soft_wrap=True)
 
 
 def _store_fault(problem: Exception) -> str | None:
