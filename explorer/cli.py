@@ -29,6 +29,7 @@ from explorer.errors import (
     CheckFailed,
     ExitCode,
     ExplorerError,
+    SetupError,
     UsageError,
     require_extra,
 )
@@ -271,7 +272,7 @@ def enumerate_command(
         fail(f"--space {unknown[0]!r} is not in {spec}; its spaces are: {', '.join(parsed.spaces)}")
     try:
         stream = CandidateStream(parsed, space or None, keep_dropped=DROP_LINES)
-    except ExplorerError as problem:  # a base model past what a count holds
+    except SetupError as problem:  # a base model past what a count holds
         raise problem.about(str(spec)) from None
     out.print(f"{parsed.name}: {_size_line(parsed, stream.sizes)}", highlight=False)
     shown = None if show_all else (limit if limit is not None else
@@ -282,7 +283,7 @@ def enumerate_command(
         word, code = stopped(stop)
         err.print(f"{word}: nothing written" if output else word)
         raise typer.Exit(code) from None
-    except ExplorerError as problem:  # a sampled space with fewer distinct candidates than n
+    except SetupError as problem:  # a sampled space short of n, a count past int64
         raise problem.about(str(spec)) from None
     if rows:
         import pandas as pd
