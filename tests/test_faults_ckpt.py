@@ -226,8 +226,10 @@ def test_sigterm_to_the_process_group_mid_sweep_exits_143_and_the_rerun_resumes(
 def test_a_sweep_never_resumes_a_damaged_checkpoint(
         tmp_path: Path, ray_env: dict[str, str]) -> None:
     # Before: the trial resumed from the damaged weights, "finished", exit 0: a wrong result
-    # stored as finished.
-    epochs = 4
+    # stored as finished. Eight short epochs, not four: the sweep is stopped with one to six
+    # stored, and a trial must still be part-way when the stop lands (with four, a fast one
+    # could write its last checkpoint first and leave none to damage).
+    epochs = 8
     runs, command = sweep(tmp_path, "damaged", epochs)
     reader = Reader(str(runs), "damaged")
     driver, _, stderr, _ = stop_mid_sweep(command, ray_env, reader, epochs, signal.SIGTERM)
