@@ -32,12 +32,17 @@ from explorer.spec import (
     MAX_DEPTH,
     MAX_SPEC_BYTES,
     MAX_VALUES,
+    Axes,
+    ModelSpec,
     Problem,
+    SearchSpec,
+    SpaceSpec,
     Spec,
     SpecError,
     TrainSpec,
     load_spec,
     parse_spec,
+    with_overrides,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -663,3 +668,44 @@ def test_with_epochs_keeps_the_drops_a_shorter_run_reaches() -> None:
     assert default.with_epochs(40).milestones == (20, 30)  # 50% and 75% of 40
     with pytest.raises(pydantic.ValidationError):
         step.with_epochs(0)
+
+
+# A space of two-stage networks under the default three-stage model: a rule across fields
+# (each stage list as long as the model's), which no field breaks on its own.
+SHORT_STAGES = "spaces.wide.axes.depths.0: needs 3 stages like the model's widths, has 2"
+
+
+def test_a_spec_built_without_the_loader_obeys_the_rules_across_fields() -> None:
+    """Every way to a Spec runs the same rules: built directly, validated from data, copied
+    with a change, or revised by with_overrides, a spec that breaks one is refused with the
+    rule's path and words, as the loader reports it at its line."""
+    with pytest.raises(pydantic.ValidationError, match=re.escape(SHORT_STAGES)):
+        Spec(name="direct", spaces={"wide": SpaceSpec(axes=Axes(depths=((1, 2),)))})
+    with pytest.raises(pydantic.ValidationError, match=re.escape(SHORT_STAGES)):
+        Spec.model_validate({"name": "data", "spaces": {"wide": {"axes": {"depths": [[1, 2]]}}}})
+    fine = parse_spec("name: fine\nspaces:\n  wide: {}\n")
+    with pytest.raises(pydantic.ValidationError, match=re.escape(
+            "search.n_trials: random search needs n_trials")):
+        fine.model_copy(update={"search": SearchSpec(strategy="random")})
+    with pytest.raises(pydantic.ValidationError, match=re.escape(
+            "model.depth: is required for family regnet")):
+        with_overrides(fine, model={"family": "regnet"})
+    with pytest.raises(pydantic.ValidationError, match="must be at most epochs"):
+        fine.train.model_copy(update={"warmup_epochs": fine.train.epochs + 1})
+    # A model without the space is valid: the rule is the space's against the model's.
+    assert Spec(name="direct", model=ModelSpec(depths=(1, 2), widths=(64, 128)),
+                spaces={"wide": SpaceSpec(axes=Axes(depths=((1, 2),)))}).model.depths == (1, 2)
+    # The loader reports the same rule once, at its line, not again unlocated.
+    with pytest.raises(SpecError) as caught:
+        parse_spec("name: file\nspaces:\n  wide:\n    axes:\n      depths:\n"
+                   "        - [1, 2]\n", "file.yaml")
+    assert [str(p) for p in caught.value.problems] == [f"file.yaml:6: {SHORT_STAGES} (got [1, 2])"]
+
+
+@pytest.mark.parametrize("path", GOOD_SPECS + SPACE_SPECS, ids=lambda p: p.name)
+def test_a_valid_spec_validates_again_from_its_dump(path: Path) -> None:
+    """The rules read a built Spec by what differs from the defaults, so a full dump (a
+    regnet model's unused resnext fields included) is the same valid spec again."""
+    spec = load_spec(path)
+    assert Spec.model_validate(spec.model_dump(mode="json", by_alias=True)) == spec
+    assert spec.model_copy(update={"description": "copied"}).model == spec.model

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 from typing import Annotated, Any, Protocol, Union
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from explorer.arch import stage_bottleneck_widths
 from explorer.errors import ExplorerError
@@ -42,12 +42,15 @@ __all__ = [
     "Loc",
     "Problem",
     "SpecError",
+    "check_rules",
     "problems_in",
 ]
 
 # The tags pydantic puts into an error's location for the schema's unions of a list and a
 # range (an axis, a per-stage draw).
 _UNION_TAGS = {"list", "range"}
+# The type of the error a Spec's validator raises for the rules across fields.
+_RULES_BROKEN = "spec_rules"
 
 
 @dataclass(frozen=True)
@@ -60,9 +63,13 @@ class Problem:
     origin: str | None = None  # where, when not a line of the file: "--set KEY.PATH"
 
     def __str__(self) -> str:
-        got = f" (got {self.value})" if self.value is not None else ""
         where = self.origin or f"{self.file}:{self.line}"
-        return f"{where}: {self.path}: {self.message}{got}"
+        return f"{where}: {self.what()}"
+
+    def what(self) -> str:
+        """The problem without where it is: ``path.to.key: what is wrong (got VALUE)``."""
+        got = f" (got {self.value})" if self.value is not None else ""
+        return f"{self.path}: {self.message}{got}"
 
 
 class At(Protocol):
@@ -92,18 +99,44 @@ Loc = tuple[str | int, ...]
 def problems_in(data: dict[str, Any], at: At) -> Iterator[Problem]:
     """Every problem of a spec's parsed data, each made by `at`: pydantic's, field by field,
     then the rules across fields (checked on whichever fields are valid on their own)."""
+    broken: list[str] = []  # the rules the Spec's own validator found, not located
     try:
         Spec.model_validate(data)
     except ValidationError as err:
         errors = [(_clean_loc(e["loc"]), e) for e in err.errors()]
         for loc, e in errors:
+            if e["type"] == _RULES_BROKEN:
+                broken.append(str(e["msg"]))
+                continue  # the same rules, located at their lines, follow
             if e["type"] == "too_short" and any(
                 other[: len(loc)] == loc and len(other) > len(loc) for other, _ in errors
             ):
                 continue  # a list whose only item is invalid is not also "empty"
             key_loc = tuple(x for x in e["loc"] if x not in _UNION_TAGS and x != "[key]")
             yield at(loc, _message(e, loc), e.get("input"), e["type"] != "missing", key_loc)
-    yield from _check_semantics(data, at)
+    located = list(_check_semantics(data, at))
+    yield from located
+    if broken and not located:  # the two readings of the rules disagree: never let it pass
+        yield at((), "; ".join(broken), None, False)
+
+
+def check_rules(spec: Spec) -> None:
+    """Refuse a Spec that breaks a rule across fields, however it was built (Spec(...),
+    model_validate, model_copy): Spec's own validator calls this, so every Spec obeys them.
+
+    The rules read a spec's data as a file gives it; a built Spec's is what differs from
+    the defaults (a regnet model's unused resnext defaults are no fields it was given), so
+    a spec's full dump validates again to itself."""
+    data = spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    broken = [problem.what() for problem in _check_semantics(data, _unlocated)]
+    if broken:
+        raise PydanticCustomError(_RULES_BROKEN, "{rules}", {"rules": "; ".join(broken)})
+
+
+def _unlocated(loc: Loc, message: str, value: Any = None, show_value: bool = True,
+               line_loc: Loc = ()) -> Problem:
+    """The problem at a key path of a spec that has no file (an At)."""
+    return Problem("", 0, _dotted(loc), message, _show(value) if show_value else None)
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> Loc:
@@ -131,7 +164,9 @@ def _check_semantics(data: dict[str, Any], at: At) -> Iterator[Problem]:
         raw = raw if isinstance(raw, dict) else {}
         axes, solve = _valid(Axes, raw.get("axes")), _valid(Solve, raw.get("solve"))
         if axes is not None and model is not None:
-            yield from _check_space(str(name), axes, solve if raw.get("solve") else None, model, at)
+            # `solve: {}` is a solve with every default, not none.
+            solved = solve if raw.get("solve") is not None else None
+            yield from _check_space(str(name), axes, solved, model, at)
         if isinstance(raw.get("sample"), dict):
             yield from _check_sample(str(name), raw, data, search, at)
         if axes is not None and search is not None and search.strategy == "grid":

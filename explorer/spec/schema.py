@@ -8,8 +8,8 @@ in `problems.py`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Annotated, Any, ClassVar, Literal, Union
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
     AfterValidator,
@@ -30,6 +30,9 @@ from pydantic import (
 )
 
 from explorer.arch import BlockForm, Template, content_key
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing's own from Python 3.11
 
 __all__ = [
     "FOLDER_DATASETS",
@@ -110,7 +113,19 @@ class _FrozenDict(dict[str, Any]):
 
 
 class _Frozen(BaseModel):
+    """A spec model: unknown keys refused, never changed once built, and built only by
+    validation, so every one obeys its rules."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy, with `update`'s fields (by name) replaced and validated again like the
+        original: pydantic's own copy takes an update unchecked, which would let a copy
+        break the rules its original was refused for."""
+        copy = super().model_copy(deep=deep)
+        if not update:
+            return copy
+        return self.model_validate({**dict(copy), **update})
 
 
 class Range(_Frozen):
@@ -499,9 +514,9 @@ class TrainSpec(_Frozen):
         out (its default milestones follow the epochs by themselves). Validated again like
         the spec's own block, so every caller gets the same recipe, or the same error."""
         milestones = self.lr_milestones and tuple(m for m in self.lr_milestones if m < epochs)
-        return TrainSpec.model_validate({
-            **self.model_dump(), "epochs": epochs,
-            "warmup_epochs": min(self.warmup_epochs, epochs), "lr_milestones": milestones,
+        return self.model_copy(update={
+            "epochs": epochs, "warmup_epochs": min(self.warmup_epochs, epochs),
+            "lr_milestones": milestones,
         })
 
     @property
@@ -555,6 +570,15 @@ class Spec(_Frozen):
     def hash(self) -> str:
         """Content hash of the validated spec: equal hashes, equal experiments."""
         return content_key(self.record(by_alias=True))
+
+    @model_validator(mode="after")
+    def _obeys_the_rules(self) -> Spec:
+        # The rules across fields and sections hold for every Spec, not only a loaded one.
+        # Imported here: problems.py reads this module's models, so it loads after it.
+        from explorer.spec.problems import check_rules
+
+        check_rules(self)
+        return self
 
     def record(self, *, by_alias: bool = False) -> dict[str, Any]:
         """The spec as JSON values, keys added since the first release left out while they
