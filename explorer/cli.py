@@ -13,7 +13,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -21,8 +21,6 @@ import typer
 import typer.core
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
 from explorer.errors import (
     EXIT_MEANINGS,
@@ -35,12 +33,9 @@ from explorer.errors import (
 )
 
 if TYPE_CHECKING:  # the commands import what they need when they run
-    import pandas as pd
     from typer._click import Context as ClickContext  # the click that typer ships inside
 
     from explorer.arch import Arch
-    from explorer.compare import Comparison
-    from explorer.complexity import Complexity
     from explorer.data import Dataset
     from explorer.metrics import EpochMetrics
     from explorer.space import Batch, Candidate, CandidateStream
@@ -262,6 +257,7 @@ def enumerate_command(
     """
     if verify_fvcore:
         need("fvcore", "explorer enumerate --verify-fvcore")
+    from explorer.console import print_enumeration, size_line
     from explorer.space import CandidateStream
 
     parsed = read_spec(spec, overrides)
@@ -274,7 +270,7 @@ def enumerate_command(
         stream = CandidateStream(parsed, space or None, keep_dropped=DROP_LINES)
     except SetupError as problem:  # a base model past what a count holds
         raise problem.about(str(spec)) from None
-    out.print(f"{parsed.name}: {_size_line(parsed, stream.sizes)}", highlight=False)
+    out.print(f"{parsed.name}: {size_line(parsed, stream.sizes)}", highlight=False)
     shown = None if show_all else (limit if limit is not None else
                                    (0 if output is not None else SHOWN_ROWS))
     try:
@@ -285,40 +281,12 @@ def enumerate_command(
         raise typer.Exit(code) from None
     except SetupError as problem:  # a sampled space short of n, a count past int64
         raise problem.about(str(spec)) from None
-    if rows:
-        import pandas as pd
-
-        per_stage = any(parsed.spaces[name].sample is not None for name in stream.sizes)
-        out.print(candidates_table(pd.DataFrame(rows), parsed, stream.base.complexity,
-                                   per_stage=per_stage))
-    _print_drops(stream)
-    for sampled in stream.samples:
-        out.print(sampled.summary(), highlight=False, markup=False)
-    out.print(f"{stream.candidates:,} candidates, {stream.dropped_count:,} dropped",
-              highlight=False)
-    for name, (n, low, high) in ranges.items():
-        unit = "drawn" if parsed.spaces[name].sample is not None else "points"
-        out.print(f"  {name}: {n:,} of {stream.sizes[name]:,} {unit}; params {low[0]:,}–"
-                  f"{high[0]:,}, flops {low[1]:,}–{high[1]:,}", highlight=False)
-    if len(rows) < stream.candidates and (output is None or rows):
-        out.print(f"showed {len(rows):,} of {stream.candidates:,} candidates, as enumerated "
-                  "(--limit N, --all to show more)", highlight=False)
+    print_enumeration(out, parsed, stream, rows, ranges, drop_lines=DROP_LINES,
+                      to_file=output is not None)
     if verify_fvcore:
         verify_with_fvcore(checked, parsed)
     if output is not None:
         out.print(f"wrote {output}", highlight=False, markup=False)
-
-
-def _size_line(spec: Spec, sizes: Mapping[str, int]) -> str:
-    """How many points the spaces have (a grid's) or will draw (a sampled space's n)."""
-    drawn = {name for name in sizes if spec.spaces[name].sample is not None}
-    grid = sum(n for name, n in sizes.items() if name not in drawn)
-    to_draw = sum(n for name, n in sizes.items() if name in drawn)
-    parts = ([f"{grid:,} grid points"] if len(drawn) < len(sizes) else []) + (
-        [f"{to_draw:,} candidates to draw"] if drawn else [])
-    each = ", ".join(f"{name} n={n:,}" if name in drawn else f"{name} {n:,}"
-                     for name, n in sizes.items())
-    return f"{' and '.join(parts)} ({each})"
 
 
 def _run_stream(
@@ -366,64 +334,6 @@ def _widen(ranges: dict[str, tuple[int, Any, Any]], batch: Batch) -> None:
     ranges[batch.space] = (n + len(batch), low, high)
 
 
-def _print_drops(stream: CandidateStream) -> None:
-    """One line per dropped point when there are few; counts by reason when there are many."""
-    if stream.dropped_count <= DROP_LINES:
-        for dropped in stream.dropped:
-            values = ", ".join(f"{k}={_short(v)}" for k, v in dropped.values.items()) or "base"
-            out.print(
-                f"[yellow]dropped[/] {dropped.space} ({escape(values)}): "
-                f"{escape(dropped.reason)}",
-                highlight=False,
-            )
-        return
-    for reason, n in stream.dropped_by_reason.most_common():
-        out.print(f"[yellow]dropped[/] {n:,} points: {escape(reason)}", highlight=False)
-
-
-def candidates_table(frame: pd.DataFrame, spec: Spec, base: Complexity,
-                     per_stage: bool = False) -> Table:
-    """The candidates as a terminal table; `per_stage` shows each stage's C and d as lists
-    (a sampled space draws them per stage), else stage 1's, from which make_arch derives
-    the rest."""
-    table = Table(title=f"{spec.name}: base model {base.params:,} params, {base.flops:,} flops")
-    columns = [
-        "space",
-        "key",
-        "depths",
-        "widths",
-        "cardinalities" if per_stage else "cardinality",
-        "bottleneck_widths" if per_stage else "bottleneck_width",
-        "group_widths",
-        "params",
-        "flops",
-        "acts",
-        "params_deviation_pct",
-        "flops_deviation_pct",
-    ]
-    headers = [
-        "space",
-        "key",
-        "depths",
-        "widths",
-        "C per stage" if per_stage else "C",
-        "d per stage" if per_stage else "d",
-        "C·d per stage",
-        "params",
-        "flops",
-        "acts",
-        "Δparams %",
-        "Δflops %",
-    ]
-    numeric = {"C", "d", "params", "flops", "acts", "Δparams %", "Δflops %"}
-    for header in headers:
-        exact = header in numeric or header == "key"
-        table.add_column(header, justify="right" if header in numeric else "left", no_wrap=exact)
-    for row in frame[columns].itertuples(index=False):
-        table.add_row(*(_cell(v) for v in row))
-    return table
-
-
 def verify_with_fvcore(candidates: Sequence[Candidate], spec: Spec) -> None:
     """Build each candidate and compare fvcore's counts with the formulas."""
     from rich.progress import track
@@ -457,22 +367,6 @@ def check_output_suffix(path: Path, allowed: tuple[str, ...] | None = None) -> N
         fail(
             f"--output {path}: unknown format {path.suffix or '(none)'!r}; use {', '.join(allowed)}"
         )
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return "" if value is None else str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:+.2f}"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(str(v) for v in value) + "]"
-    return str(value)
-
-
-def _short(value: Any) -> str:
-    return _cell(value) if isinstance(value, list | tuple) else str(value)
 
 
 # --- commands of later stages are added below this line ---
@@ -628,8 +522,7 @@ def status(
     """
     import socket
 
-    from explorer.lease import holder_stale
-    from explorer.metrics import SHOWN_STATUSES, Status
+    from explorer.console import status_table
 
     reader = open_reader(runs_dir, store)
     # Counted by the database: a large store's trials never reach Python.
@@ -637,32 +530,7 @@ def status(
     frame = frame[frame["trials"] > 0]  # as before: an experiment is listed by its trials
     if frame.empty:
         fail(f"no experiment {experiment!r} in the store" if experiment else "the store is empty")
-    drivers = reader.leases()
-    host = socket.gethostname()
-    # 'running' trials are split by whether a driver still runs them.
-    shown = [c for s in SHOWN_STATUSES for c in ((s, "interrupted") if s == "running" else (s,))]
-    table = Table(title="experiments")
-    for column in ("experiment", "version", "trials", *shown, "best test error %", "driver"):
-        table.add_column(column, justify="left" if column in ("experiment", "driver") else "right")
-    for row in frame.itertuples(index=False):
-        best = float(row.best_test_error)
-        holder = drivers.get(int(row.experiment_id))
-        counts: dict[str, int] = {s: int(getattr(row, s)) for s in SHOWN_STATUSES}
-        stale = holder is not None and holder_stale(holder, host)
-        if holder is None or stale:
-            counts["interrupted"] = counts.pop(Status.RUNNING, 0)
-        # A host name as it is, never read as markup.
-        driver = "–" if holder is None else Text(holder.describe() + (" (gone: stale)"
-                                                                       if stale else ""))
-        table.add_row(
-            str(row.experiment),
-            str(row.version),
-            str(row.trials),
-            *(str(counts.get(s, 0)) for s in shown),
-            "–" if math.isnan(best) else f"{best:.2f}",  # NaN when nothing finished
-            driver,
-        )
-    out.print(table)
+    out.print(status_table(frame, reader.leases(), socket.gethostname()))
 
 
 @app.command()
@@ -1017,6 +885,7 @@ def compare(
         plan_samples,
         space_names,
     )
+    from explorer.console import print_comparison
 
     if normalize is not None and normalize not in NORMALIZE_CHOICES:
         fail(f"--normalize {normalize!r}: use {', '.join(NORMALIZE_CHOICES)}")
@@ -1064,7 +933,7 @@ def compare(
     if as_json:
         print(json.dumps(result.to_json()))
         return
-    print_comparison(experiment, result)
+    print_comparison(out, experiment, result)
 
 
 @app.command()
@@ -1115,6 +984,7 @@ def refine(
     ranked, and with --write the child spec to run next."""
     need("dashboard", "explorer refine", ("scipy",))  # its KS tests
     from explorer.compare import NORMALIZE_CHOICES
+    from explorer.console import print_refinement
     from explorer.files import atomic_write_text
     from explorer.refine import child_spec, choose
     from explorer.refine import refine as refine_space
@@ -1159,113 +1029,12 @@ def refine(
                                    "space": written[2], "constraints": written[3]}
         print(json.dumps(out_json))
         return
-    print_refinement(result)
+    print_refinement(out, result)
     if written is not None:
         out.print(f"wrote {written[0]}: experiment {written[1]}, space {written[2]} "
                   f"({', '.join(written[3])}) beside {space}; next: explorer run {written[0]}, "
                   f"then explorer compare {written[1]} --space {space} --space {written[2]} "
                   f"--equivalence {equivalence:g}", highlight=False, soft_wrap=True)
-
-
-def print_refinement(result: Any) -> None:
-    """`explorer refine`'s tables and sentences on the terminal."""
-    from explorer.refine import MEANING
-
-    regions = Table(title=f"{result.experiment} / {result.space}: good regions of "
-                          f"{result.models} models ({result.draws} bootstrap draws of a "
-                          "quarter of the models, the best one's value kept)")
-    for header in ("parameter", "stage", "meaning", "2.5%", "median", "97.5%", "best model",
-                   "values"):
-        regions.add_column(header, justify="left" if header in ("parameter", "meaning")
-                           else "right")
-    for r in result.regions:
-        regions.add_row(r.parameter, "all" if r.stage is None else str(r.stage),
-                        MEANING[r.parameter], f"{r.low:g}", f"{r.median:g}", f"{r.high:g}",
-                        f"{r.best:g}", str(r.distinct))
-    out.print(regions)
-    proposals = Table(title=f"proposed constraints, read on the drawn models ({result.normalize}"
-                            f"-normalised EDFs; ranked: better, equivalent within "
-                            f"{result.margin:g}, undecided, worse)")
-    for header in ("rank", "constraint", "what", "kept", "KS vs parent", "p (kept vs rest)",
-                   "mean error", "parent", "finding", "--write"):
-        proposals.add_column(header, justify="left" if header in ("constraint", "what",
-                                                                   "finding", "--write")
-                             else "right")
-    for p in result.proposals:
-        proposals.add_row(str(p.rank), p.name, p.description, f"{p.kept}/{p.total}",
-                          _figure(p.ks_statistic, 3), _p_value(p.p_value),
-                          _figure(p.child_mean), _figure(p.parent_mean),
-                          p.equivalence.finding, "yes" if p.writable is None else "no")
-    out.print(proposals)
-    for p in result.proposals:
-        out.print(f"{p.rank}. {p.equivalence.sentence}"
-                  + (f" (not writable: {p.writable})" if p.writable else ""),
-                  highlight=False, soft_wrap=True)
-    for name, why in result.not_read:
-        out.print(f"not read: {name}: {why}", highlight=False, soft_wrap=True)
-
-
-def print_comparison(experiment: str, result: Comparison) -> None:
-    """`explorer compare`'s tables and sentences on the terminal."""
-    from explorer.compare import plan_sentence
-    from explorer.stats import QUANTILES
-
-    weighted = result.normalize != "none"
-    how = ("not normalised" if not weighted else
-           f"normalised by {result.normalize} ({result.bins} log bins)" if result.span is None
-           else f"normalised by {result.normalize} (NDS: {result.bins} linear bins of "
-                f"[{result.span[0]:g}, {result.span[1]:g}])")
-    table = Table(title=f"{experiment}: test error (%) of each space's candidates, {how}")
-    headers = ["space", "n", "min", "mean", *(["weighted mean", "n effective"] if weighted
-                                               else []),
-               *(f"EDF {level:.0%}" for level in QUANTILES)]
-    for header in headers:
-        table.add_column(header, justify="left" if header == "space" else "right")
-    for s in result.spaces:
-        figures = [s.min, s.mean, *([s.weighted_mean] if weighted else [])]
-        table.add_row(s.name, str(s.n), *(_figure(v) for v in figures),
-                      *([_figure(s.n_effective, 1)] if weighted else []),
-                      *(_figure(v) for v in s.quantiles))
-    out.print(table)
-    if result.pairs:
-        pairs = Table(title="two-sample Kolmogorov–Smirnov tests"
-                            + (" (weighted; p from Kish effective sizes)" if weighted else ""))
-        for header in ("a", "b", "KS statistic", "p-value", "n a", "n b"):
-            pairs.add_column(header, justify="left" if header in ("a", "b") else "right")
-        for p in result.pairs:
-            pairs.add_row(p.a, p.b, _figure(p.ks_statistic, 3), _p_value(p.p_value),
-                          _figure(p.n_a, 1), _figure(p.n_b, 1))
-        out.print(pairs)
-        for p in result.pairs:
-            if p.equivalence is not None:
-                out.print(f"equivalence: {p.equivalence.sentence}", highlight=False,
-                          soft_wrap=True)
-    for verdict in result.verdicts:
-        out.print(f"verdict: {verdict.sentence}", highlight=False, soft_wrap=True, markup=False)
-    planned = result.plan
-    if planned is not None:
-        out.print(f"plan: {plan_sentence(planned, result.normalize)}", highlight=False,
-                  soft_wrap=True)
-        out.print(f"  rule: {planned.rule}", highlight=False, soft_wrap=True)
-        for name, n in planned.simulated.items():
-            found = f"{n}" if n is not None else "more than 5000"
-            out.print(f"  {name}: {planned.have[name]} models now; resampling its errors, two "
-                      f"samples of {found} models each fall within KS {planned.ks:g} of each "
-                      f"other in {1 - planned.alpha:.0%} of draws", highlight=False,
-                      soft_wrap=True)
-        for (a, b), d in planned.detectable.items():
-            can = (f"flags KS differences above {d:.3f}" if d < 1 else
-                   f"can flag no KS difference (its critical value is {d:.2f}, above 1)")
-            out.print(f"  {a} vs {b}: with today's samples the test {can}", highlight=False,
-                      soft_wrap=True)
-
-
-def _figure(value: float, digits: int = 2) -> str:
-    return "–" if value != value else f"{value:.{digits}f}"
-
-
-def _p_value(value: float) -> str:
-    return "–" if value != value else f"{value:.3g}"
 
 
 @app.command("import")

@@ -1,21 +1,24 @@
 """The terminal UI of the CLI: the progress bars of ``explorer train`` and ``explorer cost``,
-and the live status of ``explorer run``.
+the live status of ``explorer run``, and what the other commands print: the tables and
+summaries of ``explorer enumerate``, ``status``, ``compare`` and ``refine``.
 
 The library (`explorer.train`, `explorer.cost`, `explorer.experiment`) reports
 through callbacks and never draws; this module turns those callbacks into rich
-displays. Modules
-that load torch are imported inside functions or for type checking only, so
-importing this one stays cheap for commands that draw without training.
+displays. `cli.py` holds the commands and their options and hands their results here.
+Modules that load torch, and the spec's models (a second to import), are imported inside
+functions or for type checking only, so importing this one stays cheap for commands that
+draw without training (`explorer status` reads no spec).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -33,16 +36,41 @@ from rich.table import Table
 from rich.text import Text
 
 from explorer.arch import Arch
-from explorer.metrics import EpochMetrics, Status, TrialResult
-from explorer.spec import DataSpec, TrainSpec
+from explorer.metrics import SHOWN_STATUSES, EpochMetrics, Status, TrialResult
 
 if TYPE_CHECKING:
+    import pandas as pd
     import torch
 
+    from explorer.compare import Comparison
+    from explorer.complexity import Complexity
     from explorer.cost import CostRow
     from explorer.data import Dataset, ImageFiles
     from explorer.experiment import PlanSummary
+    from explorer.refine import Refinement
+    from explorer.space import CandidateStream
+    from explorer.spec import DataSpec, Spec, TrainSpec
+    from explorer.store.records import Holder
     from explorer.train import ModelBuilder
+
+
+__all__ = [
+    "CostBar",
+    "EpochBar",
+    "LiveBar",
+    "SweepDisplay",
+    "SweepStatus",
+    "candidates_table",
+    "clock",
+    "print_comparison",
+    "print_drops",
+    "print_enumeration",
+    "print_refinement",
+    "size_line",
+    "status_table",
+    "stderr_console",
+    "train_with_progress",
+]
 
 
 def stderr_console() -> Console:
@@ -95,6 +123,7 @@ def train_with_progress(
     and `build` makes the model (e.g. from initial weights).
     """
     from explorer.data import load_data
+    from explorer.spec import DataSpec
     from explorer.train import train_trial
 
     out = console or stderr_console()
@@ -290,3 +319,258 @@ class SweepDisplay:
     def tick(self) -> None:
         if self.live is not None:
             self.live.update(self.status.render())
+
+
+# ---------------------------------------------------------------------------
+# explorer enumerate
+
+
+def size_line(spec: Spec, sizes: Mapping[str, int]) -> str:
+    """How many points the spaces have (a grid's) or will draw (a sampled space's n)."""
+    drawn = {name for name in sizes if spec.spaces[name].sample is not None}
+    grid = sum(n for name, n in sizes.items() if name not in drawn)
+    to_draw = sum(n for name, n in sizes.items() if name in drawn)
+    parts = ([f"{grid:,} grid points"] if len(drawn) < len(sizes) else []) + (
+        [f"{to_draw:,} candidates to draw"] if drawn else [])
+    each = ", ".join(f"{name} n={n:,}" if name in drawn else f"{name} {n:,}"
+                     for name, n in sizes.items())
+    return f"{' and '.join(parts)} ({each})"
+
+
+def print_enumeration(console: Console, spec: Spec, stream: CandidateStream,
+                      rows: list[dict[str, Any]], ranges: Mapping[str, tuple[int, Any, Any]],
+                      *, drop_lines: int, to_file: bool) -> None:
+    """What `explorer enumerate` prints once its stream has run: the candidates it shows, the
+    dropped points, each sampled space's draws, the counts and each space's ranges."""
+    if rows:
+        import pandas as pd
+
+        per_stage = any(spec.spaces[name].sample is not None for name in stream.sizes)
+        console.print(candidates_table(pd.DataFrame(rows), spec, stream.base.complexity,
+                                       per_stage=per_stage))
+    print_drops(console, stream, drop_lines)
+    for sampled in stream.samples:
+        console.print(sampled.summary(), highlight=False, markup=False)
+    console.print(f"{stream.candidates:,} candidates, {stream.dropped_count:,} dropped",
+                  highlight=False)
+    for name, (n, low, high) in ranges.items():
+        unit = "drawn" if spec.spaces[name].sample is not None else "points"
+        console.print(f"  {name}: {n:,} of {stream.sizes[name]:,} {unit}; params {low[0]:,}–"
+                      f"{high[0]:,}, flops {low[1]:,}–{high[1]:,}", highlight=False)
+    if len(rows) < stream.candidates and (not to_file or rows):
+        console.print(f"showed {len(rows):,} of {stream.candidates:,} candidates, as "
+                      "enumerated (--limit N, --all to show more)", highlight=False)
+
+
+def print_drops(console: Console, stream: CandidateStream, drop_lines: int) -> None:
+    """One line per dropped point when there are few; counts by reason when there are many."""
+    if stream.dropped_count <= drop_lines:
+        for dropped in stream.dropped:
+            values = ", ".join(f"{k}={_short(v)}" for k, v in dropped.values.items()) or "base"
+            console.print(
+                f"[yellow]dropped[/] {dropped.space} ({escape(values)}): "
+                f"{escape(dropped.reason)}",
+                highlight=False,
+            )
+        return
+    for reason, n in stream.dropped_by_reason.most_common():
+        console.print(f"[yellow]dropped[/] {n:,} points: {escape(reason)}", highlight=False)
+
+
+def candidates_table(frame: pd.DataFrame, spec: Spec, base: Complexity,
+                     per_stage: bool = False) -> Table:
+    """The candidates as a terminal table; `per_stage` shows each stage's C and d as lists
+    (a sampled space draws them per stage), else stage 1's, from which make_arch derives
+    the rest."""
+    table = Table(title=f"{spec.name}: base model {base.params:,} params, {base.flops:,} flops")
+    columns = [
+        "space",
+        "key",
+        "depths",
+        "widths",
+        "cardinalities" if per_stage else "cardinality",
+        "bottleneck_widths" if per_stage else "bottleneck_width",
+        "group_widths",
+        "params",
+        "flops",
+        "acts",
+        "params_deviation_pct",
+        "flops_deviation_pct",
+    ]
+    headers = [
+        "space",
+        "key",
+        "depths",
+        "widths",
+        "C per stage" if per_stage else "C",
+        "d per stage" if per_stage else "d",
+        "C·d per stage",
+        "params",
+        "flops",
+        "acts",
+        "Δparams %",
+        "Δflops %",
+    ]
+    numeric = {"C", "d", "params", "flops", "acts", "Δparams %", "Δflops %"}
+    for header in headers:
+        exact = header in numeric or header == "key"
+        table.add_column(header, justify="right" if header in numeric else "left", no_wrap=exact)
+    for row in frame[columns].itertuples(index=False):
+        table.add_row(*(_cell(v) for v in row))
+    return table
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:+.2f}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(str(v) for v in value) + "]"
+    return str(value)
+
+
+def _short(value: Any) -> str:
+    return _cell(value) if isinstance(value, list | tuple) else str(value)
+
+
+# ---------------------------------------------------------------------------
+# explorer status
+
+
+def status_table(frame: pd.DataFrame, drivers: Mapping[int, Holder], host: str) -> Table:
+    """`explorer status`'s table: an experiment a row, its trials counted by status (the
+    database's counts in `frame`), its best error and the driver holding its lease."""
+    from explorer.lease import holder_stale
+
+    # 'running' trials are split by whether a driver still runs them.
+    shown = [c for s in SHOWN_STATUSES for c in ((s, "interrupted") if s == "running" else (s,))]
+    table = Table(title="experiments")
+    for column in ("experiment", "version", "trials", *shown, "best test error %", "driver"):
+        table.add_column(column, justify="left" if column in ("experiment", "driver") else "right")
+    for row in frame.itertuples(index=False):
+        best = float(row.best_test_error)
+        holder = drivers.get(int(row.experiment_id))
+        counts: dict[str, int] = {s: int(getattr(row, s)) for s in SHOWN_STATUSES}
+        stale = holder is not None and holder_stale(holder, host)
+        if holder is None or stale:
+            counts["interrupted"] = counts.pop(Status.RUNNING, 0)
+        # A host name as it is, never read as markup.
+        driver = "–" if holder is None else Text(holder.describe() + (" (gone: stale)"
+                                                                       if stale else ""))
+        table.add_row(
+            str(row.experiment),
+            str(row.version),
+            str(row.trials),
+            *(str(counts.get(s, 0)) for s in shown),
+            "–" if math.isnan(best) else f"{best:.2f}",  # NaN when nothing finished
+            driver,
+        )
+    return table
+
+
+# ---------------------------------------------------------------------------
+# explorer compare and explorer refine
+
+
+def print_refinement(console: Console, result: Refinement) -> None:
+    """`explorer refine`'s tables and sentences on the terminal."""
+    from explorer.refine import MEANING
+
+    regions = Table(title=f"{result.experiment} / {result.space}: good regions of "
+                          f"{result.models} models ({result.draws} bootstrap draws of a "
+                          "quarter of the models, the best one's value kept)")
+    for header in ("parameter", "stage", "meaning", "2.5%", "median", "97.5%", "best model",
+                   "values"):
+        regions.add_column(header, justify="left" if header in ("parameter", "meaning")
+                           else "right")
+    for r in result.regions:
+        regions.add_row(r.parameter, "all" if r.stage is None else str(r.stage),
+                        MEANING[r.parameter], f"{r.low:g}", f"{r.median:g}", f"{r.high:g}",
+                        f"{r.best:g}", str(r.distinct))
+    console.print(regions)
+    proposals = Table(title=f"proposed constraints, read on the drawn models ({result.normalize}"
+                            f"-normalised EDFs; ranked: better, equivalent within "
+                            f"{result.margin:g}, undecided, worse)")
+    for header in ("rank", "constraint", "what", "kept", "KS vs parent", "p (kept vs rest)",
+                   "mean error", "parent", "finding", "--write"):
+        proposals.add_column(header, justify="left" if header in ("constraint", "what",
+                                                                   "finding", "--write")
+                             else "right")
+    for p in result.proposals:
+        proposals.add_row(str(p.rank), p.name, p.description, f"{p.kept}/{p.total}",
+                          _figure(p.ks_statistic, 3), _p_value(p.p_value),
+                          _figure(p.child_mean), _figure(p.parent_mean),
+                          p.equivalence.finding, "yes" if p.writable is None else "no")
+    console.print(proposals)
+    for p in result.proposals:
+        console.print(f"{p.rank}. {p.equivalence.sentence}"
+                      + (f" (not writable: {p.writable})" if p.writable else ""),
+                      highlight=False, soft_wrap=True)
+    for name, why in result.not_read:
+        console.print(f"not read: {name}: {why}", highlight=False, soft_wrap=True)
+
+
+def print_comparison(console: Console, experiment: str, result: Comparison) -> None:
+    """`explorer compare`'s tables and sentences on the terminal."""
+    from explorer.compare import plan_sentence
+    from explorer.stats import QUANTILES
+
+    weighted = result.normalize != "none"
+    how = ("not normalised" if not weighted else
+           f"normalised by {result.normalize} ({result.bins} log bins)" if result.span is None
+           else f"normalised by {result.normalize} (NDS: {result.bins} linear bins of "
+                f"[{result.span[0]:g}, {result.span[1]:g}])")
+    table = Table(title=f"{experiment}: test error (%) of each space's candidates, {how}")
+    headers = ["space", "n", "min", "mean", *(["weighted mean", "n effective"] if weighted
+                                               else []),
+               *(f"EDF {level:.0%}" for level in QUANTILES)]
+    for header in headers:
+        table.add_column(header, justify="left" if header == "space" else "right")
+    for s in result.spaces:
+        figures = [s.min, s.mean, *([s.weighted_mean] if weighted else [])]
+        table.add_row(s.name, str(s.n), *(_figure(v) for v in figures),
+                      *([_figure(s.n_effective, 1)] if weighted else []),
+                      *(_figure(v) for v in s.quantiles))
+    console.print(table)
+    if result.pairs:
+        pairs = Table(title="two-sample Kolmogorov–Smirnov tests"
+                            + (" (weighted; p from Kish effective sizes)" if weighted else ""))
+        for header in ("a", "b", "KS statistic", "p-value", "n a", "n b"):
+            pairs.add_column(header, justify="left" if header in ("a", "b") else "right")
+        for p in result.pairs:
+            pairs.add_row(p.a, p.b, _figure(p.ks_statistic, 3), _p_value(p.p_value),
+                          _figure(p.n_a, 1), _figure(p.n_b, 1))
+        console.print(pairs)
+        for p in result.pairs:
+            if p.equivalence is not None:
+                console.print(f"equivalence: {p.equivalence.sentence}", highlight=False,
+                              soft_wrap=True)
+    for verdict in result.verdicts:
+        console.print(f"verdict: {verdict.sentence}", highlight=False, soft_wrap=True, markup=False)
+    planned = result.plan
+    if planned is not None:
+        console.print(f"plan: {plan_sentence(planned, result.normalize)}", highlight=False,
+                      soft_wrap=True)
+        console.print(f"  rule: {planned.rule}", highlight=False, soft_wrap=True)
+        for name, n in planned.simulated.items():
+            found = f"{n}" if n is not None else "more than 5000"
+            console.print(f"  {name}: {planned.have[name]} models now; resampling its errors, two "
+                          f"samples of {found} models each fall within KS {planned.ks:g} of each "
+                          f"other in {1 - planned.alpha:.0%} of draws", highlight=False,
+                          soft_wrap=True)
+        for (a, b), d in planned.detectable.items():
+            can = (f"flags KS differences above {d:.3f}" if d < 1 else
+                   f"can flag no KS difference (its critical value is {d:.2f}, above 1)")
+            console.print(f"  {a} vs {b}: with today's samples the test {can}", highlight=False,
+                          soft_wrap=True)
+
+
+def _figure(value: float, digits: int = 2) -> str:
+    return "–" if value != value else f"{value:.{digits}f}"
+
+
+def _p_value(value: float) -> str:
+    return "–" if value != value else f"{value:.3g}"
