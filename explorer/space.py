@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from explorer.arch import BLOCK_FORMS, Arch, Stage, make_arch, regnet_arch, stage_strides
+from explorer.columns import COLUMNS
 from explorer.complexity import Complexity, CountTooLarge, check_fits, count, count_stages
 from explorer.sampling import SampleReport, sample_space
 from explorer.spec import Range, Solve, SpaceSpec, Spec
@@ -62,28 +63,8 @@ class Candidate:
         return 100.0 * (self.complexity.flops - self.base.flops) / self.base.flops
 
     def row(self) -> dict[str, Any]:
-        """A flat record for tables, CSV and the store."""
-        a, c = self.arch, self.complexity
-        return {
-            "space": self.space,
-            "key": self.key,
-            "template": a.template,
-            "block": a.block,
-            "depths": list(a.depths),
-            "widths": list(a.widths),
-            "stem_width": a.stem_width,
-            "cardinality": a.stages[0].cardinality,
-            "bottleneck_width": a.stages[0].bottleneck_width,
-            "group_widths": list(a.group_widths),
-            "cardinalities": list(a.cardinalities),
-            "bottleneck_widths": list(a.bottleneck_widths),
-            "params": c.params,
-            "flops": c.flops,
-            "acts": c.acts,
-            "params_deviation_pct": round(self.params_deviation, 3),
-            "flops_deviation_pct": round(self.flops_deviation, 3),
-            "solved": self.solved,
-        }
+        """A flat record for tables, CSV and the store: explorer.columns' columns."""
+        return {column.name: column.of_candidate(self) for column in COLUMNS}
 
 
 @dataclass(frozen=True)
@@ -430,25 +411,18 @@ class Batch:
     def rows(self, limit: int | None = None) -> list[dict[str, Any]]:
         """The first `limit` (default all) candidates as Candidate.row() records."""
         n = len(self) if limit is None else min(limit, len(self))
-        lists = {k: getattr(self, k)[:n].tolist() for k in (*STAGE_COLUMNS, "group_widths")}
-        scalars = {k: getattr(self, k)[:n].tolist() for k in ("stem_width", "params", "flops",
-                                                             "acts", "params_deviation",
-                                                             "flops_deviation")}
-        return [{
-            "space": self.space, "key": self.keys[i], "template": self.template,
-            "block": self.blocks[i], "depths": lists["depths"][i], "widths": lists["widths"][i],
-            "stem_width": scalars["stem_width"][i],
-            "cardinality": lists["cardinalities"][i][0],
-            "bottleneck_width": lists["bottleneck_widths"][i][0],
-            "group_widths": lists["group_widths"][i],
-            "cardinalities": lists["cardinalities"][i],
-            "bottleneck_widths": lists["bottleneck_widths"][i],
-            "params": scalars["params"][i], "flops": scalars["flops"][i],
-            "acts": scalars["acts"][i],
-            "params_deviation_pct": round(scalars["params_deviation"][i], 3),
-            "flops_deviation_pct": round(scalars["flops_deviation"][i], 3),
-            "solved": self.solved,
-        } for i in range(n)]
+        values = {column.name: _first_rows(column.of_batch(self), n) for column in COLUMNS}
+        return [{name: column[i] for name, column in values.items()} for i in range(n)]
+
+
+def _first_rows(column: Any, n: int) -> list[Any]:
+    """The first n rows of a Batch's column as Python values: an array's or a sequence's,
+    or the one value the whole batch shares, repeated."""
+    if isinstance(column, np.ndarray):
+        return column[:n].tolist()
+    if isinstance(column, list | tuple):
+        return list(column[:n])
+    return [column] * n
 
 
 def _factorise(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
