@@ -382,39 +382,15 @@ def candidates_table(frame: pd.DataFrame, spec: Spec, base: Complexity,
     """The candidates as a terminal table; `per_stage` shows each stage's C and d as lists
     (a sampled space draws them per stage), else stage 1's, from which make_arch derives
     the rest."""
+    from explorer.columns import shown_columns
+
     table = Table(title=f"{spec.name}: base model {base.params:,} params, {base.flops:,} flops")
-    columns = [
-        "space",
-        "key",
-        "depths",
-        "widths",
-        "cardinalities" if per_stage else "cardinality",
-        "bottleneck_widths" if per_stage else "bottleneck_width",
-        "group_widths",
-        "params",
-        "flops",
-        "acts",
-        "params_deviation_pct",
-        "flops_deviation_pct",
-    ]
-    headers = [
-        "space",
-        "key",
-        "depths",
-        "widths",
-        "C per stage" if per_stage else "C",
-        "d per stage" if per_stage else "d",
-        "C·d per stage",
-        "params",
-        "flops",
-        "acts",
-        "Δparams %",
-        "Δflops %",
-    ]
-    numeric = {"C", "d", "params", "flops", "acts", "Δparams %", "Δflops %"}
-    for header in headers:
-        exact = header in numeric or header == "key"
-        table.add_column(header, justify="right" if header in numeric else "left", no_wrap=exact)
+    shown = shown_columns(per_stage)
+    for column in shown:
+        numeric = column.kind in ("int", "float")
+        table.add_column(column.header or column.name, justify="right" if numeric else "left",
+                         no_wrap=numeric or column.name == "key")
+    columns = [column.name for column in shown]
     for row in frame[columns].itertuples(index=False):
         table.add_row(*(_cell(v) for v in row))
     return table

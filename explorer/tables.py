@@ -16,6 +16,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from explorer.columns import COLUMNS
 from explorer.files import atomic_path, atomic_write
 
 if TYPE_CHECKING:
@@ -26,14 +27,8 @@ if TYPE_CHECKING:
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".json")
 
-# Candidate.row()'s columns and how each is stored: str, int, float or a per-stage list.
-ROW_KINDS = {
-    "space": "str", "key": "str", "template": "str", "block": "str", "depths": "list",
-    "widths": "list", "stem_width": "int", "cardinality": "int", "bottleneck_width": "int",
-    "group_widths": "list", "cardinalities": "list", "bottleneck_widths": "list",
-    "params": "int", "flops": "int", "acts": "int", "params_deviation_pct": "float",
-    "flops_deviation_pct": "float", "solved": "str",
-}
+# Candidate.row()'s columns and how a table holds each: str, int, float or a per-stage list.
+ROW_KINDS = {column.name: column.kind for column in COLUMNS}
 
 
 def candidates_frame(candidates: Iterable[Candidate]) -> pd.DataFrame:
@@ -129,41 +124,6 @@ def _write_parquet(frames: Iterable[pd.DataFrame], tmp: Path, lists: Collection[
     return rows
 
 
-def _column(batch: Batch, name: str) -> Any:
-    """The column `name` of Candidate.row() for the whole batch (one value where it is one)."""
-    if name in ("space", "template", "solved"):
-        return getattr(batch, name)
-    if name == "key":
-        return list(batch.keys)
-    if name == "block":
-        return list(batch.blocks)
-    if name == "cardinality":
-        return batch.cardinalities[:, 0]
-    if name == "bottleneck_width":
-        return batch.bottleneck_widths[:, 0]
-    if name in ("params_deviation_pct", "flops_deviation_pct"):
-        return round_like_python(getattr(batch, name.removesuffix("_pct")), 3)
-    return getattr(batch, name)
-
-
-def round_like_python(values: np.ndarray, digits: int) -> np.ndarray:
-    """round(x, digits) of every value, as Candidate.row() rounds, at numpy's speed.
-
-    np.round scales, rounds to an integer and scales back; that agrees with
-    Python's correctly rounded result except where the scaled value lies
-    within its own rounding error of a half, so those few go through round().
-    """
-    scale = 10.0**digits
-    scaled = values * scale
-    out = np.rint(scaled) / scale
-    near_half = np.abs(np.abs(scaled - np.floor(scaled)) - 0.5) < 1e-9 * np.maximum(
-        1.0, np.abs(scaled))
-    odd = near_half | ~np.isfinite(values) | (np.abs(values) >= 1e12)  # huge: scaling is inexact
-    for i in np.flatnonzero(odd).tolist():
-        out[i] = round(float(values[i]), digits)
-    return out
-
-
 def list_text(values: np.ndarray) -> tuple[list[str], np.ndarray]:
     """Rows of a (n, stages) array as "[a,b,c]": the distinct texts and each row's index."""
     from explorer.space import distinct_rows
@@ -177,8 +137,8 @@ def arrow_table(batch: Batch, *, lists_as_text: bool) -> pa.Table:
 
     columns: dict[str, Any] = {}
     n = len(batch)
-    for name, kind in ROW_KINDS.items():
-        value = _column(batch, name)
+    for column in COLUMNS:
+        name, kind, value = column.name, column.kind, column.of_batch(batch)
         if kind == "list" and lists_as_text:
             # Each distinct text built once; arrow repeats it (a dictionary decoded in C++).
             texts, inverse = list_text(value)
@@ -190,7 +150,7 @@ def arrow_table(batch: Batch, *, lists_as_text: bool) -> pa.Table:
             offsets = pa.array(np.arange(0, value.size + 1, stages, dtype=np.int32))
             columns[name] = pa.ListArray.from_arrays(
                 offsets, pa.array(np.ascontiguousarray(value).reshape(-1), type=pa.int64()))
-        elif name in ("space", "template", "solved"):
+        elif kind == "str" and not isinstance(value, list):  # one value for the whole batch
             columns[name] = pa.nulls(n, pa.string()) if value is None else pa.repeat(
                 pa.scalar(value, pa.string()), n)
         else:

@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from explorer.arch import setting_label
+from explorer.columns import COLUMNS
 from explorer.errors import ExplorerError, MissingExtra
 from explorer.metrics import EpochMetrics, Status
 from explorer.spec import SpecError, parse_spec
@@ -37,8 +38,8 @@ EXTRA = "tracking"
 # trainer's step count).
 SCALARS = tuple(name for name in EpochMetrics.__dataclass_fields__
                 if name not in ("epoch", "steps"))
-ARCH_PARAMS = ("template", "block", "depths", "widths", "group_widths", "stem_width",
-               "cardinality", "bottleneck_width", "params", "flops")
+# The candidate's columns logged as a run's params (explorer/columns.py's tracked ones).
+ARCH_PARAMS = tuple(column.name for column in COLUMNS if column.tracked)
 # A trial's status as MLflow's run status.
 RUN_STATUS: dict[str, str] = {Status.PENDING: "SCHEDULED", Status.RUNNING: "RUNNING",
                                Status.FINISHED: "FINISHED", Status.STOPPED: "KILLED",

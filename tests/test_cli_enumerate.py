@@ -164,7 +164,7 @@ def test_verify_fvcore_agrees_on_a_tiny_space(tiny_spec: Path) -> None:
 
 PATCHED = """\
 import sys
-import explorer.space as space
+import explorer.space.stream as space
 from explorer.complexity import count_stages
 
 def off_by_one(**columns):

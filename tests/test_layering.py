@@ -41,8 +41,8 @@ TORCH_SIDE = ("explorer.models", "explorer.data", "explorer.train", "explorer.co
 CONTRACTS: tuple[Contract, ...] = (
     ("parsing, enumerating and planning need no torch",
      ("explorer.errors", "explorer.metrics", "explorer.files", "explorer.arch", "explorer.spec",
-      "explorer.complexity", "explorer.sampling", "explorer.space", "explorer.tables",
-      "explorer.plan", "explorer.search"),
+      "explorer.complexity", "explorer.columns", "explorer.sampling", "explorer.space",
+      "explorer.tables", "explorer.plan", "explorer.search"),
      TORCH_SIDE),
     ("models/ builds layers from an Arch and nothing else",
      ("explorer.models",),

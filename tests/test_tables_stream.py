@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 from test_space_stream import random_spec
 
+from explorer.columns import round_like_python
 from explorer.space import CandidateStream, enumerate_spec
 from explorer.spec import Spec
-from explorer.tables import ROW_KINDS, TableStream, candidates_frame, round_like_python, write_table
+from explorer.tables import ROW_KINDS, TableStream, candidates_frame, write_table
 
 
 @pytest.fixture(scope="module")

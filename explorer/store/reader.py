@@ -45,6 +45,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError
 
+from explorer.columns import stored_order
 from explorer.metrics import (
     EPOCH_METRICS,
     PROVENANCE,
@@ -335,10 +336,7 @@ class Reader:
             "experiment": e.name.label("experiment"), "version": e.version,
             "experiment_id": e.id.label("experiment_id"), "trial_id": t.id.label("trial_id"),
             "trial_key": t.trial_key, "key": t.candidate_key.label("key"), "space": c.space,
-            **{name: c[name] for name in (
-                "template", "block", "depths", "widths", "group_widths", "stem_width",
-                "cardinality", "bottleneck_width", "architecture", "params", "flops", "acts",
-                "params_deviation_pct", "flops_deviation_pct", "solved", "latency_ms")},
+            **{name: c[name] for name in (*_CANDIDATE_COLUMNS, "architecture", "latency_ms")},
             "measured_train_images_per_sec": c.train_images_per_sec.label(
                 "measured_train_images_per_sec"),
             **{name: c[name] for name in ("peak_memory_bytes", "cost_device")},
@@ -347,11 +345,12 @@ class Reader:
                                           *TRIAL_METRICS, "reused_from_trial_id",
                                           *PROVENANCE)},
         }
-        wanted = set(selected) | set(_STAGE_LISTS) if columns is None else set(columns)
-        unknown = wanted - set(selected) - set(_STAGE_LISTS)
+        lists = {c.name for c in _RECORD_LISTS}
+        wanted = set(selected) | lists if columns is None else set(columns)
+        unknown = wanted - set(selected) - lists
         if unknown:
             raise ValueError(f"trials_frame has no column {sorted(unknown)[0]!r}")
-        if wanted & set(_STAGE_LISTS):
+        if wanted & lists:
             wanted.add("architecture")  # the stage lists come from the stored record
         stmt = (
             select(*(column for name, column in selected.items() if name in wanted))
@@ -673,18 +672,25 @@ def _metric_kinds(names: Iterable[str]) -> dict[str, str]:
     return {name: "Int" if name in METRIC_INTEGER_TYPES else "float" for name in names}
 
 
+# How a candidate column the store keeps is read back (explorer/columns.py's `stored`):
+# integers as nullable Int64 (a trial whose candidate was never added has none), JSON
+# lists as tuples; text as pandas infers it.
+_STORED_KINDS = {"int": "Int", "bigint": "Int", "float": "float", "json": "tuple"}
+# The candidate's columns the trials frame selects, in the store's order; the per-stage
+# lists held in the architecture record come from it (_with_stage_lists).
+_CANDIDATE_COLUMNS = tuple(c.name for c in stored_order() if c.stored != "record")
+_RECORD_LISTS = tuple(c for c in stored_order() if c.stored == "record")
+
 _TRIAL_KINDS: Mapping[str, str] = {
     **dict.fromkeys(["version", "experiment_id", "trial_id", "seed", "attempts"], "int"),
-    **dict.fromkeys(["stem_width", "cardinality", "bottleneck_width", "params", "flops", "acts",
-                     "peak_memory_bytes", "reused_from_trial_id"], "Int"),
-    **dict.fromkeys(["params_deviation_pct", "flops_deviation_pct", "latency_ms",
-                     "measured_train_images_per_sec"], "float"),
+    **{c.name: _STORED_KINDS[c.stored] for c in stored_order() if c.stored in _STORED_KINDS},
+    **dict.fromkeys(["peak_memory_bytes", "reused_from_trial_id"], "Int"),
+    **dict.fromkeys(["latency_ms", "measured_train_images_per_sec"], "float"),
     **_metric_kinds(TRIAL_METRICS),
     # Provenance: nullable (a trial that never started has none), so integers as Int64
     # and flags as pandas' nullable booleans.
     **{name: {int: "Int", bool: "boolean"}.get(PROVENANCE_TYPES[name], "") for name in PROVENANCE},
     **dict.fromkeys(["created_at", "started_at", "finished_at"], "time"),
-    **dict.fromkeys(LIST_FIELDS, "tuple"),
     "architecture": "text",  # decoded by _with_stage_lists
 }
 _EPOCH_KINDS: Mapping[str, str] = {
@@ -693,22 +699,23 @@ _EPOCH_KINDS: Mapping[str, str] = {
 }
 
 
-_STAGE_LISTS = {"cardinalities": "cardinality", "bottleneck_widths": "bottleneck_width"}
-# The trials frame's columns of per-stage lists (tuples of ints).
-STAGE_LIST_COLUMNS = (*LIST_FIELDS, *_STAGE_LISTS)
+# The trials frame's columns of per-stage lists (tuples of ints), in its order.
+STAGE_LIST_COLUMNS = tuple(c.name for c in stored_order() if c.per_stage)
 
 
 def _with_stage_lists(frame: pd.DataFrame) -> pd.DataFrame:
-    """Each stage's C and d as tuples beside the scalar columns, which hold stage 1's.
-
-    A sampled space draws them per stage; the stored architecture record has them all.
-    """
+    """The per-stage lists the stored architecture record holds (each stage's C and d), as
+    tuples, each after the column before it in the store's order (at the end if that was
+    not read); the scalar columns hold stage 1's. A sampled space draws them per stage."""
     records = frame.pop("architecture")
-    at = (frame.columns.get_loc("bottleneck_width") + 1 if "bottleneck_width" in frame.columns
-          else len(frame.columns))
-    lists = _json_lists(records.tolist(), "stages", tuple(_STAGE_LISTS.values()))
-    for offset, column in enumerate(_STAGE_LISTS):
-        frame.insert(at + offset, column, lists[_STAGE_LISTS[column]])
+    lists = _json_lists(records.tolist(), "stages",
+                        tuple(str(c.record_field) for c in _RECORD_LISTS))
+    order = [c.name for c in stored_order()]
+    for column in _RECORD_LISTS:
+        before = order[order.index(column.name) - 1]
+        at = (frame.columns.get_loc(before) + 1 if before in frame.columns
+              else len(frame.columns))
+        frame.insert(at, column.name, lists[str(column.record_field)])
     return frame
 
 

@@ -5,7 +5,9 @@ per `EPOCH_METRICS` name and the trials table one per `TRIAL_METRICS` name
 (explorer/metrics.py), integers for the whole-number metrics and floats for the
 rest. So adding an epoch metric is its field in `EpochMetrics` plus the Alembic
 revision in `migrations/versions/` that adds its column to existing databases;
-nothing here changes. The revisions are what a database actually has; these
+nothing here changes. Nor are the candidate's columns: the candidates table keeps
+those explorer/columns.py declares stored, as it declares, so adding one is its line
+there plus its revision. The revisions are what a database actually has; these
 tables are what the newest revision leaves, and a test holds the two equal.
 
 The schema version is the number of the newest revision (file
@@ -49,6 +51,7 @@ from sqlalchemy import (
     text,
 )
 
+from explorer.columns import stored_order
 from explorer.metrics import (
     EPOCH_METRICS,
     INTEGER_METRICS,
@@ -103,10 +106,14 @@ def provenance_columns() -> list[Column[Any]]:
 
 
 COST_FIELDS = ("latency_ms", "train_images_per_sec", "peak_memory_bytes", "cost_device")
-CANDIDATE_FIELDS = ("template", "block", "stem_width", "cardinality", "bottleneck_width",
-                    "params", "flops", "acts", "params_deviation_pct", "flops_deviation_pct",
-                    "solved")
-LIST_FIELDS = ("depths", "widths", "group_widths")
+# The candidate's columns (explorer/columns.py) the candidates table keeps, in its order:
+# the scalars as their SQL types, the per-stage lists as JSON text (LIST_FIELDS). Those read
+# from the architecture record (each stage's C and d) have no column of their own.
+_CANDIDATE_SQL: dict[str, Any] = {"text": String(32), "int": Integer, "bigint": BigInteger,
+                                  "float": Float, "json": Text}
+CANDIDATE_FIELDS = tuple(c.name for c in stored_order() if c.stored in _CANDIDATE_SQL
+                         and c.stored != "json")
+LIST_FIELDS = tuple(c.name for c in stored_order() if c.stored == "json")
 
 metadata = MetaData()
 
@@ -145,18 +152,8 @@ candidate_table = Table(
     Column("space", String(128), nullable=False),
     Column("key", String(64), nullable=False),
     Column("architecture", Text),
-    Column("template", String(32)),
-    Column("block", String(32)),
-    *(Column(name, Text) for name in LIST_FIELDS),  # JSON lists of ints
-    Column("stem_width", Integer),
-    Column("cardinality", Integer),
-    Column("bottleneck_width", Integer),
-    Column("params", BigInteger),
-    Column("flops", BigInteger),
-    Column("acts", BigInteger),
-    Column("params_deviation_pct", Float),
-    Column("flops_deviation_pct", Float),
-    Column("solved", String(32)),
+    *(Column(c.name, _CANDIDATE_SQL[c.stored]) for c in stored_order()
+      if c.stored in _CANDIDATE_SQL),
     # The measured cost (set_cost), not a training metric.
     Column("latency_ms", Float),
     Column("train_images_per_sec", Float),
