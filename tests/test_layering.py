@@ -26,7 +26,7 @@ FACADES = {"explorer"}
 HEAVY = {
     "ray": {"explorer/sweep.py"},
     "streamlit": {"dashboard/app.py"},
-    "torch": {"explorer/models/", "explorer/data.py", "explorer/train.py", "explorer/cost.py",
+    "torch": {"explorer/models/", "explorer/data/", "explorer/train.py", "explorer/cost.py",
               "explorer/sweep.py", "explorer/console.py", "explorer/tracking.py"},
     "mlflow": {"explorer/tracking.py"},
     "tensorboard": {"explorer/tracking.py"},
