@@ -19,8 +19,8 @@ Datasets:
 - ``imagenet`` / ``imagefolder``: ``root/train/<class>/*`` and
   ``root/val/<class>/*``. Resident: decoded with Pillow, shorter side resized
   to ``resolution`` then centre-cropped; decoded arrays cached only in an
-  explicit ``cache_dir`` (never inside the user's data folder). Streamed: see
-  the section "Streaming image folders".
+  explicit ``cache_dir`` (never inside the user's data folder). Streamed:
+  listed by `folders.list_image_folder`, read through `feeds.StreamFeed`.
 - ``digits``: scikit-learn's bundled 8×8 digits (no download), the offline
   default.
 - ``synthetic``: seeded random images, for throughput measurements only.
