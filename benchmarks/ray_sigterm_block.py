@@ -1,4 +1,5 @@
-"""What starting Ray's processes with SIGTERM blocked costs (explorer/sweep.py `_sigterm_blocked`).
+"""What starting Ray's processes with SIGTERM blocked costs (explorer/sweep/process.py
+`sigterm_blocked`).
 
 A SIGTERM to the driver's whole process group must reach only the driver, so Ray's GCS,
 raylet and agents are started with SIGTERM blocked (as Ray blocks SIGINT for them). Ray's
@@ -17,7 +18,7 @@ import time
 
 import ray
 
-from explorer.sweep import _sigterm_blocked
+from explorer.sweep.process import sigterm_blocked
 
 
 @ray.remote
@@ -28,7 +29,7 @@ def one() -> int:
 def cycle(blocked: bool) -> tuple[float, float]:
     started = time.perf_counter()
     if blocked:
-        with _sigterm_blocked():
+        with sigterm_blocked():
             ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING)
     else:

@@ -12,7 +12,7 @@ the ask-and-tell shape of Optuna's own samplers:
   in Optuna's own storage (`explorer run` keeps it in RUNS_DIR/optuna.db), so
   optuna-dashboard opens it and a rerun continues the sampler's history.
 
-The sweep's Ray adapter (explorer/sweep.py) drives any of them. This module
+The sweep's Ray adapter (explorer/sweep/) drives any of them. This module
 needs neither torch nor ray; optuna is imported only when an Optuna search
 is made.
 """

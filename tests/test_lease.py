@@ -289,7 +289,8 @@ def test_a_lost_lease_stops_the_sweep_from_asking_for_trials(tmp_path: Path) -> 
 
     from ray.tune.search import Searcher
 
-    from explorer.sweep import Stopping, StrategySearcher, SweepOptions, _StopAll
+    from explorer.sweep import Stopping, StrategySearcher, SweepOptions
+    from explorer.sweep.tuner import _StopAll
 
     lost = threading.Event()
     stopping = Stopping(lost)

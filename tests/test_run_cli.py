@@ -131,7 +131,8 @@ def test_ray_client_mode_is_refused_before_anything_trains(tmp_path: Path) -> No
 
 def test_a_gcs_address_nobody_listens_on_is_refused_before_ray_init() -> None:
     # ray.init(address="127.0.0.1:1") waits for minutes for a GCS that never answers.
-    from explorer.sweep import SetupError, _check_reachable
+    from explorer.errors import SetupError
+    from explorer.sweep.cluster import _check_reachable
 
     started = time.monotonic()
     with pytest.raises(SetupError, match=r"^cannot reach Ray at 127\.0\.0\.1:1: "):

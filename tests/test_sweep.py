@@ -300,7 +300,7 @@ def test_the_driver_loads_the_dataset_once(
         ray_local: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The availability check's load is the one the sweep shares with its trials (it was
     decoded for the check, thrown away, and loaded again for the sweep)."""
-    import explorer.data as data
+    import explorer.data.load as data  # where check_available and load_data look it up
 
     loads: list[str] = []
     load = data.load_dataset
