@@ -58,7 +58,7 @@ def by_candidate(trials: pd.DataFrame) -> pd.DataFrame:
     )
     # Groups come in order of first appearance, as drop_duplicates keeps rows.
     first = done.drop_duplicates(CANDIDATE)[[*CANDIDATE, *present]].reset_index(drop=True)
-    out = first.assign(**{c: first[c].map(hashable) for c in present},
+    out = first.assign(**{c: first[c].map(hashable) for c in present if _has_lists(first[c])},
                        **{c: stats[c].to_numpy() for c in stats.columns})
     out["test_error_std"] = out["test_error_std"].fillna(0.0)
     return out
@@ -69,6 +69,14 @@ def hashable(value: object) -> object:
     if isinstance(value, list | np.ndarray):
         return tuple(value)
     return value
+
+
+def _has_lists(column: pd.Series) -> bool:
+    """Whether `hashable` would change any value of the column: only an object column can
+    hold a list or an array (the store's reads hold tuples already, a test's frame lists).
+    Mapping every value of a large frame's column through Python costs a second where
+    this check costs milliseconds."""
+    return column.dtype == object and any(isinstance(v, list | np.ndarray) for v in column)
 
 
 def missing(value: object) -> bool:
@@ -491,7 +499,7 @@ def proxy_table(proxy: pd.DataFrame, full: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=PROXY_COLUMNS)
     short = proxy.groupby("key", sort=False)["test_error_mean"].mean().rename("proxy_error")
     arch = [c for c in PROXY_COLUMNS[1:8] if c in full.columns]
-    long = (full.assign(**{c: full[c].map(hashable) for c in arch})
+    long = (full.assign(**{c: full[c].map(hashable) for c in arch if _has_lists(full[c])})
             .groupby("key", sort=False)
             .agg(**{c: (c, "first") for c in arch}, full_error=("test_error_mean", "mean")))
     table = long.join(short, how="inner").reset_index()
