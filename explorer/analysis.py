@@ -88,7 +88,14 @@ def pareto_front(frame: pd.DataFrame, cost: str, error: str = "test_error_mean")
     """The rows no other row beats on both `cost` and `error` (lower is better), by cost."""
     if frame.empty:
         return frame
-    ordered = frame.sort_values([cost, error], kind="mergesort")
+    costs, errors = frame[cost], frame[error]
+    if costs.notna().all() and errors.notna().all():
+        # The order sort_values gives without missing values, on numpy arrays: a large
+        # frame's screen sample takes its front on every chart.
+        ordered = frame.iloc[np.lexsort((errors.to_numpy(dtype=float),
+                                         costs.to_numpy(dtype=float)))]
+    else:
+        ordered = frame.sort_values([cost, error], kind="mergesort")
     best = np.minimum.accumulate(ordered[error].to_numpy())
     keep = np.r_[True, ordered[error].to_numpy()[1:] < best[:-1]]
     return ordered[keep]
@@ -268,7 +275,9 @@ def curves(epochs: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     """Training curves in long form (trial, label, epoch, split, error) for chosen trials."""
     if epochs.empty:
         return pd.DataFrame(columns=["trial_id", "label", "epoch", "split", "error"])
-    labels = trials.drop_duplicates("trial_id").set_index("trial_id")
+    # Labels for the chosen trials only: a large experiment's every trial would cost seconds.
+    chosen = trials[trials["trial_id"].isin(epochs["trial_id"].unique())]
+    labels = chosen.drop_duplicates("trial_id").set_index("trial_id")
     label = setting_labels(labels) + " seed " + labels["seed"].astype(str)
     long = epochs.melt(id_vars=["trial_id", "epoch"], value_vars=["train_error", "test_error"],
                        var_name="split", value_name="error")

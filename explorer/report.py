@@ -199,7 +199,8 @@ def report_figures(trials: pd.DataFrame, epochs: pd.DataFrame, candidates: pd.Da
         sample = analysis.screen_sample(every, x, y)
         if len(sample) < len(every):
             sampled[key] = (len(sample), len(every))
-        return _with_short_hover(sample)
+        # The labels once, for the hover text and the chart's own hover data.
+        return _with_short_hover(figures.with_labels(sample))
 
     chosen = epochs[epochs["trial_id"].isin(list(curve_trials))] if curve_trials else epochs
     drawn = {
@@ -232,7 +233,9 @@ def _with_short_hover(candidates: pd.DataFrame) -> pd.DataFrame:
              f"{std:.2f} % ({seeds} seed{'s' if seeds != 1 else ''})<br>params {params:,.0f}"
              f" · flops {flops:,.0f}"
              for space, arch, key, mean, std, seeds, params, flops in zip(
-                 candidates["space"].astype(str), analysis.arch_labels(candidates),
+                 candidates["space"].astype(str),
+                 candidates["arch_label"] if "arch_label" in candidates.columns
+                 else analysis.arch_labels(candidates),
                  candidates["key"], candidates["test_error_mean"],
                  candidates["test_error_std"], candidates["seeds"],
                  candidates["params"].astype("float64"), candidates["flops"].astype("float64"),

@@ -298,3 +298,22 @@ def test_edf_band_is_the_longhand_bootstrap(ties: bool) -> None:
         curves.append([w[e <= g].sum() / total if total > 0 else 0.0 for g in grid])
     np.testing.assert_allclose(low, np.quantile(curves, 0.1, axis=0), rtol=0, atol=1e-12)
     np.testing.assert_allclose(high, np.quantile(curves, 0.9, axis=0), rtol=0, atol=1e-12)
+
+
+def test_pareto_front_in_sort_values_order_with_ties_and_nullable_ints() -> None:
+    """pareto_front sorts complete columns with numpy (lexsort): the rows and their order are
+    those of pandas' stable sort on (cost, error), ties included, integer costs as Int64."""
+    rng = np.random.default_rng(2)
+    points = pd.DataFrame({
+        "key": [f"k{i}" for i in range(300)],
+        "flops": pd.array(rng.integers(1, 20, 300), dtype="Int64"),
+        "test_error_mean": np.round(rng.normal(5.0, 1.0, 300), 1),
+    })
+    ordered = points.sort_values(["flops", "test_error_mean"], kind="mergesort")
+    best = np.inf
+    expected = []
+    for index, error in zip(ordered.index, ordered["test_error_mean"], strict=True):
+        if error < best:
+            expected.append(index)
+            best = error
+    assert analysis.pareto_front(points, "flops").index.tolist() == expected
