@@ -76,7 +76,8 @@ def _has_lists(column: pd.Series) -> bool:
     hold a list or an array (the store's reads hold tuples already, a test's frame lists).
     Mapping every value of a large frame's column through Python costs a second where
     this check costs milliseconds."""
-    return column.dtype == object and any(isinstance(v, list | np.ndarray) for v in column)
+    return column.dtype == object and any(issubclass(kind, list | np.ndarray)
+                                          for kind in set(map(type, column.to_numpy())))
 
 
 def missing(value: object) -> bool:
