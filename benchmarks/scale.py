@@ -1,7 +1,11 @@
 """Analysis at the scale of the design-space papers: 10k, 100k and 1M-trial stores.
 
-    python benchmarks/scale.py --out DIR [--sizes 10000,100000] [--runs 3]
+    python benchmarks/scale.py --out DIR [--sizes 400,10000,100000] [--runs 3]
         [--python PYTHON] [--pythonpath SRC] [--optuna-wait 120] [--build-only]
+
+The one builder of the benchmark stores: other benchmarks (dashboard_scale.py) import
+`build(out, trials)` and `store_path(out, trials)` from here, so a store of N trials is
+built once, the same way, whoever asks for it first.
 
 Builds each store once into DIR (``store-N.db``, SQLite; kept and reused by later runs)
 the way a sweep writes it: a spec of four sampled spaces (``spec-N.yaml``, 2 seeds,
@@ -22,8 +26,11 @@ Then, per size, it times the user's entry points as subprocesses (`explorer stat
 the child) and peak RSS, min and median over --runs. And the writer's per-trial cost:
 the sink's events of one trial, from the build (per trial, over all trials) and
 measured afresh on a copy of the store (200 new trials, `trial_planned` alone and
-the whole sequence, one flush per trial). --python / --pythonpath run the commands
-with another interpreter or source tree (e.g. a checkout of main, for before/after).
+the whole sequence, one flush per trial), min and median over --runs per size, and at
+the end how much the per-trial CPU cost grows from the smallest store to the largest
+(the goal: flat within 2x from 400 to 100,000 trials). --python / --pythonpath run the
+commands with another interpreter or source tree (e.g. a checkout of main, for
+before/after).
 
 With --optuna-wait S > 0 (needs the dev extra's optuna-dashboard), the same finished
 trials are written to an Optuna study (RDB storage beside the store; intermediate
@@ -368,6 +375,34 @@ def measure_commands(db: Path, runs: int, python: str, pythonpath: str | None,
     return out
 
 
+WRITER_FIGURES = ("trial_planned_cpu_ms", "trial_flush_cpu_ms", "trial_batched_cpu_ms")
+
+
+def _print_writer(size: int, runs: list[dict[str, float]]) -> None:
+    """The writer's per-trial CPU cost at one store size: min and median over the runs."""
+    parts = [f"{name.removesuffix('_cpu_ms')} {min(r[name] for r in runs):.2f} / "
+             f"{statistics.median(r[name] for r in runs):.2f}"
+             for name in WRITER_FIGURES if all(name in r for r in runs)]
+    print(f"  writer per trial at {size:,} trials, CPU ms min / median: "
+          + ", ".join(parts), flush=True)
+
+
+def _print_writer_growth(by_size: dict[int, list[dict[str, float]]]) -> None:
+    """How the per-trial CPU cost (min over runs) grows from the smallest store measured
+    to each larger one: the writer's goal is flat within 2x."""
+    sizes = sorted(by_size)
+    if len(sizes) < 2:
+        return
+    for name in WRITER_FIGURES:
+        if not all(name in r for s in sizes for r in by_size[s]):
+            continue
+        base = min(r[name] for r in by_size[sizes[0]])
+        ratios = ", ".join(f"{s:,}: {min(r[name] for r in by_size[s]) / base:.2f}x"
+                           for s in sizes[1:])
+        print(f"writer {name.removesuffix('_cpu_ms')} per trial against {sizes[0]:,} trials: "
+              f"{ratios}", flush=True)
+
+
 def _print_timings(name: str, timings: list[Timing]) -> None:
     walls = [t.wall for t in timings]
     cpus = [t.cpu for t in timings]
@@ -514,7 +549,7 @@ def optuna_dashboard(out: Path, size: int, wait: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--sizes", default="400,10000,100000")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--build-only", action="store_true")
     parser.add_argument("--finish-bulk", action="store_true",
@@ -535,6 +570,7 @@ def main() -> None:
         return
     args.out.mkdir(parents=True, exist_ok=True)
     only = [o for o in args.only.split(",") if o]
+    writer: dict[int, list[dict[str, float]]] = {}
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (shared with other "
           f"work); code: {args.pythonpath or 'this checkout'}", flush=True)
     for size in (int(s) for s in args.sizes.split(",")):
@@ -555,8 +591,11 @@ def main() -> None:
                                        "--writer-cost", str(db)], env=env, check=True,
                                       capture_output=True, text=True)
                 print(f"  writer per trial (ms): {done.stdout.strip()}", flush=True)
+                writer.setdefault(size, []).append(json.loads(done.stdout))
+            _print_writer(size, writer[size])
         if args.optuna_wait > 0:
             optuna_dashboard(args.out, size, args.optuna_wait)
+    _print_writer_growth(writer)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def by_candidate(trials: pd.DataFrame) -> pd.DataFrame:
     )
     # Groups come in order of first appearance, as drop_duplicates keeps rows.
     first = done.drop_duplicates(CANDIDATE)[[*CANDIDATE, *present]].reset_index(drop=True)
-    out = first.assign(**{c: first[c].map(hashable) for c in present},
+    out = first.assign(**{c: first[c].map(hashable) for c in present if _has_lists(first[c])},
                        **{c: stats[c].to_numpy() for c in stats.columns})
     out["test_error_std"] = out["test_error_std"].fillna(0.0)
     return out
@@ -71,6 +71,15 @@ def hashable(value: object) -> object:
     return value
 
 
+def _has_lists(column: pd.Series) -> bool:
+    """Whether `hashable` would change any value of the column: only an object column can
+    hold a list or an array (the store's reads hold tuples already, a test's frame lists).
+    Mapping every value of a large frame's column through Python costs a second where
+    this check costs milliseconds."""
+    return column.dtype == object and any(issubclass(kind, list | np.ndarray)
+                                          for kind in set(map(type, column.to_numpy())))
+
+
 def missing(value: object) -> bool:
     """None, pd.NA or NaN: what a store frame holds where it has no value."""
     return value is None or value is pd.NA or value != value
@@ -80,7 +89,14 @@ def pareto_front(frame: pd.DataFrame, cost: str, error: str = "test_error_mean")
     """The rows no other row beats on both `cost` and `error` (lower is better), by cost."""
     if frame.empty:
         return frame
-    ordered = frame.sort_values([cost, error], kind="mergesort")
+    costs, errors = frame[cost], frame[error]
+    if costs.notna().all() and errors.notna().all():
+        # The order sort_values gives without missing values, on numpy arrays: a large
+        # frame's screen sample takes its front on every chart.
+        ordered = frame.iloc[np.lexsort((errors.to_numpy(dtype=float),
+                                         costs.to_numpy(dtype=float)))]
+    else:
+        ordered = frame.sort_values([cost, error], kind="mergesort")
     best = np.minimum.accumulate(ordered[error].to_numpy())
     keep = np.r_[True, ordered[error].to_numpy()[1:] < best[:-1]]
     return ordered[keep]
@@ -260,7 +276,9 @@ def curves(epochs: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     """Training curves in long form (trial, label, epoch, split, error) for chosen trials."""
     if epochs.empty:
         return pd.DataFrame(columns=["trial_id", "label", "epoch", "split", "error"])
-    labels = trials.drop_duplicates("trial_id").set_index("trial_id")
+    # Labels for the chosen trials only: a large experiment's every trial would cost seconds.
+    chosen = trials[trials["trial_id"].isin(epochs["trial_id"].unique())]
+    labels = chosen.drop_duplicates("trial_id").set_index("trial_id")
     label = setting_labels(labels) + " seed " + labels["seed"].astype(str)
     long = epochs.melt(id_vars=["trial_id", "epoch"], value_vars=["train_error", "test_error"],
                        var_name="split", value_name="error")
@@ -491,7 +509,7 @@ def proxy_table(proxy: pd.DataFrame, full: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=PROXY_COLUMNS)
     short = proxy.groupby("key", sort=False)["test_error_mean"].mean().rename("proxy_error")
     arch = [c for c in PROXY_COLUMNS[1:8] if c in full.columns]
-    long = (full.assign(**{c: full[c].map(hashable) for c in arch})
+    long = (full.assign(**{c: full[c].map(hashable) for c in arch if _has_lists(full[c])})
             .groupby("key", sort=False)
             .agg(**{c: (c, "first") for c in arch}, full_error=("test_error_mean", "mean")))
     table = long.join(short, how="inner").reset_index()

@@ -876,11 +876,12 @@ def compare(
     """Compare an experiment's design spaces as error distributions: per space n, min, mean
     and the EDF, per pair the two-sample KS test, and the verdict on doubling C."""
     need("dashboard", "explorer compare", ("scipy",))  # its KS tests and Kendall τ
+    from explorer.analysis import by_candidate
     from explorer.compare import (
         BINNING_CHOICES,
         DEFAULT_NORMALIZE,
+        MEANS_COLUMNS,
         NORMALIZE_CHOICES,
-        TRIAL_COLUMNS,
         compare_or_plain,
         plan_samples,
         space_names,
@@ -906,11 +907,11 @@ def compare(
         fail(f"--equivalence {equivalence:g}: a KS distance margin is between 0 and 1 "
              "(e.g. 0.1)")
     reader = open_reader(runs_dir, store)
-    # Only the columns a comparison reads, and the means over seeds made by the database.
-    trials = reader.trials_frame([experiment], columns=TRIAL_COLUMNS)
+    # Only the columns a comparison reads; the means over seeds made from them.
+    trials = reader.trials_frame([experiment], columns=MEANS_COLUMNS)
     if trials.empty:
         fail(f"no experiment {experiment!r} in the store; `explorer status` lists them")
-    means = reader.candidate_means([experiment])
+    means = by_candidate(trials)
     known = space_names(trials)
     unknown = [s for s in space or [] if s not in known]
     if unknown:

@@ -152,6 +152,12 @@ def space_names(trials: pd.DataFrame) -> list[str]:
 # the candidates' means over seeds (Reader.candidate_means, or analysis.by_candidate).
 TRIAL_COLUMNS = ("experiment", "trial_id", "key", "space", "cardinality", "seed", "status",
                  "test_error")
+# TRIAL_COLUMNS and what analysis.by_candidate needs to make the means over seeds that a
+# comparison reads (complexity for the weights, the architecture's columns for the spaces'
+# kinds): one narrow read of a large experiment, its means made in memory, costs less than
+# reading the means aggregated by the database beside it.
+MEANS_COLUMNS = (*TRIAL_COLUMNS, "bottleneck_width", "depths", "widths", "params", "flops",
+                 "test_top5_error", "train_images_per_sec", "latency_ms")
 
 
 def compare_or_plain(trials: pd.DataFrame, *, spaces: Sequence[str] | None = None,

@@ -27,10 +27,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from explorer.store import ExperimentRecord, StoreError, Writer
+from explorer.store import ExperimentRecord, StoreError
 from explorer.store.records import Holder
 from explorer.store.retry import RetryPolicy, call_with_retry, explain, reason, transient
+
+if TYPE_CHECKING:  # `explorer status` reads holder_stale without importing the writer
+    from explorer.store import Writer
 
 # A holder silent for this many heartbeat intervals is gone.
 STALE_INTERVALS = 3

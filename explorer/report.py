@@ -24,6 +24,7 @@ import plotly.io as pio
 
 from explorer import analysis, figures, stats
 from explorer.compare import (
+    TRIAL_COLUMNS,
     Comparison,
     compare_or_plain,
     plan_samples,
@@ -32,7 +33,7 @@ from explorer.compare import (
 from explorer.errors import ExplorerError
 from explorer.files import atomic_write
 from explorer.metrics import SHOWN_STATUSES, Status
-from explorer.refine import recorded_sampled_spaces, space_regions
+from explorer.refine import POPULATION_COLUMNS, recorded_sampled_spaces, space_regions
 from explorer.store import Reader
 
 CURVE_TRIALS = 6
@@ -50,6 +51,13 @@ SECTIONS = (
     ("cost_latency_ms", "Measured latency"),
     ("cost_train_images_per_sec", "Measured training throughput"),
 )
+# The trials frame's columns the report reads (Reader.trials_frame(columns=...)): the
+# comparison's and the good regions', the failed trials' table (its error text, epochs
+# and trial key) and the candidates' means over seeds (analysis.by_candidate). Not the
+# provenance, timestamps or stored records, which a large experiment's read spends its
+# time on.
+TRIAL_COLUMNS_READ = tuple(dict.fromkeys((
+    *TRIAL_COLUMNS, *POPULATION_COLUMNS, "trial_key", "error", "epochs_completed")))
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -95,20 +103,23 @@ def write_report(store: Reader, experiment: str, output: str | Path, *,
     this experiment's own test errors a quarter of the way through training.
     """
     record = _latest_record(store, experiment)
-    trials = store.trials_frame([experiment])
-    candidates = store.candidate_means([experiment])  # by the database
+    trials = store.trials_frame([experiment], columns=TRIAL_COLUMNS_READ)
+    # The means over seeds from the trials already read: cheaper than a second,
+    # aggregating read (Reader.candidate_means), and the same frame.
+    candidates = analysis.by_candidate(trials)
     curve_ids = analysis.best_trials(trials, CURVE_TRIALS)
     epochs = store.epochs_frame(trial_ids=curve_ids)
     fidelity: ProxyFidelity | None
     if proxy_experiment is not None:
         _latest_record(store, proxy_experiment)
-        fidelity = proxy_from_experiment(trials, store.trials_frame([proxy_experiment]),
-                                         proxy_experiment)
+        fidelity = proxy_from_experiment(
+            trials, store.trials_frame([proxy_experiment], columns=TRIAL_COLUMNS_READ),
+            proxy_experiment, candidates)
     else:
         # Only the one early epoch of every trial is read, not every epoch.
         early = early_epoch(trials)
         fidelity = None if early is None else proxy_from_early_epoch(
-            trials, store.epoch_errors(early[0], [experiment]))
+            trials, store.epoch_errors(early[0], [experiment]), candidates)
     text = render_report(trials, epochs, record, where=store.where, curve_trials=curve_ids,
                          proxy=fidelity, candidates=candidates)
     atomic_write(output, lambda tmp: _write_shareable(tmp, text))
@@ -124,7 +135,7 @@ def write_report(store: Reader, experiment: str, output: str | Path, *,
 
 
 def _latest_record(store: Reader, experiment: str) -> dict[str, Any]:
-    experiments = store.experiments()
+    experiments = store.experiment_versions()  # no trial counts: a read of one table
     record = experiments[(experiments["experiment"] == experiment) & experiments["latest"]]
     if record.empty:
         raise ReportError(f"no experiment {experiment!r} in the store; "
@@ -133,10 +144,12 @@ def _latest_record(store: Reader, experiment: str) -> dict[str, Any]:
 
 
 def proxy_from_experiment(trials: pd.DataFrame, proxy_trials: pd.DataFrame,
-                          proxy_name: str) -> ProxyFidelity:
-    """Fidelity of another experiment's errors (a cheaper recipe) to this one's."""
+                          proxy_name: str, candidates: pd.DataFrame | None = None
+                          ) -> ProxyFidelity:
+    """Fidelity of another experiment's errors (a cheaper recipe) to this one's.
+    `candidates`: `trials`' means over seeds when already made."""
     table = analysis.proxy_table(analysis.by_candidate(proxy_trials),
-                                 analysis.by_candidate(trials))
+                                 _or_means(trials, candidates))
     epochs = analysis.finished(proxy_trials)["epochs_completed"].dropna()
     recipe = f" ({int(epochs.max())} epochs)" if not epochs.empty else ""
     return ProxyFidelity(f"experiment {proxy_name}{recipe}", table, analysis.kendall_tau(table))
@@ -152,18 +165,24 @@ def early_epoch(trials: pd.DataFrame) -> tuple[int, int] | None:
     return max(1, total // 4), total
 
 
-def proxy_from_early_epoch(trials: pd.DataFrame, epochs: pd.DataFrame) -> ProxyFidelity | None:
+def proxy_from_early_epoch(trials: pd.DataFrame, epochs: pd.DataFrame,
+                           candidates: pd.DataFrame | None = None) -> ProxyFidelity | None:
     """Fidelity of the test error a quarter of the way through training (what an early stop
     such as ASHA would judge by) to the final one; None when runs are one epoch long.
-    `epochs` needs that epoch's rows only (Reader.epoch_errors)."""
+    `epochs` needs that epoch's rows only (Reader.epoch_errors); `candidates`: `trials`'
+    means over seeds when already made."""
     found = early_epoch(trials)
     if found is None:
         return None
     early, total = found
     table = analysis.proxy_table(
         analysis.by_candidate(analysis.errors_at_epoch(trials, epochs, early)),
-        analysis.by_candidate(trials))
+        _or_means(trials, candidates))
     return ProxyFidelity(f"epoch {early} of {total}", table, analysis.kendall_tau(table))
+
+
+def _or_means(trials: pd.DataFrame, candidates: pd.DataFrame | None) -> pd.DataFrame:
+    return analysis.by_candidate(trials) if candidates is None else candidates
 
 
 def report_figures(trials: pd.DataFrame, epochs: pd.DataFrame, candidates: pd.DataFrame,
@@ -180,7 +199,8 @@ def report_figures(trials: pd.DataFrame, epochs: pd.DataFrame, candidates: pd.Da
         sample = analysis.screen_sample(every, x, y)
         if len(sample) < len(every):
             sampled[key] = (len(sample), len(every))
-        return _with_short_hover(sample)
+        # The labels once, for the hover text and the chart's own hover data.
+        return _with_short_hover(figures.with_labels(sample))
 
     chosen = epochs[epochs["trial_id"].isin(list(curve_trials))] if curve_trials else epochs
     drawn = {
@@ -213,7 +233,9 @@ def _with_short_hover(candidates: pd.DataFrame) -> pd.DataFrame:
              f"{std:.2f} % ({seeds} seed{'s' if seeds != 1 else ''})<br>params {params:,.0f}"
              f" · flops {flops:,.0f}"
              for space, arch, key, mean, std, seeds, params, flops in zip(
-                 candidates["space"].astype(str), analysis.arch_labels(candidates),
+                 candidates["space"].astype(str),
+                 candidates["arch_label"] if "arch_label" in candidates.columns
+                 else analysis.arch_labels(candidates),
                  candidates["key"], candidates["test_error_mean"],
                  candidates["test_error_std"], candidates["seeds"],
                  candidates["params"].astype("float64"), candidates["flops"].astype("float64"),

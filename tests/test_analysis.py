@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from explorer import analysis
+from explorer import analysis, stats
 from explorer.arch import setting_label
 
 
@@ -272,3 +272,48 @@ def test_errors_at_epoch_takes_that_epochs_error_and_skips_short_trials() -> Non
     assert analysis.errors_at_epoch(trials, epochs.iloc[0:0], 1).empty
     assert analysis.proxy_table(analysis.by_candidate(early), analysis.by_candidate(trials)
                                 )["key"].tolist() == ["a"]
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_edf_band_is_the_longhand_bootstrap(ties: bool) -> None:
+    """stats.edf_band reads each draw's EDF from how often the draw picked each model; the
+    longhand: the same seeded draws' models resampled, weights renormalised, their weighted
+    EDF read by counting (ties, zero weights and a draw of only zero weights included)."""
+    rng = np.random.default_rng(5)
+    errors = rng.normal(7.0, 1.0, 40)
+    if ties:
+        errors = np.round(errors, 0)
+    weights = rng.random(40)
+    weights[:30] = 0.0  # most models weightless: some draws pick none of the others
+    weights /= weights.sum()
+    grid = np.union1d(np.linspace(errors.min() - 1, errors.max() + 1, 15), errors[:5])
+    low, high = stats.edf_band(errors, weights, grid, draws=300, level=0.8,
+                               rng=np.random.default_rng(9))
+    draws = np.random.default_rng(9)
+    curves = []
+    for _ in range(300):
+        picked = draws.integers(0, errors.size, errors.size)
+        e, w = errors[picked], weights[picked]
+        total = w.sum()
+        curves.append([w[e <= g].sum() / total if total > 0 else 0.0 for g in grid])
+    np.testing.assert_allclose(low, np.quantile(curves, 0.1, axis=0), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(high, np.quantile(curves, 0.9, axis=0), rtol=0, atol=1e-12)
+
+
+def test_pareto_front_in_sort_values_order_with_ties_and_nullable_ints() -> None:
+    """pareto_front sorts complete columns with numpy (lexsort): the rows and their order are
+    those of pandas' stable sort on (cost, error), ties included, integer costs as Int64."""
+    rng = np.random.default_rng(2)
+    points = pd.DataFrame({
+        "key": [f"k{i}" for i in range(300)],
+        "flops": pd.array(rng.integers(1, 20, 300), dtype="Int64"),
+        "test_error_mean": np.round(rng.normal(5.0, 1.0, 300), 1),
+    })
+    ordered = points.sort_values(["flops", "test_error_mean"], kind="mergesort")
+    best = np.inf
+    expected = []
+    for index, error in zip(ordered.index, ordered["test_error_mean"], strict=True):
+        if error < best:
+            expected.append(index)
+            best = error
+    assert analysis.pareto_front(points, "flops").index.tolist() == expected

@@ -7,6 +7,7 @@ specs and candidates (exact complexity); only the errors are synthetic, seeded.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -392,3 +393,33 @@ def test_human_output(db: str) -> None:
     assert result.exit_code == 0, result.output
     assert "two-sample Kolmogorov–Smirnov tests" in result.output
     assert "verdict: preserved: error falls by" in result.output
+
+
+@pytest.mark.parametrize("experiment", ["trend", "noise"])
+def test_cli_means_from_the_narrow_read_are_the_databases(db: str, experiment: str) -> None:
+    """`explorer compare` makes the means over seeds from its one narrow read (MEANS_COLUMNS,
+    analysis.by_candidate): the same JSON as the whole trials frame compared with the
+    database's means (Reader.candidate_means)."""
+    result = run(experiment, "--json", "--plan", "--equivalence", "0.2", "--store", db)
+    assert result.exit_code == 0, result.output
+    with Reader.open(db) as reader:
+        trials = reader.trials_frame([experiment])
+        means = reader.candidate_means([experiment])
+    expected, _ = compare.compare_or_plain(trials, candidates=means, margin=0.2)
+    expected = dataclasses.replace(expected, plan=compare.plan_samples(expected, trials,
+                                                                       candidates=means))
+    # The database averages in SQL, pandas in numpy: the same to rounding (1e-15).
+    got, want = flat(last_json(result.output)), flat(json.loads(json.dumps(expected.to_json())))
+    assert got.keys() == want.keys()
+    for path, value in want.items():
+        assert got[path] == (pytest.approx(value, rel=1e-12, abs=1e-12)
+                             if isinstance(value, float) else value), path
+
+
+def flat(value: Any, path: str = "") -> dict[str, Any]:
+    """A JSON value as {path: scalar}."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in flat(item, f"{path}/{key}").items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value) for k, v in flat(item, f"{path}[{i}]").items()}
+    return {path: value}

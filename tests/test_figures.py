@@ -4,6 +4,7 @@ frames, the explorer.analysis labels, filters and tables that the charts and pag
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -411,3 +412,26 @@ def test_error_vs_cost_bins_hold_every_candidate_once() -> None:
     assert figures.points(exact) == n and not role(exact, "bins")
     assert all(t.type == "scattergl" and t.customdata is not None
                for t in role(exact, "candidates"))
+
+
+@pytest.mark.parametrize(("rows", "max_points"), [(10, 4), (1000, 40), (7, 1), (12345, 400),
+                                                   (400, 399)])
+def test_envelope_keeps_each_buckets_first_last_lowest_and_highest(rows: int,
+                                                                   max_points: int) -> None:
+    """figures.envelope, all buckets at once, keeps the rows a bucket-by-bucket longhand
+    keeps: per bucket of rows sorted by x, its first, last, and the first row at its lowest
+    and at its highest y (ties in x and y included)."""
+    rng = np.random.default_rng(rows)
+    frame = pd.DataFrame({"x": rng.integers(0, 50, rows), "y": np.round(rng.normal(size=rows), 1)})
+    ordered = frame.sort_values("x", kind="stable")
+    values = ordered["y"].to_numpy()
+    edges = np.linspace(0, rows, max(max_points // 4, 1) + 1).round().astype(int)
+    keep: set[int] = set()
+    for start, stop in itertools.pairwise(edges):
+        if stop > start:
+            part = list(values[start:stop])
+            keep |= {start, start + part.index(min(part)), start + part.index(max(part)),
+                     stop - 1}
+    expected = ordered.iloc[sorted(keep)] if rows > max_points else frame
+    assert figures.envelope(frame, "x", "y", max_points).index.tolist() == \
+        expected.index.tolist()

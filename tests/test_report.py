@@ -185,3 +185,39 @@ def test_compare_section_has_the_ks_table_and_the_verdict(report: str, db: str) 
     assert [v.space for v in verdicts] == ["preserved"]
     assert verdicts[0].sentence.replace("×", "&#215;") in section.replace("×", "&#215;")
     assert "each space needs about 369 models" in section
+
+
+def _undated(text: str) -> str:
+    return re.sub(r"generated \d{4}-\d\d-\d\d \d\d:\d\d UTC", "generated (when)", text)
+
+
+def test_report_reads_narrowly_and_writes_what_the_full_frame_gives(db: str,
+                                                                   tmp_path: Path) -> None:
+    """write_report reads the trials frame's TRIAL_COLUMNS_READ only and makes the means
+    over seeds from it: the document is the one the whole trials frame renders, figure
+    for figure (the database's means, Reader.candidate_means, agree with by_candidate's to
+    rounding: tests/test_store_scale.py)."""
+    from explorer import analysis
+    from explorer.report import (
+        CURVE_TRIALS,
+        early_epoch,
+        proxy_from_early_epoch,
+        render_report,
+    )
+
+    output = tmp_path / "narrow.html"
+    with Reader.open(db) as store:
+        write_report(store, "cifar10-cardinality", output)
+        trials = store.trials_frame(["cifar10-cardinality"])
+        means = analysis.by_candidate(trials)
+        record = store.experiments().query("experiment == 'cifar10-cardinality' and latest")
+        curve_ids = analysis.best_trials(trials, CURVE_TRIALS)
+        epochs = store.epochs_frame(trial_ids=curve_ids)
+        early = early_epoch(trials)
+        assert early is not None
+        proxy = proxy_from_early_epoch(trials, store.epoch_errors(early[0],
+                                                                  ["cifar10-cardinality"]))
+        where = store.where
+    full = render_report(trials, epochs, record.iloc[0].to_dict(), where=where,
+                         curve_trials=curve_ids, proxy=proxy, candidates=means)
+    assert _undated(output.read_text(encoding="utf-8")) == _undated(full)

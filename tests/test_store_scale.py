@@ -441,3 +441,24 @@ def test_streamed_export_writes_the_table_of_the_whole_frame(tmp_path: Path,
         got, want = pd.read_parquet(streamed), pd.read_parquet(whole)
         assert_same_values(got.map(lambda v: tuple(v) if isinstance(v, np.ndarray) else v),
                            want.map(lambda v: tuple(v) if isinstance(v, np.ndarray) else v))
+
+
+def test_read_only_commands_do_not_import_the_writer(tmp_path: Path) -> None:
+    """explorer.store gives Writer when asked for it, so `explorer status` (and the other
+    readers) start without the writer's imports; `from explorer.store import Writer` works
+    as before."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "explorer.db"
+    make_fixture_store(path)
+    probe = ("import sys\nfrom explorer.cli import main\ncode = 0\n"
+             "try:\n    main()\nexcept SystemExit as done:\n    code = done.code\n"
+             "print(code, 'explorer.store.writer' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", probe, "status", "--store", str(path)],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.split()[-2:] == ["0", "False"], done.stdout + done.stderr
+    from explorer.store import Writer
+    from explorer.store.writer import Writer as Defined
+
+    assert Writer is Defined

@@ -22,6 +22,8 @@ Needs neither torch, ray nor streamlit.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from explorer.metrics import STATUSES
 from explorer.store.engine import DB_FILENAME, database_path, store_url
 from explorer.store.errors import SpecChanged, StoreError
@@ -34,7 +36,20 @@ from explorer.store.provenance import (
 from explorer.store.reader import STAGE_LIST_COLUMNS, Reader
 from explorer.store.records import ExperimentRecord, TrialRecord
 from explorer.store.schema import SCHEMA_VERSION
-from explorer.store.writer import Writer
+
+if TYPE_CHECKING:
+    from explorer.store.writer import Writer
+
+
+def __getattr__(name: str) -> Any:
+    """`Writer`, imported when first asked for: a command that only reads (status,
+    compare, report, export) does not pay for the writer's imports (its SQL dialects)."""
+    if name == "Writer":
+        from explorer.store.writer import Writer
+
+        return Writer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DB_FILENAME",
