@@ -422,7 +422,8 @@ def status_table(frame: pd.DataFrame, drivers: Mapping[int, Holder], host: str) 
     from explorer.lease import holder_stale
 
     # 'running' trials are split by whether a driver still runs them.
-    shown = [c for s in SHOWN_STATUSES for c in ((s, "interrupted") if s == "running" else (s,))]
+    shown = [c for s in SHOWN_STATUSES
+             for c in ((s, "interrupted") if s == Status.RUNNING else (s,))]
     table = Table(title="experiments")
     for column in ("experiment", "version", "trials", *shown, "best test error %", "driver"):
         table.add_column(column, justify="left" if column in ("experiment", "driver") else "right")

@@ -390,7 +390,7 @@ class Reader:
         t, e = trial_table.c, experiment_table.c
         counts = [func.count(t.id).label("trials"),
                   *(func.coalesce(func.sum(_is(t.status, s)), 0).label(s) for s in STATUSES),
-                  func.min(case((t.status == "finished", t.test_error))).label(
+                  func.min(case((t.status == Status.FINISHED, t.test_error))).label(
                       "best_test_error")]
         stmt = (select(e.name.label("experiment"), e.version, e.id.label("experiment_id"),
                        *counts)
@@ -413,7 +413,7 @@ class Reader:
         is lost to cancellation. A candidate never added has an empty space.
         """
         t, c, e = trial_table.c, candidate_table.c, experiment_table.c
-        done = and_(t.status == "finished", t.test_error.is_not(None),
+        done = and_(t.status == Status.FINISHED, t.test_error.is_not(None),
                     *_experiment_filter(experiment_names, latest_version_only))
         means = (select(t.experiment_id, t.candidate_key, func.min(t.id).label("first_id"),
                         func.avg(t.test_error).label("test_error_mean"),
@@ -428,7 +428,7 @@ class Reader:
                   .select_from(trial_table)
                   .join(means, and_(means.c.experiment_id == t.experiment_id,
                                     means.c.candidate_key == t.candidate_key))
-                  .where(t.status == "finished", t.test_error.is_not(None))
+                  .where(t.status == Status.FINISHED, t.test_error.is_not(None))
                   .group_by(t.experiment_id, t.candidate_key).subquery())
         stmt = (select(e.name.label("experiment"), c.space, means.c.candidate_key.label("key"),
                        c.cardinality, c.bottleneck_width, c.depths, c.widths, c.params,
@@ -578,7 +578,7 @@ class Reader:
         read).
         """
         seen: Seen | None = known.attrs.get("seen")
-        running = known.loc[known["status"] == "running", "trial_id"].unique().tolist() \
+        running = known.loc[known["status"] == Status.RUNNING, "trial_id"].unique().tolist() \
             if not known.empty else []
         with self._engine.connect() as conn, conn.begin():
             ids = _latest_ids(conn, experiment_names)
@@ -590,7 +590,7 @@ class Reader:
                 return fresh
             t = trial_table.c
             changed: list[ColumnElement[bool]] = [t.id > seen.max_trial_id,
-                                                  t.status == "running"]
+                                                  t.status == Status.RUNNING]
             if running:
                 changed.append(t.id.in_([int(i) for i in running]))
             if seen.newest_time is not None:
@@ -846,7 +846,7 @@ def _dashboard_select(ids: tuple[int, ...],
                t.id.label("trial_id"), t.trial_key, t.candidate_key.label("key"), c.space,
                c.depths, c.widths, c.cardinality, c.bottleneck_width, c.params, c.flops,
                c.acts, c.latency_ms, t.seed, t.status,
-               case((t.status == "failed", t.error), else_=None).label("error"),
+               case((t.status == Status.FAILED, t.error), else_=None).label("error"),
                t.epochs_completed, t.test_error, t.test_top5_error, t.train_error,
                t.train_images_per_sec)
         .select_from(trial_table).join(experiment_table, e.id == t.experiment_id)
