@@ -58,7 +58,9 @@ def by_candidate(trials: pd.DataFrame) -> pd.DataFrame:
     )
     # Groups come in order of first appearance, as drop_duplicates keeps rows.
     first = done.drop_duplicates(CANDIDATE)[[*CANDIDATE, *present]].reset_index(drop=True)
-    out = first.assign(**{c: first[c].map(hashable) for c in present},
+    # Only object columns can hold lists: mapping the numeric ones too cost 0.3 s at 50,000.
+    out = first.assign(**{c: first[c].map(hashable) for c in present
+                          if first[c].dtype == object},
                        **{c: stats[c].to_numpy() for c in stats.columns})
     out["test_error_std"] = out["test_error_std"].fillna(0.0)
     return out
