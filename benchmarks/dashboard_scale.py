@@ -104,9 +104,8 @@ def rss_mb(pid: int) -> float:
 
 def wait_until(page: Any, predicate: str, arg: Any = None, seconds: float = 600,
                every: float = 0.02) -> None:
-    """Evaluate `predicate` in the page every `every` seconds until it holds. (Playwright's
-    wait_for_function, started right after the store was written, at times never saw the
-    live refresh that the page showed.)"""
+    """Evaluate `predicate` in the page every `every` seconds until it holds; TimeoutError
+    after `seconds`."""
     deadline = time.perf_counter() + seconds
     while not page.evaluate(predicate, arg):
         if time.perf_counter() > deadline:
