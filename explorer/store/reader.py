@@ -599,7 +599,11 @@ class Reader:
                 changed += [t.started_at >= since, t.finished_at >= since]
             # Ids first, by one scan of the trials table, then those rows by primary key:
             # a condition on experiment_id would walk its index over every trial instead.
-            found = sorted(set(conn.scalars(select(t.id).where(or_(*changed)))))
+            # Of the trials the time margin brings back, only those whose state differs
+            # from `known`'s are read again: a store whose trials share a finish time
+            # (a bulk import, a burst of short trials) would otherwise be re-read whole.
+            states = conn.execute(select(*(t[name] for name in _STATE)).where(or_(*changed)))
+            found = _differing(known, states.all(), {int(i) for i in running})
             parts = [_dashboard_frame(conn, ids, t.id.in_(chunk))
                      for chunk in _chunks(found)]
         fresh = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0] if parts \
@@ -610,6 +614,32 @@ class Reader:
             if not kept.empty and not fresh.empty else fresh if kept.empty else kept
         merged.attrs = {"seen": now, "changed_trials": tuple(found)}
         return merged
+
+
+# What `dashboard_trials_since` compares to tell a trial that changed: the writer changes
+# one of these whenever it changes what the dashboard's frame shows of the trial.
+_STATE = ("id", "status", "epochs_completed", "test_error")
+
+
+def _differing(known: pd.DataFrame, states: Sequence[Sequence[Any]],
+               running: set[int]) -> list[int]:
+    """The ids among `states` (rows of _STATE) that `known` lacks, had running, or holds
+    with another status, epoch count or error, sorted."""
+    if not states:
+        return []
+    fresh = pd.DataFrame([tuple(row) for row in states], columns=list(_STATE))
+    before = known.drop_duplicates("trial_id").set_index("trial_id")
+    ids = fresh["id"].astype("int64")
+    have = ids.isin(before.index)
+    old = before.reindex(ids)
+    same = have.to_numpy() & ~ids.isin(list(running)).to_numpy()
+    for name, column in (("status", "status"), ("epochs_completed", "epochs_completed"),
+                         ("test_error", "test_error")):
+        a = pd.Series(fresh[name].to_numpy(dtype=object))
+        b = pd.Series(old[column].to_numpy(dtype=object))
+        equal = (a == b) | (a.isna() & b.isna())
+        same &= equal.fillna(False).to_numpy(dtype=bool)
+    return sorted(int(i) for i in ids[~same])
 
 
 # --- statements ---------------------------------------------------------------------------
