@@ -579,7 +579,7 @@ class Reader:
         read).
         """
         seen: Seen | None = known.attrs.get("seen")
-        running = known.loc[known["status"] == "running", "trial_id"].unique().tolist() \
+        running = known.loc[known["status"] == Status.RUNNING, "trial_id"].unique().tolist() \
             if not known.empty else []
         with self._engine.connect() as conn, conn.begin():
             ids = _latest_ids(conn, experiment_names)
@@ -591,7 +591,7 @@ class Reader:
                 return fresh
             t = trial_table.c
             changed: list[ColumnElement[bool]] = [t.id > seen.max_trial_id,
-                                                  t.status == "running"]
+                                                  t.status == Status.RUNNING]
             if running:
                 changed.append(t.id.in_([int(i) for i in running]))
             if seen.newest_time is not None:
@@ -876,7 +876,7 @@ def _dashboard_trials_select(ids: tuple[int, ...],
     return (
         select(e.name.label("experiment"), e.version, e.id.label("experiment_id"),
                t.id.label("trial_id"), t.trial_key, t.candidate_key.label("key"), t.seed,
-               t.status, case((t.status == "failed", t.error), else_=None).label("error"),
+               t.status, case((t.status == Status.FAILED, t.error), else_=None).label("error"),
                t.epochs_completed, t.test_error, t.test_top5_error, t.train_error,
                t.train_images_per_sec)
         .select_from(trial_table).join(experiment_table, e.id == t.experiment_id)
