@@ -1,18 +1,11 @@
-"""The dashboard at 10k-1M finished trials, in a real browser, through `explorer dashboard`.
+"""The dashboard at 10k-1M trials, in a real browser, through `explorer dashboard`.
 
-    python benchmarks/dashboard_scale.py build --trials 100000 --store /tmp/x/100k.db
-    python benchmarks/dashboard_scale.py measure --store /tmp/x/100k.db [--runs 3]
+    python benchmarks/dashboard_scale.py measure --out DIR [--trials 100000] [--runs 3]
+    python benchmarks/dashboard_scale.py optuna --out DIR [--trials 10000] [--wait 1800]
 
-`build` makes a store the way a sweep does: a spec of four sampled design
-spaces (NDS-style per-stage draws, ``n = trials / 4`` each, one seed, 10
-epochs) is planned by the project's own `plan_run` through the `Writer` (its
-candidates with exact complexity, its trials and trial keys), then every trial
-is given a result: status finished (one a second, the last just now), a final
-error that follows the paper's trend (more cardinality and depth, lower error)
-plus seeded noise, and 10 epoch rows. The results go in by batched inserts into
-the schema's own tables, 5,000 trials per transaction, each bumping the store
-revision as the writer does (the writer's one-transaction-per-trial API is made
-for a live sweep; its cost at scale is measured elsewhere).
+The stores are benchmarks/scale.py's (``DIR/store-N.db``, experiment 'scale': four
+sampled spaces, 2 seeds, 10 epochs, every trial's events through the sweep's own
+sink), built by its `build` when DIR has none yet and reused as they are otherwise.
 
 `measure` starts `explorer dashboard --store URL` on a free loopback port and,
 with Playwright driving Debian's headless Chromium (/usr/bin/chromium), for
@@ -36,14 +29,19 @@ the app once from a 400-trial store on the same origin, so its scripts are cache
 after a user's first visit and the runs time the data, not the download of Streamlit's
 own JavaScript. Prints min and median over the runs. The CPU is shared: the
 figures are wall times on whatever the machine gives, so CPU times are printed
-beside them.
+beside them. (The refresh adds a trial to the store: measure a copy.)
+
+`optuna` puts the same finished trials in an Optuna study (scale.py's
+`optuna_dashboard`, which also times optuna-dashboard's API), then times, in the same
+browser, optuna-dashboard's study page until its first chart has points, beside
+explorer's first chart on the same store, and both servers' memory. It takes minutes
+of CPU: run it once, under nice.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import random
 import shutil
 import statistics
 import subprocess
@@ -53,167 +51,19 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from scale import EPOCHS, build, optuna_dashboard, store_path
+from sqlalchemy import func, select
 
-from explorer.experiment import plan_run
 from explorer.serve import NotServing, free_local_port, wait_until_serving
-from explorer.spec import parse_spec
 from explorer.store import Writer
-from explorer.store.schema import candidate_table, epoch_table, revision_table, trial_table
+from explorer.store.schema import candidate_table, trial_table
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-EPOCHS = 10
-BATCH = 5000
-SPACING = timedelta(seconds=1)
-NAME = "scale"
-
-# Four sampled spaces of a CIFAR ResNeXt: plain ResNet (C = 1), ResNeXt with C shared by
-# the stages, ResNeXt with C per stage, and a deeper one. Ranges wide enough that 250,000
-# distinct networks per space exist.
-SPEC = """\
-name: {name}
-description: four sampled spaces for the dashboard's scale benchmark
-model:
-  family: resnext
-  template: cifar
-  depths: [1, 1, 1]
-  stem_width: 16
-  widths: [64, 128, 256]
-  cardinality: 1
-  bottleneck_width: 16
-  block: grouped
-spaces:
-  resnet:
-    sample:
-      n: {n}
-      seed: 0
-      stages:
-        depths: {{low: 1, high: 8}}
-        widths: {{low: 32, high: 512, step: 32}}
-        cardinality: [1]
-        bottleneck_width: {{low: 8, high: 128, step: 8}}
-      non_decreasing: [widths]
-  resnext-shared:
-    sample:
-      n: {n}
-      seed: 1
-      stages:
-        depths: {{low: 1, high: 8}}
-        widths: {{low: 32, high: 512, step: 32}}
-        cardinality: [2, 4, 8, 16, 32]
-        bottleneck_width: {{low: 1, high: 32, log: true}}
-      shared: [cardinality]
-      non_decreasing: [widths]
-  resnext-free:
-    sample:
-      n: {n}
-      seed: 2
-      stages:
-        depths: {{low: 1, high: 8}}
-        widths: {{low: 32, high: 512, step: 32}}
-        cardinality: [1, 2, 4, 8, 16, 32]
-        bottleneck_width: {{low: 1, high: 32, log: true}}
-      non_decreasing: [widths]
-  deep:
-    sample:
-      n: {n}
-      seed: 3
-      stages:
-        depths: {{low: 4, high: 16}}
-        widths: {{low: 32, high: 256, step: 32}}
-        cardinality: [1, 4, 16]
-        bottleneck_width: {{low: 4, high: 64, step: 4}}
-      shared: [cardinality]
-data:
-  dataset: cifar10
-  resolution: 32
-train:
-  epochs: {epochs}
-  batch_size: 128
-  schedule: cosine
-  seeds: [0]
-search:
-  strategy: grid
-"""
-ENVIRONMENT = {"git_revision": None, "package_versions": {"explorer": "benchmark"}}
-
-
-# --- the store -----------------------------------------------------------------------------
-
-
-def build(path: Path, trials: int, seed: int = 0) -> None:
-    """Plan `trials` trials through plan_run, then record a result for every one."""
-    if path.exists():
-        sys.exit(f"{path} exists: give a new path (or measure it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = SPEC.format(name=NAME, n=-(-trials // 4), epochs=EPOCHS)
-    spec = parse_spec(text, "scale.yaml")
-    started = time.perf_counter()
-    with Writer.open(path) as store:
-        record = store.create_or_get_experiment(NAME, text, spec.hash,
-                                                spec.model_dump(mode="json"),
-                                                environment=ENVIRONMENT)
-        planned = plan_run(store, record.id, spec)
-        planned_at = time.perf_counter()
-        print(f"planned {planned.planned:,} trials through plan_run in "
-              f"{planned_at - started:.1f} s", flush=True)
-        _record_results(store, record.id, seed)
-    print(f"results recorded in {time.perf_counter() - planned_at:.1f} s; "
-          f"{path} is {path.stat().st_size / 1e6:.0f} MB", flush=True)
-
-
-def _record_results(store: Writer, experiment_id: int, seed: int) -> None:
-    """Every trial finished, with EPOCHS epoch rows, in batches of BATCH trials."""
-    rng = random.Random(seed)
-    t, c = trial_table.c, candidate_table.c
-    with store.engine.connect() as conn:
-        rows = conn.execute(
-            select(t.id, t.trial_key, c.cardinality, c.depths, c.flops)
-            .join(candidate_table, (c.experiment_id == t.experiment_id)
-                  & (c.key == t.candidate_key))
-            .where(t.experiment_id == experiment_id).order_by(t.id)).all()
-    seen: set[int] = set()
-    unique = [row for row in rows if not (row.id in seen or seen.add(row.id))]
-    # As a sweep would have: one trial ending every SPACING, the last one just now.
-    end = datetime.now(UTC)
-    for start in range(0, len(unique), BATCH):
-        trial_rows, epoch_rows = [], []
-        for i, row in enumerate(unique[start:start + BATCH], start):
-            finished_at = end - (len(unique) - 1 - i) * SPACING
-            final = _final_error(int(row.cardinality or 1), str(row.depths), rng)
-            throughput = 2.6e12 / max(int(row.flops or 1), 1)
-            trial_rows.append({"tid": row.id, "started_at": finished_at - 10 * SPACING,
-                               "finished_at": finished_at, "test_error": final,
-                               "test_top5_error": final / 9, "train_error": final - 2,
-                               "train_images_per_sec": throughput,
-                               "seconds": EPOCHS * 50000 / throughput})
-            for epoch in range(EPOCHS):
-                error = final + (62 - final) * (1 - epoch / (EPOCHS - 1)) ** 3
-                epoch_rows.append({"trial_id": row.id, "epoch": epoch, "test_error": error,
-                                   "test_top5_error": error / 9,
-                                   "train_error": max(error - 2, 0.05),
-                                   "train_loss": 0.04 * error, "lr": 0.1, "seconds": 1.0,
-                                   "train_images_per_sec": throughput})
-        with store.engine.begin() as conn:
-            conn.execute(insert(epoch_table), epoch_rows)
-            conn.execute(update(trial_table).where(t.id == bindparam("tid")).values(
-                status="finished", attempts=1, device="cuda:0", epochs_completed=EPOCHS,
-                **{name: bindparam(name) for name in trial_rows[0] if name != "tid"}),
-                trial_rows)
-            conn.execute(update(revision_table).values(value=revision_table.c.value + 1))
-
-
-def _final_error(cardinality: int, depths: str, rng: random.Random) -> float:
-    blocks = sum(int(v) for v in depths.strip("[]").split(","))
-    return (8.0 - 0.35 * (cardinality.bit_length() - 1) - 0.08 * (blocks - 3)
-            + rng.gauss(0, 0.4))
-
 
 
 # --- the server and the browser ------------------------------------------------------------
@@ -232,6 +82,9 @@ DRAWN = """(chart) => {
   return -1;
 }"""
 # Streamlit shows its status widget while a script run is under way.
+# Some caption of the page says that `n` trials finished.
+SHOWS_FINISHED = ("(n) => [...document.querySelectorAll('[data-testid=\"stCaptionContainer\"]')]"
+                  ".some(e => e.innerText.replace(/[,\\s]/g, '').includes(n + 'finished'))")
 SETTLED = "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -247,6 +100,17 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def wait_until(page: Any, predicate: str, arg: Any = None, seconds: float = 600,
+               every: float = 0.02) -> None:
+    """Evaluate `predicate` in the page every `every` seconds until it holds; TimeoutError
+    after `seconds`."""
+    deadline = time.perf_counter() + seconds
+    while not page.evaluate(predicate, arg):
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"not within {seconds:g} s: {predicate[:80]}")
+        page.wait_for_timeout(every * 1000)
 
 
 @contextmanager
@@ -299,8 +163,6 @@ def _expected_filtered(path: Path, cardinality: int) -> int:
 
 
 def _finished_count(path: Path) -> int:
-    from sqlalchemy import func
-
     with Writer.open(path) as store, store.engine.connect() as conn:
         return int(conn.scalar(select(func.count()).select_from(trial_table)
                                .where(trial_table.c.status == "finished")) or 0)
@@ -328,13 +190,11 @@ def warm_up(context: Any, port: int) -> None:
     """Load the app once from a small store on the same origin, so that the browser has
     the app's scripts cached (as after a user's first visit) and the runs time the data."""
     with tempfile.TemporaryDirectory() as tmp:
-        small = Path(tmp) / "small.db"
-        build(small, 400)
-        with dashboard(f"sqlite:///{small}", port) as (page_url, _process):
+        build(Path(tmp), 400)
+        with dashboard(f"sqlite:///{store_path(Path(tmp), 400)}", port) as (page_url, _process):
             page = context.new_page()
             page.goto(page_url, wait_until="domcontentloaded")
-            page.wait_for_function(f"() => ({DRAWN})('error_vs_params') > 0",
-                                   timeout=600_000)
+            wait_until(page, f"() => ({DRAWN})('error_vs_params') > 0")
             page.close()
 
 
@@ -354,13 +214,11 @@ def measure_once(context: Any, port: int, path: Path, serial: int, cardinality: 
         cpu0 = cpu_seconds(process.pid)
         started = time.perf_counter()
         page.goto(page_url, wait_until="domcontentloaded")
-        page.wait_for_function(f"() => ({DRAWN})('error_vs_flops') > 0", timeout=600_000,
-                               polling=50)
+        wait_until(page, f"() => ({DRAWN})('error_vs_flops') > 0")
         step("run.first_chart = time.perf_co")
         run.first_chart = time.perf_counter() - started
-        page.wait_for_function(f"() => ({DRAWN})('error_vs_params') > 0", timeout=600_000,
-                               polling=50)
-        page.wait_for_function(SETTLED, timeout=600_000, polling=50)
+        wait_until(page, f"() => ({DRAWN})('error_vs_params') > 0")
+        wait_until(page, SETTLED)
         step("run.first_view = time.perf_cou")
         run.first_view = time.perf_counter() - started
         run.first_view_cpu = cpu_seconds(process.pid) - cpu0
@@ -381,57 +239,74 @@ def measure_once(context: Any, port: int, path: Path, serial: int, cardinality: 
         started = time.perf_counter()
         _one_new_trial(path, serial)
         wrote = time.perf_counter() - started
-        page.wait_for_function(
-            "(n) => [...document.querySelectorAll('[data-testid=\"stCaptionContainer\"]')]"
-            ".some(e => e.innerText.replace(/[,\\s]/g, '').includes(n + 'finished'))",
-            arg=str(finished + 1), timeout=600_000, polling=50)
-        page.wait_for_function(SETTLED, timeout=600_000, polling=50)
-        run.refresh_wall = time.perf_counter() - started - wrote
-        span = time.perf_counter() - started
-        run.refresh_cpu = cpu_seconds(process.pid) - cpu0 - run.idle_cpu_per_s * span
+        try:
+            wait_until(page, SHOWS_FINISHED, str(finished + 1), seconds=120)
+            wait_until(page, SETTLED)
+            run.refresh_wall = time.perf_counter() - started - wrote
+            span = time.perf_counter() - started
+            run.refresh_cpu = cpu_seconds(process.pid) - cpu0 - run.idle_cpu_per_s * span
+        except TimeoutError:
+            run.refresh_wall = run.refresh_cpu = float("nan")
+            run.notes.append("the page did not show the new trial within 120 s")
+        step("refreshed")
         run.bytes_refresh = received[0] - sent
         # A filter change: one cardinality picked in the sidebar.
         box = page.locator('[data-testid="stSidebar"] [data-testid="stMultiSelect"]').filter(
             has_text="cardinality C")
         box.locator("input").click()
         page.keyboard.type(str(cardinality))
+        # The option itself: Enter picks every option the text matches ("4" and "64").
+        option = page.get_by_role("option", name=str(cardinality), exact=True)
+        option.wait_for()
         cpu0 = cpu_seconds(process.pid)
         started = time.perf_counter()
-        page.keyboard.press("Enter")
-        page.wait_for_function(f"() => ({DRAWN})('error_vs_flops') === {expected}",
-                               timeout=600_000, polling=20)
-        step("run.filter_change = time.perf_")
-        run.filter_change = time.perf_counter() - started
-        page.wait_for_function(SETTLED, timeout=600_000, polling=50)
-        run.filter_cpu = cpu_seconds(process.pid) - cpu0
+        option.click()
+        try:
+            wait_until(page, f"() => ({DRAWN})('error_vs_flops') === {expected}", seconds=120)
+            step("run.filter_change = time.perf_")
+            run.filter_change = time.perf_counter() - started
+            wait_until(page, SETTLED)
+            run.filter_cpu = cpu_seconds(process.pid) - cpu0
+        except TimeoutError:
+            run.filter_change = run.filter_cpu = float("nan")
+            run.notes.append(f"the chart did not show {expected} points within 120 s (it "
+                             f"shows {page.evaluate(DRAWN, 'error_vs_flops')})")
         page.keyboard.press("Escape")
 
         page.close()
     return run
 
 
-def measure(path: Path, runs: int, cardinality: int) -> None:
+@contextmanager
+def warm_browser() -> Iterator[tuple[Any, int]]:
+    """Headless Chromium's context, its cache warmed on a loopback port (`warm_up`), and
+    that port."""
     from playwright.sync_api import sync_playwright
 
-    done: list[Run] = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         context = browser.new_context(viewport={"width": 1400, "height": 1100})
         port = free_local_port()
         try:
             warm_up(context, port)
-            for serial in range(runs):
-                run = measure_once(context, port, path, serial, cardinality)
-                done.append(run)
-                print(f"run {serial + 1}: first chart {run.first_chart:.2f} s, first view "
-                      f"{run.first_view:.2f} s ({run.first_view_cpu:.2f} s server CPU, "
-                      f"{run.bytes_first_view / 1e6:.2f} MB to the browser), filter change "
-                      f"{run.filter_change:.3f} s ({run.filter_cpu:.2f} s CPU), server RSS "
-                      f"{run.rss_mb:.0f} MB, idle poll {run.idle_cpu_per_s:.3f} CPU s/s, live "
-                      f"refresh {run.refresh_wall:.2f} s wall, {run.refresh_cpu:.3f} s server "
-                      f"CPU, {run.bytes_refresh / 1e6:.3f} MB", flush=True)
+            yield context, port
         finally:
             browser.close()
+
+
+def measure(path: Path, runs: int, cardinality: int) -> None:
+    done: list[Run] = []
+    with warm_browser() as (context, port):
+        for serial in range(runs):
+            run = measure_once(context, port, path, serial, cardinality)
+            done.append(run)
+            print(f"run {serial + 1}: first chart {run.first_chart:.2f} s, first view "
+                  f"{run.first_view:.2f} s ({run.first_view_cpu:.2f} s server CPU, "
+                  f"{run.bytes_first_view / 1e6:.2f} MB to the browser), filter change "
+                  f"{run.filter_change:.3f} s ({run.filter_cpu:.2f} s CPU), server RSS "
+                  f"{run.rss_mb:.0f} MB, idle poll {run.idle_cpu_per_s:.3f} CPU s/s, live "
+                  f"refresh {run.refresh_wall:.2f} s wall, {run.refresh_cpu:.3f} s server "
+                  f"CPU, {run.bytes_refresh / 1e6:.3f} MB {'; '.join(run.notes)}", flush=True)
     print(f"{path.name}: {runs} runs (each a fresh server, the browser's cache warm), min / "
           "median (CPU shared with other work: wall times vary; CPU times beside them)")
     for name, unit in (("first_chart", "s"), ("first_view", "s"), ("first_view_cpu", "s CPU"),
@@ -442,22 +317,108 @@ def measure(path: Path, runs: int, cardinality: int) -> None:
         print(f"  {name:17s} {min(values):12.3f} / {statistics.median(values):12.3f} {unit}")
 
 
+# optuna-dashboard's study page: any plotly chart with points drawn.
+OPTUNA_DRAWN = """() => [...document.querySelectorAll('.js-plotly-plot')].some(
+  el => (el._fullData || []).some(t => (t._length || 0) > 0))"""
+
+
+def first_chart(context: Any, page_url: str, drawn: str, process: subprocess.Popen[str],
+                wait: float) -> tuple[float, float, float]:
+    """Seconds from navigation until `drawn` holds, the server's CPU seconds meanwhile and
+    its resident memory then; nan seconds when not within `wait`."""
+    page = context.new_page()
+    cpu0, started = cpu_seconds(process.pid), time.perf_counter()
+    page.goto(page_url, wait_until="domcontentloaded", timeout=int(wait * 1000))
+    try:
+        wait_until(page, drawn, seconds=wait, every=0.1)
+        took = time.perf_counter() - started
+    except TimeoutError:
+        took = float("nan")
+    figures = took, cpu_seconds(process.pid) - cpu0, rss_mb(process.pid)
+    page.close()
+    return figures
+
+
+@contextmanager
+def optuna_server(storage: str, port: int) -> Iterator[subprocess.Popen[str]]:
+    # optuna_dashboard has no __main__: its console script's entry point, in this Python.
+    process = subprocess.Popen([sys.executable, "-c",
+                                "from optuna_dashboard._cli import main; main()", storage,
+                                "--port", str(port), "--host", "127.0.0.1", "--quiet"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+def versus_optuna(out: Path, trials: int, runs: int, wait: float, api_wait: float) -> None:
+    """optuna-dashboard's first chart against explorer's, on the same finished trials."""
+    import urllib.request
+
+    import optuna
+    from scale import EXPERIMENT
+
+    optuna_dashboard(out, trials, api_wait)  # writes out/optuna-N.db once (and times the API)
+    storage = f"sqlite:///{out / f'optuna-{trials}.db'}"
+    study_id = optuna.storages.RDBStorage(storage).get_study_id_from_name(EXPERIMENT)
+    explorer_url = f"sqlite:///{store_path(out, trials).resolve()}"
+    ours: list[tuple[float, float, float]] = []
+    with warm_browser() as (context, port):
+        for _ in range(runs):
+            with dashboard(explorer_url, port) as (page_url, process):
+                ours.append(first_chart(context, page_url, f"() => ({DRAWN})"
+                                        "('error_vs_flops') > 0", process, wait))
+            print(f"explorer: first chart {ours[-1][0]:.1f} s, server CPU "
+                  f"{ours[-1][1]:.1f} s, RSS {ours[-1][2]:.0f} MB", flush=True)
+        port = free_local_port()
+        with optuna_server(storage, port) as process:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.perf_counter() + 120
+            while True:
+                try:
+                    urllib.request.urlopen(f"{base}/api/meta", timeout=5).read()
+                    break
+                except OSError:
+                    if time.perf_counter() > deadline:
+                        sys.exit("optuna-dashboard did not come up in 120 s")
+                    time.sleep(0.5)
+            theirs = first_chart(context, f"{base}/dashboard/studies/{study_id}",
+                                 OPTUNA_DRAWN, process, wait)
+    print(f"{trials:,} trials, the same finished ones in both; first chart in Chromium "
+          f"(explorer: min / median of {runs}, each a fresh server; optuna-dashboard: one "
+          f"run, at most {wait:.0f} s)")
+    for name, index, unit in (("first chart", 0, "s"), ("server CPU", 1, "s"),
+                              ("server RSS", 2, "MB")):
+        values = [run[index] for run in ours]
+        print(f"  {name:12s} explorer {min(values):8.1f} / {statistics.median(values):8.1f} "
+              f"{unit}; optuna-dashboard {theirs[index]:8.1f} {unit}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    make = sub.add_parser("build", help="build a store of finished trials")
-    make.add_argument("--trials", type=int, default=100_000)
-    make.add_argument("--store", type=Path, required=True, help="a new SQLite file")
-    check = sub.add_parser("measure", help="measure the dashboard on a store")
-    check.add_argument("--store", type=Path, required=True, help="a store `build` made")
-    check.add_argument("--runs", type=int, default=3)
+    check = sub.add_parser("measure", help="measure the dashboard on scale.py's store")
+    rival = sub.add_parser("optuna", help="optuna-dashboard's first chart beside explorer's")
+    for command, trials in ((check, 100_000), (rival, 10_000)):
+        command.add_argument("--out", type=Path, required=True,
+                             help="scale.py's folder of stores (store-N.db built if absent)")
+        command.add_argument("--trials", type=int, default=trials)
+        command.add_argument("--runs", type=int, default=3)
     check.add_argument("--cardinality", type=int, default=4,
                        help="the C picked for the filter change")
+    rival.add_argument("--wait", type=float, default=1800,
+                       help="seconds to wait for optuna-dashboard's first chart")
+    rival.add_argument("--api-wait", type=float, default=1,
+                       help="seconds scale.py's optuna_dashboard waits for its API")
     args = parser.parse_args()
-    if args.command == "build":
-        build(args.store, args.trials)
+    args.out.mkdir(parents=True, exist_ok=True)
+    build(args.out, args.trials)
+    if args.command == "measure":
+        measure(store_path(args.out, args.trials), args.runs, args.cardinality)
     else:
-        measure(args.store, args.runs, args.cardinality)
+        versus_optuna(args.out, args.trials, args.runs, args.wait, args.api_wait)
 
 
 if __name__ == "__main__":

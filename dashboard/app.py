@@ -42,7 +42,7 @@ from explorer.compare import (
     cardinality_verdicts,
     compare_or_plain,
 )
-from explorer.metrics import SHOWN_STATUSES
+from explorer.metrics import SHOWN_STATUSES, Status
 from explorer.refine import POPULATION_COLUMNS, recorded_sampled_spaces, space_regions
 from explorer.store import Reader, StoreError
 
@@ -73,12 +73,25 @@ LINK_KEY = "_link"  # session state: what the page's URL asked for and is not ap
 COUNT_COLUMNS = {"params", "flops", "images/s", "train_images_per_sec"}
 
 
-def store_url(argv: Sequence[str]) -> str | None:
-    """The --store URL from the script's arguments (nothing else is read from them)."""
+def _arguments(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="dashboard", add_help=False)
     parser.add_argument("--store", default=None)
+    parser.add_argument("--bin-above", type=int, default=None)
     known, _unknown = parser.parse_known_args(list(argv))
-    return known.store
+    return known
+
+
+def store_url(argv: Sequence[str]) -> str | None:
+    """The --store URL from the script's arguments."""
+    url: str | None = _arguments(argv).store
+    return url
+
+
+def bin_above(argv: Sequence[str]) -> int | None:
+    """--bin-above N from the script's arguments: above N candidates error vs cost draws
+    density bins (None: figures.BIN_THRESHOLD; `serve.streamlit_command` passes it)."""
+    value = _arguments(argv).bin_above
+    return None if value is None else max(int(value), 0)
 
 
 # --- cached reads: keyed on the store's data version ---------------------------------------
@@ -188,7 +201,7 @@ class Means:
         self.frame: pd.DataFrame | None = None
 
     def at(self, url: str, version: int, experiments: tuple[str, ...], seeds: tuple[int, ...],
-           statuses: tuple[str, ...]) -> pd.DataFrame:
+           statuses: tuple[str, ...], bin_above: int) -> pd.DataFrame:
         with self._lock:
             if self.frame is not None and version <= self.version:
                 return self.frame
@@ -197,7 +210,7 @@ class Means:
             keys = None if previous is None else \
                 live_trials(url, experiments).changed_keys(self.version)
             if previous is None or keys is None:
-                self.frame = candidate_means(trials, seeds, statuses)
+                self.frame = candidate_means(trials, seeds, statuses, bin_above=bin_above)
             elif keys:
                 part = candidate_means(trials[trials["key"].astype(str).isin(keys)], seeds,
                                        statuses, labels="arch_label" in previous.columns)
@@ -209,30 +222,31 @@ class Means:
 
 
 def candidate_means(trials: pd.DataFrame, seeds: tuple[int, ...], statuses: tuple[str, ...],
-                    labels: bool | None = None) -> pd.DataFrame:
+                    labels: bool | None = None, bin_above: int = figures.BIN_THRESHOLD
+                    ) -> pd.DataFrame:
     """analysis.by_candidate of the trials with these seeds and statuses, with hover labels
     (`labels`; by default when no chart bins them: then no chart shows them all)."""
     means = analysis.by_candidate(analysis.filter_trials(trials, seeds=seeds,
                                                          statuses=statuses))
-    wanted = len(means) <= figures.BIN_THRESHOLD if labels is None else labels
+    wanted = len(means) <= bin_above if labels is None else labels
     return figures.with_labels(means) if wanted else means
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def means_for(url: str, experiments: tuple[str, ...], seeds: tuple[int, ...],
-              statuses: tuple[str, ...]) -> Means:
+              statuses: tuple[str, ...], bin_above: int) -> Means:
     return Means()
 
 
 def aggregate(url: str, version: int, experiments: tuple[str, ...], seeds: tuple[int, ...],
-              statuses: tuple[str, ...]) -> pd.DataFrame:
-    return means_for(url, experiments, seeds, statuses).at(url, version, experiments, seeds,
-                                                           statuses)
+              statuses: tuple[str, ...], bin_above: int) -> pd.DataFrame:
+    return means_for(url, experiments, seeds, statuses, bin_above).at(
+        url, version, experiments, seeds, statuses, bin_above)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def load_candidates(url: str, version: int, experiments: tuple[str, ...], chosen: Filters
-                    ) -> pd.DataFrame:
+def load_candidates(url: str, version: int, experiments: tuple[str, ...], chosen: Filters,
+                    bin_above: int = figures.BIN_THRESHOLD) -> pd.DataFrame:
     """Mean ± std over seeds per candidate of the selection.
 
     The architecture filters (space, C, d, depths) pick whole candidates, so
@@ -241,12 +255,12 @@ def load_candidates(url: str, version: int, experiments: tuple[str, ...], chosen
     """
     options = dict(chosen)
     means = aggregate(url, version, experiments, options.get("seed", ()),
-                      options.get("status", ()))
+                      options.get("status", ()), bin_above)
     chosen_means = analysis.filter_trials(
         means, spaces=options.get("space", ()), cardinalities=options.get("cardinality", ()),
         bottleneck_widths=options.get("bottleneck_width", ()), depths=options.get("depths", ()))
     # A filter that leaves few enough to draw one by one: their hover labels, once.
-    few = len(chosen_means) <= figures.BIN_THRESHOLD
+    few = len(chosen_means) <= bin_above
     return figures.with_labels(chosen_means) \
         if few and "arch_label" not in chosen_means.columns else chosen_means
 
@@ -427,11 +441,11 @@ def messages(experiments: pd.DataFrame, names: tuple[str, ...], counts: dict[str
         if not have:
             st.info(f"Experiment {row.experiment!r} (version {row.version}) has no trials yet; "
                     "this page updates by itself as the sweep records them.")
-        elif have.get("finished", 0) == 0:
+        elif have.get(Status.FINISHED, 0) == 0:
+            waiting = ", ".join(f"{have.get(status, 0)} {status}" for status in
+                                (Status.PENDING, Status.RUNNING, Status.FAILED))
             st.info(f"Experiment {row.experiment!r} (version {row.version}) has no finished "
-                    f"trials yet: {have.get('pending', 0)} pending, {have.get('running', 0)} "
-                    f"running, {have.get('failed', 0)} failed. The charts appear as trials "
-                    "finish.")
+                    f"trials yet: {waiting}. The charts appear as trials finish.")
     failed = analysis.failed_table(trials)
     if not failed.empty:
         st.warning(f"{len(failed)} trial{'s' if len(failed) != 1 else ''} failed; "
@@ -444,15 +458,16 @@ def chart(fig: object, key: str) -> None:
     st.plotly_chart(fig, key=key, config={"displaylogo": False})
 
 
-def render(url: str | None) -> None:
-    """The page, then its state written back into the URL."""
+def render(url: str | None, bin_above: int | None = None) -> None:
+    """The page, then its state written back into the URL. Above `bin_above` candidates
+    (default figures.BIN_THRESHOLD) error vs cost draws density bins."""
     try:
-        page(url)
+        page(url, figures.BIN_THRESHOLD if bin_above is None else bin_above)
     finally:
         to_link()
 
 
-def page(url: str | None) -> None:
+def page(url: str | None, bin_above: int) -> None:
     st.set_page_config(page_title="explorer", layout="wide")
     st.title("explorer: ResNeXt design spaces")
     if not url:
@@ -479,13 +494,17 @@ def page(url: str | None) -> None:
         return
     chosen = filter_widgets(filter_options(url, version, names))
     selected = select(url, version, names, chosen)
-    counts = status_counts(url, version, names)
-    messages(experiments, names, counts, selected)
+    # The notices take their place here but are written after the charts, so that the
+    # first chart reaches the browser before the failed-trials table is built.
+    notices = st.container()
     if selected.empty:
+        counts = status_counts(url, version, names)
+        with notices:
+            messages(experiments, names, counts, selected)
         st.info("No trials match the filters in the sidebar." if counts else
                 "No trials recorded for this selection yet.")
         return
-    candidates = load_candidates(url, version, names, chosen)
+    candidates = load_candidates(url, version, names, chosen, bin_above)
     counts = selected.drop_duplicates("trial_id")["status"].value_counts()
     st.caption(" · ".join(f"{int(counts.get(s, 0))} {s}"
                           for s in SHOWN_STATUSES)
@@ -499,8 +518,8 @@ def page(url: str | None) -> None:
             if candidates.empty:
                 st.info(nothing)
             else:
-                chart(figures.error_vs_cost(candidates, "flops"), "error_vs_flops")
-                chart(figures.error_vs_cost(candidates, "params"), "error_vs_params")
+                for cost in ("flops", "params"):
+                    error_cost_view(candidates, cost, bin_above)
     with views["Tradeoff"]:
         if views["Tradeoff"].open:
             tradeoff_view(candidates, nothing, load_verdicts(url, version, names, chosen))
@@ -522,6 +541,68 @@ def page(url: str | None) -> None:
                 "Download CSV", lambda: trial_csv(url, version, names, chosen),
                 file_name=f"{'_'.join(names)}-trials.csv", mime="text/csv", key="csv",
                 on_click="ignore")
+    with notices:
+        messages(experiments, names, status_counts(url, version, names), selected)
+
+
+# Session state: per cost axis, the region (cost range, error range) box-selected in its
+# error-vs-cost chart, drawn alone until "show every candidate".
+REGION_KEY = "_region"
+APPLIED_KEY = "_region_applied"  # per chart key, the box last turned into a region
+Region = tuple[tuple[float, float], tuple[float, float]]
+
+
+def error_cost_view(candidates: pd.DataFrame, cost: str, bin_above: int) -> None:
+    """Error vs `cost`: density bins above `bin_above` candidates, where a box selected
+    in the chart (a region of cost and error) is drawn again with its own candidates,
+    exactly once there are `bin_above` or fewer of them."""
+    name = f"error_vs_{cost}"
+    region: Region | None = st.session_state.get(REGION_KEY, {}).get(cost)
+    shown = candidates if region is None else in_region(candidates, cost, region)
+    if region is not None:
+        (low, high), (best, worst) = region
+        st.caption(f"{len(shown):,} of {len(candidates):,} candidates: {cost} {low:,.3g} to "
+                   f"{high:,.3g}, test error {best:.2f} to {worst:.2f} %")
+        st.button("show every candidate", key=f"all_{cost}", on_click=forget_region,
+                  args=(cost,))
+        if len(shown) <= bin_above and "arch_label" not in shown.columns:
+            shown = figures.with_labels(shown)
+    fig = figures.error_vs_cost(shown, cost, bin_above=bin_above)
+    key = name if region is None else f"{name}_region"
+    if len(shown) > bin_above:  # bins: a box selected draws the candidates in it
+        st.caption("Select a box in the chart (box select, top right) to see the candidates "
+                   "in it one by one.")
+        st.plotly_chart(fig, key=key, config={"displaylogo": False}, on_select=lambda: None,
+                        selection_mode="box")
+        box = selected_box(st.session_state.get(key))
+        applied = st.session_state.setdefault(APPLIED_KEY, {})
+        if box is not None and box != applied.get(key):  # a new box, not one shown before
+            applied[key] = box
+            st.session_state.setdefault(REGION_KEY, {})[cost] = box
+            st.rerun()
+    else:
+        chart(fig, key)
+
+
+def selected_box(event: Any) -> Region | None:
+    """The last box of a chart's selection event: (x range, y range), in data units."""
+    try:
+        box = event["selection"]["box"][-1]
+        xs, ys = [float(v) for v in box["x"]], [float(v) for v in box["y"]]
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    return (min(xs), max(xs)), (min(ys), max(ys))
+
+
+def in_region(candidates: pd.DataFrame, cost: str, region: Region) -> pd.DataFrame:
+    (low, high), (best, worst) = region
+    x = pd.to_numeric(candidates[cost], errors="coerce").astype("float64")
+    y = candidates["test_error_mean"].astype("float64")
+    return candidates[x.between(low, high) & y.between(best, worst)]
+
+
+def forget_region(cost: str) -> None:
+    st.session_state.get(REGION_KEY, {}).pop(cost, None)
 
 
 def tradeoff_view(candidates: pd.DataFrame, nothing: str, verdicts: Sequence[str] = ()
@@ -638,4 +719,4 @@ def cost_view(candidates: pd.DataFrame, nothing: str) -> None:
 
 
 if __name__ == "__main__":  # how streamlit runs this file, on every rerun
-    render(store_url(sys.argv[1:]))
+    render(store_url(sys.argv[1:]), bin_above(sys.argv[1:]))

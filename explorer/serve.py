@@ -110,8 +110,10 @@ def wait_until_serving(process: subprocess.Popen[str], port: int, seconds: float
 
 
 def streamlit_command(store_url: str, host: str = DEFAULT_HOST,
-                      port: int = DEFAULT_PORT) -> list[str]:
-    """The child process's argv: every setting on the command line, the URL as a script arg."""
+                      port: int = DEFAULT_PORT, bin_above: int | None = None) -> list[str]:
+    """The child process's argv: every setting on the command line, the URL as a script arg
+    (and `bin_above`, the candidates above which error vs cost draws density bins, when
+    given: the app's default otherwise)."""
     return [
         sys.executable, "-m", "streamlit", "run", str(app_path()),
         f"--server.address={host}",
@@ -126,6 +128,7 @@ def streamlit_command(store_url: str, host: str = DEFAULT_HOST,
         "--client.toolbarMode=viewer",
         "--",
         "--store", store_url,
+        *(["--bin-above", str(bin_above)] if bin_above is not None else []),
     ]
 
 

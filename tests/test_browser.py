@@ -4,7 +4,9 @@
 per candidate mean in the error-vs-FLOPs chart (read from the plotly figure in
 the DOM), show no exception, and pick up a trial that finishes while the page
 is open without being reloaded. A link with filters in its query string, opened in a
-fresh browser context, must show the same filtered chart. A screenshot is saved under the test's tmp
+fresh browser context, must show the same filtered chart. Above the density-bin
+threshold (passed to the app as an argument), a box dragged over the chart must draw
+exactly the candidates inside it. A screenshot is saved under the test's tmp
 folder (the README's picture, of real results, comes from docs/make_screenshot.py).
 
 Skipped when /usr/bin/chromium or playwright is missing, except under CI
@@ -14,12 +16,14 @@ Skipped when /usr/bin/chromium or playwright is missing, except under CI
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +31,7 @@ import pytest
 from fixtures_store import make_fixture_store
 
 from explorer import analysis
-from explorer.serve import NotServing, free_local_port, wait_until_serving
+from explorer.serve import NotServing, free_local_port, streamlit_command, wait_until_serving
 from explorer.store import Reader, Writer
 
 pytestmark = pytest.mark.browser
@@ -79,6 +83,26 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
+@contextmanager
+def serving(command: list[str], port: int) -> Iterator[str]:
+    """The dashboard started by `command` on `port`, stopped after; yields its page URL."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    try:
+        try:
+            wait_until_serving(process, port)
+        except NotServing as problem:
+            pytest.fail(str(problem))
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """`explorer dashboard` on a fixture database; yields (page URL, store URL)."""
@@ -88,21 +112,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, str]]:
     port = free_local_port()
     explorer = shutil.which("explorer")
     command = [explorer] if explorer else [sys.executable, "-m", "explorer.cli"]
-    process = subprocess.Popen([*command, "dashboard", "--store", store, "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        try:
-            wait_until_serving(process, port)
-        except NotServing as problem:
-            pytest.fail(str(problem))
-        yield f"http://127.0.0.1:{port}/", store
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with serving([*command, "dashboard", "--store", store, "--port", str(port)], port) as url:
+        yield url, store
 
 
 def candidate_means(store: str) -> int:
@@ -181,3 +192,100 @@ def test_a_shared_link_reproduces_a_filtered_view(chromium: Any, server: tuple[s
     assert again.locator('[data-testid="stException"]').count() == 0
     assert not errors, errors
     fresh.close()
+
+
+# The pixel box of chart `chart`'s plot area and its axes' ranges in data units there:
+# [left, top, right, bottom] in page pixels, [x of left, x of right, y of bottom, y of top].
+PLOT_AREA = """(chart) => {
+  for (const el of document.querySelectorAll('.js-plotly-plot')) {
+    if (!el.layout || !el.layout.meta || el.layout.meta.chart !== chart) continue;
+    const drag = el.querySelector('.nsewdrag').getBoundingClientRect();
+    const x = el._fullLayout.xaxis, y = el._fullLayout.yaxis;
+    return [[drag.left, drag.top, drag.right, drag.bottom],
+            [x.p2d(0), x.p2d(drag.width), y.p2d(drag.height), y.p2d(0)]];
+  }
+  return null;
+}"""
+# Points of the traces whose meta.role is `role` in chart `chart`, as [x, y] pairs.
+POINTS = """([chart, role]) => {
+  for (const el of document.querySelectorAll('.js-plotly-plot')) {
+    if (!el.layout || !el.layout.meta || el.layout.meta.chart !== chart) continue;
+    if (!el._fullData) return null;
+    const out = [];
+    for (const t of el._fullData) {
+      const meta = (el.data[t.index] || {}).meta || t.meta || {};
+      if (meta.role !== role) continue;
+      for (let i = 0; i < t._length; i++) out.push([Number(t.x[i]), Number(t.y[i])]);
+    }
+    return out;
+  }
+  return null;
+}"""
+
+
+def test_a_box_selected_in_the_density_bins_shows_its_candidates(
+        chromium: Any, tmp_path: Path) -> None:
+    """Above the threshold (passed to the app, here one less than the candidates) error vs
+    FLOPs draws density bins; a box dragged over part of the chart draws the candidates
+    inside that box one by one: exactly those whose mean lies in it."""
+    path = tmp_path / "explorer.db"
+    make_fixture_store(path, seeds=2)
+    store = f"sqlite:///{path}"
+    with Reader.open(store) as reader:
+        means = analysis.by_candidate(reader.trials_frame([EXPERIMENT]))
+    port = free_local_port()
+    with serving(streamlit_command(store, port=port, bin_above=len(means) - 1),
+                 port) as url:
+        page = chromium.new_page(viewport={"width": 1400, "height": 1100})
+        errors: list[str] = []
+        page.on("pageerror", lambda problem: errors.append(str(problem)))
+        page.goto(url, wait_until="domcontentloaded")
+        page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length > 0"
+                               " && document.querySelector('.nsewdrag')", timeout=45_000)
+        page.wait_for_function(f"() => (({POINTS})(['error_vs_flops', 'bins']) || []).length"
+                               " > 0", timeout=45_000)
+        assert page.evaluate(COUNT_POINTS, "error_vs_flops") == 0  # bins, no single points
+        (left, top, right, bottom), (x0, x1, y0, y1) = page.evaluate(PLOT_AREA,
+                                                                   "error_vs_flops")
+        # From the left edge to midway between the two middle distinct FLOPs (in pixels, so
+        # that no candidate lies near the box's edge), every error: the cheaper candidates.
+        def pixel_of(flops: float) -> float:
+            share = (math.log10(flops) - math.log10(x0)) / (math.log10(x1) - math.log10(x0))
+            return left + share * (right - left)
+
+        distinct = sorted(set(means["flops"].astype(float)))
+        middle = len(distinct) // 2
+        cut = (pixel_of(distinct[middle - 1]) + pixel_of(distinct[middle])) / 2
+        page.mouse.move(left + 2, top + 2)
+        page.mouse.down()
+        page.mouse.move((left + cut) / 2, (top + bottom) / 2, steps=5)
+        page.mouse.move(cut, bottom - 2, steps=5)
+        page.mouse.up()
+        page.wait_for_function(f"() => ({COUNT_POINTS})('error_vs_flops') > 0", timeout=45_000)
+        drawn = page.evaluate(POINTS, ["error_vs_flops", "candidates"])
+        assert page.evaluate(POINTS, ["error_vs_flops", "bins"]) == []
+
+        # The box in data units, from the axes' ranges: log FLOPs across, error up.
+        def flops_at(px: float) -> float:
+            share = (px - left) / (right - left)
+            return float(10 ** (math.log10(x0) + share * (math.log10(x1) - math.log10(x0))))
+
+        def error_at(px: float) -> float:
+            return y1 - (px - top) / (bottom - top) * (y1 - y0)
+
+        low, high = flops_at(left + 2), flops_at(cut)
+        best, worst = error_at(bottom - 2), error_at(top + 2)
+        inside = means[means["flops"].astype(float).between(low, high)
+                       & means["test_error_mean"].between(best, worst)]
+        assert 0 < len(inside) < len(means)
+        expected = sorted(zip(inside["flops"].astype(float), inside["test_error_mean"],
+                              strict=True))
+        assert sorted(map(tuple, drawn)) == pytest.approx(expected)
+
+        # Back to every candidate: the bins again.
+        page.get_by_role("button", name="show every candidate").first.click()
+        page.wait_for_function(f"() => (({POINTS})(['error_vs_flops', 'bins']) || []).length"
+                               " > 0", timeout=45_000)
+        assert page.evaluate(COUNT_POINTS, "error_vs_flops") == 0
+        assert page.locator('[data-testid="stException"]').count() == 0
+        assert not errors, errors

@@ -543,7 +543,7 @@ class Reader:
         with self._engine.connect() as conn, conn.begin():
             ids = _latest_ids(conn, experiment_names)
             seen = _seen(conn, ids)
-            frame = _dashboard_frame(conn, _dashboard_select(ids))
+            frame = _dashboard_frame(conn, ids)
         frame.attrs["seen"] = seen
         frame.attrs["changed_trials"] = None  # a full read
         return frame
@@ -585,7 +585,7 @@ class Reader:
             now = _seen(conn, ids)
             if (seen is None or seen.experiment_ids != now.experiment_ids
                     or seen.candidates != now.candidates or len(running) > _IN_CHUNK):
-                fresh = _dashboard_frame(conn, _dashboard_select(ids))
+                fresh = _dashboard_frame(conn, ids)
                 fresh.attrs = {"seen": now, "changed_trials": None}
                 return fresh
             t = trial_table.c
@@ -598,8 +598,12 @@ class Reader:
                 changed += [t.started_at >= since, t.finished_at >= since]
             # Ids first, by one scan of the trials table, then those rows by primary key:
             # a condition on experiment_id would walk its index over every trial instead.
-            found = sorted(set(conn.scalars(select(t.id).where(or_(*changed)))))
-            parts = [_dashboard_frame(conn, _dashboard_select(ids, t.id.in_(chunk)))
+            # Of the trials the time margin brings back, only those whose state differs
+            # from `known`'s are read again: a store whose trials share a finish time
+            # (a bulk import, a burst of short trials) would otherwise be re-read whole.
+            states = conn.execute(select(*(t[name] for name in _STATE)).where(or_(*changed)))
+            found = _differing(known, states.all(), {int(i) for i in running})
+            parts = [_dashboard_frame(conn, ids, t.id.in_(chunk))
                      for chunk in _chunks(found)]
         fresh = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0] if parts \
             else known.iloc[:0]
@@ -609,6 +613,32 @@ class Reader:
             if not kept.empty and not fresh.empty else fresh if kept.empty else kept
         merged.attrs = {"seen": now, "changed_trials": tuple(found)}
         return merged
+
+
+# What `dashboard_trials_since` compares to tell a trial that changed: the writer changes
+# one of these whenever it changes what the dashboard's frame shows of the trial.
+_STATE = ("id", "status", "epochs_completed", "test_error")
+
+
+def _differing(known: pd.DataFrame, states: Sequence[Sequence[Any]],
+               running: set[int]) -> list[int]:
+    """The ids among `states` (rows of _STATE) that `known` lacks, had running, or holds
+    with another status, epoch count or error, sorted."""
+    if not states:
+        return []
+    fresh = pd.DataFrame([tuple(row) for row in states], columns=list(_STATE))
+    before = known.drop_duplicates("trial_id").set_index("trial_id")
+    ids = fresh["id"].astype("int64")
+    have = ids.isin(before.index)
+    old = before.reindex(ids)
+    same = have.to_numpy() & ~ids.isin(list(running)).to_numpy()
+    for name, column in (("status", "status"), ("epochs_completed", "epochs_completed"),
+                         ("test_error", "test_error")):
+        a = pd.Series(fresh[name].to_numpy(dtype=object))
+        b = pd.Series(old[column].to_numpy(dtype=object))
+        equal = (a == b) | (a.isna() & b.isna())
+        same &= equal.fillna(False).to_numpy(dtype=bool)
+    return sorted(int(i) for i in ids[~same])
 
 
 # --- statements ---------------------------------------------------------------------------
@@ -834,69 +864,98 @@ def _seen(conn: Connection, ids: tuple[int, ...]) -> Seen:
     return Seen(ids, tuple(digest), int(newest[0] or 0), max(times) if times else None)
 
 
-def _dashboard_select(ids: tuple[int, ...],
-                      rows: ColumnElement[bool] | None = None) -> Select[Any]:
-    """The dashboard's columns for the trials of experiments `ids`, or for the `rows`
+# The dashboard's columns, in this order: a trial's, then its candidate's (one row per
+# space the candidate is in), then the trial's results.
+_DASHBOARD_COLUMNS = (
+    "experiment", "version", "experiment_id", "trial_id", "trial_key", "key", "space",
+    "depths", "widths", "cardinality", "bottleneck_width", "params", "flops", "acts",
+    "latency_ms", "seed", "status", "error", "epochs_completed", "test_error",
+    "test_top5_error", "train_error", "train_images_per_sec")
+
+
+def _dashboard_trials_select(ids: tuple[int, ...],
+                             rows: ColumnElement[bool] | None = None) -> Select[Any]:
+    """The dashboard's trial columns for the trials of experiments `ids`, or for the `rows`
     (by trial id) of any experiment: a condition on the experiment there can make the
     planner walk every trial of it instead of looking the rows up."""
-    t, c, e = trial_table.c, candidate_table.c, experiment_table.c
+    t, e = trial_table.c, experiment_table.c
     where = (t.experiment_id.in_(ids) if ids else false()) if rows is None else rows
     return (
         select(e.name.label("experiment"), e.version, e.id.label("experiment_id"),
-               t.id.label("trial_id"), t.trial_key, t.candidate_key.label("key"), c.space,
-               c.depths, c.widths, c.cardinality, c.bottleneck_width, c.params, c.flops,
-               c.acts, c.latency_ms, t.seed, t.status,
-               case((t.status == Status.FAILED, t.error), else_=None).label("error"),
+               t.id.label("trial_id"), t.trial_key, t.candidate_key.label("key"), t.seed,
+               t.status, case((t.status == Status.FAILED, t.error), else_=None).label("error"),
                t.epochs_completed, t.test_error, t.test_top5_error, t.train_error,
                t.train_images_per_sec)
         .select_from(trial_table).join(experiment_table, e.id == t.experiment_id)
-        .outerjoin(candidate_table,
-                   and_(c.experiment_id == t.experiment_id, c.key == t.candidate_key))
         .where(where)
-        .order_by(e.name, e.version, t.id, c.space)
     )
+
+
+def _dashboard_candidates_select(ids: Sequence[int],
+                                 keys: Sequence[str] | None = None) -> Select[Any]:
+    """The dashboard's candidate columns for experiments `ids` (only `keys`, if given)."""
+    c = candidate_table.c
+    where = [c.experiment_id.in_([int(i) for i in ids])]
+    if keys is not None:
+        where.append(c.key.in_(list(keys)))
+    return (select(c.experiment_id, c.key, c.space, c.depths, c.widths, c.cardinality,
+                   c.bottleneck_width, c.params, c.flops, c.acts, c.latency_ms)
+            .where(*where))
 
 
 _TEXT_COLUMNS = ("experiment", "trial_key", "key", "space", "status", "error")
 
 
 def _in_order(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows in _dashboard_select's order (experiment, version, trial, space), by a stable
-    sort on integers: a trial's rows, one per space, come in order from one read."""
+    """Rows in the order of experiment (name, version), trial and space, by a stable sort
+    on integers and the spaces' codes."""
     experiments = frame[["experiment", "version", "experiment_id"]].drop_duplicates()
     rank = dict(zip(experiments.sort_values(["experiment", "version"])["experiment_id"],
                     range(len(experiments)), strict=True))
-    order = np.lexsort((frame["trial_id"].to_numpy(),
+    spaces = frame["space"].astype(object)
+    codes, _ = pd.factorize(spaces.where(spaces.notna(), ""), sort=True)
+    order = np.lexsort((codes, frame["trial_id"].to_numpy(),
                         frame["experiment_id"].map(rank).to_numpy()))
     return frame.iloc[order].reset_index(drop=True)
 
 
-def _dashboard_frame(conn: Connection, stmt: Select[Any]) -> pd.DataFrame:
-    """The statement's rows as a frame, column by column (as Reader._frame does)."""
-    result = conn.execute(stmt)
-    names = list(result.keys())
-    rows = result.all()
-    columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
-    frame = pd.DataFrame({name: _column(values, _TRIAL_KINDS.get(name, ""))
-                          if name not in LIST_FIELDS else _decoded_lists(values)
-                          for name, values in zip(names, columns, strict=True)}, columns=names)
+def _dashboard_frame(conn: Connection, ids: tuple[int, ...],
+                     rows: ColumnElement[bool] | None = None) -> pd.DataFrame:
+    """The dashboard's frame (`_DASHBOARD_COLUMNS`) for the trials of experiments `ids`, or
+    for the `rows` (by trial id): the trials and their candidates read apart and joined
+    here, since SQLite's join of 100,000 trials to their candidates costs twice the two
+    reads; the candidates' per-stage lists decoded by pyarrow at once (`_json_lists`)."""
+    trials = _rows_frame(conn, _dashboard_trials_select(ids, rows))
+    experiments = sorted({int(i) for i in trials["experiment_id"].unique()})
+    if rows is None or trials.empty:
+        stmts = [_dashboard_candidates_select(experiments)] if experiments else []
+    else:
+        keys = sorted({str(k) for k in trials["key"].unique()})
+        stmts = [_dashboard_candidates_select(experiments, chunk) for chunk in _chunks(keys)]
+    parts = [_rows_frame(conn, stmt) for stmt in stmts]
+    candidates = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0] \
+        if parts else _rows_frame(conn, _dashboard_candidates_select([]))
+    frame = trials.merge(candidates, how="left", on=["experiment_id", "key"], sort=False)
+    for name in LIST_FIELDS:  # a trial without its candidate row: None, as the join gave
+        if name in frame.columns and frame[name].isna().any():
+            frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
+    frame = _in_order(frame[list(_DASHBOARD_COLUMNS)]) if not frame.empty \
+        else frame[list(_DASHBOARD_COLUMNS)].reset_index(drop=True)
     # Text as pandas' string dtype whatever the rows hold (all None would infer object),
     # so that a few rows read again concatenate to the dtypes of a full read.
     return frame.astype(dict.fromkeys(_TEXT_COLUMNS, "str"))
 
 
-def _decoded_lists(texts: Sequence[Any]) -> np.ndarray:
-    """JSON lists as tuples, each distinct text decoded once (a space has few shapes
-    per stage, a store many rows)."""
-    decoded: dict[Any, Any] = {}
-    out = np.empty(len(texts), dtype=object)
-    for i, text in enumerate(texts):
-        value = decoded.get(text, _MISSING)
-        if value is _MISSING:
-            value = tuple(json.loads(text)) if isinstance(text, str) else None
-            decoded[text] = value
-        out[i] = value
-    return out
+def _rows_frame(conn: Connection, stmt: Select[Any]) -> pd.DataFrame:
+    """The statement's rows as a frame, column by column (as Reader._frame does), from the
+    driver's cursor where it has one (SQLAlchemy's row objects cost more than the read)."""
+    result = conn.execute(stmt)
+    names = list(result.keys())
+    cursor = result.cursor if conn.dialect.name == "sqlite" else None
+    rows = cursor.fetchall() if cursor is not None else result.all()
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+    return pd.DataFrame({name: _column(values, _TRIAL_KINDS.get(name, ""))
+                         if name not in LIST_FIELDS else _json_lists(values, None)[""]
+                         for name, values in zip(names, columns, strict=True)}, columns=names)
 
 
-_MISSING = object()
