@@ -16,6 +16,30 @@ from typing import Literal
 
 import numpy as np
 
+__all__ = [
+    "BLOCK_FORMS",
+    "TEMPLATES",
+    "Arch",
+    "BlockForm",
+    "Stage",
+    "Template",
+    "anynet_columns",
+    "anynet_stage",
+    "canonical_json",
+    "content_key",
+    "make_arch",
+    "regnet_arch",
+    "regnet_stage_counts",
+    "regnet_stages",
+    "resnet50",
+    "resnext29",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "setting_label",
+    "stage_bottleneck_widths",
+    "stage_strides",
+]
+
 Template = Literal["cifar", "imagenet", "anynet"]
 BlockForm = Literal["grouped", "concat", "split"]
 

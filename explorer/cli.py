@@ -43,6 +43,11 @@ if TYPE_CHECKING:  # the commands import what they need when they run
     from explorer.store import Reader
     from explorer.train import ModelBuilder
 
+__all__ = [
+    "app",
+    "main",
+]
+
 # What a Ctrl-C or a SIGTERM leaves behind, per command (output files are written
 # atomically, so a stopped command leaves none); `run` and `enumerate` say more where they
 # catch it.

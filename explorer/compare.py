@@ -26,6 +26,33 @@ import pandas as pd
 from explorer import analysis, stats
 from explorer.errors import ExplorerError
 
+__all__ = [
+    "BINNING_CHOICES",
+    "DEFAULT_NORMALIZE",
+    "MANY_SEEDS",
+    "MEANS_COLUMNS",
+    "NORMALIZE_CHOICES",
+    "TRIAL_COLUMNS",
+    "CompareError",
+    "Comparison",
+    "Equivalence",
+    "PairTest",
+    "SamplePlan",
+    "SpaceSummary",
+    "Verdict",
+    "cardinality_verdicts",
+    "compare_or_plain",
+    "compare_spaces",
+    "equivalence_json",
+    "equivalence_statement",
+    "json_number",
+    "plan_json",
+    "plan_samples",
+    "plan_sentence",
+    "preserved",
+    "space_names",
+]
+
 NORMALIZE_CHOICES = ("none", "params", "flops")
 BINNING_CHOICES = ("log", "linear")  # log: shared log bins (the default); linear: NDS's code
 EQUIVALENCE_DRAWS = 2000

@@ -17,6 +17,21 @@ import numpy as np
 from explorer.arch import Arch, Stage, stage_strides
 from explorer.errors import SetupError
 
+__all__ = [
+    "FIELDS",
+    "INT64_MAX",
+    "Complexity",
+    "Cost",
+    "CountTooLarge",
+    "bottleneck",
+    "check_fits",
+    "conv",
+    "count",
+    "count_stages",
+    "linear",
+    "stem",
+]
+
 # What a count may be: the columns of enumerate's tables, the store and numpy's fast path
 # are int64. A network past it (9.2e18 multiply-adds) is refused, never wrapped.
 INT64_MAX = int(np.iinfo(np.int64).max)

@@ -48,6 +48,17 @@ from explorer.train import (
     trial_settings,
 )
 
+__all__ = [
+    "Cost",
+    "CostRow",
+    "CudaTimer",
+    "Timing",
+    "WallTimer",
+    "measure_cost",
+    "measure_costs",
+    "timer",
+]
+
 
 @dataclass(frozen=True)
 class Cost:

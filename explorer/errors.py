@@ -12,6 +12,20 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Any, ClassVar, NoReturn
 
+__all__ = [
+    "EXIT_MEANINGS",
+    "EXTRAS",
+    "CheckFailed",
+    "ExitCode",
+    "ExplorerError",
+    "MissingExtra",
+    "SetupError",
+    "Terminated",
+    "UsageError",
+    "raise_terminated",
+    "require_extra",
+]
+
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM arrived (what `timeout`, systemd, Slurm and Kubernetes send): handled like a

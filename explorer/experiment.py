@@ -54,6 +54,19 @@ from explorer.tracking import TensorBoardLog, tensorboard_dir
 if TYPE_CHECKING:  # annotations only: torch is imported when a run starts
     from explorer.data import Dataset
 
+__all__ = [
+    "EpochTracker",
+    "PlanSummary",
+    "Planned",
+    "RunObserver",
+    "RunRequest",
+    "RunSummary",
+    "StoreSink",
+    "Unobserved",
+    "plan_run",
+    "run_experiment",
+]
+
 # Optuna's study of an experiment lives in Optuna's own storage, always this SQLite file of
 # the runs directory (also with a PostgreSQL results store: Optuna's tables stay out of the
 # store's schema, and only the driver, on this machine, asks and tells), so

@@ -18,6 +18,15 @@ from pathlib import Path
 
 from explorer.errors import ExplorerError
 
+__all__ = [
+    "NotWritten",
+    "atomic_directory",
+    "atomic_path",
+    "atomic_write",
+    "atomic_write_text",
+    "scratch_file",
+]
+
 # What a full or read-only disk says: the file cannot be written there, whatever wrote it.
 MEDIA_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 

@@ -29,6 +29,26 @@ from explorer.errors import ExplorerError
 from explorer.space import Candidate
 from explorer.store import ExperimentRecord, SpecChanged, Writer
 
+__all__ = [
+    "BOTTLENECK",
+    "Counted",
+    "ImportProblem",
+    "ImportSummary",
+    "Mismatch",
+    "Network",
+    "Population",
+    "Skipped",
+    "Source",
+    "build_arch",
+    "count_all",
+    "is_imported",
+    "mismatches",
+    "read_csv",
+    "read_population",
+    "trial_key",
+    "write_population",
+]
+
 FORMATS = ("nds", "pycls", "optuna", "csv")
 # What a model was trained on when the file does not say: CIFAR-10 at 32 px for the
 # CIFAR stem, ImageNet at 224 px for the ImageNet stem (NDS's and pycls's defaults).

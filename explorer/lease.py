@@ -36,6 +36,16 @@ from explorer.store.retry import RetryPolicy, call_with_retry, explain, reason, 
 if TYPE_CHECKING:  # `explorer status` reads holder_stale without importing the writer
     from explorer.store import Writer
 
+__all__ = [
+    "STALE_INTERVALS",
+    "Lease",
+    "LeaseLost",
+    "driver_lease",
+    "holder_gone",
+    "holder_stale",
+    "pid_alive",
+]
+
 # A holder silent for this many heartbeat intervals is gone.
 STALE_INTERVALS = 3
 

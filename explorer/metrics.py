@@ -18,6 +18,25 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
+__all__ = [
+    "EPOCH_METRICS",
+    "EPOCH_REPORT",
+    "FINAL",
+    "FINAL_REPORT",
+    "INTEGER_METRICS",
+    "OUTCOMES",
+    "PROVENANCE",
+    "PROVENANCE_TYPES",
+    "SHOWN_STATUSES",
+    "STATUSES",
+    "TRIAL_METRICS",
+    "EpochMetrics",
+    "Provenance",
+    "Status",
+    "TrialResult",
+    "outcome",
+]
+
 
 class Status(str, Enum):
     """A trial's status: pending -> running -> finished (every planned epoch) | stopped (ended

@@ -26,6 +26,14 @@ from explorer.arch import Arch, content_key
 from explorer.space import Candidate
 from explorer.spec import FOLDER_DATASETS, DataSpec, Spec, TrainSpec, without_later_defaults
 
+__all__ = [
+    "DATA_PLACE",
+    "TrialPlan",
+    "plan_trial",
+    "plan_trials",
+    "trial_key",
+]
+
 # Recipe fields that change what a trial computes. `seeds` picks which trials
 # exist, not what one of them does; `compile` and `channels_last` change speed
 # but not results beyond float rounding, so they still count: equal work must

@@ -62,6 +62,31 @@ from explorer import analysis, compare, stats
 from explorer.errors import ExplorerError
 from explorer.spec import Sample, Spec, SpecError, StageRange, parse_spec, parse_yaml
 
+__all__ = [
+    "DRAWS",
+    "MARGIN",
+    "MEANING",
+    "PARAMETERS",
+    "POPULATION_COLUMNS",
+    "Constraint",
+    "Population",
+    "Proposal",
+    "RefineError",
+    "Refinement",
+    "Region",
+    "child_spec",
+    "choose",
+    "constraint_candidates",
+    "good_regions",
+    "interval",
+    "population",
+    "propose",
+    "read_constraint",
+    "recorded_sampled_spaces",
+    "refine",
+    "space_regions",
+]
+
 DRAWS = 2000            # the paper's bootstrap draws are 10^4; 2,000 already pins 95% points
 LEVEL = 0.95
 FRACTION = 0.25         # the paper's share of models per bootstrap draw

@@ -36,6 +36,19 @@ from explorer.metrics import SHOWN_STATUSES, Status
 from explorer.refine import POPULATION_COLUMNS, recorded_sampled_spaces, space_regions
 from explorer.store import Reader
 
+__all__ = [
+    "CURVE_TRIALS",
+    "SECTIONS",
+    "TRIAL_COLUMNS_READ",
+    "ProxyFidelity",
+    "ReportError",
+    "ReportSummary",
+    "early_epoch",
+    "proxy_from_early_epoch",
+    "render_report",
+    "write_report",
+]
+
 CURVE_TRIALS = 6
 TABLE_ROWS = 500  # a longer table is cut: the report stays small, the export has every row
 # The EDFs drawn stay within this of the exact ones (0.2 % of the models, under a pixel of a

@@ -46,6 +46,17 @@ from explorer.complexity import Complexity, count, count_stages
 from explorer.errors import SetupError
 from explorer.spec import FloatRange, RegNetDraws, Sample, Spec, StageRange
 
+__all__ = [
+    "DRAWN",
+    "DRAWS_PER_CANDIDATE",
+    "FIELDS",
+    "Drawn",
+    "Proposal",
+    "SampleReport",
+    "SampleShortfall",
+    "sample_space",
+]
+
 # The network's per-stage fields, as Arch holds them.
 FIELDS = ("depths", "widths", "cardinality", "bottleneck_width")
 # The drawn fields in the order they consume the generator: the network's, then the

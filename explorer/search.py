@@ -48,6 +48,23 @@ if TYPE_CHECKING:
 
     from explorer.sampling import SampleReport
 
+__all__ = [
+    "DRAWS_PER_CANDIDATE",
+    "Chooser",
+    "Listed",
+    "OptunaChooser",
+    "OptunaStrategy",
+    "RandomChooser",
+    "SearchError",
+    "Strategy",
+    "StudyPlace",
+    "Suggestion",
+    "listed_candidates",
+    "listed_trials",
+    "listed_with_draws",
+    "sample_candidates",
+]
+
 # Where a tiny feasible region ends: random search stops drawing after this many
 # tries per wanted candidate, Optuna after this many infeasible points in a row.
 DRAWS_PER_CANDIDATE = 50

@@ -22,6 +22,16 @@ import time
 import urllib.request
 from pathlib import Path
 
+__all__ = [
+    "NotServing",
+    "free_local_port",
+    "is_loopback",
+    "port_problem",
+    "serve",
+    "streamlit_command",
+    "wait_until_serving",
+]
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8501
 

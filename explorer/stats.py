@@ -68,6 +68,36 @@ import numpy as np
 if TYPE_CHECKING:
     from types import ModuleType
 
+__all__ = [
+    "ALPHA",
+    "QUANTILES",
+    "EmptyBin",
+    "KSResult",
+    "NoCommonComplexity",
+    "Trend",
+    "bootstrap_ks",
+    "cardinality_trend",
+    "edf_band",
+    "equivalence_samples_needed",
+    "kish_size",
+    "ks_coefficient",
+    "ks_critical",
+    "ks_distance",
+    "ks_of_masses",
+    "ks_samples_needed",
+    "ks_test",
+    "ks_upper_bound",
+    "linear_bin_weights",
+    "nds_weights",
+    "resample_counts",
+    "residual_std",
+    "seeds_to_detect",
+    "signed_ks",
+    "simulated_samples_needed",
+    "weighted_edf",
+    "weighted_quantiles",
+]
+
 ALPHA = 0.05
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 

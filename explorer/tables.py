@@ -25,6 +25,15 @@ if TYPE_CHECKING:
 
     from explorer.space import Batch, Candidate
 
+__all__ = [
+    "ROW_KINDS",
+    "TABLE_SUFFIXES",
+    "TableStream",
+    "candidates_frame",
+    "write_frames",
+    "write_table",
+]
+
 TABLE_SUFFIXES = (".csv", ".parquet", ".json")
 
 # Candidate.row()'s columns and how a table holds each: str, int, float or a per-stage list.

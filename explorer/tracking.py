@@ -33,6 +33,18 @@ from explorer.metrics import EpochMetrics, Status
 from explorer.spec import SpecError, parse_spec
 from explorer.store import Reader
 
+__all__ = [
+    "ARCH_PARAMS",
+    "EXTRA",
+    "SCALARS",
+    "MlflowExport",
+    "TensorBoardLog",
+    "TrackingError",
+    "export_to_mlflow",
+    "summary_writer_class",
+    "tensorboard_dir",
+]
+
 EXTRA = "tracking"
 # The epoch metrics logged (every EpochMetrics field but the epoch, the step, and the
 # trainer's step count).

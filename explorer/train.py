@@ -60,6 +60,34 @@ from explorer.files import atomic_write
 from explorer.metrics import EpochMetrics, Provenance, TrialResult, outcome
 from explorer.spec import DataSpec, TrainSpec
 
+__all__ = [
+    "CHECKPOINT_NAME",
+    "CheckpointNotWritten",
+    "ModelBuilder",
+    "NonFiniteLoss",
+    "TrialError",
+    "TrialSetup",
+    "TrialState",
+    "autocast",
+    "build_seeded",
+    "checkpoint_damage",
+    "evaluate",
+    "lr_at",
+    "make_setup",
+    "make_state",
+    "provenance",
+    "read_initial_weights",
+    "release_memory",
+    "resolve_device",
+    "resolve_precision",
+    "revise",
+    "starting_from",
+    "synchronize",
+    "train_step",
+    "train_trial",
+    "trial_settings",
+]
+
 Precision = Literal["fp32", "bf16", "fp16"]
 
 CHECKPOINT_NAME = "last.pt"

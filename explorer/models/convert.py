@@ -16,6 +16,15 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+__all__ = [
+    "WeightsMismatch",
+    "convert_state",
+    "fit_state",
+    "fuse_state_dict",
+    "load_any_form",
+    "unfuse_state_dict",
+]
+
 # A branch parameter: <block>.branches.<i>.<layer>.<name>; its fused name drops ".branches.<i>".
 _BRANCH_KEY = re.compile(
     r"^(?P<block>.+)\.branches\.(?P<index>\d+)\.(?P<layer>conv1|bn1|conv2|bn2|conv3)\.(?P<name>\w+)$"

@@ -30,6 +30,11 @@ from typing import Any
 import torch
 from torch import nn
 
+__all__ = [
+    "Measured",
+    "measure",
+]
+
 with warnings.catch_warnings():
     # fvcore.nn scripts a loss at import, which torch 2.13 flags as deprecated;
     # that is fvcore's business, not the user's.

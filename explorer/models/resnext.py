@@ -17,6 +17,17 @@ from torch import Tensor, nn
 
 from explorer.arch import BLOCK_FORMS, TEMPLATES, Arch, BlockForm, Stage
 
+__all__ = [
+    "Bottleneck",
+    "Branch",
+    "ConcatBottleneck",
+    "GroupedBottleneck",
+    "ResNeXt",
+    "SplitBottleneck",
+    "build_model",
+    "init_weights",
+]
+
 
 def _conv(
     in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1

@@ -43,6 +43,17 @@ from sqlalchemy.pool import QueuePool, StaticPool
 from explorer.store.errors import StoreError
 from explorer.store.retry import StoreUnreachable, explain, reason, transient
 
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "DB_FILENAME",
+    "cannot_open",
+    "database_path",
+    "describe",
+    "open_engine",
+    "resolve",
+    "store_url",
+]
+
 DB_FILENAME = "explorer.db"
 BUSY_TIMEOUT_MS = 30_000
 CONNECT_TIMEOUT_S = 10

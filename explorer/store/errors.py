@@ -9,6 +9,12 @@ from explorer.errors import ExplorerError
 if TYPE_CHECKING:
     from explorer.store.records import Holder
 
+__all__ = [
+    "LeaseHeld",
+    "SpecChanged",
+    "StoreError",
+]
+
 
 class StoreError(ExplorerError):
     """A problem with the results database the user can act on; one line."""

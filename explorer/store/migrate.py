@@ -34,6 +34,13 @@ from explorer.store.schema import (
     version_table,
 )
 
+__all__ = [
+    "alembic_config",
+    "new_revision",
+    "record_step",
+    "upgrade",
+]
+
 
 def alembic_config(connection: Connection) -> Config:
     """The configuration an alembic.ini would hold, with the connection to run on."""

@@ -13,6 +13,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+__all__ = [
+    "differing_keys",
+    "environment_info",
+    "git_revision",
+    "package_versions",
+]
+
 # The explorer package (explorer/), whose parent is the checkout's top level.
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 

@@ -23,6 +23,19 @@ from explorer.store.schema import CANDIDATE_FIELDS, LIST_FIELDS, candidate_table
 if TYPE_CHECKING:  # only for annotations: readers need not load the spec machinery
     from explorer.space import Candidate
 
+__all__ = [
+    "ExperimentRecord",
+    "Holder",
+    "TrialRecord",
+    "aware",
+    "candidate_record",
+    "coerce",
+    "dumps",
+    "json_dict",
+    "now",
+    "pick",
+]
+
 Row = Mapping[str, Any] | RowMapping
 
 

@@ -28,6 +28,22 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from explorer.store.errors import StoreError
 
+__all__ = [
+    "DEFAULT_RETRY_SECONDS",
+    "RetryPolicy",
+    "StoreUnavailable",
+    "StoreUnreachable",
+    "call_with_retry",
+    "disk_full",
+    "explain",
+    "outage_notice",
+    "read_only",
+    "read_only_store",
+    "reason",
+    "transient",
+    "unavailable",
+]
+
 DEFAULT_RETRY_SECONDS = 60.0
 # Less free space than this under a SQLite store that reports an I/O error: the disk is full
 # (its -shm file alone grows by 32 KiB at a time).

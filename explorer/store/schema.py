@@ -63,6 +63,28 @@ from explorer.metrics import (
 )
 from explorer.store.errors import StoreError
 
+__all__ = [
+    "ALEMBIC_TABLE",
+    "CANDIDATE_FIELDS",
+    "COST_FIELDS",
+    "FIRST_RELEASE_VERSION",
+    "LIST_FIELDS",
+    "METRIC_INTEGER_TYPES",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "candidate_table",
+    "epoch_table",
+    "experiment_table",
+    "lease_table",
+    "metadata",
+    "revision_id",
+    "revision_table",
+    "stored_version",
+    "too_new",
+    "trial_table",
+    "version_table",
+]
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _REVISION_FILE = re.compile(r"v(\d{4})_\w+\.py")
 ALEMBIC_TABLE = "alembic_version"

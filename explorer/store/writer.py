@@ -65,6 +65,10 @@ from explorer.store.schema import (
 if TYPE_CHECKING:  # annotations only: the store takes Candidates without importing them
     from explorer.space import Candidate
 
+__all__ = [
+    "Writer",
+]
+
 
 class Writer(Reader):
     """The one writer of a results database (it reads as a Reader does).
