@@ -60,7 +60,7 @@ INTERRUPTED = {
     "import": "the models written so far stay in the store (the experiment is "
               "incomplete): the same command again completes it",
 }
-NOTHING_WRITTEN = "nothing was written"
+_NOTHING_WRITTEN = "nothing was written"
 
 
 def stopped(stop: KeyboardInterrupt) -> tuple[str, int]:
@@ -74,7 +74,7 @@ def stopped(stop: KeyboardInterrupt) -> tuple[str, int]:
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
+def _sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM raises Terminated (a KeyboardInterrupt) while the block runs, so it is
     cleaned up after and reported like a Ctrl-C; the caller's handler is back after."""
     import signal
@@ -100,14 +100,14 @@ class ExplorerGroup(typer.core.TyperGroup):
 
     def invoke(self, ctx: ClickContext) -> Any:
         try:
-            with sigterm_as_interrupt():
+            with _sigterm_as_interrupt():
                 return super().invoke(ctx)
         except ExplorerError as error:
             err.print(error.report(), markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt as stop:
             word, code = stopped(stop)
-            left = INTERRUPTED.get(ctx.invoked_subcommand or "", NOTHING_WRITTEN)
+            left = INTERRUPTED.get(ctx.invoked_subcommand or "", _NOTHING_WRITTEN)
             err.print(f"{word}; {left}", highlight=False, soft_wrap=True)
             raise typer.Exit(code) from None
 
@@ -136,7 +136,7 @@ def fail(message: str) -> NoReturn:
 need = require_extra
 
 
-def need_store_driver(url: str | None) -> None:
+def _need_store_driver(url: str | None) -> None:
     """A PostgreSQL URL needs the postgres extra's driver (psycopg) before the store opens."""
     if url is None or not url.startswith("postgresql"):
         return
@@ -174,8 +174,8 @@ def read_spec_source(path: Path, overrides: Sequence[str] | None = None) -> tupl
     return load_spec_source(path, overrides or ())
 
 
-SpecArg = Annotated[Path, typer.Argument(help="The experiment spec (YAML).", show_default=False)]
-SetOpt = Annotated[
+_SpecArg = Annotated[Path, typer.Argument(help="The experiment spec (YAML).", show_default=False)]
+_SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", metavar="KEY.PATH=VALUE", show_default=False,
                  help="Override a spec key, the value read as YAML (train.epochs=2, "
@@ -207,7 +207,7 @@ def _options(
 
 
 @app.command()
-def validate(spec: SpecArg, overrides: SetOpt = None) -> None:
+def validate(spec: _SpecArg, overrides: _SetOpt = None) -> None:
     """Check a spec and report every problem, one line each (exit 2 if any)."""
     parsed = read_spec(spec, overrides)
 
@@ -223,13 +223,13 @@ def schema() -> None:
     print(json.dumps(json_schema(), indent=2))
 
 
-SHOWN_ROWS = 50  # rows the terminal shows by default when no --output is given
-DROP_LINES = 20  # up to this many drops get a line each; more are counted by reason
+_SHOWN_ROWS = 50  # rows the terminal shows by default when no --output is given
+_DROP_LINES = 20  # up to this many drops get a line each; more are counted by reason
 
 
 @app.command("enumerate")
 def enumerate_command(
-    spec: SpecArg,
+    spec: _SpecArg,
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", help="Write the table as .csv, .parquet or .json."),
@@ -243,11 +243,11 @@ def enumerate_command(
     space: Annotated[
         list[str] | None, typer.Option("--space", help="Only this space (repeatable).")
     ] = None,
-    overrides: SetOpt = None,
+    overrides: _SetOpt = None,
     limit: Annotated[
         int | None,
         typer.Option("--limit", min=0, help=f"Show the first N candidates, as enumerated "
-                     f"(default {SHOWN_ROWS}; none with --output)."),
+                     f"(default {_SHOWN_ROWS}; none with --output)."),
     ] = None,
     show_all: Annotated[
         bool, typer.Option("--all", help="Show every candidate in the terminal.")
@@ -267,17 +267,17 @@ def enumerate_command(
 
     parsed = read_spec(spec, overrides)
     if output is not None:
-        check_output_suffix(output)
+        _check_output_suffix(output)
     unknown = [s for s in space or [] if s not in parsed.spaces]
     if unknown:
         fail(f"--space {unknown[0]!r} is not in {spec}; its spaces are: {', '.join(parsed.spaces)}")
     try:
-        stream = CandidateStream(parsed, space or None, keep_dropped=DROP_LINES)
+        stream = CandidateStream(parsed, space or None, keep_dropped=_DROP_LINES)
     except SetupError as problem:  # a base model past what a count holds
         raise problem.about(str(spec)) from None
     out.print(f"{parsed.name}: {size_line(parsed, stream.sizes)}", highlight=False)
     shown = None if show_all else (limit if limit is not None else
-                                   (0 if output is not None else SHOWN_ROWS))
+                                   (0 if output is not None else _SHOWN_ROWS))
     try:
         rows, checked, ranges = _run_stream(stream, output, shown, verify_fvcore)
     except KeyboardInterrupt as stop:
@@ -286,10 +286,10 @@ def enumerate_command(
         raise typer.Exit(code) from None
     except SetupError as problem:  # a sampled space short of n, a count past int64
         raise problem.about(str(spec)) from None
-    print_enumeration(out, parsed, stream, rows, ranges, drop_lines=DROP_LINES,
+    print_enumeration(out, parsed, stream, rows, ranges, drop_lines=_DROP_LINES,
                       to_file=output is not None)
     if verify_fvcore:
-        verify_with_fvcore(checked, parsed)
+        _verify_with_fvcore(checked, parsed)
     if output is not None:
         out.print(f"wrote {output}", highlight=False, markup=False)
 
@@ -339,7 +339,7 @@ def _widen(ranges: dict[str, tuple[int, Any, Any]], batch: Batch) -> None:
     ranges[batch.space] = (n + len(batch), low, high)
 
 
-def verify_with_fvcore(candidates: Sequence[Candidate], spec: Spec) -> None:
+def _verify_with_fvcore(candidates: Sequence[Candidate], spec: Spec) -> None:
     """Build each candidate and compare fvcore's counts with the formulas."""
     from rich.progress import track
 
@@ -362,7 +362,7 @@ def verify_with_fvcore(candidates: Sequence[Candidate], spec: Spec) -> None:
     out.print(f"fvcore agrees on all {len(candidates)} candidates (params, flops, acts)")
 
 
-def check_output_suffix(path: Path, allowed: tuple[str, ...] | None = None) -> None:
+def _check_output_suffix(path: Path, allowed: tuple[str, ...] | None = None) -> None:
     """`allowed`: the table formats write_table writes (tables.TABLE_SUFFIXES) unless given."""
     if allowed is None:
         from explorer.tables import TABLE_SUFFIXES
@@ -376,33 +376,33 @@ def check_output_suffix(path: Path, allowed: tuple[str, ...] | None = None) -> N
 
 # --- commands of later stages are added below this line ---
 
-RunsDir = Annotated[
+_RunsDir = Annotated[
     Path, typer.Option("--runs-dir", help="Where results, checkpoints and logs live.")
 ]
-StoreOpt = Annotated[
+_StoreOpt = Annotated[
     str | None,
     typer.Option("--store", help="A SQLAlchemy URL; default SQLite at RUNS_DIR/explorer.db."),
 ]
 
 # What --device takes (train.resolve_device reads "auto" as cuda where there is one).
-DEVICES = ("cpu", "cuda", "auto")
-DeviceOpt = Annotated[
-    str, typer.Option("--device", help=f"{', '.join(DEVICES[:-1])} or {DEVICES[-1]}.")]
+_DEVICES = ("cpu", "cuda", "auto")
+_DeviceOpt = Annotated[
+    str, typer.Option("--device", help=f"{', '.join(_DEVICES[:-1])} or {_DEVICES[-1]}.")]
 
 
-def check_device(device: str) -> None:
-    if device not in DEVICES:
-        fail(f"--device {device!r}: use {', '.join(DEVICES[:-1])} or {DEVICES[-1]}")
+def _check_device(device: str) -> None:
+    if device not in _DEVICES:
+        fail(f"--device {device!r}: use {', '.join(_DEVICES[:-1])} or {_DEVICES[-1]}")
 
 
-TensorBoardOpt = Annotated[
+_TensorBoardOpt = Annotated[
     bool,
     typer.Option("--tensorboard", help="Write each trial's epochs as TensorBoard event files "
                  "to RUNS_DIR/NAME/tensorboard/TRIAL_KEY/ (needs the tracking extra)."),
 ]
 
 
-def check_tensorboard() -> None:
+def _check_tensorboard() -> None:
     from explorer.tracking import summary_writer_class
 
     summary_writer_class()
@@ -410,8 +410,8 @@ def check_tensorboard() -> None:
 
 @app.command()
 def run(
-    spec: SpecArg,
-    runs_dir: RunsDir = Path("runs"),
+    spec: _SpecArg,
+    runs_dir: _RunsDir = Path("runs"),
     address: Annotated[
         str | None,
         typer.Option(
@@ -421,7 +421,7 @@ def run(
             "where Ray looks (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token).",
         ),
     ] = None,
-    store: StoreOpt = None,
+    store: _StoreOpt = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Plan and record, train nothing.")
     ] = False,
@@ -434,8 +434,8 @@ def run(
     ] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", hidden=True)] = None,
     fail_trial: Annotated[str | None, typer.Option("--fail-trial", hidden=True)] = None,
-    overrides: SetOpt = None,
-    tensorboard: TensorBoardOpt = False,
+    overrides: _SetOpt = None,
+    tensorboard: _TensorBoardOpt = False,
     store_retry: Annotated[
         float | None,
         typer.Option("--store-retry", min=0.0, metavar="SECONDS",
@@ -449,14 +449,14 @@ def run(
     Exit 0 when every trial finished, 3 when some failed, 2 for a bad spec or set-up.
     """
     need("sweep", "explorer run")
-    need_store_driver(store)
+    _need_store_driver(store)
     from explorer.console import SweepDisplay
     from explorer.experiment import RunRequest, run_experiment
 
     parsed, spec_text = read_spec_source(spec, overrides)
     if tensorboard:
-        check_tensorboard()
-    address = address or ray_address_from_env(announce=not dry_run)
+        _check_tensorboard()
+    address = address or _ray_address_from_env(announce=not dry_run)
     request = RunRequest(
         spec=parsed,
         spec_text=spec_text,
@@ -492,7 +492,7 @@ def run(
         raise typer.Exit(ExitCode.FAILED)
 
 
-def ray_address_from_env(announce: bool) -> str | None:
+def _ray_address_from_env(announce: bool) -> str | None:
     """RAY_ADDRESS, Ray's own variable: ray.init would join it anyway, but as a machine of its
     own (with --num-cpus), which fails; it is passed on as the address instead."""
     address = os.environ.get("RAY_ADDRESS", "").strip()
@@ -502,7 +502,7 @@ def ray_address_from_env(announce: bool) -> str | None:
     return address or None
 
 
-def preflight_data(spec: Spec) -> Dataset | DataSpec:
+def _preflight_data(spec: Spec) -> Dataset | DataSpec:
     """A missing dataset is found before anything trains, in one line; returns the data as
     the check loaded it (its block where the check loads nothing: an image folder), so it
     is loaded once."""
@@ -517,8 +517,8 @@ def status(
     experiment: Annotated[
         str | None, typer.Argument(help="One experiment; all when left out.")
     ] = None,
-    runs_dir: RunsDir = Path("runs"),
-    store: StoreOpt = None,
+    runs_dir: _RunsDir = Path("runs"),
+    store: _StoreOpt = None,
 ) -> None:
     """How far each experiment is: trials by status, the best error, the driver running it.
 
@@ -544,8 +544,8 @@ def export(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="FILE.csv, .parquet or .json")
     ] = None,
-    runs_dir: RunsDir = Path("runs"),
-    store: StoreOpt = None,
+    runs_dir: _RunsDir = Path("runs"),
+    store: _StoreOpt = None,
     epochs: Annotated[bool, typer.Option("--epochs", help="One row per trial and epoch.")] = False,
     mlflow: Annotated[
         str | None,
@@ -561,7 +561,7 @@ def export(
     if output is None and mlflow is None:
         fail("export needs --output FILE or --mlflow URI")
     if output is not None:
-        check_output_suffix(output)
+        _check_output_suffix(output)
     reader = open_reader(runs_dir, store)
     if not reader.experiment_status([experiment])["trials"].gt(0).any():
         fail(f"no experiment {experiment!r} in the store; `explorer status` lists them")
@@ -572,10 +572,10 @@ def export(
         rows = write_frames(chunks, output, lists=STAGE_LIST_COLUMNS)
         out.print(f"wrote {rows} rows to {output}", highlight=False, markup=False)
     if mlflow is not None:
-        export_mlflow(reader, experiment, mlflow)
+        _export_mlflow(reader, experiment, mlflow)
 
 
-def export_mlflow(reader: Reader, experiment: str, uri: str) -> None:
+def _export_mlflow(reader: Reader, experiment: str, uri: str) -> None:
     from explorer.tracking import export_to_mlflow
 
     if uri.startswith("file:") or "://" not in uri:
@@ -590,13 +590,13 @@ def export_mlflow(reader: Reader, experiment: str, uri: str) -> None:
 def open_reader(runs_dir: Path, url: str | None) -> Reader:
     from explorer.store import Reader, store_url
 
-    need_store_driver(url)
+    _need_store_driver(url)
     return Reader.open(store_url(runs_dir, url))
 
 
 @app.command()
 def train(
-    spec: SpecArg,
+    spec: _SpecArg,
     key: Annotated[
         str, typer.Option("--key", help="The candidate's key (see `explorer enumerate`).")
     ],
@@ -609,37 +609,37 @@ def train(
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", help="Stop after N steps.")
     ] = None,
-    device: DeviceOpt = "auto",
+    device: _DeviceOpt = "auto",
     checkpoint_dir: Annotated[
         Path | None, typer.Option("--checkpoint-dir", help="Checkpoint here and resume from here.")
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Final metrics as JSON on the last line.")
     ] = False,
-    overrides: SetOpt = None,
+    overrides: _SetOpt = None,
     init: Annotated[
         Path | None,
         typer.Option("--init", help="Start from these weights: a torch.save'd state_dict "
                      "(torchvision's layout, or any block form's) or an explorer checkpoint."),
     ] = None,
-    tensorboard: TensorBoardOpt = False,
-    runs_dir: RunsDir = Path("runs"),
+    tensorboard: _TensorBoardOpt = False,
+    runs_dir: _RunsDir = Path("runs"),
 ) -> None:
     """Train one candidate without a scheduler, with a progress bar."""
     need("train", "explorer train")
     from explorer.console import train_with_progress
 
     parsed = read_spec(spec, overrides)
-    check_device(device)
-    matches = [c for c in all_candidates(parsed, spec) if c.key.startswith(key)]
+    _check_device(device)
+    matches = [c for c in _all_candidates(parsed, spec) if c.key.startswith(key)]
     if len({c.key for c in matches}) != 1:
         what = "no candidate" if not matches else "several candidates"
         fail(
             f"{what} of {spec} has a key starting with {key!r}; `explorer enumerate {spec}` "
             "lists the keys"
         )
-    data = preflight_data(parsed)
-    build = initial_builder(init, matches[0].arch, parsed.num_classes) if init else None
+    data = _preflight_data(parsed)
+    build = _initial_builder(init, matches[0].arch, parsed.num_classes) if init else None
     from explorer.metrics import Status
     from explorer.train import TrialError
 
@@ -647,7 +647,7 @@ def train(
         with contextlib.ExitStack() as stack:
             on_epoch = None
             if tensorboard:
-                on_epoch = tensorboard_callback(stack, parsed, matches[0], seed, epochs, runs_dir)
+                on_epoch = _tensorboard_callback(stack, parsed, matches[0], seed, epochs, runs_dir)
             result = train_with_progress(
                 matches[0].arch,
                 data,
@@ -685,7 +685,7 @@ def train(
         raise typer.Exit(ExitCode.FAILED)
 
 
-def initial_builder(path: Path, arch: Arch, num_classes: int) -> ModelBuilder:
+def _initial_builder(path: Path, arch: Arch, num_classes: int) -> ModelBuilder:
     """`--init PATH` checked against the trial's architecture before anything trains."""
     from explorer.train import TrialError, read_initial_weights, starting_from
 
@@ -697,7 +697,7 @@ def initial_builder(path: Path, arch: Arch, num_classes: int) -> ModelBuilder:
         fail(f"--init {path}: {problem.strerror or problem}")
 
 
-def tensorboard_callback(stack: contextlib.ExitStack, spec: Spec, candidate: Candidate,
+def _tensorboard_callback(stack: contextlib.ExitStack, spec: Spec, candidate: Candidate,
                          seed: int | None, epochs: int | None, runs_dir: Path
                          ) -> Callable[[EpochMetrics], None]:
     """An on_epoch that logs to RUNS_DIR/NAME/tensorboard/TRIAL_KEY/ (the trial key of the
@@ -712,7 +712,7 @@ def tensorboard_callback(stack: contextlib.ExitStack, spec: Spec, candidate: Can
     err.print(f"TensorBoard: {log.root / trial.trial_key}", highlight=False, markup=False,
               soft_wrap=True)
     return lambda metrics: log.epoch(trial.trial_key, metrics.to_dict())
-def all_candidates(parsed: Spec, path: Path) -> tuple[Candidate, ...]:
+def _all_candidates(parsed: Spec, path: Path) -> tuple[Candidate, ...]:
     """Every candidate of the spec's spaces; exit 2 naming the file when a sampled space
     cannot yield its n."""
     from explorer.space import enumerate_spec
@@ -725,8 +725,8 @@ def all_candidates(parsed: Spec, path: Path) -> tuple[Candidate, ...]:
 
 @app.command()
 def cost(
-    spec: SpecArg,
-    device: DeviceOpt = "auto",
+    spec: _SpecArg,
+    device: _DeviceOpt = "auto",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write a table file.")
     ] = None,
@@ -741,9 +741,9 @@ def cost(
 
     parsed = read_spec(spec)
     if output is not None:
-        check_output_suffix(output)
-    candidates = all_candidates(parsed, spec)
-    check_device(device)
+        _check_output_suffix(output)
+    candidates = _all_candidates(parsed, spec)
+    _check_device(device)
     with CostBar(err, len(candidates)) as bar:
         rows = measure_costs(
             [(c.key, c.arch) for c in candidates],
@@ -761,8 +761,8 @@ def cost(
 
 @app.command()
 def dashboard(
-    runs_dir: RunsDir = Path("runs"),
-    store: StoreOpt = None,
+    runs_dir: _RunsDir = Path("runs"),
+    store: _StoreOpt = None,
     port: Annotated[int, typer.Option("--port", help="The port to listen on.")] = 8501,
     host: Annotated[
         str,
@@ -797,8 +797,8 @@ def dashboard(
 def report(
     experiment: Annotated[str, typer.Argument(help="The experiment's name.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")],
-    runs_dir: RunsDir = Path("runs"),
-    store: StoreOpt = None,
+    runs_dir: _RunsDir = Path("runs"),
+    store: _StoreOpt = None,
     proxy: Annotated[
         str | None,
         typer.Option("--proxy", metavar="EXPERIMENT",
@@ -811,7 +811,7 @@ def report(
     need("dashboard", "explorer report", ("plotly", "scipy"))  # no streamlit
     from explorer.report import write_report
 
-    check_output_suffix(output, (".html", ".htm"))
+    _check_output_suffix(output, (".html", ".htm"))
     summary = write_report(open_reader(runs_dir, store), experiment, output,
                            proxy_experiment=proxy)
     out.print(
@@ -875,8 +875,8 @@ def compare(
     ks: Annotated[
         float, typer.Option("--ks", help="The KS difference --plan sizes the samples for.")
     ] = 0.1,
-    runs_dir: RunsDir = Path("runs"),
-    store: StoreOpt = None,
+    runs_dir: _RunsDir = Path("runs"),
+    store: _StoreOpt = None,
 ) -> None:
     """Compare an experiment's design spaces as error distributions: per space n, min, mean
     and the EDF, per pair the two-sample KS test, and the verdict on doubling C."""
@@ -982,8 +982,8 @@ def refine(
         int, typer.Option("--draws", help="Bootstrap draws (at least 2,000).")
     ] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap draws.")] = 0,
-    runs_dir: RunsDir = Path("runs"),
-    store: StoreOpt = None,
+    runs_dir: _RunsDir = Path("runs"),
+    store: _StoreOpt = None,
 ) -> None:
     """Refine a sampled design space as the RegNet paper does: each parameter's good region
     (the best models' values, by bootstrap), constraints read on the models already drawn and
@@ -1003,7 +1003,7 @@ def refine(
     if draws < 2000:
         fail(f"--draws {draws}: the bootstrap needs at least 2000 draws")
     if write is not None:
-        check_output_suffix(write, (".yaml", ".yml"))
+        _check_output_suffix(write, (".yaml", ".yml"))
         if not write.parent.is_dir():
             fail(f"--write {write}: the folder {write.parent} does not exist")
     reader = open_reader(runs_dir, store)
@@ -1082,14 +1082,14 @@ def import_command(
         bool, typer.Option("--new-version", help="Keep an import of changed files beside the "
                                                  "old one as a new version.")
     ] = False,
-    runs_dir: RunsDir = Path("runs"),
-    store: StoreOpt = None,
+    runs_dir: _RunsDir = Path("runs"),
+    store: _StoreOpt = None,
 ) -> None:
     """Bring a population trained elsewhere (NDS, pycls, Optuna, CSV) into the store as a
     read-only experiment, its complexity recounted by explorer; the same import again
     changes nothing. Exit 2 when the file's params or flops differ from explorer's beyond
     --tolerance (unless --accept-mismatch)."""
-    need_store_driver(store)
+    _need_store_driver(store)
     from explorer.importers import (
         count_all,
         mismatches,

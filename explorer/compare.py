@@ -55,13 +55,13 @@ __all__ = [
 
 NORMALIZE_CHOICES = ("none", "params", "flops")
 BINNING_CHOICES = ("log", "linear")  # log: shared log bins (the default); linear: NDS's code
-EQUIVALENCE_DRAWS = 2000
+_EQUIVALENCE_DRAWS = 2000
 DEFAULT_NORMALIZE = "flops"  # NDS's default: models compared at equal flops
 # Within this max/min ratio of params (or flops), a cardinality space counts as "at
 # preserved complexity": the paper's solve keeps d's rounding within a few percent, and
 # the CPU study's tolerance of 8% spans at most 16/92 ≈ 1.17.
-PRESERVED_RATIO = 1.25
-MIN_CARDINALITIES = 3  # two points always lie on a line: they say nothing about a trend
+_PRESERVED_RATIO = 1.25
+_MIN_CARDINALITIES = 3  # two points always lie on a line: they say nothing about a trend
 MANY_SEEDS = 10_000
 
 
@@ -156,7 +156,7 @@ class Comparison:
             "binning": self.binning,
             "range": list(self.span) if self.span is not None else None,
             "equivalence_margin": self.margin,
-            "verdicts": [verdict_json(v) for v in self.verdicts],
+            "verdicts": [_verdict_json(v) for v in self.verdicts],
         }
         if self.plan is not None:
             out["plan"] = plan_json(self.plan)
@@ -209,7 +209,7 @@ def compare_or_plain(trials: pd.DataFrame, *, spaces: Sequence[str] | None = Non
 def compare_spaces(trials: pd.DataFrame, *, spaces: Sequence[str] | None = None,
                    normalize: str = DEFAULT_NORMALIZE, bins: int = 10,
                    span: tuple[float, float] | None = None, margin: float | None = None,
-                   draws: int = EQUIVALENCE_DRAWS, seed: int = 0,
+                   draws: int = _EQUIVALENCE_DRAWS, seed: int = 0,
                    candidates: pd.DataFrame | None = None) -> Comparison:
     """Summaries, pairwise KS tests and verdicts for the spaces of one experiment's trials.
 
@@ -240,12 +240,12 @@ def compare_spaces(trials: pd.DataFrame, *, spaces: Sequence[str] | None = None,
             "fewer spaces (--space), use fewer --bins, or --normalize none") from None
     weights = dict(zip(present, weight_list, strict=True))
     errors = {name: parts[name]["test_error_mean"].to_numpy(dtype=float) for name in names}
-    summaries = tuple(summarise(name, errors[name], weights.get(name)) for name in names)
-    pairs = tuple(pair_test(a, b, errors, weights, by is not None)
+    summaries = tuple(_summarise(name, errors[name], weights.get(name)) for name in names)
+    pairs = tuple(_pair_test(a, b, errors, weights, by is not None)
                   for a, b in itertools.combinations(names, 2))
     if margin is not None:
         rng = np.random.default_rng(seed)
-        pairs = tuple(dataclasses.replace(p, equivalence=pair_equivalence(
+        pairs = tuple(dataclasses.replace(p, equivalence=_pair_equivalence(
             p, errors, weights, margin, draws=draws, rng=rng))
             if p.a in weights and p.b in weights else p for p in pairs)
     return Comparison(normalize=normalize, bins=bins, spaces=summaries, pairs=pairs,
@@ -269,7 +269,7 @@ def _means(trials: pd.DataFrame, candidates: pd.DataFrame | None) -> pd.DataFram
     return means.assign(space=means["space"].astype(str))
 
 
-def summarise(name: str, errors: np.ndarray, weights: np.ndarray | None) -> SpaceSummary:
+def _summarise(name: str, errors: np.ndarray, weights: np.ndarray | None) -> SpaceSummary:
     nan = math.nan
     if weights is None or errors.size == 0:
         return SpaceSummary(name, 0, nan, nan, nan, 0.0, tuple(nan for _ in stats.QUANTILES))
@@ -280,7 +280,7 @@ def summarise(name: str, errors: np.ndarray, weights: np.ndarray | None) -> Spac
     )
 
 
-def pair_test(a: str, b: str, errors: dict[str, np.ndarray], weights: dict[str, np.ndarray],
+def _pair_test(a: str, b: str, errors: dict[str, np.ndarray], weights: dict[str, np.ndarray],
               weighted: bool) -> PairTest:
     if a not in weights or b not in weights:  # a space without finished candidates
         return PairTest(a, b, math.nan, math.nan, float(errors[a].size), float(errors[b].size))
@@ -294,7 +294,7 @@ def pair_test(a: str, b: str, errors: dict[str, np.ndarray], weights: dict[str, 
 # --- equivalence ----------------------------------------------------------------------------
 
 
-def pair_equivalence(pair: PairTest, errors: dict[str, np.ndarray],
+def _pair_equivalence(pair: PairTest, errors: dict[str, np.ndarray],
                      weights: dict[str, np.ndarray], margin: float, *, draws: int,
                      rng: np.random.Generator, alpha: float = stats.ALPHA) -> Equivalence:
     """The equivalence statement for one pair, from its KS test and a bootstrap bound."""
@@ -349,7 +349,7 @@ def cardinality_verdicts(trials: pd.DataFrame, spaces: Sequence[str] | None = No
                          draws: int = 2000, seed: int = 0,
                          candidates: pd.DataFrame | None = None) -> list[Verdict]:
     """A verdict per space that trades d for C at preserved complexity: only C and d vary,
-    and params or flops stay within PRESERVED_RATIO. `candidates` as compare_spaces's."""
+    and params or flops stay within _PRESERVED_RATIO. `candidates` as compare_spaces's."""
     done = analysis.finished(trials)
     if done.empty:
         return []
@@ -361,37 +361,38 @@ def cardinality_verdicts(trials: pd.DataFrame, spaces: Sequence[str] | None = No
         if kinds.get(name) != "cardinality" or not preserved(candidates[candidates["space"]
                                                                         == name]):
             continue
-        verdicts.append(space_verdict(name, done[done["space"] == name], draws=draws, seed=seed))
+        verdicts.append(_space_verdict(name, done[done["space"] == name], draws=draws, seed=seed))
     return verdicts
 
 
 def preserved(candidates: pd.DataFrame) -> bool:
-    """Whether the candidates' params or flops stay within PRESERVED_RATIO of each other."""
+    """Whether the candidates' params or flops stay within _PRESERVED_RATIO of each other."""
     for column in ("params", "flops"):
         values = pd.to_numeric(candidates[column], errors="coerce").dropna()
-        if not values.empty and values.min() > 0 and values.max() / values.min() <= PRESERVED_RATIO:
+        if not values.empty and values.min() > 0 \
+                and values.max() / values.min() <= _PRESERVED_RATIO:
             return True
     return False
 
 
-def space_verdict(space: str, runs: pd.DataFrame, *, draws: int = 2000, seed: int = 0
+def _space_verdict(space: str, runs: pd.DataFrame, *, draws: int = 2000, seed: int = 0
                   ) -> Verdict:
     """The slope of error per doubling of C over one space's finished runs, in a sentence."""
     cardinality = pd.to_numeric(runs["cardinality"], errors="coerce")
     runs = runs[cardinality.notna() & (cardinality > 0)]
     distinct = int(runs["cardinality"].nunique())
-    if distinct < MIN_CARDINALITIES:
+    if distinct < _MIN_CARDINALITIES:
         return Verdict(space, f"{space}: too few points to say: finished runs at {distinct} "
                               f"cardinalit{'y' if distinct == 1 else 'ies'} "
-                              f"(a trend needs at least {MIN_CARDINALITIES})")
+                              f"(a trend needs at least {_MIN_CARDINALITIES})")
     trend = stats.cardinality_trend(
         runs["cardinality"].to_numpy(dtype=float), runs["test_error"].to_numpy(dtype=float),
         runs["seed"].to_numpy(), runs["key"].astype(str).to_numpy(), draws=draws, rng_seed=seed)
     log2c = np.log2(np.sort(runs["cardinality"].unique().astype(float)))
-    return Verdict(space, verdict_sentence(space, trend, log2c), trend)
+    return Verdict(space, _verdict_sentence(space, trend, log2c), trend)
 
 
-def verdict_sentence(space: str, trend: stats.Trend, log2_cardinalities: np.ndarray) -> str:
+def _verdict_sentence(space: str, trend: stats.Trend, log2_cardinalities: np.ndarray) -> str:
     """"error falls by X points per doubling of C, 95% CI [a, b]" (with "but the trend test
     does not confirm it" where Kendall's test disagrees), or why no trend shows."""
     level = f"{trend.level:.0%}"
@@ -421,7 +422,7 @@ def verdict_sentence(space: str, trend: stats.Trend, log2_cardinalities: np.ndar
             f"slope, at 80% power; {level} CI now [{trend.low:+.2f}, {trend.high:+.2f}]){where}")
 
 
-def verdict_json(verdict: Verdict) -> dict[str, Any]:
+def _verdict_json(verdict: Verdict) -> dict[str, Any]:
     trend = verdict.trend
     out: dict[str, Any] = {"space": verdict.space, "sentence": verdict.sentence}
     if trend is not None:

@@ -95,7 +95,7 @@ def _sum(*costs: Cost) -> Cost:
     return (params, flops, acts)
 
 
-def conv_out_size(size: int, kernel: int, stride: int, padding: int) -> int:
+def _conv_out_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
@@ -103,12 +103,12 @@ def conv(
     size: int, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1
 ) -> tuple[Cost, int]:
     """A bias-free 'same'-padded convolution; returns its cost and output size."""
-    out = conv_out_size(size, kernel, stride, kernel // 2)
+    out = _conv_out_size(size, kernel, stride, kernel // 2)
     weights = c_out * (c_in // groups) * kernel * kernel
     return (weights, weights * out * out, c_out * out * out), out
 
 
-def batch_norm(channels: int) -> Cost:
+def _batch_norm(channels: int) -> Cost:
     return (2 * channels, 0, 0)
 
 
@@ -121,12 +121,12 @@ def stem(arch: Arch, resolution: int) -> tuple[Cost, int]:
     conv (cifar)."""
     if arch.template == "imagenet":
         cost, size = conv(resolution, 3, arch.stem_width, 7, stride=2)
-        size = conv_out_size(size, 3, 2, 1)  # max-pool: no cost by convention
+        size = _conv_out_size(size, 3, 2, 1)  # max-pool: no cost by convention
     elif arch.template == "anynet":
         cost, size = conv(resolution, 3, arch.stem_width, 3, stride=2)
     else:
         cost, size = conv(resolution, 3, arch.stem_width, 3)
-    return _sum(cost, batch_norm(arch.stem_width)), size
+    return _sum(cost, _batch_norm(arch.stem_width)), size
 
 
 @functools.lru_cache(maxsize=65536)
@@ -142,10 +142,10 @@ def bottleneck(size: int, c_in: int, stage: Stage, stride: int, block: str) -> t
     expand, _ = conv(out, g, w, 1)
     if block == "split":
         expand = (expand[0], expand[1], c * expand[2])
-    cost = _sum(reduce, spatial, expand, batch_norm(g), batch_norm(g), batch_norm(w))
+    cost = _sum(reduce, spatial, expand, _batch_norm(g), _batch_norm(g), _batch_norm(w))
     if stride != 1 or c_in != w:
         shortcut, _ = conv(size, c_in, w, 1, stride=stride)
-        cost = _sum(cost, shortcut, batch_norm(w))
+        cost = _sum(cost, shortcut, _batch_norm(w))
     return cost, out
 
 
@@ -262,12 +262,12 @@ def _count_block(template: str, stem_channels: np.ndarray, block: str, depth: np
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n, num_stages = depth.shape
     if template == "imagenet":
-        size = conv_out_size(resolution, 7, 2, 3)
+        size = _conv_out_size(resolution, 7, 2, 3)
         stem_weights = stem_channels * (3 * 7 * 7)
         stem_out = size
-        size = conv_out_size(size, 3, 2, 1)  # max-pool: no cost by convention
+        size = _conv_out_size(size, 3, 2, 1)  # max-pool: no cost by convention
     elif template == "anynet":
-        size = conv_out_size(resolution, 3, 2, 1)
+        size = _conv_out_size(resolution, 3, 2, 1)
         stem_weights = stem_channels * (3 * 3 * 3)
         stem_out = size
     else:
@@ -282,7 +282,7 @@ def _count_block(template: str, stem_channels: np.ndarray, block: str, depth: np
     strides = stage_strides(template, num_stages)  # type: ignore[arg-type]
     for s, stride in enumerate(strides):
         c, g, w, blocks = card[:, s], card[:, s] * d[:, s], width[:, s], depth[:, s]
-        out = conv_out_size(size, 3, stride, 1)
+        out = _conv_out_size(size, 3, stride, 1)
         expand_acts = w * (c if block == "split" else 1)
         # Every block: reduce 1x1 (c_in -> g), grouped 3x3 (g -> g, g/c per group),
         # expand 1x1 (g -> w), three batch norms; only c_in, size and stride differ

@@ -76,8 +76,8 @@ class Cost:
         return asdict(self)
 
 
-CandidateCallback = Callable[[str, Arch], None]
-RowCallback = Callable[["CostRow"], None]
+_CandidateCallback = Callable[[str, Arch], None]
+_RowCallback = Callable[["CostRow"], None]
 
 
 @dataclass(frozen=True)
@@ -247,8 +247,8 @@ def measure_costs(
     recipe: TrainSpec,
     timing: Timing = Timing(),  # frozen: one shared default is safe
     *,
-    on_candidate: CandidateCallback | None = None,
-    on_row: RowCallback | None = None,
+    on_candidate: _CandidateCallback | None = None,
+    on_row: _RowCallback | None = None,
 ) -> list[CostRow]:
     """Measure several candidates (key, arch): what ``explorer cost`` runs.
 

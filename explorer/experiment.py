@@ -71,15 +71,15 @@ __all__ = [
 # the runs directory (also with a PostgreSQL results store: Optuna's tables stay out of the
 # store's schema, and only the driver, on this machine, asks and tells), so
 # `optuna-dashboard sqlite:///RUNS_DIR/optuna.db` opens it.
-OPTUNA_DB = "optuna.db"
+_OPTUNA_DB = "optuna.db"
 _Done = TypeVar("_Done")
 
 
-def study_place(runs_dir: Path, experiment: str, version: int) -> StudyPlace:
+def _study_place(runs_dir: Path, experiment: str, version: int) -> StudyPlace:
     """Where an experiment's Optuna study is: named after the experiment (a later version,
     with its own spec and maybe other axes, as NAME@vN)."""
     name = experiment if version == 1 else f"{experiment}@v{version}"
-    return StudyPlace(f"sqlite:///{(runs_dir / OPTUNA_DB).resolve()}", name)
+    return StudyPlace(f"sqlite:///{(runs_dir / _OPTUNA_DB).resolve()}", name)
 
 
 @dataclass(frozen=True)
@@ -406,7 +406,7 @@ def plan_run(store: Writer, experiment_id: int, spec: Spec,
         return Planned(OptunaStrategy(spec, known, left, study), left, len(known), 0)
     candidates, draws = listed
     store.add_candidates(experiment_id, candidates)
-    trials = keep_stored_keys(listed_trials(spec, candidates), store.trial_keys(experiment_id))
+    trials = _keep_stored_keys(listed_trials(spec, candidates), store.trial_keys(experiment_id))
     store.add_trials(experiment_id, [(t.plan.trial_key, t.plan.candidate_key, t.plan.seed)
                                      for t in trials])
     finished = store.finished_trial_keys(experiment_id)
@@ -430,7 +430,7 @@ def plan_run(store: Writer, experiment_id: int, spec: Spec,
                    tuple(report.summary() for report in draws))
 
 
-def keep_stored_keys(trials: Sequence[Suggestion],
+def _keep_stored_keys(trials: Sequence[Suggestion],
                      stored: Mapping[tuple[str, int], str]) -> list[Suggestion]:
     """The trials, each under the key the experiment already stored it by (a version-1 key
     from before data.root left the key): its rows, checkpoints and logs stay its own."""
@@ -505,7 +505,7 @@ def _plan_and_sweep(request: RunRequest, store: Writer, record: ExperimentRecord
     request.runs_dir.mkdir(parents=True, exist_ok=True)
     planned = call_with_retry(
         lambda: plan_run(store, record.id, spec,
-                         study_place(request.runs_dir, spec.name, record.version)),
+                         _study_place(request.runs_dir, spec.name, record.version)),
         policy, store.where, "the planned trials", on_outage=watch.notice)
     total = planned.strategy.budget
     resources = spec.resources

@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 # What a full or read-only disk says: the file cannot be written there, whatever wrote it.
-MEDIA_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+_MEDIA_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 class NotWritten(ExplorerError, OSError):
@@ -50,7 +50,7 @@ def _reason(problem: OSError) -> str:
 
 
 @contextlib.contextmanager
-def media_errors_named(target: Path) -> Iterator[None]:
+def _media_errors_named(target: Path) -> Iterator[None]:
     """A full or read-only disk met while the block writes `target` raises NotWritten
     naming it (torch's own writer, given a path, says only "unexpected pos")."""
     try:
@@ -58,7 +58,7 @@ def media_errors_named(target: Path) -> Iterator[None]:
     except NotWritten:
         raise
     except OSError as problem:
-        if problem.errno not in MEDIA_ERRORS:
+        if problem.errno not in _MEDIA_ERRORS:
             raise
         raise NotWritten(target, problem) from problem
 
@@ -91,7 +91,7 @@ def atomic_path(target: str | Path, *, fsync: bool = False) -> Iterator[Path]:
     raises NotWritten naming `target`; the scratch file is gone either way.
     """
     target = Path(target)
-    with media_errors_named(target), \
+    with _media_errors_named(target), \
             scratch_file(target.parent, prefix=f".{target.name}.") as tmp:
         yield tmp
         # mkstemp makes the file private (0600); the result should carry the

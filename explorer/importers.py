@@ -49,16 +49,16 @@ __all__ = [
     "write_population",
 ]
 
-FORMATS = ("nds", "pycls", "optuna", "csv")
+_FORMATS = ("nds", "pycls", "optuna", "csv")
 # What a model was trained on when the file does not say: CIFAR-10 at 32 px for the
 # CIFAR stem, ImageNet at 224 px for the ImageNet stem (NDS's and pycls's defaults).
-TEMPLATE_DATA: dict[str, tuple[int, int]] = {"cifar": (32, 10), "imagenet": (224, 1000)}
+_TEMPLATE_DATA: dict[str, tuple[int, int]] = {"cifar": (32, 10), "imagenet": (224, 1000)}
 # NDS's and pycls's stem names for the two stems explorer builds.
-STEMS: dict[str, Template] = {"res_stem_cifar": "cifar", "res_stem_in": "imagenet"}
+_STEMS: dict[str, Template] = {"res_stem_cifar": "cifar", "res_stem_in": "imagenet"}
 BOTTLENECK = "res_bottleneck_block"
-DEFAULT_TOLERANCE_PCT = 1.0
+_DEFAULT_TOLERANCE_PCT = 1.0
 # Rows written per Writer call: a few thousand keep each transaction short for readers.
-WRITE_BATCH = 5000
+_WRITE_BATCH = 5000
 
 
 class ImportProblem(ExplorerError):
@@ -167,7 +167,7 @@ class ImportSummary:
 # --- reading ---------------------------------------------------------------------------
 
 
-def file_sha256(path: Path) -> str:
+def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -182,7 +182,7 @@ def _load_json(path: Path) -> Any:
         raise ImportProblem(f"{path}: cannot read it as JSON ({problem})") from None
 
 
-def nds_jobs(data: Any, path: Path) -> list[Mapping[str, Any]]:
+def _nds_jobs(data: Any, path: Path) -> list[Mapping[str, Any]]:
     """NDS's layouts: a list of jobs, or {"top": [...], "mid": [...]} (both kept)."""
     if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
         jobs = [job for part in data.values() for job in part]
@@ -215,16 +215,16 @@ def _errors(values: Any) -> tuple[float, ...]:
 
 
 def _template(stem_type: Any) -> Template:
-    template = STEMS.get(str(stem_type))
+    template = _STEMS.get(str(stem_type))
     if template is None:
-        raise ValueError(f"stem {stem_type!r} (explorer builds {', '.join(STEMS)})")
+        raise ValueError(f"stem {stem_type!r} (explorer builds {', '.join(_STEMS)})")
     return template
 
 
-def read_nds(path: Path, space: str) -> tuple[list[Network], Skipped]:
+def _read_nds(path: Path, space: str) -> tuple[list[Network], Skipped]:
     """NDS's ResNet / ResNeXt jobs: bottleneck blocks with a CIFAR or ImageNet stem."""
     networks, skipped = [], Skipped()
-    for i, job in enumerate(nds_jobs(_load_json(path), path)):
+    for i, job in enumerate(_nds_jobs(_load_json(path), path)):
         source = str(job.get("job_id", f"#{i}"))
         net = job.get("net")
         if not isinstance(net, dict) or "ds" not in net:
@@ -237,7 +237,7 @@ def read_nds(path: Path, space: str) -> tuple[list[Network], Skipped]:
             continue
         try:
             template = _template(net.get("stem_type", "res_stem_cifar"))
-            resolution, classes = TEMPLATE_DATA[template]
+            resolution, classes = _TEMPLATE_DATA[template]
             depths, widths = _ints(net["ds"], "ds"), _ints(net["ws"], "ws")
             groups = _ints(net.get("num_gs", [1] * len(depths)), "num_gs")
             network = Network(
@@ -261,7 +261,7 @@ def read_nds(path: Path, space: str) -> tuple[list[Network], Skipped]:
     return networks, skipped
 
 
-def read_pycls(path: Path, space: str) -> tuple[list[Network], Skipped]:
+def _read_pycls(path: Path, space: str) -> tuple[list[Network], Skipped]:
     """pycls's sweep.json (tools/sweep_collect.py): AnyNet jobs with bottleneck blocks."""
     data = _load_json(path)
     if not isinstance(data, list):
@@ -302,9 +302,9 @@ def read_pycls(path: Path, space: str) -> tuple[list[Network], Skipped]:
                 groups=tuple(w // g for w, g in zip(inner, group_ws, strict=True)),
                 strides=_ints(any_net["STRIDES"], "STRIDES") if "STRIDES" in any_net else None,
                 resolution=int(cfg.get("TRAIN", {}).get("IM_SIZE",
-                                                        TEMPLATE_DATA[template][0])),
+                                                        _TEMPLATE_DATA[template][0])),
                 num_classes=int(cfg.get("MODEL", {}).get("NUM_CLASSES",
-                                                          TEMPLATE_DATA[template][1])),
+                                                          _TEMPLATE_DATA[template][1])),
                 params=_opt_int(cx.get("params")), flops=_opt_int(cx.get("flops")),
                 test_errors=_errors(test.get("top1_err")),
                 train_errors=_errors(train.get("top1_err")),
@@ -324,7 +324,7 @@ _D = ("bottleneck_widths", "bottleneck_width", "d")
 _BOT_MULS = ("bot_muls", "bot_mul")
 
 
-def network_from_fields(values: Mapping[str, Any], *, source: str, space: str,
+def _network_from_fields(values: Mapping[str, Any], *, source: str, space: str,
                         template: str, stem_width: int) -> Network:
     """The CSV / Optuna layout: per-stage lists (or one value for every stage).
 
@@ -348,9 +348,9 @@ def network_from_fields(values: Mapping[str, Any], *, source: str, space: str,
         muls = [float(v) for v in _per_stage_raw(values, _BOT_MULS, n, 1.0)]
         inner = _inner(widths, muls)
     chosen = str(values.get("template") or template)
-    if chosen not in TEMPLATE_DATA:
-        raise ValueError(f"template {chosen!r} (use {', '.join(TEMPLATE_DATA)})")
-    resolution, classes = TEMPLATE_DATA[chosen]
+    if chosen not in _TEMPLATE_DATA:
+        raise ValueError(f"template {chosen!r} (use {', '.join(_TEMPLATE_DATA)})")
+    resolution, classes = _TEMPLATE_DATA[chosen]
     errors = _as_list(values["test_errors"]) if _given(values.get("test_errors")) else []
     return Network(
         source=source, space=str(values.get("space") or space),
@@ -380,14 +380,14 @@ def read_csv(path: Path, space: str, template: str, stem_width: int
     for i, row in enumerate(rows, start=2):  # line numbers: the header is line 1
         source = str(row.get("id") or f"line {i}")
         try:
-            networks.append(network_from_fields(row, source=source, space=space,
+            networks.append(_network_from_fields(row, source=source, space=space,
                                                 template=template, stem_width=stem_width))
         except (KeyError, ValueError, TypeError) as problem:
             skipped.add(f"malformed row ({_reason(problem)})", source)
     return networks, skipped
 
 
-def read_optuna(url: str, study_name: str, space: str, template: str, stem_width: int
+def _read_optuna(url: str, study_name: str, space: str, template: str, stem_width: int
                 ) -> tuple[list[Network], Skipped, str]:
     """An Optuna study's complete trials; returns them, the skips and a digest of the
     study's content (what makes a re-import the same one)."""
@@ -418,7 +418,7 @@ def read_optuna(url: str, study_name: str, space: str, template: str, stem_width
         values["test_errors"] = [v for _, v in epochs]
         values["error"] = trial.value
         try:
-            networks.append(network_from_fields(values, source=source, space=space,
+            networks.append(_network_from_fields(values, source=source, space=space,
                                                 template=template, stem_width=stem_width))
         except (KeyError, ValueError, TypeError) as problem:
             skipped.add(f"parameters that are not an architecture ({_reason(problem)})", source)
@@ -433,10 +433,10 @@ def read_population(fmt: str, files: Sequence[str], spaces: Sequence[str], *,
                     stem_width: int = 64) -> Population:
     """Every model of the files (one space per file; for Optuna, per study), and those
     left out. Studies pair with storage URLs in order; one URL serves every study."""
-    if fmt not in FORMATS:
-        raise ImportProblem(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
-    if template not in TEMPLATE_DATA:
-        raise ImportProblem(f"--template {template!r}: use {', '.join(TEMPLATE_DATA)}")
+    if fmt not in _FORMATS:
+        raise ImportProblem(f"--format {fmt!r}: use one of {', '.join(_FORMATS)}")
+    if template not in _TEMPLATE_DATA:
+        raise ImportProblem(f"--template {template!r}: use {', '.join(_TEMPLATE_DATA)}")
     if fmt == "optuna":
         if not studies:
             raise ImportProblem("--format optuna needs --study NAME (the study to import)")
@@ -460,7 +460,7 @@ def read_population(fmt: str, files: Sequence[str], spaces: Sequence[str], *,
     for i, (file, space) in enumerate(zip(files, names, strict=True)):
         if fmt == "optuna":
             study = studies[i]
-            found, skips, digest = read_optuna(file, study, space, template, stem_width)
+            found, skips, digest = _read_optuna(file, study, space, template, stem_width)
             sources.append(Source(f"{file}#{study}", digest, space))
         else:
             path = Path(file)
@@ -469,8 +469,8 @@ def read_population(fmt: str, files: Sequence[str], spaces: Sequence[str], *,
             if fmt == "csv":
                 found, skips = read_csv(path, space, template, stem_width)
             else:
-                found, skips = (read_nds if fmt == "nds" else read_pycls)(path, space)
-            sources.append(Source(str(path.resolve()), file_sha256(path), space))
+                found, skips = (_read_nds if fmt == "nds" else _read_pycls)(path, space)
+            sources.append(Source(str(path.resolve()), _file_sha256(path), space))
         networks.extend(replace(n, origin=sources[-1].sha256) for n in found)
         for reason, (n, first) in skips.reasons.items():
             for _ in range(n):
@@ -551,7 +551,7 @@ def mismatches(counted: Sequence[Counted], tolerance_pct: float = 0.0) -> tuple[
 # --- writing ---------------------------------------------------------------------------
 
 
-def imported_spec(name: str, population: Population, spaces: Mapping[str, int]
+def _imported_spec(name: str, population: Population, spaces: Mapping[str, int]
                   ) -> dict[str, Any]:
     """What the experiment records as its spec: where the models came from."""
     return {
@@ -581,7 +581,7 @@ def write_population(store: Writer, name: str, population: Population,
     if existing is not None and not is_imported(existing):
         raise ImportProblem(f"experiment {name!r} exists and was run by explorer, not "
                             "imported: import under another --name")
-    spec = imported_spec(name, population, spaces)
+    spec = _imported_spec(name, population, spaces)
     digest = hashlib.sha256(json.dumps(spec["imported"], sort_keys=True).encode()).hexdigest()
     try:
         record = store.create_or_get_experiment(
@@ -593,7 +593,7 @@ def write_population(store: Writer, name: str, population: Population,
                             "changed since): pass --new-version to keep both versions, or "
                             "import under another --name") from None
     bases = _bases(counted)
-    for chunk in _chunks(counted, WRITE_BATCH):
+    for chunk in _chunks(counted, _WRITE_BATCH):
         candidates = [Candidate(item.network.space, item.arch, item.complexity,
                                 bases[item.network.space]) for item in chunk]
         store.add_candidates(record.id, candidates)

@@ -100,7 +100,7 @@ class EpochMetrics:
 
     def same_result(self, other: EpochMetrics) -> bool:
         """Equal in everything a rerun must reproduce (not the timings)."""
-        return all(getattr(self, k) == getattr(other, k) for k in REPRODUCIBLE)
+        return all(getattr(self, k) == getattr(other, k) for k in _REPRODUCIBLE)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -169,10 +169,10 @@ INTEGER_METRICS: frozenset[str] = frozenset(
 EPOCH_REPORT: tuple[str, ...] = ("epoch", *EPOCH_METRICS)
 # Figures of the whole trial besides its last epoch's: the sum of the epochs' seconds
 # (a trial's training time) and how many epochs it completed.
-TRIAL_TOTALS: tuple[str, ...] = ("epochs_completed", "seconds")
+_TRIAL_TOTALS: tuple[str, ...] = ("epochs_completed", "seconds")
 # The trial row's metrics: the final epoch's (`final` fields) and the totals.
 TRIAL_METRICS: tuple[str, ...] = (
-    *(f.name for f in _EPOCH_FIELDS if f.metadata.get("final")), *TRIAL_TOTALS)
+    *(f.name for f in _EPOCH_FIELDS if f.metadata.get("final")), *_TRIAL_TOTALS)
 # What the store keeps of a trial's provenance: the trainer's (but `device`, which the
 # trial row already has as DEVICE@NODE) and the Ray node's id.
 PROVENANCE: tuple[str, ...] = (
@@ -186,7 +186,7 @@ PROVENANCE_TYPES: dict[str, type] = {
     "node": str,
 }
 # What the sweep reports when a trial ends: its last epoch and the totals.
-FINAL_REPORT: tuple[str, ...] = (*EPOCH_REPORT, *TRIAL_TOTALS)
+FINAL_REPORT: tuple[str, ...] = (*EPOCH_REPORT, *_TRIAL_TOTALS)
 # What a rerun of the same trial must reproduce exactly (everything but timings and memory).
-REPRODUCIBLE: tuple[str, ...] = ("epoch", "train_loss", "train_error", "test_error",
+_REPRODUCIBLE: tuple[str, ...] = ("epoch", "train_loss", "train_error", "test_error",
                                  "test_top5_error", "lr")

@@ -84,17 +84,17 @@ class TrialPlan:
         )
 
 
-def recipe_record(spec: Spec) -> dict[str, Any]:
+def _recipe_record(spec: Spec) -> dict[str, Any]:
     """What, besides the architecture and seed, determines a trial's result: the data by
     what it is (an image folder by its file list), the recipe, the number of classes."""
-    record = legacy_recipe_record(spec)
+    record = _legacy_recipe_record(spec)
     data = {k: v for k, v in record["data"].items() if k not in DATA_PLACE}
     if spec.data.dataset in FOLDER_DATASETS:
-        data["files"] = folder_fingerprint(Path(spec.data.root).expanduser())
+        data["files"] = _folder_fingerprint(Path(spec.data.root).expanduser())
     return {**record, "data": data}
 
 
-def legacy_recipe_record(spec: Spec) -> dict[str, Any]:
+def _legacy_recipe_record(spec: Spec) -> dict[str, Any]:
     """The recipe record of version-1 keys, which held where the data lives too."""
     train = spec.train.model_dump(mode="json")
     return {
@@ -105,7 +105,7 @@ def legacy_recipe_record(spec: Spec) -> dict[str, Any]:
     }
 
 
-def folder_fingerprint(root: Path) -> str:
+def _folder_fingerprint(root: Path) -> str:
     """sha256 of an image folder's file list: every file under train/ and val/, by its path
     relative to `root` and its size. Two folders with other files are never the same data;
     a copy elsewhere is. Reads directory entries and sizes only, never a file; once per
@@ -150,7 +150,7 @@ def trial_key(arch: Arch, recipe: dict[str, Any], seed: int) -> str:
 
 def plan_trials(spec: Spec, candidates: Iterable[Candidate]) -> list[TrialPlan]:
     """Every candidate × seed, once per network even when it is in several spaces."""
-    recipe, legacy = recipe_record(spec), legacy_recipe_record(spec)
+    recipe, legacy = _recipe_record(spec), _legacy_recipe_record(spec)
     spaces_of: dict[str, list[str]] = {}
     archs: dict[str, Arch] = {}
     for c in candidates:
@@ -163,7 +163,7 @@ def plan_trials(spec: Spec, candidates: Iterable[Candidate]) -> list[TrialPlan]:
 def plan_trial(spec: Spec, candidate: Candidate, seed: int,
                spaces: tuple[str, ...] | None = None) -> TrialPlan:
     """One candidate with one seed (a search that picks candidates as it goes)."""
-    return _plan(spec, recipe_record(spec), legacy_recipe_record(spec), candidate.arch,
+    return _plan(spec, _recipe_record(spec), _legacy_recipe_record(spec), candidate.arch,
                  spaces or (candidate.space,), seed)
 
 

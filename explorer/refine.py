@@ -88,11 +88,11 @@ __all__ = [
 ]
 
 DRAWS = 2000            # the paper's bootstrap draws are 10^4; 2,000 already pins 95% points
-LEVEL = 0.95
-FRACTION = 0.25         # the paper's share of models per bootstrap draw
+_LEVEL = 0.95
+_FRACTION = 0.25         # the paper's share of models per bootstrap draw
 MARGIN = 0.1            # the equivalence margin (KS distance) by default
-MIN_MODELS = 2          # fewer on one side of a constraint say nothing about it
-CHUNK = 1_000_000       # bootstrap picks per chunk: memory stays flat in the models
+_MIN_MODELS = 2          # fewer on one side of a constraint say nothing about it
+_CHUNK = 1_000_000       # bootstrap picks per chunk: memory stays flat in the models
 
 # The parameters by name, the per-stage column each derives from, and a word on it.
 PARAMETERS = ("depth", "width", "C", "d", "b", "g")
@@ -101,9 +101,9 @@ MEANING = {"depth": "blocks", "width": "block output width w", "C": "cardinality
            "g": "group width (= d)"}
 # The sample.stages field that draws each parameter directly (b and g only in the AnyNet
 # parametrisation: bottleneck_ratio, group_width).
-FIELD_OF = {"depth": "depths", "width": "widths", "C": "cardinality", "d": "bottleneck_width",
+_FIELD_OF = {"depth": "depths", "width": "widths", "C": "cardinality", "d": "bottleneck_width",
             "b": "bottleneck_ratio", "g": "group_width"}
-FINDING_ORDER = {"better": 0, "equivalent": 1, "undecided": 2, "worse": 3}
+_FINDING_ORDER = {"better": 0, "equivalent": 1, "undecided": 2, "worse": 3}
 
 
 class RefineError(ExplorerError):
@@ -182,15 +182,15 @@ class Region:
         return f"{self.parameter}, {'all stages' if self.stage is None else f'stage {self.stage}'}"
 
 
-def best_of_quarters(errors: np.ndarray, *, draws: int = DRAWS, seed: int = 0,
-                     fraction: float = FRACTION) -> np.ndarray:
+def _best_of_quarters(errors: np.ndarray, *, draws: int = DRAWS, seed: int = 0,
+                     fraction: float = _FRACTION) -> np.ndarray:
     """The index of the best model in each of `draws` resamples of a quarter of the models
-    (with replacement): `rng.integers(0, n, (rows, m))` in chunks of CHUNK picks, the first
+    (with replacement): `rng.integers(0, n, (rows, m))` in chunks of _CHUNK picks, the first
     smallest error of each row."""
     n = errors.size
     m = max(1, round(n * fraction))
     rng = np.random.default_rng(seed)
-    rows = max(1, CHUNK // m)
+    rows = max(1, _CHUNK // m)
     out = []
     for start in range(0, draws, rows):
         picks = rng.integers(0, n, (min(rows, draws - start), m))
@@ -198,7 +198,7 @@ def best_of_quarters(errors: np.ndarray, *, draws: int = DRAWS, seed: int = 0,
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
-def interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float, float]:
+def interval(values: np.ndarray, level: float = _LEVEL) -> tuple[float, float, float]:
     """(low, median, high) of the bootstrap's values, read off their EDF (values it has)."""
     tail = (1 - level) / 2
     low, median, high = np.quantile(values, [tail, 0.5, 1 - tail], method="inverted_cdf")
@@ -206,11 +206,11 @@ def interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float, fl
 
 
 def good_regions(pop: Population, *, draws: int = DRAWS, seed: int = 0,
-                 level: float = LEVEL) -> tuple[Region, ...]:
+                 level: float = _LEVEL) -> tuple[Region, ...]:
     """Every parameter's good region, per stage where it varies (see the module's notes)."""
     if pop.size == 0:
         return ()
-    best = best_of_quarters(pop.errors, draws=draws, seed=seed)
+    best = _best_of_quarters(pop.errors, draws=draws, seed=seed)
     top = int(np.argmin(pop.errors))
     regions = []
     for name in PARAMETERS:
@@ -233,7 +233,7 @@ def _varying(table: np.ndarray) -> list[tuple[int | None, np.ndarray]]:
             if np.unique(table[:, s]).size > 1]
 
 
-def region_frames(pop: Population, regions: Sequence[Region]
+def _region_frames(pop: Population, regions: Sequence[Region]
                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """What the good-regions figure draws: each model's value against its error per region
     (panel, value, error), and each region's interval (panel, low, median, high, level)."""
@@ -254,9 +254,9 @@ def space_regions(trials: pd.DataFrame, space: str, *, draws: int = DRAWS, seed:
     """region_frames for one space of a trials frame (empty with fewer than four models), as
     the report and the dashboard draw them."""
     pop = population(trials, space)
-    if pop.size < 2 * MIN_MODELS:
-        return region_frames(pop, ())
-    return region_frames(pop, good_regions(pop, draws=draws, seed=seed))
+    if pop.size < 2 * _MIN_MODELS:
+        return _region_frames(pop, ())
+    return _region_frames(pop, good_regions(pop, draws=draws, seed=seed))
 
 
 # --- proposed constraints -------------------------------------------------------------------
@@ -307,19 +307,19 @@ def constraint_candidates(pop: Population, sample: Sample,
         mask = np.all(np.isclose(table, table[:, :1]), axis=1)
         field = _shared_field(parameter, drawn)
         why = (None if field is not None else
-               f"the space draws no {FIELD_OF[parameter]} (RegNet's AnyNet parametrisation): "
+               f"the space draws no {_FIELD_OF[parameter]} (RegNet's AnyNet parametrisation): "
                f"its {parameter} follows from w, C and d, and cannot be shared by a spec"
                if parameter == "b" else
                "the space draws neither group_width nor bottleneck_width")
         out.append(Constraint(name, f"{parameter} shared by all stages ({MEANING[parameter]})",
-                             mask, ("shared", field or FIELD_OF[parameter], None), why))
+                             mask, ("shared", field or _FIELD_OF[parameter], None), why))
     for name, parameter in (("nd-widths", "width"), ("nd-depths", "depth")):
-        field = FIELD_OF[parameter]
+        field = _FIELD_OF[parameter]
         mask = np.all(np.diff(pop.stages[parameter], axis=1) >= 0, axis=1)
         why = None if field in drawn else f"the space does not draw {field}"
         out.append(Constraint(name, f"non-decreasing {field}", mask,
                              ("non_decreasing", field, None), why))
-    for parameter, field in FIELD_OF.items():
+    for parameter, field in _FIELD_OF.items():
         rule = drawn.get(field)
         mine = [r for r in regions if r.parameter == parameter]
         if rule is None or not mine:
@@ -327,7 +327,7 @@ def constraint_candidates(pop: Population, sample: Sample,
         low, high = min(r.low for r in mine), max(r.high for r in mine)
         table = pop.stages[parameter]
         mask = np.all((table >= low - 1e-9) & (table <= high + 1e-9), axis=1)
-        cut = cut_rule(rule, low, high)
+        cut = _cut_rule(rule, low, high)
         out.append(Constraint(f"cut-{field}", f"{field} cut to its good region "
                              f"[{_value(low)}, {_value(high)}]", mask,
                              ("cut", field, cut),
@@ -343,14 +343,14 @@ def _already(sample: Sample, kind: str) -> tuple[str, ...]:
 def _shared_field(parameter: str, drawn: Mapping[str, Any]) -> str | None:
     """The sample.stages field whose sharing makes `parameter` shared: b by bottleneck_ratio;
     g by group_width, or by bottleneck_width (g = d) in the C-and-d parametrisation."""
-    if FIELD_OF[parameter] in drawn:
-        return FIELD_OF[parameter]
+    if _FIELD_OF[parameter] in drawn:
+        return _FIELD_OF[parameter]
     if parameter == "g" and "bottleneck_width" in drawn:
         return "bottleneck_width"
     return None
 
 
-def cut_rule(rule: Any, low: float, high: float) -> Any:
+def _cut_rule(rule: Any, low: float, high: float) -> Any:
     """The stage rule limited to [low, high]: a range's steps inside it, a list's values
     inside it; None when nothing is left."""
     if isinstance(rule, StageRange):
@@ -386,13 +386,13 @@ def propose(pop: Population, sample: Sample, regions: Sequence[Region], *,
             unread.append((c.name, f"every drawn model satisfies it ({kept} of {pop.size}): "
                                    "it changes nothing the models can show"))
             continue
-        if kept < MIN_MODELS or pop.size - kept < MIN_MODELS:
+        if kept < _MIN_MODELS or pop.size - kept < _MIN_MODELS:
             unread.append((c.name, f"{kept} of {pop.size} models satisfy it; reading it needs "
-                                   f"at least {MIN_MODELS} on each side"))
+                                   f"at least {_MIN_MODELS} on each side"))
             continue
         read.append(read_constraint(pop, c, normalize=normalize, bins=bins, margin=margin,
                                     draws=draws, rng=rng))
-    ranked = sorted(read, key=lambda p: (FINDING_ORDER[p.equivalence.finding],
+    ranked = sorted(read, key=lambda p: (_FINDING_ORDER[p.equivalence.finding],
                                          p.child_mean - p.parent_mean, p.kept_share))
     return tuple(_with_rank(p, i + 1) for i, p in enumerate(ranked)), tuple(unread)
 
@@ -467,8 +467,8 @@ class Refinement:
     def to_json(self) -> dict[str, Any]:
         return {
             "experiment": self.experiment, "space": self.space, "models": self.models,
-            "bootstrap": {"draws": self.draws, "seed": self.seed, "fraction": FRACTION,
-                          "level": LEVEL},
+            "bootstrap": {"draws": self.draws, "seed": self.seed, "fraction": _FRACTION,
+                          "level": _LEVEL},
             "normalize": self.normalize, "equivalence_margin": self.margin,
             "good_regions": [{
                 "parameter": r.parameter, "stage": r.stage, "low": r.low, "median": r.median,
@@ -486,14 +486,14 @@ class Refinement:
         }
 
 
-def sampled_spaces(spec: Spec) -> list[str]:
+def _sampled_spaces(spec: Spec) -> list[str]:
     return [name for name, space in spec.spaces.items() if space.sample is not None]
 
 
 def recorded_sampled_spaces(spec_text: str) -> list[str]:
     """The sampled spaces of an experiment's recorded spec (none if it no longer parses)."""
     try:
-        return sampled_spaces(parse_spec(spec_text, "recorded spec"))
+        return _sampled_spaces(parse_spec(spec_text, "recorded spec"))
     except SpecError:
         return []
 
@@ -507,15 +507,15 @@ def refine(trials: pd.DataFrame, spec: Spec, experiment: str, space: str, *,
                           f"are: {', '.join(spec.spaces)}")
     sample = spec.spaces[space].sample
     if sample is None:
-        sampled = sampled_spaces(spec)
+        sampled = _sampled_spaces(spec)
         raise RefineError(f"--space {space!r} is not sampled (it has axes): refine reads "
                           "per-stage draws; "
                           + (f"sampled spaces: {', '.join(sampled)}" if sampled else
                              f"{experiment!r} has no sampled space"))
     pop = population(trials, space)
-    if pop.size < 2 * MIN_MODELS:
+    if pop.size < 2 * _MIN_MODELS:
         raise RefineError(f"space {space!r} of {experiment!r} has {pop.size} finished "
-                          f"candidates; refine needs at least {2 * MIN_MODELS}")
+                          f"candidates; refine needs at least {2 * _MIN_MODELS}")
     regions = good_regions(pop, draws=draws, seed=seed)
     proposals, unread = propose(pop, sample, regions, normalize=None if normalize == "none"
                                 else normalize, bins=bins, margin=margin, draws=draws,
@@ -527,7 +527,7 @@ def refine(trials: pd.DataFrame, spec: Spec, experiment: str, space: str, *,
 # --- the child spec -------------------------------------------------------------------------
 
 
-def child_names(spec: Spec, space: str, chosen: Sequence[Proposal]) -> tuple[str, str]:
+def _child_names(spec: Spec, space: str, chosen: Sequence[Proposal]) -> tuple[str, str]:
     """(experiment, space) names of the child: SPACE.CONSTRAINT… and NAME-refined."""
     child = ".".join([space, *(p.name for p in chosen)])
     return f"{spec.name}-refined"[:64], child[:64]
@@ -545,7 +545,7 @@ def child_spec(spec_text: str, spec: Spec, space: str, chosen: Sequence[Proposal
     data = parse_yaml(spec_text).data
     if not isinstance(data, dict):
         raise RefineError("the experiment's recorded spec is not a mapping")
-    default_name, child = child_names(spec, space, chosen)
+    default_name, child = _child_names(spec, space, chosen)
     if child in spec.spaces:
         raise RefineError(f"the spec already has a space {child!r}")
     parent = copy.deepcopy(data["spaces"][space])

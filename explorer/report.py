@@ -50,10 +50,10 @@ __all__ = [
 ]
 
 CURVE_TRIALS = 6
-TABLE_ROWS = 500  # a longer table is cut: the report stays small, the export has every row
+_TABLE_ROWS = 500  # a longer table is cut: the report stays small, the export has every row
 # The EDFs drawn stay within this of the exact ones (0.2 % of the models, under a pixel of a
 # 480-pixel chart), however many models a space has (analysis.screen_grid).
-EDF_TOLERANCE = 0.002
+_EDF_TOLERANCE = 0.002
 SECTIONS = (
     ("error_vs_flops", "Test error vs FLOPs (mean ± std over seeds; dashed: Pareto front)"),
     ("error_vs_params", "Test error vs parameters"),
@@ -125,7 +125,7 @@ def write_report(store: Reader, experiment: str, output: str | Path, *,
     fidelity: ProxyFidelity | None
     if proxy_experiment is not None:
         _latest_record(store, proxy_experiment)
-        fidelity = proxy_from_experiment(
+        fidelity = _proxy_from_experiment(
             trials, store.trials_frame([proxy_experiment], columns=TRIAL_COLUMNS_READ),
             proxy_experiment, candidates)
     else:
@@ -141,7 +141,7 @@ def write_report(store: Reader, experiment: str, output: str | Path, *,
         experiment=experiment, version=int(record["version"]), trials=len(per_trial),
         finished=int((per_trial["status"] == Status.FINISHED).sum()),
         # + the compare section's EDFs, + a good-regions chart per sampled space
-        figures=len(SECTIONS) + 1 + (fidelity is not None) + len(region_spaces(record)),
+        figures=len(SECTIONS) + 1 + (fidelity is not None) + len(_region_spaces(record)),
         bytes=len(text.encode("utf-8")),
         proxy=fidelity,
     )
@@ -156,7 +156,7 @@ def _latest_record(store: Reader, experiment: str) -> dict[str, Any]:
     return dict(record.iloc[0].to_dict())
 
 
-def proxy_from_experiment(trials: pd.DataFrame, proxy_trials: pd.DataFrame,
+def _proxy_from_experiment(trials: pd.DataFrame, proxy_trials: pd.DataFrame,
                           proxy_name: str, candidates: pd.DataFrame | None = None
                           ) -> ProxyFidelity:
     """Fidelity of another experiment's errors (a cheaper recipe) to this one's.
@@ -198,12 +198,12 @@ def _or_means(trials: pd.DataFrame, candidates: pd.DataFrame | None) -> pd.DataF
     return analysis.by_candidate(trials) if candidates is None else candidates
 
 
-def report_figures(trials: pd.DataFrame, epochs: pd.DataFrame, candidates: pd.DataFrame,
+def _report_figures(trials: pd.DataFrame, epochs: pd.DataFrame, candidates: pd.DataFrame,
                    curve_trials: Sequence[int] = ()) -> tuple[dict[str, go.Figure],
                                                              dict[str, tuple[int, int]]]:
     """figures.all_figures's charts, each drawn from what a screen shows of it: a
     scatter of more than analysis.SCREEN_SAMPLE_FROM points from its screen sample (the
-    Pareto front whole), the EDFs read within EDF_TOLERANCE. Also, per sampled chart,
+    Pareto front whole), the EDFs read within _EDF_TOLERANCE. Also, per sampled chart,
     the points drawn and the points there are."""
     sampled: dict[str, tuple[int, int]] = {}
 
@@ -226,7 +226,7 @@ def report_figures(trials: pd.DataFrame, epochs: pd.DataFrame, candidates: pd.Da
         "capacity_comparison": figures.capacity_comparison(
             shown("capacity_comparison", "params", "test_error_mean")),
         "error_edf": figures.edf_figure(analysis.edf_table(
-            trials, candidates=candidates, tolerance=EDF_TOLERANCE)),
+            trials, candidates=candidates, tolerance=_EDF_TOLERANCE)),
         "training_curves": figures.training_curves(analysis.curves(chosen, trials)),
         "cost_latency_ms": figures.cost_figure(
             shown("cost_latency_ms", "flops", "latency_ms"), "latency_ms"),
@@ -269,7 +269,7 @@ def render_report(trials: pd.DataFrame, epochs: pd.DataFrame, experiment: dict[s
     when = (generated or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
     if candidates is None:
         candidates = analysis.by_candidate(trials)
-    drawn, sampled = report_figures(trials, epochs, candidates, curve_trials or ())
+    drawn, sampled = _report_figures(trials, epochs, candidates, curve_trials or ())
     per_trial = trials.drop_duplicates("trial_id") if not trials.empty else trials
     counts = per_trial["status"].value_counts() if not per_trial.empty else pd.Series(dtype=int)
     status = ", ".join(f"{int(counts.get(s, 0))} {s}"
@@ -288,7 +288,7 @@ def render_report(trials: pd.DataFrame, epochs: pd.DataFrame, experiment: dict[s
     failed = analysis.failed_table(trials)
     if not failed.empty:
         parts += [f"<section><h2>Failed trials ({len(failed)})</h2>",
-                  _table(failed.head(TABLE_ROWS)), _more(len(failed)), "</section>"]
+                  _table(failed.head(_TABLE_ROWS)), _more(len(failed)), "</section>"]
     first = True
     for key, title in SECTIONS:
         fig = drawn[key]
@@ -305,11 +305,11 @@ def render_report(trials: pd.DataFrame, epochs: pd.DataFrame, experiment: dict[s
                   "</section>"]
         first = False
     parts += _compare_section(trials, candidates)
-    parts += _regions_section(trials, region_spaces(experiment))
+    parts += _regions_section(trials, _region_spaces(experiment))
     if proxy is not None:
         parts += _proxy_section(proxy)
     if not candidates.empty:
-        best = candidates.sort_values("test_error_mean", kind="stable").head(TABLE_ROWS)
+        best = candidates.sort_values("test_error_mean", kind="stable").head(_TABLE_ROWS)
         table = best.assign(architecture=analysis.arch_labels(best))
         columns = ["space", "architecture", "key", "params", "flops", "test_error_mean",
                    "test_error_std", "seeds", "latency_ms", "train_images_per_sec"]
@@ -323,7 +323,7 @@ def render_report(trials: pd.DataFrame, epochs: pd.DataFrame, experiment: dict[s
     return "\n".join(parts)
 
 
-def comparison_for_report(trials: pd.DataFrame,
+def _comparison_for_report(trials: pd.DataFrame,
                           candidates: pd.DataFrame | None = None) -> Comparison:
     """`explorer compare`'s default comparison of every space, with the closed-form plan;
     unnormalised where the spaces share no complexity bin."""
@@ -335,10 +335,10 @@ def comparison_for_report(trials: pd.DataFrame,
 def _compare_section(trials: pd.DataFrame, candidates: pd.DataFrame) -> list[str]:
     """The spaces as distributions: normalised EDFs with bands, per-space figures, the KS
     table, the verdict on doubling C, and the planner's line."""
-    result = comparison_for_report(trials, candidates)
+    result = _comparison_for_report(trials, candidates)
     by = None if result.normalize == "none" else result.normalize
     fig = figures.edf_figure(analysis.edf_table(trials, normalize_by=by, candidates=candidates,
-                                                tolerance=EDF_TOLERANCE), normalize_by=by)
+                                                tolerance=_EDF_TOLERANCE), normalize_by=by)
     spaces = pd.DataFrame([{
         "space": s.name, "n": s.n, "min": s.min, "mean": s.mean,
         "weighted mean": s.weighted_mean, "n effective": s.n_effective,
@@ -374,7 +374,7 @@ def _compare_section(trials: pd.DataFrame, candidates: pd.DataFrame) -> list[str
             f"Rule: {_e(plan.rule) if plan else ''}.</p>", "</section>"]
 
 
-def region_spaces(experiment: dict[str, Any]) -> list[str]:
+def _region_spaces(experiment: dict[str, Any]) -> list[str]:
     """The experiment's sampled spaces, whose good regions the report draws."""
     return recorded_sampled_spaces(str(experiment.get("spec_text") or ""))
 
@@ -412,7 +412,7 @@ def _proxy_section(proxy: ProxyFidelity) -> list[str]:
                    f"over {len(table)} candidates (mean over seeds): <b>{_e(tau)}</b> (1: same "
                    "order, 0: unrelated). The proxy's best candidate is "
                    f"{'also' if same else 'not'} the full run's best.")
-    listed = table.head(TABLE_ROWS)
+    listed = table.head(_TABLE_ROWS)
     shown = listed.assign(architecture=analysis.arch_labels(listed)) if not table.empty \
         else table
     columns = ["architecture", "key", "params", "proxy_error", "full_error", "proxy_rank",
@@ -433,10 +433,10 @@ def _proxy_section(proxy: ProxyFidelity) -> list[str]:
 
 
 def _more(total: int) -> str:
-    """What a table cut at TABLE_ROWS rows leaves out, and where it is."""
-    if total <= TABLE_ROWS:
+    """What a table cut at _TABLE_ROWS rows leaves out, and where it is."""
+    if total <= _TABLE_ROWS:
         return ""
-    return (f'<p class="meta">The first {TABLE_ROWS:,} of {total:,} rows; every row is in '
+    return (f'<p class="meta">The first {_TABLE_ROWS:,} of {total:,} rows; every row is in '
             "<code>explorer export</code>.</p>")
 
 

@@ -63,13 +63,13 @@ FIELDS = ("depths", "widths", "cardinality", "bottleneck_width")
 # AnyNet parametrisation's (drawn only when the space names them).
 DRAWN = (*FIELDS, "bottleneck_ratio", "group_width")
 # A regnet model's drawn fields, in the order they consume the generator.
-REGNET_DRAWN = ("depth", "w_0", "w_a", "w_m", "group_width", "bottleneck_ratio")
-BATCH = 4096
+_REGNET_DRAWN = ("depth", "w_0", "w_a", "w_m", "group_width", "bottleneck_ratio")
+_BATCH = 4096
 # The draws a space may make: enough that a feasible region of 1/1000 of the space fills n.
 DRAWS_PER_CANDIDATE = 1000
-MIN_DRAWS = 100_000
+_MIN_DRAWS = 100_000
 
-Int64Array = np.ndarray[Any, np.dtype[np.int64]]
+_Int64Array = np.ndarray[Any, np.dtype[np.int64]]
 
 
 class SampleShortfall(SetupError):
@@ -115,8 +115,8 @@ def _arch(template: Template, stem_width: int, block: BlockForm, per_stage: Any)
     return Arch(template=template, stem_width=stem_width, stages=stages, block=block)
 
 
-def draw_values(rng: np.random.Generator, rule: StageRange | tuple[int, ...],
-                size: tuple[int, int]) -> Int64Array:
+def _draw_values(rng: np.random.Generator, rule: StageRange | tuple[int, ...],
+                size: tuple[int, int]) -> _Int64Array:
     """Uniform over a list or a range's steps; log-uniform for `log: true`.
 
     Log-uniform integers are the continuous log-uniform on [low, high + 1) rounded
@@ -132,7 +132,7 @@ def draw_values(rng: np.random.Generator, rule: StageRange | tuple[int, ...],
     return values[rng.integers(0, len(values), size)]
 
 
-def draw_floats(rng: np.random.Generator, rule: FloatRange | tuple[float, ...],
+def _draw_floats(rng: np.random.Generator, rule: FloatRange | tuple[float, ...],
                 rows: int) -> np.ndarray[Any, np.dtype[np.float64]]:
     """Uniform (or log-uniform) reals on [low, high], rounded to a multiple of step; or a
     uniform pick from a list."""
@@ -149,7 +149,7 @@ def draw_floats(rng: np.random.Generator, rule: FloatRange | tuple[float, ...],
 
 
 def _draw_batch(rng: np.random.Generator, sample: Sample, base: dict[str, tuple[int, ...]],
-                rows: int) -> dict[str, Int64Array]:
+                rows: int) -> dict[str, _Int64Array]:
     """(rows, S) values of every network field, and of b and g where drawn; shared fields
     drawn once per row."""
     stages = len(base["depths"])
@@ -162,14 +162,14 @@ def _draw_batch(rng: np.random.Generator, sample: Sample, base: dict[str, tuple[
         if rule is None:
             out[name] = np.broadcast_to(np.asarray(base[name], dtype=np.int64), (rows, stages))
         elif name in sample.shared:
-            out[name] = np.repeat(draw_values(rng, rule, (rows, 1)), stages, axis=1)
+            out[name] = np.repeat(_draw_values(rng, rule, (rows, 1)), stages, axis=1)
         else:
-            out[name] = draw_values(rng, rule, (rows, stages))
+            out[name] = _draw_values(rng, rule, (rows, stages))
     return out
 
 
-def network_columns(values: dict[str, Int64Array], drawn: Mapping[str, Any]
-                    ) -> dict[str, Int64Array]:
+def _network_columns(values: dict[str, _Int64Array], drawn: Mapping[str, Any]
+                    ) -> dict[str, _Int64Array]:
     """The network's per-stage depths, widths, C and d from the drawn values, and the
     drawn b and g: without b, g is d (C·d is the inner width); with b, the inner width
     is w/b in groups of g (drawn, else the stage's d), or of C groups when C is drawn
@@ -195,14 +195,14 @@ def _stratum_quota(n: int, bins: int) -> list[int]:
     return [n // bins + (1 if b < n % bins else 0) for b in range(bins)]
 
 
-def _strata(values: Int64Array, band: tuple[float, float], bins: int) -> Int64Array:
+def _strata(values: _Int64Array, band: tuple[float, float], bins: int) -> _Int64Array:
     """The equal-width bin of the band each value falls in (the top edge in the last bin)."""
     low, high = band
     index = np.floor((values.astype(np.float64) - low) / (high - low) * bins).astype(np.int64)
     return np.clip(index, 0, bins - 1)
 
 
-def _inside(spec: Spec, costs: dict[str, Int64Array]) -> np.ndarray[Any, np.dtype[np.bool_]]:
+def _inside(spec: Spec, costs: dict[str, _Int64Array]) -> np.ndarray[Any, np.dtype[np.bool_]]:
     keep = np.ones(len(costs["params"]), dtype=bool)
     for name, band in spec.constraints:
         if band is None:
@@ -221,12 +221,12 @@ class Proposal:
     the rows in `index`, the new networks), their `costs`, and `arch(row)`."""
 
     verdict: np.ndarray[Any, np.dtype[np.object_]]
-    index: Int64Array
-    costs: dict[str, Int64Array]
+    index: _Int64Array
+    costs: dict[str, _Int64Array]
     arch: Callable[[int], Arch]
 
 
-Proposer = Callable[[np.random.Generator, int], Proposal]
+_Proposer = Callable[[np.random.Generator, int], Proposal]
 
 
 def sample_space(spec: Spec, space: str) -> Drawn:
@@ -242,13 +242,13 @@ def sample_space(spec: Spec, space: str) -> Drawn:
         low, high = getattr(spec.constraints, strat.by)  # validated: two different bounds
         band = (float(low), float(high))
     room = _stratum_quota(sample.n, strat.bins) if strat is not None else [sample.n]
-    max_draws = max(DRAWS_PER_CANDIDATE * sample.n, MIN_DRAWS)
+    max_draws = max(DRAWS_PER_CANDIDATE * sample.n, _MIN_DRAWS)
     archs: list[Arch] = []
     complexities: list[Complexity] = []
     rejected: Counter[str] = Counter()
     draws = 0
     while len(archs) < sample.n and draws < max_draws:
-        rows = min(BATCH, max_draws - draws)
+        rows = min(_BATCH, max_draws - draws)
         batch = propose(rng, rows)
         index, costs, verdict = batch.index, batch.costs, batch.verdict
         inside = _inside(spec, costs)
@@ -280,7 +280,7 @@ def sample_space(spec: Spec, space: str) -> Drawn:
     return Drawn(tuple(archs), tuple(complexities), report)
 
 
-def _stage_proposer(spec: Spec, sample: Sample) -> Proposer:
+def _stage_proposer(spec: Spec, sample: Sample) -> _Proposer:
     """Per-stage draws of a resnext model, judged on numpy columns (count_stages)."""
     m = spec.model
     base_arch = make_arch(template=m.template, stem_width=m.stem_width, depths=m.depths,
@@ -293,8 +293,8 @@ def _stage_proposer(spec: Spec, sample: Sample) -> Proposer:
     def propose(rng: np.random.Generator, rows: int) -> Proposal:
         # Always a whole batch from the generator (the budget only cuts what is used), so the
         # draws for any n are the same stream and a smaller n gives a prefix of a larger one.
-        drawn_values = {k: v[:rows] for k, v in _draw_batch(rng, sample, base, BATCH).items()}
-        values = network_columns(drawn_values, sample.stages.present())
+        drawn_values = {k: v[:rows] for k, v in _draw_batch(rng, sample, base, _BATCH).items()}
+        values = _network_columns(drawn_values, sample.stages.present())
         ordered = np.ones(rows, dtype=bool)
         for name in sample.non_decreasing:
             ordered &= np.all(np.diff(values[name], axis=1) >= 0, axis=1)
@@ -324,7 +324,7 @@ def _stage_proposer(spec: Spec, sample: Sample) -> Proposer:
     return propose
 
 
-def _regnet_proposer(spec: Spec, sample: Sample) -> Proposer:
+def _regnet_proposer(spec: Spec, sample: Sample) -> _Proposer:
     """A regnet model's fields drawn once per candidate; each network generated
     (`arch.regnet_arch`) and counted with `count`: its number of stages is its own."""
     m = spec.model
@@ -336,14 +336,14 @@ def _regnet_proposer(spec: Spec, sample: Sample) -> Proposer:
 
     def propose(rng: np.random.Generator, rows: int) -> Proposal:
         columns: dict[str, np.ndarray] = {}
-        for name in REGNET_DRAWN:  # whole batches, as the stage proposer draws
+        for name in _REGNET_DRAWN:  # whole batches, as the stage proposer draws
             rule = drawn.get(name)
             if rule is None:
-                columns[name] = np.full(BATCH, base[name])
+                columns[name] = np.full(_BATCH, base[name])
             elif name in ("w_a", "w_m"):
-                columns[name] = draw_floats(rng, rule, BATCH)
+                columns[name] = _draw_floats(rng, rule, _BATCH)
             else:
-                columns[name] = draw_values(rng, rule, (BATCH, 1))[:, 0]
+                columns[name] = _draw_values(rng, rule, (_BATCH, 1))[:, 0]
         verdict = np.full(rows, "", dtype=object)
         stages = rules.num_stages
         if stages is not None:  # judged on columns first: most draws of a wide space fail it

@@ -68,7 +68,7 @@ __all__ = [
 # Where a tiny feasible region ends: random search stops drawing after this many
 # tries per wanted candidate, Optuna after this many infeasible points in a row.
 DRAWS_PER_CANDIDATE = 50
-INFEASIBLE_IN_A_ROW = 1000
+_INFEASIBLE_IN_A_ROW = 1000
 
 
 class SearchError(ExplorerError):
@@ -127,7 +127,7 @@ class Chooser(Protocol):
     def number(self, name: str, axis: Range) -> int | float: ...
 
 
-def choose_point(axes: Mapping[str, Any], choose: Chooser) -> dict[str, Any]:
+def _choose_point(axes: Mapping[str, Any], choose: Chooser) -> dict[str, Any]:
     """One value for every axis a space has, in AXIS_FIELDS order (a fixed draw order)."""
     point: dict[str, Any] = {}
     for name in AXIS_FIELDS:
@@ -166,7 +166,7 @@ class OptunaChooser:
     space: str
 
     def index(self, name: str, values: Sequence[Any]) -> int:
-        choices = [choice_label(v) for v in values]
+        choices = [_choice_label(v) for v in values]
         return choices.index(self.trial.suggest_categorical(f"{self.space}.{name}", choices))
 
     def number(self, name: str, axis: Range) -> int | float:
@@ -176,7 +176,7 @@ class OptunaChooser:
         return self.trial.suggest_float(param, axis.low, axis.high, log=axis.log)
 
 
-def choice_label(value: Any) -> bool | int | float | str | None:
+def _choice_label(value: Any) -> bool | int | float | str | None:
     """A list axis's value as an Optuna categorical choice: scalars as they are, lists (depths,
     widths) as compact JSON, which is stable and reads like the spec."""
     if isinstance(value, list | tuple):
@@ -206,7 +206,7 @@ def sample_candidates(
         for _ in range(DRAWS_PER_CANDIDATE * n):
             if len(seen) >= n:
                 break
-            result = realise(spec, name, choose_point(axes, choose), base)
+            result = realise(spec, name, _choose_point(axes, choose), base)
             if isinstance(result, Dropped):
                 dropped.append(result)
             elif result.key not in seen:
@@ -297,14 +297,14 @@ class OptunaStrategy(Strategy):
         return self.remaining
 
     def ask(self) -> Suggestion | None:
-        for _ in range(INFEASIBLE_IN_A_ROW):
+        for _ in range(_INFEASIBLE_IN_A_ROW):
             if self.remaining <= 0:
                 return None
             trial = self.study.ask()
             space, candidate = self._candidate(trial)
             if candidate is None:
                 self.infeasible += 1
-                self.study.tell(trial, state=optuna_state("PRUNED"))
+                self.study.tell(trial, state=_optuna_state("PRUNED"))
                 continue
             plan = plan_trial(self.spec, candidate, self.spec.train.seeds[0], (space,))
             # Trained before (counted out of n_trials), maybe under its version-1 key.
@@ -323,7 +323,7 @@ class OptunaStrategy(Strategy):
             return Suggestion(plan, candidate)
         if self.known or self._in_flight:  # every feasible point it finds is trained or training
             return None
-        raise SearchError(f"optuna suggested {INFEASIBLE_IN_A_ROW} infeasible candidates in a "
+        raise SearchError(f"optuna suggested {_INFEASIBLE_IN_A_ROW} infeasible candidates in a "
                           "row; widen the axes or loosen the constraints")
 
     def tell(self, trial_key: str, result: Mapping[str, Any] | None) -> None:
@@ -343,7 +343,7 @@ class OptunaStrategy(Strategy):
         and queued again, so the next asks hand them out first (they resume from their
         checkpoints). Only this driver asks and tells (one driver per experiment), so none
         is live."""
-        for frozen in self.study.get_trials(deepcopy=False, states=(optuna_state("RUNNING"),)):
+        for frozen in self.study.get_trials(deepcopy=False, states=(_optuna_state("RUNNING"),)):
             key = frozen.user_attrs.get("trial_key")
             values = None
             if key in self.known:
@@ -351,7 +351,7 @@ class OptunaStrategy(Strategy):
             if values is not None:
                 self.study.tell(frozen.number, values)
                 continue
-            self.study.tell(frozen.number, state=optuna_state("FAIL"))
+            self.study.tell(frozen.number, state=_optuna_state("FAIL"))
             if key is not None and key not in self.known:
                 self.study.enqueue_trial(frozen.params)
 
@@ -361,7 +361,7 @@ class OptunaStrategy(Strategy):
         if space not in self.spec.spaces:
             return None
         fixed = _FixedChooser(frozen.params, space)
-        found = realise(self.spec, space, choose_point(self.spec.spaces[space].axes.present(),
+        found = realise(self.spec, space, _choose_point(self.spec.spaces[space].axes.present(),
                                                       fixed), self._base)
         return None if isinstance(found, Dropped) else self._values(result, found)
 
@@ -369,13 +369,13 @@ class OptunaStrategy(Strategy):
         names = list(self.spec.spaces)
         space = str(trial.suggest_categorical("space", names)) if len(names) > 1 else names[0]
         axes = self.spec.spaces[space].axes.present()
-        values = choose_point(axes, OptunaChooser(trial, space))
+        values = _choose_point(axes, OptunaChooser(trial, space))
         result = realise(self.spec, space, values, self._base)
         if isinstance(result, Dropped):
             cost = _count_if_buildable(self.spec, space, result.values)
-            margins = constraint_margins(self.spec, space, cost, self._base.complexity)
+            margins = _constraint_margins(self.spec, space, cost, self._base.complexity)
         else:
-            margins = constraint_margins(self.spec, space, result.complexity,
+            margins = _constraint_margins(self.spec, space, result.complexity,
                                          self._base.complexity)
         for name, margin in margins.items():
             trial.set_constraint(name, margin)
@@ -394,10 +394,10 @@ class OptunaStrategy(Strategy):
         return values
 
     def _fail(self, trial: optuna.Trial) -> None:
-        self.study.tell(trial, state=optuna_state("FAIL"))
+        self.study.tell(trial, state=_optuna_state("FAIL"))
 
 
-def optuna_state(name: str) -> optuna.trial.TrialState:
+def _optuna_state(name: str) -> optuna.trial.TrialState:
     import optuna
 
     return optuna.trial.TrialState[name]
@@ -411,23 +411,23 @@ class _FixedChooser:
     space: str
 
     def index(self, name: str, values: Sequence[Any]) -> int:
-        return [choice_label(v) for v in values].index(self.params[f"{self.space}.{name}"])
+        return [_choice_label(v) for v in values].index(self.params[f"{self.space}.{name}"])
 
     def number(self, name: str, axis: Range) -> int | float:
         return self.params[f"{self.space}.{name}"]
 
 
 # Optuna's constraint names: a point is feasible when every value is 0 or less.
-UNBUILDABLE = "buildable"
+_UNBUILDABLE = "buildable"
 
 
-def constraint_margins(spec: Spec, space: str, cost: Complexity | None,
+def _constraint_margins(spec: Spec, space: str, cost: Complexity | None,
                        base: Complexity) -> dict[str, float]:
     """How far a point is inside (< 0) or outside (> 0) each of its bounds, relative to the
     bound: the solve's tolerance and each absolute constraint. A point that cannot be built
     (no solution, a width rounding to 0) has only ``buildable``: 1."""
     if cost is None:
-        return {UNBUILDABLE: 1.0}
+        return {_UNBUILDABLE: 1.0}
     margins: dict[str, float] = {}
     rule = spec.spaces[space].solve
     if rule is not None:

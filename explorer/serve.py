@@ -32,11 +32,11 @@ __all__ = [
     "wait_until_serving",
 ]
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8501
+_DEFAULT_HOST = "127.0.0.1"
+_DEFAULT_PORT = 8501
 
 
-def app_path() -> Path:
+def _app_path() -> Path:
     """dashboard/app.py of the installed package (an editable or a regular install).
 
     The dashboard package is installed beside explorer (both at the top of
@@ -96,7 +96,7 @@ class NotServing(RuntimeError):
 def free_local_port() -> int:
     """A port on 127.0.0.1 nothing listens on right now (for tests and scripts)."""
     with socket.socket() as probe:
-        probe.bind((DEFAULT_HOST, 0))
+        probe.bind((_DEFAULT_HOST, 0))
         return int(probe.getsockname()[1])
 
 
@@ -108,7 +108,7 @@ def wait_until_serving(process: subprocess.Popen[str], port: int, seconds: float
         if process.poll() is not None:
             raise NotServing(f"the dashboard exited: {process.communicate()[0]}")
         try:
-            with urllib.request.urlopen(f"http://{DEFAULT_HOST}:{port}/_stcore/health",
+            with urllib.request.urlopen(f"http://{_DEFAULT_HOST}:{port}/_stcore/health",
                                         timeout=2) as reply:
                 if reply.status == 200:
                     return
@@ -119,13 +119,13 @@ def wait_until_serving(process: subprocess.Popen[str], port: int, seconds: float
         time.sleep(0.3)
 
 
-def streamlit_command(store_url: str, host: str = DEFAULT_HOST,
-                      port: int = DEFAULT_PORT, bin_above: int | None = None) -> list[str]:
+def streamlit_command(store_url: str, host: str = _DEFAULT_HOST,
+                      port: int = _DEFAULT_PORT, bin_above: int | None = None) -> list[str]:
     """The child process's argv: every setting on the command line, the URL as a script arg
     (and `bin_above`, the candidates above which error vs cost draws density bins, when
     given: the app's default otherwise)."""
     return [
-        sys.executable, "-m", "streamlit", "run", str(app_path()),
+        sys.executable, "-m", "streamlit", "run", str(_app_path()),
         f"--server.address={host}",
         f"--server.port={port}",
         "--server.headless=true",
@@ -142,7 +142,7 @@ def streamlit_command(store_url: str, host: str = DEFAULT_HOST,
     ]
 
 
-def serve(store_url: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> int:
+def serve(store_url: str, host: str = _DEFAULT_HOST, port: int = _DEFAULT_PORT) -> int:
     """Run the dashboard until it stops; returns its exit code.
 
     On POSIX the streamlit process replaces this one (exec): Ctrl-C, SIGTERM

@@ -8,7 +8,7 @@ to the store's frames.
 
 Choices, written down once:
 
-- Complexity normalisation (`common_bins`, `nds_weights`): the compared spaces
+- Complexity normalisation (`_common_bins`, `nds_weights`): the compared spaces
   share one grid of `bins` equal-width bins of log complexity spanning all
   their models. Only the bins that hold models of *every* compared space count;
   in each space, every such bin gets the same total weight, split equally
@@ -118,7 +118,7 @@ class NoCommonComplexity(ValueError):
 # --- EDFs and complexity weights -------------------------------------------------------------
 
 
-def renormalise(weights: np.ndarray) -> np.ndarray:
+def _renormalise(weights: np.ndarray) -> np.ndarray:
     """Weights scaled to sum to 1 (all-zero weights stay zero)."""
     total = weights.sum()
     return weights / total if total > 0 else weights
@@ -131,7 +131,7 @@ def weighted_edf(errors: np.ndarray, weights: np.ndarray, grid: np.ndarray) -> n
     return cumulative[np.searchsorted(errors[order], grid, side="right")]
 
 
-def common_bins(complexities: Sequence[np.ndarray], bins: int = 10) -> np.ndarray:
+def _common_bins(complexities: Sequence[np.ndarray], bins: int = 10) -> np.ndarray:
     """Edges of `bins` equal-width bins of log complexity spanning every group's models."""
     logs = np.log(np.maximum(np.concatenate([np.asarray(c, dtype=float) for c in complexities]),
                              1.0))
@@ -140,7 +140,7 @@ def common_bins(complexities: Sequence[np.ndarray], bins: int = 10) -> np.ndarra
     return np.linspace(logs.min(), logs.max() + 1e-9, bins + 1)  # the top model in the last bin
 
 
-def bin_of(complexity: np.ndarray, edges: np.ndarray) -> np.ndarray:
+def _bin_of(complexity: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """The bin index (0 .. bins-1) of each model's log complexity."""
     logs = np.log(np.maximum(np.asarray(complexity, dtype=float), 1.0))
     return np.clip(np.digitize(logs, edges) - 1, 0, edges.size - 2)
@@ -152,8 +152,8 @@ def nds_weights(complexities: Sequence[np.ndarray], bins: int = 10) -> list[np.n
 
     Raises NoCommonComplexity when no bin holds models of every group.
     """
-    edges = common_bins(complexities, bins)
-    which = [bin_of(c, edges) for c in complexities]
+    edges = _common_bins(complexities, bins)
+    which = [_bin_of(c, edges) for c in complexities]
     counts = [np.bincount(w, minlength=bins) for w in which]
     shared = np.logical_and.reduce([c > 0 for c in counts]) if counts else np.zeros(bins, bool)
     if not shared.any():
@@ -161,7 +161,7 @@ def nds_weights(complexities: Sequence[np.ndarray], bins: int = 10) -> list[np.n
     out = []
     for w, count in zip(which, counts, strict=True):
         per_model = np.where(shared[w], 1.0 / np.maximum(count[w], 1), 0.0)
-        out.append(renormalise(per_model))
+        out.append(_renormalise(per_model))
     return out
 
 
@@ -169,7 +169,7 @@ class EmptyBin(ValueError):
     """A linear complexity bin with no model: NDS's weights cannot be formed."""
 
 
-def linear_edges(low: float, high: float, bins: int) -> np.ndarray:
+def _linear_edges(low: float, high: float, bins: int) -> np.ndarray:
     """The edges of `bins` equal-width linear bins of [low, high] (np.histogram's)."""
     return np.linspace(float(low), float(high), bins + 1)
 
@@ -180,7 +180,7 @@ def linear_bin_weights(complexity: np.ndarray, low: float, high: float,
     (low, high), 0 outside; EmptyBin names the first bin without a model."""
     values = np.asarray(complexity, dtype=float)
     inside = (values > low) & (values < high)
-    edges = linear_edges(low, high, bins)
+    edges = _linear_edges(low, high, bins)
     # np.histogram's bins: [e_k, e_k+1), the last closed; the strict range leaves no model
     # on the top edge, so digitize agrees with it.
     which = np.clip(np.digitize(values, edges) - 1, 0, bins - 1)
@@ -247,11 +247,11 @@ def ks_test(a: np.ndarray, b: np.ndarray, weights_a: np.ndarray | None = None,
     if weights_a is None and weights_b is None:
         result = _scipy_stats().ks_2samp(a, b)
         return KSResult(float(result.statistic), float(result.pvalue), a.size, b.size)
-    wa = renormalise(np.full(a.size, 1.0) if weights_a is None else np.asarray(weights_a, float))
-    wb = renormalise(np.full(b.size, 1.0) if weights_b is None else np.asarray(weights_b, float))
+    wa = _renormalise(np.full(a.size, 1.0) if weights_a is None else np.asarray(weights_a, float))
+    wb = _renormalise(np.full(b.size, 1.0) if weights_b is None else np.asarray(weights_b, float))
     statistic = ks_distance(a, wa, b, wb)
     n_a, n_b = kish_size(wa), kish_size(wb)
-    return KSResult(statistic, ks_asymptotic_p(statistic, n_a, n_b), n_a, n_b)
+    return KSResult(statistic, _ks_asymptotic_p(statistic, n_a, n_b), n_a, n_b)
 
 
 def ks_distance(a: np.ndarray, weights_a: np.ndarray, b: np.ndarray,
@@ -265,7 +265,7 @@ def ks_distance(a: np.ndarray, weights_a: np.ndarray, b: np.ndarray,
     return float(np.max(np.abs(gap)))
 
 
-def ks_asymptotic_p(statistic: float, n_a: float, n_b: float) -> float:
+def _ks_asymptotic_p(statistic: float, n_a: float, n_b: float) -> float:
     """Smirnov's two-sided asymptotic p-value, computed as scipy.stats.ks_2samp does for
     method="asymp" (kstwo at the rounded n·m/(n+m)), for possibly fractional sizes."""
     if n_a <= 0 or n_b <= 0:
@@ -357,7 +357,7 @@ def ks_samples_needed(ks: float, alpha: float = ALPHA) -> int:
     return math.ceil(2 * ks_coefficient(alpha) ** 2 / ks ** 2)
 
 
-def null_ks_quantile(errors: np.ndarray, n: int, *, draws: int, level: float,
+def _null_ks_quantile(errors: np.ndarray, n: int, *, draws: int, level: float,
                      rng: np.random.Generator) -> float:
     """The `level` quantile of the KS distance between two samples of n models drawn (with
     replacement) from the same observed errors: how far apart two equally good spaces'
@@ -376,7 +376,7 @@ def simulated_samples_needed(errors: np.ndarray, ks: float, *, alpha: float = AL
     rng = np.random.default_rng(seed)
     grid = np.unique(np.geomspace(4, largest, 40).astype(int))
     for n in grid:
-        if null_ks_quantile(errors, int(n), draws=draws, level=1 - alpha, rng=rng) < ks:
+        if _null_ks_quantile(errors, int(n), draws=draws, level=1 - alpha, rng=rng) < ks:
             return int(n)
     return None
 
@@ -412,7 +412,7 @@ class Trend:
         return self.tau_p < ALPHA
 
 
-def fixed_effects_slope(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> float:
+def _fixed_effects_slope(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> float:
     """The least-squares slope of y on x with one intercept per group (NaN when x does not
     vary within any group)."""
     _, inverse = np.unique(groups, return_inverse=True)
@@ -445,14 +445,14 @@ def cardinality_trend(cardinality: np.ndarray, error: np.ndarray, seed: np.ndarr
     x = np.log2(np.asarray(cardinality, dtype=float))
     y = np.asarray(error, dtype=float)
     seed, candidate = np.asarray(seed), np.asarray(candidate)
-    slope = fixed_effects_slope(x, y, seed)
+    slope = _fixed_effects_slope(x, y, seed)
     keys, rows_of = np.unique(candidate, return_inverse=True)
     members = [np.flatnonzero(rows_of == k) for k in range(keys.size)]
     rng = np.random.default_rng(rng_seed)
     slopes = []
     for _ in range(draws):
         rows = np.concatenate([members[k] for k in rng.integers(0, keys.size, keys.size)])
-        value = fixed_effects_slope(x[rows], y[rows], seed[rows])
+        value = _fixed_effects_slope(x[rows], y[rows], seed[rows])
         if not math.isnan(value):
             slopes.append(value)
     tail = (1 - level) / 2

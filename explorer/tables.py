@@ -133,7 +133,7 @@ def _write_parquet(frames: Iterable[pd.DataFrame], tmp: Path, lists: Collection[
     return rows
 
 
-def list_text(values: np.ndarray) -> tuple[list[str], np.ndarray]:
+def _list_text(values: np.ndarray) -> tuple[list[str], np.ndarray]:
     """Rows of a (n, stages) array as "[a,b,c]": the distinct texts and each row's index."""
     from explorer.space import distinct_rows
 
@@ -141,7 +141,7 @@ def list_text(values: np.ndarray) -> tuple[list[str], np.ndarray]:
     return ["[" + ",".join(map(str, row)) + "]" for row in unique.tolist()], inverse
 
 
-def arrow_table(batch: Batch, *, lists_as_text: bool) -> pa.Table:
+def _arrow_table(batch: Batch, *, lists_as_text: bool) -> pa.Table:
     import pyarrow as pa
 
     columns: dict[str, Any] = {}
@@ -150,7 +150,7 @@ def arrow_table(batch: Batch, *, lists_as_text: bool) -> pa.Table:
         name, kind, value = column.name, column.kind, column.of_batch(batch)
         if kind == "list" and lists_as_text:
             # Each distinct text built once; arrow repeats it (a dictionary decoded in C++).
-            texts, inverse = list_text(value)
+            texts, inverse = _list_text(value)
             columns[name] = pa.DictionaryArray.from_arrays(
                 pa.array(inverse.astype(np.int32)), pa.array(texts, type=pa.string())
             ).cast(pa.string())
@@ -193,7 +193,7 @@ class TableStream:
         if self.suffix == ".json":
             self._write_json(batch)
         elif len(batch):
-            table = arrow_table(batch, lists_as_text=self.suffix == ".csv")
+            table = _arrow_table(batch, lists_as_text=self.suffix == ".csv")
             self._open(table.schema).write_table(table)
         self.rows += len(batch)
 

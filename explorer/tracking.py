@@ -53,10 +53,10 @@ SCALARS = tuple(name for name in EpochMetrics.__dataclass_fields__
 # The candidate's columns logged as a run's params (explorer/columns.py's tracked ones).
 ARCH_PARAMS = tuple(column.name for column in COLUMNS if column.tracked)
 # A trial's status as MLflow's run status.
-RUN_STATUS: dict[str, str] = {Status.PENDING: "SCHEDULED", Status.RUNNING: "RUNNING",
+_RUN_STATUS: dict[str, str] = {Status.PENDING: "SCHEDULED", Status.RUNNING: "RUNNING",
                                Status.FINISHED: "FINISHED", Status.STOPPED: "KILLED",
                                Status.FAILED: "FAILED"}
-TRIAL_KEY_TAG = "trial_key"
+_TRIAL_KEY_TAG = "trial_key"
 
 
 class TrackingError(ExplorerError):
@@ -172,7 +172,7 @@ def _export(client: Any, experiment: str, uri: str, trials: pd.DataFrame,
     by_trial = {key: part for key, part in epochs.groupby("trial_key", sort=False)}
     for row in _one_row_per_trial(trials).itertuples(index=False):
         key = str(row.trial_key)
-        tags = {TRIAL_KEY_TAG: key, "key": str(row.key), "space": str(row.space),
+        tags = {_TRIAL_KEY_TAG: key, "key": str(row.key), "space": str(row.space),
                 "status": str(row.status), "experiment_version": str(row.version)}
         run_id = existing.get(key)
         known_steps: set[int] = set()
@@ -196,7 +196,7 @@ def _export(client: Any, experiment: str, uri: str, trials: pd.DataFrame,
         for chunk in _chunks(metrics, 1000):  # MLflow's limit per batch
             client.log_batch(run_id, metrics=chunk)
         logged += len({m.step for m in metrics})
-        client.update_run(run_id, status=RUN_STATUS.get(str(row.status), "RUNNING"))
+        client.update_run(run_id, status=_RUN_STATUS.get(str(row.status), "RUNNING"))
     return MlflowExport(experiment, uri, created, updated, logged)
 
 
@@ -206,7 +206,7 @@ def _runs_by_trial_key(client: Any, experiment_id: str) -> Iterator[tuple[str, s
     while True:
         page = client.search_runs([experiment_id], max_results=1000, page_token=token)
         for run in page:
-            key = run.data.tags.get(TRIAL_KEY_TAG)
+            key = run.data.tags.get(_TRIAL_KEY_TAG)
             if key:
                 yield key, run.info.run_id
         token = page.token

@@ -88,20 +88,20 @@ __all__ = [
     "trial_settings",
 ]
 
-Precision = Literal["fp32", "bf16", "fp16"]
+_Precision = Literal["fp32", "bf16", "fp16"]
 
 CHECKPOINT_NAME = "last.pt"
-CHECKPOINT_FORMAT = 1
-EVAL_BATCH = 512
-VERIFY_CHUNK = 1 << 20  # bytes read at a time when checking a checkpoint's CRCs
-NONFINITE_CHECK_EVERY = 50
-MAX_DEFAULT_WORKERS = 16  # loader processes when the caller names none (a big host's threads)
+_CHECKPOINT_FORMAT = 1
+_EVAL_BATCH = 512
+_VERIFY_CHUNK = 1 << 20  # bytes read at a time when checking a checkpoint's CRCs
+_NONFINITE_CHECK_EVERY = 50
+_MAX_DEFAULT_WORKERS = 16  # loader processes when the caller names none (a big host's threads)
 
 ModelBuilder = Callable[[Arch, int], nn.Module]
-EpochCallback = Callable[["EpochMetrics"], None]
-StepCallback = Callable[[int, int], None]
-StartCallback = Callable[[Provenance], None]
-NoticeCallback = Callable[[str], None]
+_EpochCallback = Callable[["EpochMetrics"], None]
+_StepCallback = Callable[[int, int], None]
+_StartCallback = Callable[[Provenance], None]
+_NoticeCallback = Callable[[str], None]
 
 
 class TrialError(ExplorerError):
@@ -157,8 +157,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def resolve_precision(
-    precision: Precision, device: torch.device, *, cpu_low_precision: bool = False
-) -> Precision:
+    precision: _Precision, device: torch.device, *, cpu_low_precision: bool = False
+) -> _Precision:
     """fp32 on CPU unless `cpu_low_precision`: CPU autocast is often slower, and
     the spec's default (bf16) is chosen for GPUs. fp16 on CPU is always fp32."""
     if device.type == "cpu" and (not cpu_low_precision or precision == "fp16"):
@@ -171,13 +171,13 @@ _DTYPES: dict[str, torch.dtype] = {
 }
 
 
-def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager[Any]:
+def autocast(device: torch.device, precision: _Precision) -> contextlib.AbstractContextManager[Any]:
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
 
 
-def derive_seed(seed: int, purpose: str) -> int:
+def _derive_seed(seed: int, purpose: str) -> int:
     """Independent streams from one trial seed (init vs data), stable across runs."""
     tag = int.from_bytes(purpose.encode()[:8].ljust(8, b"\0"), "little")
     return int(np.random.SeedSequence([seed, tag]).generate_state(1)[0])
@@ -212,7 +212,7 @@ def trial_settings(device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.allow_tf32 = saved[4]
 
 
-def default_builder(arch: Arch, num_classes: int) -> nn.Module:
+def _default_builder(arch: Arch, num_classes: int) -> nn.Module:
     from explorer.models import build_model
 
     return build_model(arch, num_classes)
@@ -221,7 +221,7 @@ def default_builder(arch: Arch, num_classes: int) -> nn.Module:
 def build_seeded(build: ModelBuilder, arch: Arch, num_classes: int, seed: int) -> nn.Module:
     """Build a model from a seeded global RNG without changing the caller's RNG state."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, "init"))
+        torch.manual_seed(_derive_seed(seed, "init"))
         return build(arch, num_classes)
 
 
@@ -244,13 +244,13 @@ def read_initial_weights(path: Path, arch: Arch, num_classes: int,
     except Exception as exc:
         raise TrialError(f"{path} is not a readable torch file ({type(exc).__name__}: "
                          f"{_first_line(exc)})") from exc
-    if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
+    if isinstance(payload, dict) and payload.get("format") == _CHECKPOINT_FORMAT:
         payload = payload.get("model")
     if not isinstance(payload, dict) or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload.items()):
         raise TrialError(f"{path} holds neither a state_dict nor an explorer checkpoint")
     with torch.device("meta"):
-        like = (build or default_builder)(arch, num_classes).state_dict()
+        like = (build or _default_builder)(arch, num_classes).state_dict()
     try:
         return fit_state(payload, like)
     except WeightsMismatch as problem:
@@ -262,7 +262,7 @@ def starting_from(weights: dict[str, torch.Tensor], build: ModelBuilder | None =
     """A builder whose models start from `weights` (read_initial_weights's) instead of
     their seeded initialisation."""
     def build_from(arch: Arch, num_classes: int) -> nn.Module:
-        model = (build or default_builder)(arch, num_classes)
+        model = (build or _default_builder)(arch, num_classes)
         model.load_state_dict(weights)
         return model
 
@@ -291,7 +291,7 @@ class TrialState:
 def _fingerprint(
     arch: Arch, num_classes: int, data: Dataset | ImageFiles, recipe: TrainSpec, seed: int,
     augment: bool,
-    precision: Precision,
+    precision: _Precision,
 ) -> dict[str, Any]:
     return {
         "arch": arch.key,
@@ -305,7 +305,7 @@ def _fingerprint(
     }
 
 
-def save_checkpoint(path: Path, state: TrialState, fingerprint: dict[str, Any]) -> None:
+def _save_checkpoint(path: Path, state: TrialState, fingerprint: dict[str, Any]) -> None:
     """Write atomically and to disk: a crash leaves the previous checkpoint intact.
 
     torch.save is given a Python file, not the path: its own writer reports a full disk
@@ -313,7 +313,7 @@ def save_checkpoint(path: Path, state: TrialState, fingerprint: dict[str, Any]) 
     CheckpointNotWritten naming the file, the epoch and the reason.
     """
     payload = {
-        "format": CHECKPOINT_FORMAT,
+        "format": _CHECKPOINT_FORMAT,
         "fingerprint": fingerprint,
         "epoch": state.epoch,
         "step": state.step,
@@ -365,14 +365,14 @@ def checkpoint_damage(path: Path) -> str | None:
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
                 with archive.open(info) as member:
-                    while member.read(VERIFY_CHUNK):
+                    while member.read(_VERIFY_CHUNK):
                         pass
     except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError) as exc:
         return _first_line(exc)
     return None
 
 
-def set_aside(path: Path) -> Path:
+def _set_aside(path: Path) -> Path:
     """Rename a damaged checkpoint out of the way (kept for inspection, never read again);
     returns its new path."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -381,7 +381,7 @@ def set_aside(path: Path) -> Path:
     return target
 
 
-def load_checkpoint(
+def _load_checkpoint(
     path: Path, state: TrialState, fingerprint: dict[str, Any], device: torch.device
 ) -> None:
     """Restore `state` from `path`, refusing a checkpoint of a different trial; `path` was
@@ -392,7 +392,7 @@ def load_checkpoint(
         raise TrialError(
             f"{path} is not a readable checkpoint ({type(exc).__name__}); delete it to start over"
         ) from exc
-    if payload.get("format") != CHECKPOINT_FORMAT:
+    if payload.get("format") != _CHECKPOINT_FORMAT:
         raise TrialError(f"{path} has checkpoint format {payload.get('format')}; delete it")
     theirs = payload["fingerprint"]
     if theirs != fingerprint:
@@ -421,7 +421,7 @@ class TrialSetup:
 
     recipe: TrainSpec
     device: torch.device
-    precision: Precision
+    precision: _Precision
     augment: bool
     normalize: Normalizer
     loss_fn: nn.Module
@@ -435,7 +435,7 @@ def synchronize(device: torch.device) -> None:
 
 
 def _train_epoch(
-    setup: TrialSetup, state: TrialState, max_steps: int | None, on_step: StepCallback | None
+    setup: TrialSetup, state: TrialState, max_steps: int | None, on_step: _StepCallback | None
 ) -> tuple[float, float, int, float, float]:
     """One pass over the training set: (loss, error %, images, lr, seconds).
 
@@ -462,7 +462,7 @@ def _train_epoch(
         correct += hits
         images += y.numel()
         state.step += 1
-        if state.step % NONFINITE_CHECK_EVERY == 0:
+        if state.step % _NONFINITE_CHECK_EVERY == 0:
             _check_finite(loss_sum, state)
         if on_step is not None:
             on_step(i + 1, setup.steps_in_epoch)
@@ -505,7 +505,7 @@ def evaluate(setup: TrialSetup, state: TrialState) -> tuple[float, float]:
     state.model.eval()
     wrong1 = torch.zeros((), device=setup.device, dtype=torch.int64)
     wrong5 = torch.zeros((), device=setup.device, dtype=torch.int64)
-    for x, y in setup.feed.eval_epoch(EVAL_BATCH, setup.normalize):
+    for x, y in setup.feed.eval_epoch(_EVAL_BATCH, setup.normalize):
         with autocast(setup.device, setup.precision):
             logits = state.forward(x)
         top = logits.float().topk(min(5, logits.shape[1]), dim=1).indices
@@ -518,7 +518,7 @@ def evaluate(setup: TrialSetup, state: TrialState) -> tuple[float, float]:
 
 
 def _run_epoch(
-    setup: TrialSetup, state: TrialState, max_steps: int | None, on_step: StepCallback | None
+    setup: TrialSetup, state: TrialState, max_steps: int | None, on_step: _StepCallback | None
 ) -> EpochMetrics:
     dev = setup.device
     start = time.perf_counter()
@@ -556,10 +556,10 @@ def train_trial(
     num_classes: int | None = None,
     checkpoint_dir: str | Path | None = None,
     max_steps: int | None = None,
-    on_epoch: EpochCallback | None = None,
-    on_step: StepCallback | None = None,
-    on_start: StartCallback | None = None,
-    on_notice: NoticeCallback | None = None,
+    on_epoch: _EpochCallback | None = None,
+    on_step: _StepCallback | None = None,
+    on_start: _StartCallback | None = None,
+    on_notice: _NoticeCallback | None = None,
     cpu_low_precision: bool = False,
     build: ModelBuilder | None = None,
 ) -> TrialResult:
@@ -591,7 +591,7 @@ def train_trial(
     """
     dev = resolve_device(device)
     ds = data if isinstance(data, (Dataset, ImageFiles)) else load_data(data)
-    loaders = workers if workers is not None else min(MAX_DEFAULT_WORKERS,
+    loaders = workers if workers is not None else min(_MAX_DEFAULT_WORKERS,
                                                       torch.get_num_threads())
     classes = num_classes if num_classes is not None else ds.num_classes
     if classes < ds.num_classes:
@@ -616,7 +616,7 @@ def train_trial(
         except torch.OutOfMemoryError as exc:
             failure = f"out of memory at batch size {recipe.batch_size}: {_first_line(exc)}"
         except RuntimeError as exc:
-            if not is_cpu_out_of_memory(exc):
+            if not _is_cpu_out_of_memory(exc):
                 raise
             failure = f"out of memory at batch size {recipe.batch_size}: {_first_line(exc)}"
     state = states[0] if states else None
@@ -632,8 +632,8 @@ def _attempt(
     arch: Arch, classes: int, make: Callable[[], TrialSetup], seed: int,
     build: ModelBuilder | None,
     ckpt: Path | None, fingerprint: dict[str, Any], max_steps: int | None,
-    on_epoch: EpochCallback | None, on_step: StepCallback | None,
-    on_start: StartCallback | None, on_notice: NoticeCallback, states: list[TrialState],
+    on_epoch: _EpochCallback | None, on_step: _StepCallback | None,
+    on_start: _StartCallback | None, on_notice: _NoticeCallback, states: list[TrialState],
 ) -> None:
     setup = make()
     rec, dev, precision = setup.recipe, setup.device, setup.precision
@@ -642,10 +642,10 @@ def _attempt(
     if ckpt is not None and ckpt.is_file():
         damage = checkpoint_damage(ckpt)
         if damage is None:
-            load_checkpoint(ckpt, state, fingerprint, dev)
+            _load_checkpoint(ckpt, state, fingerprint, dev)
             state.resumed_from = state.epoch
         else:
-            kept = set_aside(ckpt)
+            kept = _set_aside(ckpt)
             on_notice(f"checkpoint {ckpt} is damaged ({damage}); set aside as {kept.name}, "
                       "the trial starts over from epoch 0")
     if on_start is not None:
@@ -654,7 +654,7 @@ def _attempt(
 
 
 def make_setup(
-    ds: Dataset | ImageFiles, rec: TrainSpec, dev: torch.device, precision: Precision,
+    ds: Dataset | ImageFiles, rec: TrainSpec, dev: torch.device, precision: _Precision,
     augment: bool, *, workers: int = 0,
 ) -> TrialSetup:
     # The input is produced directly in the autocast dtype: half the bytes, and
@@ -675,10 +675,10 @@ def make_setup(
 
 
 def make_state(
-    arch: Arch, classes: int, rec: TrainSpec, seed: int, dev: torch.device, precision: Precision,
+    arch: Arch, classes: int, rec: TrainSpec, seed: int, dev: torch.device, precision: _Precision,
     build: ModelBuilder | None,
 ) -> TrialState:
-    model = build_seeded(build or default_builder, arch, classes, seed).to(dev)
+    model = build_seeded(build or _default_builder, arch, classes, seed).to(dev)
     if rec.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     model.train()
@@ -690,7 +690,7 @@ def make_state(
         weight_decay=rec.weight_decay,
     )
     scaler = torch.amp.GradScaler(dev.type) if precision == "fp16" else None
-    generator = torch.Generator().manual_seed(derive_seed(seed, "data"))
+    generator = torch.Generator().manual_seed(_derive_seed(seed, "data"))
     return TrialState(model, forward, optimizer, scaler, generator)
 
 
@@ -700,8 +700,8 @@ def _loop(
     ckpt: Path | None,
     fingerprint: dict[str, Any],
     max_steps: int | None,
-    on_epoch: EpochCallback | None,
-    on_step: StepCallback | None,
+    on_epoch: _EpochCallback | None,
+    on_step: _StepCallback | None,
 ) -> None:
     while state.epoch < setup.recipe.epochs:
         if max_steps is not None and state.step >= max_steps:
@@ -715,12 +715,12 @@ def _loop(
             return
         state.epoch += 1
         if ckpt is not None:
-            save_checkpoint(ckpt, state, fingerprint)
+            _save_checkpoint(ckpt, state, fingerprint)
         if on_epoch is not None:
             on_epoch(metrics)
 
 
-def provenance(dev: torch.device, precision: Precision, rec: TrainSpec,
+def provenance(dev: torch.device, precision: _Precision, rec: TrainSpec,
                resumed_from: int) -> Provenance:
     """What runs: the resolved device and precision, not what the recipe asked for."""
     return Provenance(
@@ -750,7 +750,7 @@ def _result(
     )
 
 
-def is_cpu_out_of_memory(exc: BaseException) -> bool:
+def _is_cpu_out_of_memory(exc: BaseException) -> bool:
     """torch reports a failed host allocation as a plain RuntimeError."""
     return "DefaultCPUAllocator: can't allocate memory" in str(exc)
 

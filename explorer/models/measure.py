@@ -48,12 +48,12 @@ with warnings.catch_warnings():
         matmul_flop_jit,
     )
 
-Handle = Callable[[list[Any], list[Any]], Any]
+_Handle = Callable[[list[Any], list[Any]], Any]
 
 # aten op -> its flop handle. torch 2.x's tracer emits aten::_convolution for
 # nn.Conv2d and aten::linear for nn.Linear; addmm / matmul / mm are how a
 # linear layer traces in other versions or shapes.
-_FLOP_HANDLES: Mapping[str, Handle] = MappingProxyType({
+_FLOP_HANDLES: Mapping[str, _Handle] = MappingProxyType({
     "aten::_convolution": conv_flop_jit,
     "aten::linear": linear_flop_jit,
     "aten::addmm": addmm_flop_jit,
@@ -85,7 +85,7 @@ def _as_int(count: Any) -> int:
     return int(count)  # type: ignore[call-overload]
 
 
-def _flops_and_acts(flop_handle: Handle) -> Handle:
+def _flops_and_acts(flop_handle: _Handle) -> _Handle:
     """One handle yielding both statistics, so one trace serves both."""
 
     def handle(inputs: list[Any], outputs: list[Any]) -> Counter[str]:
@@ -97,7 +97,7 @@ def _flops_and_acts(flop_handle: Handle) -> Handle:
     return handle
 
 
-def count_params(model: nn.Module) -> int:
+def _count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
@@ -132,5 +132,5 @@ def measure(model: nn.Module, resolution: int, *, in_channels: int = 3) -> Measu
     if missed:
         raise RuntimeError(f"traced ops that multiply but have no counting handle: {missed}")
     return Measured(
-        params=count_params(model), flops=int(counts["flops"]), acts=int(counts["acts"])
+        params=_count_params(model), flops=int(counts["flops"]), acts=int(counts["acts"])
     )

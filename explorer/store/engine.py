@@ -19,8 +19,8 @@ never block the writer nor the writer the readers; any SQLAlchemy URL (e.g.
   locks, no WAL). A writer that starts on that file later, through another
   mount, is not seen by a reader opened that way until it reopens.
 - Every connection has a timeout: SQLite waits BUSY_TIMEOUT_MS for a lock;
-  PostgreSQL (psycopg) gives up connecting after CONNECT_TIMEOUT_S and a
-  statement after STATEMENT_TIMEOUT_MS, unless the URL sets ``connect_timeout``
+  PostgreSQL (psycopg) gives up connecting after _CONNECT_TIMEOUT_S and a
+  statement after _STATEMENT_TIMEOUT_MS, unless the URL sets ``connect_timeout``
   or ``options`` itself (``?connect_timeout=30``,
   ``?options=-c%20statement_timeout%3D600000``); a server that accepts and never
   answers is one line, not a hang. Pooled connections are pinged before use
@@ -56,8 +56,8 @@ __all__ = [
 
 DB_FILENAME = "explorer.db"
 BUSY_TIMEOUT_MS = 30_000
-CONNECT_TIMEOUT_S = 10
-STATEMENT_TIMEOUT_MS = 120_000
+_CONNECT_TIMEOUT_S = 10
+_STATEMENT_TIMEOUT_MS = 120_000
 _PSYCOPG = ("psycopg", "psycopg2")
 
 
@@ -79,7 +79,7 @@ def resolve(url_or_path: str | os.PathLike[str]) -> URL | Path | None:
     fresh runs directory is not mistaken for a database file.
     """
     if isinstance(url_or_path, str) and "://" in url_or_path:
-        url = checked_url(url_or_path)
+        url = _checked_url(url_or_path)
         if url.get_backend_name() != "sqlite":
             return url
         if url.database in (None, "", ":memory:"):
@@ -92,7 +92,7 @@ def resolve(url_or_path: str | os.PathLike[str]) -> URL | Path | None:
     return path / DB_FILENAME if is_runs_dir else path
 
 
-def checked_url(text: str) -> URL:
+def _checked_url(text: str) -> URL:
     """A store URL parsed and checked before anything connects: its form, its port, and
     that its dialect and driver exist here; StoreError naming the URL otherwise."""
     shown = text.split("@")[-1] if "@" in text else text  # never echo a password
@@ -138,7 +138,7 @@ def open_engine(url_or_path: str | os.PathLike[str], *, readonly: bool) -> tuple
     """
     target = resolve(url_or_path)
     if isinstance(target, URL):
-        return server_engine(target, readonly), target.render_as_string(hide_password=True)
+        return _server_engine(target, readonly), target.render_as_string(hide_password=True)
     where = str(target) if target is not None else ":memory:"
     if readonly and target is None:
         raise StoreError("an in-memory database cannot be opened read-only")
@@ -151,7 +151,7 @@ def open_engine(url_or_path: str | os.PathLike[str], *, readonly: bool) -> tuple
         except OSError as err:
             raise StoreError(f"cannot make the folder of the results database {where}: "
                              f"{err.strerror or err}") from None
-    return sqlite_engine(target, readonly), where
+    return _sqlite_engine(target, readonly), where
 
 
 def cannot_open(where: str, err: DBAPIError) -> StoreError:
@@ -163,12 +163,12 @@ def cannot_open(where: str, err: DBAPIError) -> StoreError:
     return StoreUnreachable(message, reason(err)) if transient(err) else StoreError(message)
 
 
-def sqlite_engine(path: Path | None, readonly: bool) -> Engine:
+def _sqlite_engine(path: Path | None, readonly: bool) -> Engine:
     """A pooled SQLite engine with the pragmas set on every new connection."""
     if path is None:
         target, uri = ":memory:", False
     elif readonly:
-        target, uri = f"{path.resolve().as_uri()}?{readonly_mode(path)}", True
+        target, uri = f"{path.resolve().as_uri()}?{_readonly_mode(path)}", True
     else:
         target, uri = f"{path.resolve().as_uri()}?mode=rwc", True
 
@@ -204,7 +204,7 @@ def sqlite_engine(path: Path | None, readonly: bool) -> Engine:
     return engine
 
 
-def readonly_mode(path: Path) -> str:
+def _readonly_mode(path: Path) -> str:
     """``mode=ro``, or ``immutable=1`` where a WAL database cannot be read that way: its
     ``-shm`` file is missing and its directory is read-only (see the module's note)."""
     probe = f"{path.resolve().as_uri()}?mode=ro"
@@ -226,14 +226,14 @@ _READONLY_SQL = {
 }
 
 
-def server_engine(url: URL, readonly: bool) -> Engine:
+def _server_engine(url: URL, readonly: bool) -> Engine:
     """An engine for a database server; a read-only session where the backend has one."""
     connect_args: dict[str, Any] = {}
     if url.get_backend_name() == "postgresql" and url.get_driver_name() in _PSYCOPG:
         if "connect_timeout" not in url.query:
-            connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
+            connect_args["connect_timeout"] = _CONNECT_TIMEOUT_S
         if "options" not in url.query:
-            connect_args["options"] = f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"
+            connect_args["options"] = f"-c statement_timeout={_STATEMENT_TIMEOUT_MS}"
     engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     statement = _READONLY_SQL.get(url.get_backend_name())
     if readonly and statement is not None:

@@ -36,7 +36,7 @@ __all__ = [
     "pick",
 ]
 
-Row = Mapping[str, Any] | RowMapping
+_Row = Mapping[str, Any] | RowMapping
 
 
 def now() -> datetime:
@@ -73,7 +73,7 @@ class Holder:
     heartbeat_at: datetime
 
     @classmethod
-    def from_row(cls, row: Row) -> Holder:
+    def from_row(cls, row: _Row) -> Holder:
         return cls(token=row["token"], host=row["host"], pid=int(row["pid"]),
                    started_at=aware(row["started_at"]), heartbeat_at=aware(row["heartbeat_at"]))
 
@@ -98,7 +98,7 @@ class ExperimentRecord:
     created_at: datetime
 
     @classmethod
-    def from_row(cls, row: Row) -> ExperimentRecord:
+    def from_row(cls, row: _Row) -> ExperimentRecord:
         return cls(
             id=row["id"], name=row["name"], version=row["version"], spec_text=row["spec_text"],
             spec_hash=row["spec_hash"], spec_json=json.loads(row["spec_json"]),
@@ -131,7 +131,7 @@ class TrialRecord:
     final: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_row(cls, row: Row) -> TrialRecord:
+    def from_row(cls, row: _Row) -> TrialRecord:
         state = {f.name: row[f.name] for f in fields(cls) if f.name != "final"}
         state["started_at"] = aware(state["started_at"])
         state["finished_at"] = aware(state["finished_at"])

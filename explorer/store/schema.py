@@ -114,7 +114,7 @@ METRIC_INTEGER_TYPES: dict[str, type[Integer]] = {
     **dict.fromkeys(INTEGER_METRICS, BigInteger), "epochs_completed": Integer}
 
 
-def metric_columns(names: Iterable[str]) -> list[Column[float | int]]:
+def _metric_columns(names: Iterable[str]) -> list[Column[float | int]]:
     """Nullable columns for these metrics: a trial that has not reported one has NULL."""
     return [Column(name, METRIC_INTEGER_TYPES.get(name, Float)) for name in names]
 
@@ -122,7 +122,7 @@ def metric_columns(names: Iterable[str]) -> list[Column[float | int]]:
 _PROVENANCE_SQL: dict[type, Any] = {bool: Boolean, int: Integer, str: String(128)}
 
 
-def provenance_columns() -> list[Column[Any]]:
+def _provenance_columns() -> list[Column[Any]]:
     """What ran, per trial (explorer/metrics.py's PROVENANCE), NULL until it starts."""
     return [Column(name, _PROVENANCE_SQL[PROVENANCE_TYPES[name]]) for name in PROVENANCE]
 
@@ -199,9 +199,9 @@ trial_table = Table(
     Column("created_at", DateTime(timezone=True)),
     Column("started_at", DateTime(timezone=True)),
     Column("finished_at", DateTime(timezone=True)),
-    *metric_columns(TRIAL_METRICS),
+    *_metric_columns(TRIAL_METRICS),
     Column("reused_from_trial_id", ForeignKey("trials.id", ondelete="SET NULL")),
-    *provenance_columns(),
+    *_provenance_columns(),
     UniqueConstraint("experiment_id", "trial_key"),
     Index("ix_trials_experiment_candidate", "experiment_id", "candidate_key"),
     CheckConstraint(f"status IN ({', '.join(repr(s) for s in STATUSES)})",
@@ -212,7 +212,7 @@ epoch_table = Table(
     "epochs", metadata,
     Column("trial_id", ForeignKey("trials.id", ondelete="CASCADE"), primary_key=True),
     Column("epoch", Integer, primary_key=True, autoincrement=False),
-    *metric_columns(EPOCH_METRICS),
+    *_metric_columns(EPOCH_METRICS),
 )
 
 
