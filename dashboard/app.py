@@ -43,7 +43,6 @@ from explorer.compare import (
     compare_or_plain,
 )
 from explorer.metrics import SHOWN_STATUSES, Status
-from explorer.refine import POPULATION_COLUMNS, recorded_sampled_spaces, space_regions
 from explorer.store import Reader, StoreError
 
 POLL_SECONDS = 3.0
@@ -283,6 +282,8 @@ def load_regions(url: str, version: int, experiments: tuple[str, ...], chosen: F
                  space: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     # Every stage's C and d, which the slim table the charts draw from does not carry: a
     # narrow read of the columns refine's population needs, not every column.
+    from explorer.refine import POPULATION_COLUMNS, space_regions  # see regions_view
+
     trials = open_store(url).trials_frame(list(experiments), columns=POPULATION_COLUMNS)
     return space_regions(filtered(trials, chosen), space)
 
@@ -743,6 +744,11 @@ def edf_view(url: str, version: int, names: tuple[str, ...], chosen: Filters,
 def regions_view(url: str, version: int, names: tuple[str, ...], chosen: Filters,
                  candidates: pd.DataFrame) -> None:
     """The sampled spaces' good regions, as `explorer refine` finds them."""
+    # Imported here, not with the page: refine brings the spec's pydantic models (0.2 s),
+    # which only this view needs, and a new server's first run would wait for them
+    # before its first chart.
+    from explorer.refine import recorded_sampled_spaces
+
     experiments = load_experiments(url, version)
     records = experiments[experiments["latest"] & experiments["experiment"].isin(names)]
     shown = set(candidates["space"].astype(str))
