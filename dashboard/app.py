@@ -43,7 +43,6 @@ from explorer.compare import (
     compare_or_plain,
 )
 from explorer.metrics import SHOWN_STATUSES, Status
-from explorer.refine import POPULATION_COLUMNS, recorded_sampled_spaces, space_regions
 from explorer.store import Reader, StoreError
 
 POLL_SECONDS = 3.0
@@ -283,6 +282,8 @@ def load_regions(url: str, version: int, experiments: tuple[str, ...], chosen: F
                  space: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     # Every stage's C and d, which the slim table the charts draw from does not carry: a
     # narrow read of the columns refine's population needs, not every column.
+    from explorer.refine import POPULATION_COLUMNS, space_regions  # see regions_view
+
     trials = open_store(url).trials_frame(list(experiments), columns=POPULATION_COLUMNS)
     return space_regions(filtered(trials, chosen), space)
 
@@ -402,14 +403,57 @@ def sidebar(experiments: pd.DataFrame) -> tuple[str, ...]:
 def filter_options(url: str, version: int, experiments: tuple[str, ...]
                    ) -> dict[str, list[object]]:
     """The values present in each filtered column, sorted."""
-    trials = load_trials(url, version, experiments)
+    return options_for(url, experiments).at(url, version, experiments)
+
+
+def options_of(trials: pd.DataFrame) -> dict[str, list[object]]:
+    """The values present in each filtered column of `trials`, sorted."""
     options = {}
     for _key, _label, column in FILTERS:
         values = trials[column].dropna().unique().tolist()  # few distinct, many rows
         if column == "depths":
             values = list({analysis.tuple_label(v) for v in values})
-        options[column] = sorted(values, key=lambda v: (str(type(v)), v))
+        options[column] = _sorted(values)
     return options
+
+
+def _sorted(values: Any) -> list[object]:
+    return sorted(values, key=lambda v: (str(type(v)), v))
+
+
+class Options:
+    """The filters' values, kept current like the candidate means: after a refresh only the
+    changed trials' values are added. A trial keeps its architecture and seed, so only a
+    full read (None from `changed_keys`) can take a value away; statuses change, so they
+    are counted again over every trial (three distinct values: cheap)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.version = -1
+        self.values: dict[str, list[object]] | None = None
+
+    def at(self, url: str, version: int, experiments: tuple[str, ...]
+           ) -> dict[str, list[object]]:
+        with self._lock:
+            if self.values is not None and version <= self.version:
+                return self.values
+            trials = load_trials(url, version, experiments)
+            keys = None if self.values is None else \
+                live_trials(url, experiments).changed_keys(self.version)
+            if self.values is None or keys is None:
+                self.values = options_of(trials)
+            else:
+                added = options_of(trials[trials["key"].astype(str).isin(keys)])
+                self.values = {column: _sorted(set(values) | set(added[column]))
+                               for column, values in self.values.items()}
+                self.values["status"] = _sorted(trials["status"].dropna().unique().tolist())
+            self.version = version
+            return self.values
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def options_for(url: str, experiments: tuple[str, ...]) -> Options:
+    return Options()
 
 
 def filter_widgets(options: dict[str, list[object]]) -> Filters:
@@ -519,7 +563,7 @@ def page(url: str | None, bin_above: int) -> None:
                 st.info(nothing)
             else:
                 for cost in ("flops", "params"):
-                    error_cost_view(candidates, cost, bin_above)
+                    error_cost_view(url, version, names, chosen, cost, bin_above)
     with views["Tradeoff"]:
         if views["Tradeoff"].open:
             tradeoff_view(candidates, nothing, load_verdicts(url, version, names, chosen))
@@ -552,24 +596,22 @@ APPLIED_KEY = "_region_applied"  # per chart key, the box last turned into a reg
 Region = tuple[tuple[float, float], tuple[float, float]]
 
 
-def error_cost_view(candidates: pd.DataFrame, cost: str, bin_above: int) -> None:
-    """Error vs `cost`: density bins above `bin_above` candidates, where a box selected
-    in the chart (a region of cost and error) is drawn again with its own candidates,
-    exactly once there are `bin_above` or fewer of them."""
+def error_cost_view(url: str, version: int, names: tuple[str, ...], chosen: Filters,
+                    cost: str, bin_above: int) -> None:
+    """Error vs `cost` of the selection's candidates: density bins above `bin_above`
+    candidates, where a box selected in the chart (a region of cost and error) is drawn
+    again with its own candidates, exactly once there are `bin_above` or fewer of them."""
     name = f"error_vs_{cost}"
     region: Region | None = st.session_state.get(REGION_KEY, {}).get(cost)
-    shown = candidates if region is None else in_region(candidates, cost, region)
+    fig, shown, total = cost_figure(url, version, names, chosen, bin_above, cost, region)
     if region is not None:
         (low, high), (best, worst) = region
-        st.caption(f"{len(shown):,} of {len(candidates):,} candidates: {cost} {low:,.3g} to "
+        st.caption(f"{shown:,} of {total:,} candidates: {cost} {low:,.3g} to "
                    f"{high:,.3g}, test error {best:.2f} to {worst:.2f} %")
         st.button("show every candidate", key=f"all_{cost}", on_click=forget_region,
                   args=(cost,))
-        if len(shown) <= bin_above and "arch_label" not in shown.columns:
-            shown = figures.with_labels(shown)
-    fig = figures.error_vs_cost(shown, cost, bin_above=bin_above)
     key = name if region is None else f"{name}_region"
-    if len(shown) > bin_above:  # bins: a box selected draws the candidates in it
+    if shown > bin_above:  # bins: a box selected draws the candidates in it
         st.caption("Select a box in the chart (box select, top right) to see the candidates "
                    "in it one by one.")
         st.plotly_chart(fig, key=key, config={"displaylogo": False}, on_select=lambda: None,
@@ -582,6 +624,21 @@ def error_cost_view(candidates: pd.DataFrame, cost: str, bin_above: int) -> None
             st.rerun()
     else:
         chart(fig, key)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def cost_figure(url: str, version: int, names: tuple[str, ...], chosen: Filters,
+                bin_above: int, cost: str, region: Region | None) -> tuple[object, int, int]:
+    """Error vs `cost` of the selection's candidates (those in `region`, if one), how many
+    it shows and how many there are. Cached on the data version and the filters, like the
+    candidates: a rerun that changes neither (another tab, a widget elsewhere, a filter
+    picked back) reuses the figure instead of drawing it again."""
+    candidates = load_candidates(url, version, names, chosen, bin_above)
+    shown = candidates if region is None else in_region(candidates, cost, region)
+    if region is not None and len(shown) <= bin_above and "arch_label" not in shown.columns:
+        shown = figures.with_labels(shown)
+    return figures.error_vs_cost(shown, cost, bin_above=bin_above), len(shown), \
+        len(candidates)
 
 
 def selected_box(event: Any) -> Region | None:
@@ -687,6 +744,11 @@ def edf_view(url: str, version: int, names: tuple[str, ...], chosen: Filters,
 def regions_view(url: str, version: int, names: tuple[str, ...], chosen: Filters,
                  candidates: pd.DataFrame) -> None:
     """The sampled spaces' good regions, as `explorer refine` finds them."""
+    # Imported here, not with the page: refine brings the spec's pydantic models (0.2 s),
+    # which only this view needs, and a new server's first run would wait for them
+    # before its first chart.
+    from explorer.refine import recorded_sampled_spaces
+
     experiments = load_experiments(url, version)
     records = experiments[experiments["latest"] & experiments["experiment"].isin(names)]
     shown = set(candidates["space"].astype(str))

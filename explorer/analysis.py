@@ -338,7 +338,9 @@ def tuple_label(value: object) -> str:
     return "?" if missing(value) else str(value)
 
 
-@functools.lru_cache(maxsize=4096)
+# Sized for a sampled space's distinct depths (10,000 at 100,000 trials): a cache smaller
+# than a page's distinct values misses on every call of every rerun.
+@functools.lru_cache(maxsize=1 << 16)
 def _tuple_label(value: tuple[Any, ...]) -> str:  # few distinct shapes, many rows
     return "-".join(str(int(v)) for v in value)
 
@@ -424,9 +426,15 @@ def trial_table(trials: pd.DataFrame) -> pd.DataFrame:
     frame["depths"] = frame["depths"].map(tuple_label)
     frame["widths"] = frame["widths"].map(tuple_label)
     frame["space"] = frame["space"].astype("string").fillna("")
-    joined = frame.groupby("trial_id", sort=False)["space"].agg(lambda s: ", ".join(sorted(s)))
+    # Only a trial in several spaces needs its spaces joined (a Python call per group):
+    # most trials have one, so the join runs over the few that do not.
+    shared = frame["trial_id"].duplicated(keep=False).to_numpy()
+    joined = frame[shared].groupby("trial_id", sort=False)["space"].agg(
+        lambda s: ", ".join(sorted(s)))
     frame = frame.drop_duplicates("trial_id")
-    frame["space"] = frame["trial_id"].map(joined).astype(object)
+    spaces = frame["space"].astype(object)
+    frame["space"] = frame["trial_id"].map(joined).astype(object).where(
+        frame["trial_id"].isin(joined.index), spaces)
     return frame[present].rename(columns=columns).reset_index(drop=True)
 
 

@@ -71,7 +71,9 @@ def colors_for(names: Iterable[object]) -> dict[str, str]:
 
 def symbols_for(cardinalities: Iterable[Any]) -> dict[int, str]:
     """A marker symbol per cardinality, in increasing order of C."""
-    values = sorted({int(c) for c in cardinalities if not analysis.missing(c)})
+    distinct = cardinalities.unique() if isinstance(cardinalities, pd.Series) \
+        else cardinalities  # few, many rows
+    values = sorted({int(c) for c in distinct if not analysis.missing(c)})
     return {c: SYMBOLS[i % len(SYMBOLS)] for i, c in enumerate(values)}
 
 
@@ -140,20 +142,30 @@ def _floats(series: pd.Series) -> np.ndarray:
     return series.astype("float64").to_numpy()
 
 
-def hover_data(part: pd.DataFrame) -> np.ndarray:
+class Shared(list[Any]):
+    """A per-point list that is built once and only read: plotly deep-copies a figure's
+    data when the figure is made and again when Streamlit serialises it (element by
+    element: 0.1 s per copy of 18,000 candidates' hover values); this list hands
+    itself out instead. orjson writes it as the list it is."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Shared:
+        return self
+
+
+def hover_data(part: pd.DataFrame) -> list[list[Any]]:
     """Per candidate, the values HOVER_TEMPLATE shows: architecture, key, error mean and
     std over seeds, seeds, params, flops. The architecture labels come from an
     "arch_label" column when the frame has one (see `with_labels`)."""
     labels = part["arch_label"] if "arch_label" in part.columns else analysis.arch_labels(part)
-    data = np.empty((len(part), 7), dtype=object)
-    data[:, 0] = np.asarray(labels, dtype=object)
-    data[:, 1] = part["key"].astype(str).to_numpy(dtype=object)
-    data[:, 2] = _floats(part["test_error_mean"])
-    data[:, 3] = _floats(part["test_error_std"])
-    data[:, 4] = part["seeds"].to_numpy()
-    data[:, 5] = _floats(part["params"])
-    data[:, 6] = _floats(part["flops"])
-    return data
+    # Rows of plain Python values, not an object array: orjson writes lists of str and
+    # float natively, where one object array anywhere in a figure makes plotly clean the
+    # whole figure element by element (0.2 s for 18,000 candidates; 0.02 s as lists).
+    # NaN is written as null, as before.
+    columns = [list(map(str, labels)), part["key"].astype(str).tolist(),
+               _floats(part["test_error_mean"]).tolist(),
+               _floats(part["test_error_std"]).tolist(), part["seeds"].tolist(),
+               _floats(part["params"]).tolist(), _floats(part["flops"]).tolist()]
+    return Shared(list(row) for row in zip(*columns, strict=True))
 
 
 def with_labels(candidates: pd.DataFrame) -> pd.DataFrame:
@@ -234,13 +246,14 @@ def error_vs_cost(candidates: pd.DataFrame, cost: str = "flops",
     return _figure(traces, chart, title, COST_LABELS[cost], "test error (%)", log_x=True)
 
 
-def _symbols(cardinalities: pd.Series, symbols: dict[int, str]) -> np.ndarray:
-    """Each point's marker symbol by its cardinality (circle where it has none)."""
+def _symbols(cardinalities: pd.Series, symbols: dict[int, str]) -> list[str]:
+    """Each point's marker symbol by its cardinality (circle where it has none); a list,
+    which orjson writes as it is (see `hover_data`)."""
     codes = pd.to_numeric(cardinalities, errors="coerce").astype("float64").to_numpy()
     out = np.full(len(codes), "circle", dtype=object)
     for c, symbol in symbols.items():
         out[codes == c] = symbol
-    return out
+    return Shared(out.tolist())
 
 
 def _bin_edges(cost: pd.Series, error: pd.Series) -> tuple[np.ndarray, np.ndarray]:

@@ -739,6 +739,12 @@ def test_a_live_refresh_draws_what_a_fresh_page_draws(tmp_path: Path) -> None:
     for chart in ("error_vs_flops", "error_vs_params"):
         assert _xy(charts(live)[chart]) == _xy(charts(fresh)[chart])
         assert _xy(charts(live)[chart], "pareto") == _xy(charts(fresh)[chart], "pareto")
+    # The filters' values, brought up to date from the changed trials: the same as a new
+    # page's, "running" gone with the last running trial.
+    for key in ("f_spaces", "f_cardinality", "f_bottleneck", "f_depths", "f_status", "f_seeds"):
+        assert live.sidebar.multiselect(key=key).options == \
+            fresh.sidebar.multiselect(key=key).options
+    assert "running" not in live.sidebar.multiselect(key="f_status").options
     with Reader.open(url) as reader:
         means = analysis.by_candidate(reader.trials_frame())
     flops = sorted(zip(means["flops"].astype(float), means["test_error_mean"], strict=True))

@@ -601,8 +601,9 @@ class Reader:
             # Of the trials the time margin brings back, only those whose state differs
             # from `known`'s are read again: a store whose trials share a finish time
             # (a bulk import, a burst of short trials) would otherwise be re-read whole.
-            states = conn.execute(select(*(t[name] for name in _STATE)).where(or_(*changed)))
-            found = _differing(known, states.all(), {int(i) for i in running})
+            _names, states = _raw_rows(conn, select(*(t[name] for name in _STATE))
+                                       .where(or_(*changed)))
+            found = _differing(known, states, {int(i) for i in running})
             parts = [_dashboard_frame(conn, ids, t.id.in_(chunk))
                      for chunk in _chunks(found)]
         fresh = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0] if parts \
@@ -623,21 +624,21 @@ _STATE = ("id", "status", "epochs_completed", "test_error")
 def _differing(known: pd.DataFrame, states: Sequence[Sequence[Any]],
                running: set[int]) -> list[int]:
     """The ids among `states` (rows of _STATE) that `known` lacks, had running, or holds
-    with another status, epoch count or error, sorted."""
+    with another status, epoch count or error, sorted. Column-wise: the first refresh of
+    a store whose trials share a finish time compares tens of thousands of them."""
     if not states:
         return []
-    fresh = pd.DataFrame([tuple(row) for row in states], columns=list(_STATE))
-    before = known.drop_duplicates("trial_id").set_index("trial_id")
-    ids = fresh["id"].astype("int64")
-    have = ids.isin(before.index)
-    old = before.reindex(ids)
-    same = have.to_numpy() & ~ids.isin(list(running)).to_numpy()
-    for name, column in (("status", "status"), ("epochs_completed", "epochs_completed"),
-                         ("test_error", "test_error")):
-        a = pd.Series(fresh[name].to_numpy(dtype=object))
-        b = pd.Series(old[column].to_numpy(dtype=object))
-        equal = (a == b) | (a.isna() & b.isna())
-        same &= equal.fillna(False).to_numpy(dtype=bool)
+    ids_, statuses, epochs, errors = zip(*states, strict=True)
+    ids = np.array(ids_, dtype=np.int64)
+    before = known.drop_duplicates("trial_id")
+    at = pd.Index(before["trial_id"].to_numpy(dtype=np.int64)).get_indexer(ids)
+    same = (at >= 0) & ~np.isin(ids, list(running))
+    at = np.where(at >= 0, at, 0)
+    same &= np.array(statuses, dtype=object) == before["status"].to_numpy(dtype=object)[at]
+    for values, column in ((epochs, "epochs_completed"), (errors, "test_error")):
+        a = np.array(values, dtype="float64")  # None: NaN
+        b = before[column].to_numpy(dtype="float64", na_value=np.nan)[at]
+        same &= (a == b) | (np.isnan(a) & np.isnan(b))
     return sorted(int(i) for i in ids[~same])
 
 
@@ -946,13 +947,18 @@ def _dashboard_frame(conn: Connection, ids: tuple[int, ...],
     return frame.astype(dict.fromkeys(_TEXT_COLUMNS, "str"))
 
 
-def _rows_frame(conn: Connection, stmt: Select[Any]) -> pd.DataFrame:
-    """The statement's rows as a frame, column by column (as Reader._frame does), from the
-    driver's cursor where it has one (SQLAlchemy's row objects cost more than the read)."""
+def _raw_rows(conn: Connection, stmt: Select[Any]) -> tuple[list[str], Sequence[Any]]:
+    """The statement's column names and rows, from the driver's cursor where it has one
+    (SQLAlchemy's row objects cost more than the read)."""
     result = conn.execute(stmt)
     names = list(result.keys())
     cursor = result.cursor if conn.dialect.name == "sqlite" else None
-    rows = cursor.fetchall() if cursor is not None else result.all()
+    return names, cursor.fetchall() if cursor is not None else result.all()
+
+
+def _rows_frame(conn: Connection, stmt: Select[Any]) -> pd.DataFrame:
+    """The statement's rows as a frame, column by column (as Reader._frame does)."""
+    names, rows = _raw_rows(conn, stmt)
     columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
     return pd.DataFrame({name: _column(values, _TRIAL_KINDS.get(name, ""))
                          if name not in LIST_FIELDS else _json_lists(values, None)[""]
