@@ -21,6 +21,40 @@ from explorer.arch import setting_label
 from explorer.metrics import SHOWN_STATUSES, Status
 from explorer.stats import weighted_edf
 
+__all__ = [
+    "ARCH_COLUMNS",
+    "CANDIDATE",
+    "SCREEN_CELLS",
+    "SCREEN_SAMPLE_FROM",
+    "arch_labels",
+    "best_trials",
+    "by_candidate",
+    "complexity_weights",
+    "curves",
+    "edf_table",
+    "error_edf",
+    "errors_at_epoch",
+    "failed_table",
+    "filter_trials",
+    "finished",
+    "group_weights",
+    "hashable",
+    "kendall_tau",
+    "kind_label",
+    "missing",
+    "pareto_front",
+    "proxy_table",
+    "screen_grid",
+    "screen_sample",
+    "setting_labels",
+    "space_kinds",
+    "summary_table",
+    "tradeoff",
+    "trial_table",
+    "tuple_label",
+    "with_space_labels",
+]
+
 # Columns that identify a candidate within a space; seeds are averaged over them.
 CANDIDATE = ["experiment", "space", "key"]
 ARCH_COLUMNS = ["cardinality", "bottleneck_width", "depths", "widths", "params", "flops", "acts"]
@@ -151,7 +185,7 @@ def edf_table(
     The EDFs are evaluated on `points` evenly spaced errors; with `quantile_grid`
     also at each group's (weighted) quantiles 1/points, 2/points, ..., so that drawn
     as steps every group's EDF is within 1/points of the exact one at every error,
-    however its models cluster (see `edf_grid`).
+    however its models cluster (see `_edf_grid`).
     """
     done = by_candidate(trials) if candidates is None else candidates
     done = done[done["test_error_mean"].notna()] if not done.empty else done
@@ -162,7 +196,7 @@ def edf_table(
     parts = [(name, part) for name, part in done.groupby(group, sort=True)]
     weights = group_weights([part for _, part in parts], normalize_by, bins)
     if quantile_grid:
-        grid = edf_grid(grid, [part["test_error_mean"].to_numpy(dtype=float)
+        grid = _edf_grid(grid, [part["test_error_mean"].to_numpy(dtype=float)
                                for _, part in parts], weights, points)
     frames = []
     for (name, part), weight in zip(parts, weights, strict=True):
@@ -233,7 +267,7 @@ def _cell(values: np.ndarray, count: int) -> np.ndarray:
     return np.minimum(((values - low) / (high - low) * count).astype(np.int64), count - 1)
 
 
-def edf_grid(grid: np.ndarray, errors: Sequence[np.ndarray], weights: Sequence[np.ndarray],
+def _edf_grid(grid: np.ndarray, errors: Sequence[np.ndarray], weights: Sequence[np.ndarray],
              points: int) -> np.ndarray:
     """`grid` with every group's weighted quantiles k/points (k = 1 .. points - 1) added.
 
@@ -488,7 +522,7 @@ def best_trials(trials: pd.DataFrame, n: int = 5) -> list[int]:
 # run, or an early epoch of the full run) and by the full run, and compare the rankings with
 # Kendall's tau: 1 is the same order, 0 no relation, -1 reversed.
 
-PROXY_COLUMNS = ["key", "space", "cardinality", "bottleneck_width", "depths", "widths", "params",
+_PROXY_COLUMNS = ["key", "space", "cardinality", "bottleneck_width", "depths", "widths", "params",
                  "flops", "proxy_error", "full_error", "proxy_rank", "full_rank"]
 
 
@@ -514,18 +548,18 @@ def proxy_table(proxy: pd.DataFrame, full: pd.DataFrame) -> pd.DataFrame:
     candidate in several spaces (a shared base model) counts once. Best full error first.
     """
     if proxy.empty or full.empty:
-        return pd.DataFrame(columns=PROXY_COLUMNS)
+        return pd.DataFrame(columns=_PROXY_COLUMNS)
     short = proxy.groupby("key", sort=False)["test_error_mean"].mean().rename("proxy_error")
-    arch = [c for c in PROXY_COLUMNS[1:8] if c in full.columns]
+    arch = [c for c in _PROXY_COLUMNS[1:8] if c in full.columns]
     long = (full.assign(**{c: full[c].map(hashable) for c in arch if _has_lists(full[c])})
             .groupby("key", sort=False)
             .agg(**{c: (c, "first") for c in arch}, full_error=("test_error_mean", "mean")))
     table = long.join(short, how="inner").reset_index()
     if table.empty:
-        return pd.DataFrame(columns=PROXY_COLUMNS)
+        return pd.DataFrame(columns=_PROXY_COLUMNS)
     table["proxy_rank"] = table["proxy_error"].rank(method="min").astype(int)
     table["full_rank"] = table["full_error"].rank(method="min").astype(int)
-    present = [c for c in PROXY_COLUMNS if c in table.columns]
+    present = [c for c in _PROXY_COLUMNS if c in table.columns]
     return table.sort_values(["full_error", "key"])[present].reset_index(drop=True)
 
 

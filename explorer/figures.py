@@ -28,27 +28,47 @@ import plotly.graph_objects as go
 
 from explorer import analysis
 
+__all__ = [
+    "BIN_THRESHOLD",
+    "COST_LABELS",
+    "WEBGL_THRESHOLD",
+    "Shared",
+    "Trace",
+    "all_figures",
+    "capacity_comparison",
+    "cardinality_tradeoff",
+    "cost_figure",
+    "edf_figure",
+    "envelope",
+    "error_vs_cost",
+    "good_regions_figure",
+    "points",
+    "proxy_figure",
+    "training_curves",
+    "with_labels",
+]
+
 # Above this many points a chart switches to WebGL: SVG slows down past a few thousand.
 WEBGL_THRESHOLD = 1500
 # Above this many candidates, error vs cost draws density bins (a screen shows no more).
 BIN_THRESHOLD = 20_000
 # Cells of the bins' grid: across (log cost) and up (error).
-BIN_GRID = (150, 90)
+_BIN_GRID = (150, 90)
 # Longest training curve drawn per trial and split, in points; a longer one is drawn as its
-# envelope: the first, lowest, highest and last point of each of MAX_CURVE_POINTS / 4 buckets.
-MAX_CURVE_POINTS = 200
-# What hovering a candidate shows: its customdata (`hover_data`) through one template.
-HOVER_TEMPLATE = ("<b>%{fullData.name}</b><br>%{customdata[0]}<br>key %{customdata[1]}<br>"
+# envelope: the first, lowest, highest and last point of each of _MAX_CURVE_POINTS / 4 buckets.
+_MAX_CURVE_POINTS = 200
+# What hovering a candidate shows: its customdata (`_hover_data`) through one template.
+_HOVER_TEMPLATE = ("<b>%{fullData.name}</b><br>%{customdata[0]}<br>key %{customdata[1]}<br>"
                   "test error %{customdata[2]:.2f} ± %{customdata[3]:.2f} % "
                   "(seeds: %{customdata[4]})<br>params %{customdata[5]:,.0f}<br>"
                   "flops %{customdata[6]:,.0f}")
 
-PALETTE = (
+_PALETTE = (
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
     "#bcbd22", "#17becf", "#393b79", "#ad494a", "#637939", "#8c6d31", "#7b4173", "#3182bd",
 )
 # Symbols WebGL scatters draw as well as SVG ones, one per cardinality (cycled).
-SYMBOLS = ("circle", "square", "diamond", "cross", "x", "triangle-up", "triangle-down",
+_SYMBOLS = ("circle", "square", "diamond", "cross", "x", "triangle-up", "triangle-down",
            "star", "hexagon", "pentagon", "triangle-left", "triangle-right")
 
 COST_LABELS = {
@@ -62,19 +82,19 @@ COST_LABELS = {
 # --- colours, symbols, thinning ----------------------------------------------------------
 
 
-def colors_for(names: Iterable[object]) -> dict[str, str]:
+def _colors_for(names: Iterable[object]) -> dict[str, str]:
     """A stable colour per name (sorted), cycling the palette."""
     distinct = names.unique() if isinstance(names, pd.Series) else names  # few, many rows
-    return {name: PALETTE[i % len(PALETTE)]
+    return {name: _PALETTE[i % len(_PALETTE)]
             for i, name in enumerate(sorted({str(n) for n in distinct}))}
 
 
-def symbols_for(cardinalities: Iterable[Any]) -> dict[int, str]:
+def _symbols_for(cardinalities: Iterable[Any]) -> dict[int, str]:
     """A marker symbol per cardinality, in increasing order of C."""
     distinct = cardinalities.unique() if isinstance(cardinalities, pd.Series) \
         else cardinalities  # few, many rows
     values = sorted({int(c) for c in distinct if not analysis.missing(c)})
-    return {c: SYMBOLS[i % len(SYMBOLS)] for i, c in enumerate(values)}
+    return {c: _SYMBOLS[i % len(_SYMBOLS)] for i, c in enumerate(values)}
 
 
 def envelope(frame: pd.DataFrame, x: str, y: str, max_points: int) -> pd.DataFrame:
@@ -125,7 +145,7 @@ def _figure(traces: list[Trace], chart: str, title: str, x: str, y: str, *,
     return go.Figure(data=traces, layout=base, _validate=False)
 
 
-def empty_figure(chart: str, message: str) -> go.Figure:
+def _empty_figure(chart: str, message: str) -> go.Figure:
     """A figure with no data and a centred message (what there is to say instead)."""
     return go.Figure(data=[], layout={
         "meta": {"chart": chart}, "xaxis": {"visible": False}, "yaxis": {"visible": False},
@@ -152,8 +172,8 @@ class Shared(list[Any]):
         return self
 
 
-def hover_data(part: pd.DataFrame) -> list[list[Any]]:
-    """Per candidate, the values HOVER_TEMPLATE shows: architecture, key, error mean and
+def _hover_data(part: pd.DataFrame) -> list[list[Any]]:
+    """Per candidate, the values _HOVER_TEMPLATE shows: architecture, key, error mean and
     std over seeds, seeds, params, flops. The architecture labels come from an
     "arch_label" column when the frame has one (see `with_labels`)."""
     labels = part["arch_label"] if "arch_label" in part.columns else analysis.arch_labels(part)
@@ -175,8 +195,8 @@ def with_labels(candidates: pd.DataFrame) -> pd.DataFrame:
 
 
 def _hover(part: pd.DataFrame, extra: str = "") -> dict[str, Any]:
-    return {"customdata": hover_data(part),
-            "hovertemplate": HOVER_TEMPLATE + extra + "<extra></extra>"}
+    return {"customdata": _hover_data(part),
+            "hovertemplate": _HOVER_TEMPLATE + extra + "<extra></extra>"}
 
 
 def error_vs_cost(candidates: pd.DataFrame, cost: str = "flops",
@@ -188,27 +208,27 @@ def error_vs_cost(candidates: pd.DataFrame, cost: str = "flops",
     Pareto front over all of them (role "pareto"); empty traces for the
     legend of spaces and of symbols (role "legend"). Above `bin_above`
     candidates (default BIN_THRESHOLD), density bins per space (role "bins",
-    see `density_bins`) instead of the points, with the same exact front.
+    see `_density_bins`) instead of the points, with the same exact front.
     """
     chart = f"error_vs_{cost}"
     title = f"Test error vs {'FLOPs' if cost == 'flops' else 'parameters'}"
     data = candidates.dropna(subset=[cost, "test_error_mean"]) if not candidates.empty \
         else candidates
     if data.empty:
-        return empty_figure(chart, "no finished trials to plot")
+        return _empty_figure(chart, "no finished trials to plot")
     binned = len(data) > (BIN_THRESHOLD if bin_above is None else bin_above)
     if binned:
         title += (f": {len(data):,} candidates as density bins (filter in the sidebar to "
                   "see each one)")
     kind = _scatter_type(len(data))
-    colors = colors_for(data["space"])
-    symbols = {} if binned else symbols_for(data["cardinality"].dropna())
+    colors = _colors_for(data["space"])
+    symbols = {} if binned else _symbols_for(data["cardinality"].dropna())
     grid = _bin_edges(data[cost], data["test_error_mean"]) if binned else None
     traces: list[Trace] = []
     for space, part in data.groupby("space", sort=True):
         group = f"space:{space}"
         if grid is not None:
-            traces.append({**density_bins(part, cost, grid, colors[str(space)]),
+            traces.append({**_density_bins(part, cost, grid, colors[str(space)]),
                            "name": str(space), "legendgroup": group, "showlegend": False})
         else:
             traces.append({
@@ -248,7 +268,7 @@ def error_vs_cost(candidates: pd.DataFrame, cost: str = "flops",
 
 def _symbols(cardinalities: pd.Series, symbols: dict[int, str]) -> list[str]:
     """Each point's marker symbol by its cardinality (circle where it has none); a list,
-    which orjson writes as it is (see `hover_data`)."""
+    which orjson writes as it is (see `_hover_data`)."""
     codes = pd.to_numeric(cardinalities, errors="coerce").astype("float64").to_numpy()
     out = np.full(len(codes), "circle", dtype=object)
     for c, symbol in symbols.items():
@@ -257,13 +277,13 @@ def _symbols(cardinalities: pd.Series, symbols: dict[int, str]) -> list[str]:
 
 
 def _bin_edges(cost: pd.Series, error: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """The bins' grid over all spaces: BIN_GRID cells, log-spaced in cost."""
+    """The bins' grid over all spaces: _BIN_GRID cells, log-spaced in cost."""
     low, high = np.log10(_floats(cost).min()), np.log10(_floats(cost).max())
-    return (np.linspace(low, high + 1e-9, BIN_GRID[0] + 1),
-            np.linspace(_floats(error).min(), _floats(error).max() + 1e-9, BIN_GRID[1] + 1))
+    return (np.linspace(low, high + 1e-9, _BIN_GRID[0] + 1),
+            np.linspace(_floats(error).min(), _floats(error).max() + 1e-9, _BIN_GRID[1] + 1))
 
 
-def density_bins(part: pd.DataFrame, cost: str, grid: tuple[np.ndarray, np.ndarray],
+def _density_bins(part: pd.DataFrame, cost: str, grid: tuple[np.ndarray, np.ndarray],
                  color: str) -> Trace:
     """One marker per occupied cell of `grid` (log10 cost edges, error edges): at the mean
     of its candidates (geometric in cost), its area by how many there are; hovering
@@ -304,11 +324,11 @@ def cardinality_tradeoff(candidates: pd.DataFrame, max_lines: int = 8) -> go.Fig
     kinds = analysis.space_kinds(candidates) if not candidates.empty else {}
     chosen = [s for s, k in kinds.items() if "cardinality" in k]
     if not chosen:
-        return empty_figure(chart, "no space of the selection varies cardinality")
+        return _empty_figure(chart, "no space of the selection varies cardinality")
     table = analysis.tradeoff(candidates[candidates["space"].astype(str).isin(chosen)])
     table = table.assign(_shape=table["depths"].map(analysis.tuple_label) + " / "
                          + table["widths"].map(analysis.tuple_label))
-    colors = colors_for(chosen)
+    colors = _colors_for(chosen)
     traces: list[Trace] = []
     for space, in_space in table.groupby("space", sort=True):
         shapes = in_space["_shape"].nunique()
@@ -344,9 +364,9 @@ def capacity_comparison(candidates: pd.DataFrame, max_line_points: int = 60) -> 
     data = candidates.dropna(subset=["params", "test_error_mean"]) if not candidates.empty \
         else candidates
     if data.empty:
-        return empty_figure(chart, "no finished trials to plot")
+        return _empty_figure(chart, "no finished trials to plot")
     kinds = analysis.space_kinds(data)
-    colors = colors_for(kinds)
+    colors = _colors_for(kinds)
     dash = {"cardinality": "solid", "width": "dash", "depth": "dot"}
     traces: list[Trace] = []
     for space, part in data.groupby("space", sort=True):
@@ -368,14 +388,14 @@ def capacity_comparison(candidates: pd.DataFrame, max_line_points: int = 60) -> 
                    COST_LABELS["params"], "test error (%)", log_x=True)
 
 
-def training_curves(curves: pd.DataFrame, max_points: int = MAX_CURVE_POINTS) -> go.Figure:
+def training_curves(curves: pd.DataFrame, max_points: int = _MAX_CURVE_POINTS) -> go.Figure:
     """Train (dotted) and test (solid) error against epoch, one colour per trial."""
     chart = "training_curves"
     if curves.empty:
-        return empty_figure(chart, "no epochs recorded for the chosen trials")
+        return _empty_figure(chart, "no epochs recorded for the chosen trials")
     names = {int(t): f"#{int(t)} {label}" for t, label in
              curves.drop_duplicates("trial_id")[["trial_id", "label"]].itertuples(index=False)}
-    colors = colors_for(names.values())
+    colors = _colors_for(names.values())
     traces: list[Trace] = []
     for (trial_id, split), part in curves.groupby(["trial_id", "split"], sort=True):
         name = names[int(trial_id)]
@@ -397,8 +417,8 @@ def edf_figure(edf: pd.DataFrame, group: str = "space",
     """Error EDFs per space with their bootstrap bands (Radosavovic et al. 2019)."""
     chart = "error_edf"
     if edf.empty:
-        return empty_figure(chart, "no finished trials to plot")
-    colors = colors_for(edf[group])
+        return _empty_figure(chart, "no finished trials to plot")
+    colors = _colors_for(edf[group])
     traces: list[Trace] = []
     for name, part in edf.groupby(group, sort=True):
         color = colors[str(name)]
@@ -429,7 +449,7 @@ def good_regions_figure(points: pd.DataFrame, bands: pd.DataFrame, title: str = 
     the good region's interval shaded and its median dashed (the RegNet paper's figures)."""
     chart = "good_regions"
     if bands.empty:
-        return empty_figure(chart, "no parameter varies between enough finished models")
+        return _empty_figure(chart, "no parameter varies between enough finished models")
     panels = bands["panel"].tolist()
     rows = math.ceil(len(panels) / columns)
     gap_x, gap_y = 0.06, 0.5 / max(rows, 1) * 0.3
@@ -449,17 +469,17 @@ def good_regions_figure(points: pd.DataFrame, bands: pd.DataFrame, title: str = 
         traces.append({
             "type": _scatter_type(len(part)), "mode": "markers", "x": _floats(part["value"]),
             "y": _floats(part["error"]), "xaxis": f"x{suffix}", "yaxis": f"y{suffix}",
-            "marker": {"size": 4, "color": PALETTE[0], "opacity": 0.5}, "name": panel,
+            "marker": {"size": 4, "color": _PALETTE[0], "opacity": 0.5}, "name": panel,
             "hovertemplate": f"{panel}: %{{x}}<br>error %{{y:.2f}} %<extra></extra>",
             "meta": {"role": "models"},
         })
         layout["shapes"] += [
             {"type": "rect", "xref": f"x{suffix}", "yref": f"y{suffix} domain",
-             "x0": band.low, "x1": band.high, "y0": 0, "y1": 1, "fillcolor": PALETTE[1],
+             "x0": band.low, "x1": band.high, "y0": 0, "y1": 1, "fillcolor": _PALETTE[1],
              "opacity": 0.15, "line": {"width": 0}, "layer": "below"},
             {"type": "line", "xref": f"x{suffix}", "yref": f"y{suffix} domain",
              "x0": band.median, "x1": band.median, "y0": 0, "y1": 1,
-             "line": {"color": PALETTE[1], "dash": "dash", "width": 1.5}},
+             "line": {"color": _PALETTE[1], "dash": "dash", "width": 1.5}},
         ]
         layout["annotations"].append({
             "text": f"{panel}: [{band.low:g}, {band.high:g}], median {band.median:g}",
@@ -477,8 +497,8 @@ def cost_figure(candidates: pd.DataFrame, metric: str = "latency_ms") -> go.Figu
     chart = f"cost_{metric}"
     data = candidates.dropna(subset=["flops", metric]) if not candidates.empty else candidates
     if data.empty:
-        return empty_figure(chart, f"no measured {COST_LABELS[metric]} in the selection")
-    colors = colors_for(data["space"])
+        return _empty_figure(chart, f"no measured {COST_LABELS[metric]} in the selection")
+    colors = _colors_for(data["space"])
     kind = _scatter_type(len(data))
     traces: list[Trace] = []
     for space, part in data.groupby("space", sort=True):
@@ -498,14 +518,14 @@ def proxy_figure(table: pd.DataFrame, tau: float, proxy: str) -> go.Figure:
     full run does."""
     chart = "proxy_fidelity"
     if table.empty:
-        return empty_figure(chart, "no candidate has both a proxy and a full-run error")
+        return _empty_figure(chart, "no candidate has both a proxy and a full-run error")
     labels = analysis.arch_labels(table)
     depths = table["depths"].map(analysis.tuple_label)
     short = analysis.setting_labels(table) + (" " + depths if depths.nunique() > 1 else "")
     traces: list[Trace] = [{
         "type": "scatter", "x": _floats(table["proxy_error"]), "y": _floats(table["full_error"]),
         "mode": "markers+text", "text": short.tolist(), "textposition": "top center",
-        "marker": {"color": PALETTE[0], "size": 9},
+        "marker": {"color": _PALETTE[0], "size": 9},
         "hovertext": [f"{label}<br>key {key}<br>proxy {p:.2f} % (rank {pr})<br>"
                       f"full {f:.2f} % (rank {fr})"
                       for label, key, p, f, pr, fr in zip(

@@ -71,6 +71,13 @@ from explorer.store.schema import (
     trial_table,
 )
 
+__all__ = [
+    "SINCE_MARGIN",
+    "STAGE_LIST_COLUMNS",
+    "Reader",
+    "Seen",
+]
+
 # SQLite's bound-parameter limit is far higher, but this keeps every backend happy.
 _IN_CHUNK = 5000
 _Item = TypeVar("_Item")
