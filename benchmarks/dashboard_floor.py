@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 
 from dashboard_scale import DRAWN, dashboard, wait_until
 
-from explorer.serve import free_local_port
+from explorer.serve import NotServing, free_local_port, wait_until_serving
 
 # The chart is named as the dashboard names its error-vs-FLOPs chart, so one predicate
 # (dashboard_scale.DRAWN) says when either has drawn its points.
@@ -55,27 +54,16 @@ def minimal_app() -> Iterator[str]:
             [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port),
              "--server.address", "127.0.0.1", "--server.headless", "true",
              "--browser.gatherUsageStats", "false"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
         try:
-            url = f"http://127.0.0.1:{port}/"
-            _wait_healthy(url, process)
-            yield url
+            try:
+                wait_until_serving(process, port, seconds=120)
+            except NotServing as problem:
+                sys.exit(f"the minimal app: {problem}")
+            yield f"http://127.0.0.1:{port}/"
         finally:
             process.terminate()
             process.wait(timeout=30)
-
-
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], seconds: float = 120) -> None:
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"streamlit exited with {process.returncode} before serving")
-        try:
-            urllib.request.urlopen(url + "_stcore/health", timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.25)
-    raise SystemExit(f"streamlit did not serve {url} within {seconds:g} s")
 
 
 def first_charts(context: Any, url: str, loads: int, label: str) -> list[float]:
