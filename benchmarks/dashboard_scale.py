@@ -68,14 +68,17 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 
 # --- the server and the browser ------------------------------------------------------------
 
-# Points drawn by every data trace of the chart named `chart` (-1: no such chart yet).
+# Points (candidates, or rows of density bins) drawn by the chart named `chart` (-1: no
+# such chart yet).
 DRAWN = """(chart) => {
   for (const el of document.querySelectorAll('.js-plotly-plot')) {
     if (!el.layout || !el.layout.meta || el.layout.meta.chart !== chart || !el._fullData) continue;
     let n = 0;
     for (const t of el._fullData) {
       const role = ((el.data[t.index] || {}).meta || {}).role;
-      if (role === 'candidates' || role === 'bins') n += t._length || 0;
+      // A heatmap of bins counts its rows of cells (it has no _length).
+      if (role === 'candidates') n += t._length || 0;
+      if (role === 'bins') n += t._length || (t.z ? t.z.length : 0);
     }
     return n;
   }

@@ -24,7 +24,6 @@ show numbers for people (column_config formats); the CSV download has exact valu
 
 from __future__ import annotations
 
-import argparse
 import sys
 import threading
 import time
@@ -34,6 +33,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from dashboard.live import bin_above, live_trials, newest_experiment, open_store, store_url
 from explorer import analysis, figures
 from explorer.compare import (
     DEFAULT_NORMALIZE,
@@ -43,7 +43,7 @@ from explorer.compare import (
     compare_or_plain,
 )
 from explorer.metrics import SHOWN_STATUSES, Status
-from explorer.store import Reader, StoreError
+from explorer.store import StoreError
 
 POLL_SECONDS = 3.0
 VIEWS = ("Error vs cost", "Tradeoff", "Training curves", "EDFs", "Measured cost", "Trials")
@@ -72,90 +72,12 @@ LINK_KEY = "_link"  # session state: what the page's URL asked for and is not ap
 COUNT_COLUMNS = {"params", "flops", "images/s", "train_images_per_sec"}
 
 
-def _arguments(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="dashboard", add_help=False)
-    parser.add_argument("--store", default=None)
-    parser.add_argument("--bin-above", type=int, default=None)
-    known, _unknown = parser.parse_known_args(list(argv))
-    return known
-
-
-def store_url(argv: Sequence[str]) -> str | None:
-    """The --store URL from the script's arguments."""
-    url: str | None = _arguments(argv).store
-    return url
-
-
-def bin_above(argv: Sequence[str]) -> int | None:
-    """--bin-above N from the script's arguments: above N candidates error vs cost draws
-    density bins (None: figures.BIN_THRESHOLD; `serve.streamlit_command` passes it)."""
-    value = _arguments(argv).bin_above
-    return None if value is None else max(int(value), 0)
-
-
 # --- cached reads: keyed on the store's data version ---------------------------------------
 #
 # Everything is cached with st.cache_resource: values are shared as they are (read-only, never
 # pickled nor copied), and each cache holds a few entries, so memory stays flat however many
 # versions a sweep writes. The trials table itself lives in a `LiveTrials` per selection of
 # experiments: read once, then only the rows changed since.
-
-
-class LiveTrials:
-    """The trials table of one selection of experiments, kept current: one full read, then
-    at each new data version only the trials changed since (Reader.dashboard_trials_since).
-    Shared by the sessions, hence the lock. It remembers which candidates each refresh
-    touched, so that aggregates can be brought up to date the same way (`changed_keys`)."""
-
-    LOG = 64  # refreshes remembered
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._version = -1
-        self._frame: pd.DataFrame | None = None  # as read, its attrs saying what was seen
-        self._shown = pd.DataFrame()  # the same rows without them (for tables and charts)
-        self._log: list[tuple[int, frozenset[str] | None]] = []  # (version, keys changed)
-
-    def at(self, reader: Reader, names: tuple[str, ...], version: int) -> pd.DataFrame:
-        """The table as of `version` or newer."""
-        with self._lock:
-            if self._frame is None or version > self._version:
-                before = self._frame
-                self._frame = reader.dashboard_trials(list(names)) if before is None \
-                    else reader.dashboard_trials_since(before, list(names))
-                self._log = [*self._log[-self.LOG:], (version, _touched(before, self._frame))]
-                self._shown = self._frame.copy(deep=False)
-                self._shown.attrs = {}
-                self._version = max(self._version, version)
-            return self._shown
-
-    def changed_keys(self, since: int) -> frozenset[str] | None:
-        """The candidate keys whose trials changed after data version `since`; None when
-        that is not known (a full read since, or `since` further back than the log)."""
-        with self._lock:
-            later = [touched for version, touched in self._log if version > since]
-            reaches = any(version <= since for version, _ in self._log)
-            if not reaches or any(touched is None for touched in later):
-                return None
-            return frozenset().union(*later)  # type: ignore[arg-type]
-
-
-def _touched(before: pd.DataFrame | None, after: pd.DataFrame) -> frozenset[str] | None:
-    """The candidate keys of the trials a refresh read again; None for a full read."""
-    ids = after.attrs.get("changed_trials")
-    if before is None or ids is None:
-        return None
-    return frozenset(after.loc[after["trial_id"].isin(ids), "key"].astype(str))
-
-
-@st.cache_resource(show_spinner=False)
-def open_store(url: str) -> Reader:
-    return Reader.open(url)
-
-
-@st.cache_resource(show_spinner=False, max_entries=8)
-def live_trials(url: str, experiments: tuple[str, ...]) -> LiveTrials:
-    return LiveTrials()
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
@@ -392,7 +314,7 @@ def live(url: str, shown: int) -> None:
 
 def sidebar(experiments: pd.DataFrame) -> tuple[str, ...]:
     names = experiments["experiment"].drop_duplicates().tolist()
-    newest = experiments.sort_values("created_at")["experiment"].iloc[-1]
+    newest = newest_experiment(experiments)
     from_link("experiments", names)
     default = None if "experiments" in st.session_state else [newest]
     chosen = st.sidebar.multiselect("experiments", names, default=default, key="experiments")
@@ -494,8 +416,12 @@ def messages(experiments: pd.DataFrame, names: tuple[str, ...], counts: dict[str
     if not failed.empty:
         st.warning(f"{len(failed)} trial{'s' if len(failed) != 1 else ''} failed; "
                    "their errors are listed below (`explorer run SPEC` again retries them).")
-        with st.expander(f"failed trials ({len(failed)})", expanded=len(failed) <= 5):
-            st.dataframe(failed, hide_index=True, key="failed_table")
+        # Built and sent only while open: at 100,000 trials a few thousand failed ones
+        # are a 0.3 MB table that a closed expander would still send on every rerun.
+        with st.expander(f"failed trials ({len(failed)})", expanded=len(failed) <= 5,
+                         key="failed_trials", on_change="rerun") as box:
+            if box.open:
+                st.dataframe(failed, hide_index=True, key="failed_table")
 
 
 def chart(fig: object, key: str) -> None:

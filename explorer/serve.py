@@ -1,8 +1,9 @@
 """Starting the Streamlit dashboard for `explorer dashboard`.
 
-The app runs as ``python -m streamlit run dashboard/app.py`` (exec'd in place of
-this process on POSIX, a child process elsewhere)
-with settings that are not left to a config file: bound to the given host
+The app runs as ``python -m dashboard.launch run dashboard/app.py`` (exec'd in place
+of this process on POSIX, a child process elsewhere): streamlit's own ``run``, after
+dashboard.launch has started reading the store on a thread, so that the first page
+finds it read. It runs with settings that are not left to a config file: bound to the given host
 (loopback by default), headless, no usage statistics, XSRF protection on, no
 file watcher. The store URL reaches the app as a script argument
 (``-- --store URL``) and is only ever opened read-only there.
@@ -125,7 +126,7 @@ def streamlit_command(store_url: str, host: str = _DEFAULT_HOST,
     (and `bin_above`, the candidates above which error vs cost draws density bins, when
     given: the app's default otherwise)."""
     return [
-        sys.executable, "-m", "streamlit", "run", str(_app_path()),
+        sys.executable, "-m", "dashboard.launch", "run", str(_app_path()),
         f"--server.address={host}",
         f"--server.port={port}",
         "--server.headless=true",

@@ -444,7 +444,7 @@ runner = CliRunner()
 
 def test_streamlit_command_settings() -> None:
     command = serve.streamlit_command("sqlite:////x/explorer.db", "127.0.0.1", 8600)
-    assert command[:4] == [sys.executable, "-m", "streamlit", "run"]
+    assert command[:4] == [sys.executable, "-m", "dashboard.launch", "run"]
     assert Path(command[4]).name == "app.py" and Path(command[4]).is_file()
     for setting in ("--server.address=127.0.0.1", "--server.port=8600",
                     "--server.headless=true", "--browser.gatherUsageStats=false",
@@ -753,7 +753,8 @@ def test_a_live_refresh_draws_what_a_fresh_page_draws(tmp_path: Path) -> None:
 
 def test_many_candidates_are_binned_and_a_filter_shows_each_one(
         fixture_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Above the threshold the scatter is WebGL density bins (each candidate in one bin);
+    """Above the threshold the scatter is density bins (a heatmap per space, each candidate
+    counted in one cell);
     a filter that leaves fewer candidates draws every one, exactly."""
     from explorer import figures
 
@@ -768,8 +769,8 @@ def test_many_candidates_are_binned_and_a_filter_shows_each_one(
     spec = charts(at)["error_vs_flops"]
     bins = [t for t in spec["data"] if t.get("meta", {}).get("role") == "bins"]
     assert bins and points(spec) == 0
-    assert all(t["type"] == "scattergl" and "hovertext" not in t for t in bins)
-    assert sum(int(decode(t["customdata"])[:, 0].sum()) for t in bins) == len(means)
+    assert all(t["type"] == "heatmap" and "hovertext" not in t for t in bins)
+    assert sum(int(np.nansum(decode(t["z"]))) for t in bins) == len(means)
     assert "density bins" in spec["layout"]["title"]["text"]
     # The Pareto front stays exact.
     front = analysis.pareto_front(means, "flops")

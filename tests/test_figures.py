@@ -385,9 +385,9 @@ def test_edf_on_a_quantile_grid_is_within_one_step_of_the_exact_edf(
 
 
 def test_error_vs_cost_bins_hold_every_candidate_once() -> None:
-    """Above the threshold: WebGL bins per space whose counts add up to the candidates,
-    each bin's error range holding its own candidates (recounted here on the same grid),
-    and the exact Pareto front."""
+    """Above the threshold: a heatmap of bins per space (no WebGL, no marker per bin) whose
+    cells hold exactly that space's candidates (recounted here over the trace's own cell
+    edges), empty cells left out (gaps), and the exact Pareto front."""
     rng = np.random.default_rng(5)
     n = 3000
     rows = [trial(f"k{i}", float(e), space="AB"[i % 2], params=int(p), flops=int(p))
@@ -397,14 +397,17 @@ def test_error_vs_cost_bins_hold_every_candidate_once() -> None:
     fig = validated(figures.error_vs_cost(candidates, "flops", bin_above=n - 1))
     bins = role(fig, "bins")
     assert [t.name for t in bins] == ["A", "B"] and figures.points(fig) == 0
-    assert all(t.type == "scattergl" and t.hovertext is None for t in bins)
+    assert all(t.type == "heatmap" and t.hovertext is None for t in bins)
     for trace in bins:
         part = candidates[candidates["space"] == trace.name]
-        data = np.asarray(trace.customdata, dtype=float)
-        assert data[:, 0].sum() == len(part)
-        assert data[:, 1].min() == pytest.approx(part["test_error_mean"].min())
-        assert data[:, 2].max() == pytest.approx(part["test_error_mean"].max())
-        assert len(trace.x) < len(part)  # fewer markers than candidates
+        z = np.asarray(trace.z, dtype=float)
+        x_edges, y_edges = np.asarray(trace.x, dtype=float), np.asarray(trace.y, dtype=float)
+        assert z.shape == (len(y_edges) - 1, len(x_edges) - 1)  # edges, not centres
+        recount, _, _ = np.histogram2d(part["test_error_mean"].astype(float),
+                                       part["flops"].astype(float), bins=[y_edges, x_edges])
+        assert recount.sum() == len(part)  # the edges hold every candidate
+        assert np.array_equal(np.nan_to_num(z), recount)
+        assert np.isnan(z[recount == 0]).all()  # an empty cell is a gap, not a zero
     (front,) = role(fig, "pareto")
     expected = analysis.pareto_front(candidates, "flops")
     assert np.allclose(front.x, expected["flops"].astype(float))

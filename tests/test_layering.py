@@ -25,7 +25,7 @@ FACADES = {"explorer"}
 # Heavy dependencies and the only entries allowed to import them (as the document says).
 HEAVY = {
     "ray": {"explorer/sweep/"},
-    "streamlit": {"dashboard/app.py"},
+    "streamlit": {"dashboard/live.py", "dashboard/app.py", "dashboard/launch.py"},
     "torch": {"explorer/models/", "explorer/data/", "explorer/train.py", "explorer/cost.py",
               "explorer/sweep/", "explorer/console.py", "explorer/tracking.py"},
     "mlflow": {"explorer/tracking.py"},
