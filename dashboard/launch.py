@@ -1,15 +1,17 @@
-"""``python -m dashboard.launch run APP [streamlit options] -- --store URL``: streamlit's
-own command line, run in this process after starting `dashboard.live.warm` on a thread.
+"""``python -m dashboard.launch run APP [streamlit options] -- --store URL``: reads the
+store for the first page (`dashboard.live.warm`), then runs streamlit's own command line
+in this process, so that the cache it filled is the one the app's scripts use.
 
-So the store is read while the server starts and the browser opens the page, not when
-the first page asks: that page finds the newest experiment's trials in the shared cache.
-Everything else is `streamlit run`'s, unchanged (explorer.serve builds the arguments).
+The server answers once the first page's data is read: a browser opened on the address
+it prints gets its charts without waiting for a read of the store (1 to 1.5 s at 100,000
+trials; about 15 s at 1,000,000). Everything else is `streamlit run`'s, unchanged
+(explorer.serve builds the arguments).
 """
 
 from __future__ import annotations
 
 import sys
-import threading
+import time
 
 from streamlit.web import cli
 
@@ -22,7 +24,13 @@ def main(argv: list[str]) -> int:
     """Warm the cache for the store named after ``--`` in `argv`, then run streamlit."""
     url = store_url(argv[argv.index("--") + 1:] if "--" in argv else [])
     if url:
-        threading.Thread(target=warm, args=(url,), name="explorer-warm", daemon=True).start()
+        print("explorer dashboard: reading the store for the first page...", file=sys.stderr,
+              flush=True)
+        started = time.perf_counter()
+        read = warm(url)
+        if read is not None:
+            print(f"explorer dashboard: read {read} in {time.perf_counter() - started:.1f} s",
+                  file=sys.stderr, flush=True)
     try:
         cli.main(args=argv, prog_name="streamlit")  # click: exits through SystemExit
     except SystemExit as done:

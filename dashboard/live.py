@@ -4,9 +4,10 @@ the app's own arguments (after ``--`` on the command line).
 The trials table of a selection of experiments (`LiveTrials`) and the open store are
 process-wide, shared by every session (st.cache_resource), and live here rather than in
 app.py so that they are the same objects whoever asks: streamlit runs app.py as a script
-(module ``__main__``), and `warm`, started by dashboard.launch as the server starts,
-imports this module; both reach the one cache entry per store and selection. So the
-first page finds the newest experiment's trials read, instead of reading them itself.
+(module ``__main__``), and dashboard.launch, which calls `warm` before it starts the
+server, imports this module; both reach the one cache entry per store and selection.
+So the first page finds the newest experiment's trials read, instead of reading them
+itself while the browser waits.
 """
 
 from __future__ import annotations
@@ -115,19 +116,22 @@ def newest_experiment(experiments: pd.DataFrame) -> str:
     return str(experiments.sort_values("created_at")["experiment"].iloc[-1])
 
 
-def warm(url: str) -> None:
+def warm(url: str) -> str | None:
     """Read the trials the first page shows by default (the newest experiment's) into
-    the shared cache, and import what the page imports, while the server starts; a
-    page that asks before this is done waits for it (`LiveTrials.at` holds a lock)
-    rather than reading again. Problems are left for the page to report."""
+    the shared cache, and import what the page imports; returns what was read, in words
+    (None when there was nothing to read). Problems are left for the page to report: it
+    opens the store itself and says what is wrong."""
     try:
         store = open_store(url)
         version = store.data_version()
         experiments = store.experiment_versions()
+        read = None
         if not experiments.empty:
             names = (newest_experiment(experiments),)
-            live_trials(url, names).at(store, names, version)
+            trials = live_trials(url, names).at(store, names, version)
+            read = f"{trials['trial_id'].nunique():,} trials of {names[0]!r}"
         for module in _PAGE_IMPORTS:
             importlib.import_module(module)
-    except Exception:  # the page opens the store itself and says what is wrong
-        return
+    except Exception:
+        return None
+    return read
