@@ -9,11 +9,12 @@ each trace its role in ``trace.meta["role"]`` ("candidates", "pareto",
 points of a chart without depending on titles or trace order.
 
 Conventions: errors are percentages (lower is better); cost axes are
-logarithmic; a scatter with many points uses WebGL (``scattergl``); hovers are
-one template per trace over per-point values (``customdata``), not a text per
-point. Above BIN_THRESHOLD candidates, error vs cost draws density bins (per
-space, a heatmap of its candidates' counts over one log-cost × error grid) and
-the exact Pareto front; a filter that leaves fewer candidates draws every point.
+logarithmic; a scatter with many points uses WebGL (``scattergl``) and no error
+bars (hovering gives the std); hovers are one template per trace over per-point
+values (a label and key per point in ``hovertext``, the numbers in ``customdata``).
+Above BIN_THRESHOLD candidates, error vs cost draws density bins (per space, a
+heatmap of its candidates' counts over one log-cost × error grid) and the exact
+Pareto front; a filter that leaves fewer candidates draws every point.
 """
 
 from __future__ import annotations
@@ -57,11 +58,12 @@ _BIN_GRID = (150, 90)
 # Longest training curve drawn per trial and split, in points; a longer one is drawn as its
 # envelope: the first, lowest, highest and last point of each of _MAX_CURVE_POINTS / 4 buckets.
 _MAX_CURVE_POINTS = 200
-# What hovering a candidate shows: its customdata (`_hover_data`) through one template.
-_HOVER_TEMPLATE = ("<b>%{fullData.name}</b><br>%{customdata[0]}<br>key %{customdata[1]}<br>"
-                  "test error %{customdata[2]:.2f} ± %{customdata[3]:.2f} % "
-                  "(seeds: %{customdata[4]})<br>params %{customdata[5]:,.0f}<br>"
-                  "flops %{customdata[6]:,.0f}")
+# What hovering a candidate shows, through one template: its hovertext (`_hover_text`) and
+# its customdata (`_hover_numbers`).
+_HOVER_TEMPLATE = ("<b>%{fullData.name}</b><br>%{hovertext}<br>"
+                   "test error %{customdata[0]:.2f} ± %{customdata[1]:.2f} % "
+                   "(seeds: %{customdata[2]})<br>params %{customdata[3]:,.0f}<br>"
+                   "flops %{customdata[4]:,.0f}")
 
 _PALETTE = (
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -172,20 +174,22 @@ class Shared(list[Any]):
         return self
 
 
-def _hover_data(part: pd.DataFrame) -> list[list[Any]]:
-    """Per candidate, the values _HOVER_TEMPLATE shows: architecture, key, error mean and
-    std over seeds, seeds, params, flops. The architecture labels come from an
-    "arch_label" column when the frame has one (see `with_labels`)."""
+def _hover_text(part: pd.DataFrame) -> list[str]:
+    """Per candidate, the words _HOVER_TEMPLATE shows: its architecture and key. The
+    labels come from an "arch_label" column when the frame has one (see `with_labels`)."""
     labels = part["arch_label"] if "arch_label" in part.columns else analysis.arch_labels(part)
-    # Rows of plain Python values, not an object array: orjson writes lists of str and
-    # float natively, where one object array anywhere in a figure makes plotly clean the
-    # whole figure element by element (0.2 s for 18,000 candidates; 0.02 s as lists).
-    # NaN is written as null, as before.
-    columns = [list(map(str, labels)), part["key"].astype(str).tolist(),
-               _floats(part["test_error_mean"]).tolist(),
-               _floats(part["test_error_std"]).tolist(), part["seeds"].tolist(),
-               _floats(part["params"]).tolist(), _floats(part["flops"]).tolist()]
-    return Shared(list(row) for row in zip(*columns, strict=True))
+    return Shared(f"{label}<br>key {key}" for label, key in
+                  zip(map(str, labels), part["key"].astype(str), strict=True))
+
+
+def _hover_numbers(part: pd.DataFrame) -> np.ndarray:
+    """Per candidate, the numbers _HOVER_TEMPLATE shows: error mean and std over seeds,
+    seeds, params, flops. One float array, which plotly writes as one typed array,
+    where rows of Python values are walked value by value on every serialisation
+    (Streamlit serialises each chart on every rerun: 0.1 s for 6,000 candidates)."""
+    return np.column_stack([_floats(part["test_error_mean"]), _floats(part["test_error_std"]),
+                            _floats(part["seeds"]), _floats(part["params"]),
+                            _floats(part["flops"])])
 
 
 def with_labels(candidates: pd.DataFrame) -> pd.DataFrame:
@@ -195,7 +199,7 @@ def with_labels(candidates: pd.DataFrame) -> pd.DataFrame:
 
 
 def _hover(part: pd.DataFrame, extra: str = "") -> dict[str, Any]:
-    return {"customdata": _hover_data(part),
+    return {"hovertext": _hover_text(part), "customdata": _hover_numbers(part),
             "hovertemplate": _HOVER_TEMPLATE + extra + "<extra></extra>"}
 
 
@@ -231,11 +235,14 @@ def error_vs_cost(candidates: pd.DataFrame, cost: str = "flops",
             traces.append({**_density_bins(part, cost, grid, colors[str(space)]),
                            "name": str(space), "legendgroup": group, "showlegend": False})
         else:
+            # Error bars only on an SVG chart: over thousands of WebGL points they hide
+            # the points, and draw slower than the points themselves (0.4 s of 1.1 s for
+            # 6,000 candidates in headless Chromium); hovering gives the std either way.
+            bars = {"error_y": {"type": "data", "array": _floats(part["test_error_std"]),
+                                "visible": True, "thickness": 1}} if kind == "scatter" else {}
             traces.append({
                 "type": kind, "x": _floats(part[cost]), "y": _floats(part["test_error_mean"]),
-                "error_y": {"type": "data", "array": _floats(part["test_error_std"]),
-                            "visible": True, "thickness": 1},
-                "mode": "markers", "name": str(space), "legendgroup": group,
+                **bars, "mode": "markers", "name": str(space), "legendgroup": group,
                 "showlegend": False,
                 "marker": {"color": colors[str(space)], "size": 9,
                            "symbol": _symbols(part["cardinality"], symbols),

@@ -159,10 +159,14 @@ def test_error_vs_cost_one_point_per_candidate_with_mean_and_std(trials: pd.Data
     assert np.allclose(np.asarray(preserved.y)[order], [e for _, _, e in TABLE3])
     # Two seeds at ±0.1: sample std = 0.1 * sqrt(2).
     assert np.allclose(preserved.error_y.array, 0.1 * np.sqrt(2))
-    # The hover: one template over per-point values (customdata), no text per point.
-    assert preserved.hovertext is None and "customdata" in preserved.hovertemplate
-    hover = " ".join(str(v) for row in preserved.customdata for v in row)
+    # The hover: one template over per-point values (label and key in hovertext, the
+    # numbers in customdata).
+    assert "customdata" in preserved.hovertemplate and "hovertext" in preserved.hovertemplate
+    hover = " ".join(preserved.hovertext)
     assert "c32" in hover and "32×4d" in hover
+    numbers = np.asarray(preserved.customdata, dtype=float)
+    assert np.allclose(numbers[:, 0], preserved.y)
+    assert np.allclose(numbers[:, 3 if cost == "params" else 4], preserved.x)
     # Symbols by cardinality: C = 1, 2, 4, 8, 32 get five different symbols.
     symbols = dict(zip(np.asarray(preserved.x)[order], np.asarray(preserved.marker.symbol)[order],
                        strict=True))
