@@ -412,16 +412,18 @@ def messages(experiments: pd.DataFrame, names: tuple[str, ...], counts: dict[str
                                 (Status.PENDING, Status.RUNNING, Status.FAILED))
             st.info(f"Experiment {row.experiment!r} (version {row.version}) has no finished "
                     f"trials yet: {waiting}. The charts appear as trials finish.")
-    failed = analysis.failed_table(trials)
-    if not failed.empty:
-        st.warning(f"{len(failed)} trial{'s' if len(failed) != 1 else ''} failed; "
+    failed = trials.loc[trials["status"] == Status.FAILED, "trial_id"].nunique() \
+        if not trials.empty else 0
+    if failed:
+        st.warning(f"{failed} trial{'s' if failed != 1 else ''} failed; "
                    "their errors are listed below (`explorer run SPEC` again retries them).")
         # Built and sent only while open: at 100,000 trials a few thousand failed ones
         # are a 0.3 MB table that a closed expander would still send on every rerun.
-        with st.expander(f"failed trials ({len(failed)})", expanded=len(failed) <= 5,
+        with st.expander(f"failed trials ({failed})", expanded=failed <= 5,
                          key="failed_trials", on_change="rerun") as box:
             if box.open:
-                st.dataframe(failed, hide_index=True, key="failed_table")
+                st.dataframe(analysis.failed_table(trials), hide_index=True,
+                             key="failed_table")
 
 
 def chart(fig: object, key: str) -> None:

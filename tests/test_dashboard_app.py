@@ -783,3 +783,18 @@ def test_many_candidates_are_binned_and_a_filter_shows_each_one(
     assert not [t for t in spec["data"] if t.get("meta", {}).get("role") == "bins"]
     assert _xy(spec) == pytest.approx(
         sorted(zip(few["flops"].astype(float), few["test_error_mean"], strict=True)))
+
+
+def test_many_failed_trials_are_counted_and_their_table_built_only_when_opened(
+        tmp_path: Path) -> None:
+    """Above five failed trials the list starts closed, and is neither built nor sent
+    until it is opened (at 100,000 trials it is a table of thousands of rows)."""
+    path = tmp_path / "explorer.db"
+    make_fixture_store(path, experiments=("cifar10-cardinality",), seeds=2, failed=6)
+    at = ran(app(f"sqlite:///{path}"))
+    assert any("6 trials failed" in w for w in texts(at, "warning"))
+    assert not [t for t in at.dataframe if "error message" in t.value.columns]
+    at.session_state["failed_trials"] = True  # the expander opened, as a click does
+    ran(at)
+    failed = table(at, "error message")
+    assert len(failed) == 6 and failed["error message"].str.contains("CUDA").all()
