@@ -798,3 +798,44 @@ def test_many_failed_trials_are_counted_and_their_table_built_only_when_opened(
     ran(at)
     failed = table(at, "error message")
     assert len(failed) == 6 and failed["error message"].str.contains("CUDA").all()
+
+
+def test_the_first_page_finds_its_trials_read_by_warm(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """dashboard.launch reads the store before the server starts (dashboard.live.warm): the
+    first page draws from that read and reads no trials table itself."""
+    from dashboard import live
+
+    path = tmp_path / "explorer.db"
+    make_fixture_store(path, experiments=("cifar10-cardinality",), seeds=2)
+    url = f"sqlite:///{path}"
+    with Reader.open(url) as reader:
+        trials = reader.trials_frame(["cifar10-cardinality"])
+    assert live.warm(url) == f"{trials['trial_id'].nunique():,} trials of 'cifar10-cardinality'"
+
+    def no_second_read(*_args: Any) -> pd.DataFrame:
+        raise AssertionError("the page read the trials again")
+
+    monkeypatch.setattr(Reader, "dashboard_trials", no_second_read)
+    at = ran(app(url))
+    assert points(charts(at)["error_vs_flops"]) == expected_candidates(url, "cifar10-cardinality")
+
+
+def test_launch_runs_streamlit_with_the_arguments_it_was_given(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """dashboard.launch hands its command line to streamlit's own, unchanged, after warming
+    the store named after "--"; its exit code is streamlit's."""
+    from dashboard import launch
+
+    warmed: list[str] = []
+    given: list[list[str]] = []
+    monkeypatch.setattr(launch, "warm", lambda url: warmed.append(url) or None)
+
+    def streamlit_main(args: list[str], prog_name: str) -> None:
+        given.append(args)
+        raise SystemExit(3)
+
+    monkeypatch.setattr(launch.cli, "main", streamlit_main)
+    argv = ["run", "app.py", "--server.port=1", "--", "--store", "sqlite:///x.db"]
+    assert launch.main(argv) == 3
+    assert warmed == ["sqlite:///x.db"] and given == [argv]
