@@ -16,6 +16,7 @@ import time
 from streamlit.web import cli
 
 from dashboard.live import store_url, warm
+from explorer.errors import ExitCode
 
 __all__ = ["main"]
 
@@ -27,7 +28,11 @@ def main(argv: list[str]) -> int:
         print("explorer dashboard: reading the store for the first page...", file=sys.stderr,
               flush=True)
         started = time.perf_counter()
-        read = warm(url)
+        try:
+            read = warm(url)
+        except KeyboardInterrupt:  # Ctrl-C while it reads (seconds at 1M trials)
+            print("explorer dashboard: interrupted", file=sys.stderr, flush=True)
+            return ExitCode.INTERRUPTED
         if read is not None:
             print(f"explorer dashboard: read {read} in {time.perf_counter() - started:.1f} s",
                   file=sys.stderr, flush=True)

@@ -839,3 +839,16 @@ def test_launch_runs_streamlit_with_the_arguments_it_was_given(
     argv = ["run", "app.py", "--server.port=1", "--", "--store", "sqlite:///x.db"]
     assert launch.main(argv) == 3
     assert warmed == ["sqlite:///x.db"] and given == [argv]
+
+
+def test_launch_interrupted_while_it_reads_exits_130_without_a_traceback(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from dashboard import launch
+
+    def interrupted(_url: str) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(launch, "warm", interrupted)
+    monkeypatch.setattr(launch.cli, "main", lambda **_: pytest.fail("streamlit started"))
+    assert launch.main(["run", "app.py", "--", "--store", "sqlite:///x.db"]) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == "explorer dashboard: interrupted"
