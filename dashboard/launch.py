@@ -3,8 +3,9 @@ store for the first page (`dashboard.live.warm`), then runs streamlit's own comm
 in this process, so that the cache it filled is the one the app's scripts use.
 
 The server answers once the first page's data is read: a browser opened on the address
-it prints gets its charts without waiting for a read of the store (1 to 1.5 s at 100,000
-trials; about 15 s at 1,000,000). Everything else is `streamlit run`'s, unchanged
+it prints gets its charts without waiting for a read of the store (the server started
+in 2.7 to 4.8 s at 100,000 trials against 1.5 to 2.1 s before, and in 12.6 s at
+1,000,000; benchmarks/dashboard_scale.py prints it). Everything else is `streamlit run`'s, unchanged
 (explorer.serve builds the arguments).
 """
 
