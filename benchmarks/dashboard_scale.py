@@ -99,7 +99,6 @@ SHOWS_FINISHED = ("(n) => [...document.querySelectorAll('[data-testid=\"stCaptio
                   ".some(e => e.innerText.replace(/[,\\s]/g, '').includes(n + 'finished'))")
 SETTLED = "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
 TICKS = os.sysconf("SC_CLK_TCK")
-STARTED_IN: dict[int, float] = {}  # per port, the last server's start (see `dashboard`)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -128,11 +127,9 @@ def wait_until(page: Any, predicate: str, arg: Any = None, seconds: float = 600,
 
 @contextmanager
 def dashboard(url: str, port: int) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """`explorer dashboard` on a loopback port (the streamlit server replaces it). The
-    seconds from the command until it served are in `STARTED_IN[port]`: they include its
-    read of the store for the first page (dashboard.launch)."""
+    """`explorer dashboard` on a loopback port (the streamlit server replaces it), once it
+    serves: after its read of the store for the first page (dashboard.launch)."""
     explorer = shutil.which("explorer") or "explorer"
-    started = time.perf_counter()
     process = subprocess.Popen([explorer, "dashboard", "--store", url, "--port", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
     try:
@@ -140,7 +137,6 @@ def dashboard(url: str, port: int) -> Iterator[tuple[str, subprocess.Popen[str]]
             wait_until_serving(process, port, seconds=600)
         except NotServing as problem:
             sys.exit(str(problem))
-        STARTED_IN[port] = time.perf_counter() - started
         yield f"http://127.0.0.1:{port}/", process
     finally:
         process.terminate()
@@ -220,8 +216,9 @@ def measure_once(context: Any, port: int, path: Path, serial: int, cardinality: 
     run = Run()
     url = f"sqlite:///{path.resolve()}"
     expected = _expected_filtered(path, cardinality)
+    started = time.perf_counter()
     with dashboard(url, port) as (page_url, process):
-        run.start = STARTED_IN[port]
+        run.start = time.perf_counter() - started
         page = context.new_page()
         received = [0]
 

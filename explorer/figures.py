@@ -305,12 +305,13 @@ def _density_bins(part: pd.DataFrame, cost: str, grid: tuple[np.ndarray, np.ndar
     counts, _, _ = np.histogram2d(y, x, bins=[grid[1], grid[0]])
     rows, columns = np.flatnonzero(counts.any(axis=1)), np.flatnonzero(counts.any(axis=0))
     counts = counts[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
+    most = max(float(counts.max()), 2.0)  # the colour scale's top (a span even for 1s)
     return {
         "type": "heatmap",  # the cells' edges, cropped to those the space occupies
         "x": 10 ** grid[0][columns[0]:columns[-1] + 2], "y": grid[1][rows[0]:rows[-1] + 2],
         "z": np.where(counts > 0, counts, np.nan).astype("float32"),
-        "zmin": 1.0, "zmax": max(float(counts.max()), 2.0), "showscale": False,
-        "colorscale": _log_shades(color, max(float(counts.max()), 2.0)),
+        "zmin": 1.0, "zmax": most, "showscale": False,
+        "colorscale": _log_shades(color, most),
         "opacity": 0.8,  # overlapping spaces stay visible
         "hovertemplate": ("<b>%{fullData.name}</b><br>%{z:,.0f} candidates<br>"
                           "test error about %{y:.2f} %<br>cost about %{x:,.3s}<extra></extra>"),
