@@ -159,6 +159,10 @@ def test_every_view_renders(fixture_db: str, view: str) -> None:
     at.session_state["view"] = view
     ran(at)
     assert set(charts(at)) == EXPECTED_CHARTS[view]
+    # Every chart, WebGL or not yet, draws one canvas pixel per CSS pixel (its WebGL
+    # traces at four times the pixels draw twice as slowly without a GPU).
+    assert [json.loads(e.proto.config).get("plotGlPixelRatio")
+            for e in at.get("plotly_chart")] == [1] * len(charts(at))
     if view == "Trials":
         shown = table(at, "test error %")
         with Reader.open(fixture_db) as store:
