@@ -711,6 +711,52 @@ def test_incremental_read_equals_a_full_read_after_writes(tmp_path: Path) -> Non
     assert 12.5 in set(costed["latency_ms"])
 
 
+def test_new_trials_and_candidates_read_incrementally_as_a_full_read_orders_them(
+        store_url: str) -> None:
+    """New trials of the experiment the frame ends with are appended as read; one of an
+    experiment earlier in the frame's order takes its place among that experiment's rows;
+    a new candidate is a full read. Each time the same table as a new full read, on
+    SQLite and PostgreSQL (the poll's queries go by indexes each database picks)."""
+    url = store_url
+    make_fixture_store(url, seeds=1, failed=0)
+    names = ["cifar10-cardinality", "cifar10-width"]  # the frame's order: by name
+    ran_before(url, hours=2)
+    with Reader.open(url) as reader:
+        known = reader.dashboard_trials(names)
+    ids = {name: int(known.loc[known["experiment"] == name, "experiment_id"].iat[0])
+           for name in names}
+    assert known["experiment"].iat[-1] == "cifar10-width"
+
+    def one_more_trial(name: str, seed: int) -> None:
+        key = str(known.loc[known["experiment"] == name, "key"].iat[0])
+        with Writer.open(url) as store:
+            store.add_trials(ids[name], [(f"{key}-seed-{seed}", key, seed)])
+            store.mark_running(ids[name], f"{key}-seed-{seed}", "cuda:0")
+            store.finish_trial(ids[name], f"{key}-seed-{seed}", "finished",
+                               {"test_error": 3.0 + seed})
+
+    for name, seed in (("cifar10-width", 11), ("cifar10-cardinality", 12)):
+        one_more_trial(name, seed)
+        with Reader.open(url) as reader:
+            updated = reader.dashboard_trials_since(known, names)
+            fresh = reader.dashboard_trials(names)
+        pd.testing.assert_frame_equal(_same(updated), _same(fresh))
+        assert len(updated.attrs["changed_trials"]) == 1  # only the new trial read
+        known = updated
+    assert known["experiment"].iat[-1] == "cifar10-width"  # the second one took its place
+
+    # A candidate added (no trial of it yet): what trial rows do not show, a full read.
+    spec, _text = fixture_spec("cifar10-width", variant=1)
+    have = set(known["key"])
+    new = next(c for c in enumerate_spec(spec).candidates if c.key not in have)
+    with Writer.open(url) as store:
+        store.add_candidates(ids["cifar10-width"], [new])
+    with Reader.open(url) as reader:
+        after = reader.dashboard_trials_since(known, names)
+        assert after.attrs["changed_trials"] is None
+        pd.testing.assert_frame_equal(_same(after), _same(reader.dashboard_trials(names)))
+
+
 def _xy(spec: dict[str, Any], role: str = "candidates") -> list[tuple[float, float]]:
     """The (x, y) of a chart's points of a role, sorted."""
     pairs = []
