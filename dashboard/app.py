@@ -27,7 +27,8 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import pandas as pd
@@ -429,11 +430,12 @@ def messages(experiments: pd.DataFrame, names: tuple[str, ...], counts: dict[str
 # WebGL charts draw one canvas pixel per CSS pixel. plotly's default, 2, draws four times
 # the pixels: sharper points on a high-density screen, but where the browser renders WebGL
 # without a GPU, 0.46 s instead of 0.25 s to draw 6,000 candidates (headless Chromium).
-CHART_CONFIG = {"displaylogo": False, "plotGlPixelRatio": 1}
+CHART_CONFIG: Mapping[str, object] = MappingProxyType({"displaylogo": False,
+                                                     "plotGlPixelRatio": 1})
 
 
 def chart(fig: object, key: str) -> None:
-    st.plotly_chart(fig, key=key, config=CHART_CONFIG)
+    st.plotly_chart(fig, key=key, config=dict(CHART_CONFIG))
 
 
 def render(url: str | None, bin_above: int | None = None) -> None:
@@ -548,7 +550,7 @@ def error_cost_view(url: str, version: int, names: tuple[str, ...], chosen: Filt
     if shown > bin_above:  # bins: a box selected draws the candidates in it
         st.caption("Select a box in the chart (box select, top right) to see the candidates "
                    "in it one by one.")
-        st.plotly_chart(fig, key=key, config=CHART_CONFIG, on_select=lambda: None,
+        st.plotly_chart(fig, key=key, config=dict(CHART_CONFIG), on_select=lambda: None,
                         selection_mode="box")
         box = selected_box(st.session_state.get(key))
         applied = st.session_state.setdefault(APPLIED_KEY, {})
