@@ -8,13 +8,13 @@ each trace its role in ``trace.meta["role"]`` ("candidates", "pareto",
 "legend", ...), so tests (and the browser test, through the DOM) can find the
 points of a chart without depending on titles or trace order.
 
-Conventions: errors are percentages (lower is better); cost axes are
-logarithmic; a scatter with many points uses WebGL (``scattergl``) and no error
-bars (hovering gives the std); hovers are one template per trace over per-point
-values (a label and key per point in ``hovertext``, the numbers in ``customdata``).
-Above BIN_THRESHOLD candidates, error vs cost draws density bins (per space, a
-heatmap of its candidates' counts over one log-cost × error grid) and the exact
-Pareto front; a filter that leaves fewer candidates draws every point.
+Conventions: errors are percentages (lower is better); cost axes are logarithmic; a
+scatter with many points uses WebGL (``scattergl``), and error vs cost's WebGL
+points have no error bars (hovering gives the std); hovers are one template per
+trace over per-point values (a label and key per point in ``hovertext``, the numbers
+in ``customdata``). Above BIN_THRESHOLD candidates, error vs cost draws density bins
+(per space, a heatmap of its candidates' counts over one log-cost × error grid) and
+the exact Pareto front; a filter that leaves fewer candidates draws every point.
 """
 
 from __future__ import annotations

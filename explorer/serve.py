@@ -1,12 +1,12 @@
 """Starting the Streamlit dashboard for `explorer dashboard`.
 
 The app runs as ``python -m dashboard.launch run dashboard/app.py`` (exec'd in place
-of this process on POSIX, a child process elsewhere): streamlit's own ``run``, after
-dashboard.launch has started reading the store on a thread, so that the first page
-finds it read. It runs with settings that are not left to a config file: bound to the given host
-(loopback by default), headless, no usage statistics, XSRF protection on, no
-file watcher. The store URL reaches the app as a script argument
-(``-- --store URL``) and is only ever opened read-only there.
+of this process on POSIX, a child process elsewhere): streamlit's own ``run``, in
+the same process, after dashboard.launch has read the store for the first page, so
+that the page finds it read. It runs with settings that are not left to a config
+file: bound to the given host (loopback by default), headless, no usage statistics,
+XSRF protection on, no file watcher. The store URL reaches the app as a script
+argument (``-- --store URL``) and is only ever opened read-only there.
 
 Needs neither torch, ray nor streamlit to import.
 """
